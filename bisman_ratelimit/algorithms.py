@@ -1,0 +1,178 @@
+"""The decision math of every algorithm, free of I/O.
+
+Each function takes the stored state of one key (``None`` when absent), the
+current time ``now`` in whole microseconds and the limit, and returns
+``(allowed, remaining, reset_us, retry_us, new_state)``:
+
+- ``remaining``: hits left after this one if it was allowed and committed,
+  else hits left now;
+- ``reset_us``: microseconds until the key is fully replenished (and may
+  vanish: it is also the key's TTL);
+- ``retry_us``: microseconds until this same hit would pass (0 if allowed);
+- ``new_state``: the state to store when committing an allowed hit, else
+  ``None``. ``sliding_log`` appends to its list in place instead.
+
+The Lua scripts in ``storage/lua/`` carry out the same operations in the same
+order on doubles, so the memory and Redis backends decide alike; the
+property tests hold them to it. A denied hit never changes the state.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable
+from math import ceil, floor
+from typing import Any, Literal
+
+__all__ = ["ALGORITHMS", "Algorithm", "DEFAULT_ALGORITHM", "Outcome"]
+
+Algorithm = Literal["fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra"]
+DEFAULT_ALGORITHM: Algorithm = "sliding_window"
+
+Outcome = tuple[bool, int, int, int, Any]
+AlgorithmFn = Callable[[Any, int, int, int, int, int, bool], Outcome]
+
+# Tolerance for float comparisons, so a hit made exactly at retry_after passes.
+_EPS = 1e-9
+
+
+def fixed_window(
+    state: tuple[int, int] | None, now: int, amount: int, period: int, capacity: int, cost: int, commit: bool
+) -> Outcome:
+    window = now // period
+    count = state[1] if state is not None and state[0] == window else 0
+    until_end = (window + 1) * period - now
+    if count + cost > amount:
+        return False, amount - count, until_end, until_end, None
+    if commit:
+        count += cost
+        return True, amount - count, until_end, 0, (window, count)
+    return True, amount - count, until_end if count else 0, 0, None
+
+
+def sliding_window(
+    state: tuple[int, int, int] | None,
+    now: int,
+    amount: int,
+    period: int,
+    capacity: int,
+    cost: int,
+    commit: bool,
+) -> Outcome:
+    window = now // period
+    elapsed = now - window * period
+    cur = prev = 0
+    if state is not None:
+        if state[0] == window:
+            cur, prev = state[1], state[2]
+        elif state[0] == window - 1:
+            prev = state[1]
+    used = float(prev) * (period - elapsed) / period + cur
+    allowed = used + cost <= amount + _EPS
+    new_state = None
+    if allowed:
+        if commit:
+            cur += cost
+            used += cost
+            new_state = (window, cur, prev)
+        retry = 0
+    else:
+        spare = amount - cost - cur
+        if spare >= 0:
+            # The previous window's weight must fall to `spare`.
+            retry = max(1, ceil((period - elapsed) - float(spare) * period / prev))
+        else:
+            # Only the next window helps, once this window's weight has fallen.
+            retry = (period - elapsed) + max(0, ceil(period - float(amount - cost) * period / cur))
+    if cur > 0:
+        reset = 2 * period - elapsed
+    elif prev > 0:
+        reset = period - elapsed
+    else:
+        reset = 0
+    return allowed, max(0, floor(amount - used + _EPS)), reset, retry, new_state
+
+
+def sliding_log(
+    log: list[int] | None, now: int, amount: int, period: int, capacity: int, cost: int, commit: bool
+) -> Outcome:
+    if log is None:
+        log = []
+    else:
+        # Entries at or before the cutoff no longer count: dropping them
+        # changes no decision, so it is done even when not committing.
+        expired = bisect_right(log, now - period)
+        if expired:
+            del log[:expired]
+    count = len(log)
+    if count + cost > amount:
+        oldest_needed = log[count + cost - amount - 1]
+        return False, amount - count, log[-1] + period - now, oldest_needed + period - now, None
+    if commit:
+        log.extend([now] * cost)
+        return True, amount - count - cost, period, 0, log
+    return True, amount - count, (log[-1] + period - now) if log else 0, 0, None
+
+
+def token_bucket(
+    state: tuple[float, int] | None,
+    now: int,
+    amount: int,
+    period: int,
+    capacity: int,
+    cost: int,
+    commit: bool,
+) -> Outcome:
+    if state is None:
+        tokens = float(capacity)
+    else:
+        tokens = min(float(capacity), state[0] + float(max(0, now - state[1])) * amount / period)
+    allowed = tokens + _EPS >= cost
+    new_state = None
+    if allowed:
+        retry = 0
+        if commit:
+            tokens -= cost
+            new_state = (tokens, now)
+    else:
+        retry = ceil((cost - tokens) * period / amount)
+    reset = ceil((capacity - tokens) * period / amount) if tokens < capacity else 0
+    return allowed, max(0, floor(tokens + _EPS)), reset, retry, new_state
+
+
+def gcra(
+    state: tuple[float, int] | None,
+    now: int,
+    amount: int,
+    period: int,
+    capacity: int,
+    cost: int,
+    commit: bool,
+) -> Outcome:
+    # The theoretical arrival time is kept as `debt`, its distance ahead of
+    # the last update: small numbers keep full precision where absolute
+    # microsecond timestamps (~1.7e15) would lose a quarter microsecond.
+    interval = period / amount
+    tolerance = capacity * interval
+    debt = 0.0 if state is None else max(0.0, state[0] - float(now - state[1]))
+    new_debt = debt + cost * interval
+    allowed = new_debt <= tolerance + interval * _EPS
+    new_state = None
+    if allowed:
+        retry = 0
+        if commit:
+            debt = new_debt
+            new_state = (debt, now)
+    else:
+        retry = ceil(new_debt - tolerance)
+    remaining = max(0, floor((tolerance - debt) / interval + _EPS))
+    return allowed, remaining, ceil(debt), retry, new_state
+
+
+ALGORITHMS: dict[str, AlgorithmFn] = {
+    "fixed_window": fixed_window,
+    "sliding_window": sliding_window,
+    "sliding_log": sliding_log,
+    "token_bucket": token_bucket,
+    "gcra": gcra,
+}

@@ -1,0 +1,289 @@
+"""``Limiter`` and ``AsyncLimiter``: the public face of the engine.
+
+Both share :class:`_LimiterBase`, which turns arguments into backend specs
+and validates them without I/O; the two classes only differ in whether they
+await the backend.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import secrets
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Union
+
+from .algorithms import ALGORITHMS, DEFAULT_ALGORITHM
+from .decision import Decision, MultiDecision, most_restrictive
+from .errors import InvalidArgument, InvalidLimit
+from .rate import Limit, LimitLike, parse_limits
+from .storage import AsyncAdapter, AsyncStorage, MemoryStorage, Spec, Storage, storage_from_url
+from .storage.base import Check
+
+__all__ = ["AsyncLease", "AsyncLimiter", "Lease", "Limiter"]
+
+_BUCKETS = ("token_bucket", "gcra")
+_CACHE_SIZE = 1024
+
+# hit_many() entries: (key, limit) or (key, limit, algorithm) or (key, limit, algorithm, cost)
+ManyEntry = Union[tuple[str, LimitLike], tuple[str, LimitLike, str], tuple[str, LimitLike, str, int]]
+
+
+def _is_async_storage(storage: object) -> bool:
+    return isinstance(storage, AsyncStorage) and inspect.iscoroutinefunction(storage.check)
+
+
+def _spec(limit: Limit, algorithm: str) -> Spec:
+    capacity = limit.capacity if algorithm in _BUCKETS else limit.amount
+    return Spec(algorithm, limit.amount, limit.period_us, capacity)
+
+
+class _LimiterBase:
+    def __init__(self) -> None:
+        # (limit, algorithm) -> (specs, largest cost they accept)
+        self._specs: dict[tuple[Any, str], tuple[tuple[Spec, ...], int]] = {}
+
+    def _resolve(self, limit: LimitLike, algorithm: str) -> tuple[tuple[Spec, ...], int]:
+        try:
+            return self._specs[(limit, algorithm)]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable list of limits
+            return self._build(limit, algorithm)
+        resolved = self._build(limit, algorithm)
+        if len(self._specs) >= _CACHE_SIZE:
+            self._specs.clear()
+        self._specs[(limit, algorithm)] = resolved
+        return resolved
+
+    @staticmethod
+    def _build(limit: LimitLike, algorithm: str) -> tuple[tuple[Spec, ...], int]:
+        if algorithm not in ALGORITHMS:
+            raise InvalidArgument(
+                f"unknown algorithm {algorithm!r}: expected one of {', '.join(sorted(ALGORITHMS))}"
+            )
+        specs = tuple(_spec(item, algorithm) for item in parse_limits(limit))
+        return specs, min(spec.capacity for spec in specs)
+
+    def _prepare(self, key: str, limit: LimitLike, algorithm: str, cost: int) -> tuple[Spec, ...]:
+        specs, max_cost = self._resolve(limit, algorithm)
+        if type(key) is not str or not key:
+            raise InvalidArgument(f"key must be a non-empty string, got {key!r}")
+        if type(cost) is not int or not 1 <= cost <= max_cost:
+            if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+                raise InvalidArgument(f"cost must be a whole number >= 1, got {cost!r}")
+            if cost > max_cost:
+                raise InvalidLimit(
+                    f"cost {cost} exceeds what limit {limit!r} can ever allow at once ({max_cost})"
+                )
+        return specs
+
+    def _prepare_many(self, entries: Iterable[ManyEntry]) -> list[Check]:
+        checks: list[Check] = []
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, (tuple, list)) or not 2 <= len(entry) <= 4:
+                raise InvalidArgument(
+                    f"hit_many() entry {index} must be (key, limit[, algorithm[, cost]]), got {entry!r}"
+                )
+            key, limit = entry[0], entry[1]
+            algorithm = entry[2] if len(entry) > 2 else DEFAULT_ALGORITHM  # type: ignore[misc]
+            cost = entry[3] if len(entry) > 3 else 1  # type: ignore[misc]
+            for spec in self._prepare(key, limit, algorithm, cost):
+                checks.append((key, spec, cost))
+        if not checks:
+            raise InvalidArgument("hit_many() needs at least one (key, limit) entry")
+        return checks
+
+    @staticmethod
+    def _lease_args(key: str, max_in_flight: int, ttl: float) -> tuple[str, int]:
+        if type(key) is not str or not key:
+            raise InvalidArgument(f"key must be a non-empty string, got {key!r}")
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise InvalidArgument(f"max_in_flight must be a whole number >= 1, got {max_in_flight!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (math.isfinite(ttl) and ttl > 0):
+            raise InvalidArgument(f"lease ttl must be a positive number of seconds, got {ttl!r}")
+        return secrets.token_hex(16), max(1, round(ttl * 1_000_000))
+
+
+class Limiter(_LimiterBase):
+    """Rate limits and concurrency leases, synchronously.
+
+    ``Limiter()`` keeps counters in memory; ``Limiter(redis.Redis(...))`` or
+    :meth:`from_url` puts them on Redis.
+    """
+
+    def __init__(self, storage: Any = None, *, prefix: str = "rl") -> None:
+        super().__init__()
+        if storage is None:
+            storage = MemoryStorage()
+        else:
+            from .storage.redis import RedisStorage, is_async_client, is_sync_client
+
+            if is_sync_client(storage):
+                storage = RedisStorage(storage, prefix=prefix)
+            elif is_async_client(storage) or _is_async_storage(storage):
+                raise InvalidArgument("Limiter needs a synchronous client or storage; use AsyncLimiter")
+            elif not isinstance(storage, Storage):
+                raise InvalidArgument(f"Limiter needs a redis.Redis client or a storage, got {storage!r}")
+        self.storage: Storage = storage
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Limiter:
+        """``memory://``, ``redis://host:port/db``, ``rediss://...`` (``?prefix=`` sets the key prefix)."""
+        return cls(storage_from_url(url, **options))
+
+    def hit(
+        self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1
+    ) -> Decision:
+        """Count a hit of ``cost`` against ``limit`` if it is allowed."""
+        specs = self._prepare(key, limit, algorithm, cost)
+        if len(specs) == 1:
+            return self.storage.check(key, specs[0], cost, True)
+        return most_restrictive(self.storage.check_many([(key, s, cost) for s in specs], True)[1])
+
+    def peek(
+        self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1
+    ) -> Decision:
+        """Whether a hit would be allowed, and what is left now; consumes nothing."""
+        specs = self._prepare(key, limit, algorithm, cost)
+        return most_restrictive(self.storage.check_many([(key, s, cost) for s in specs], False)[1])
+
+    def reset(self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM) -> None:
+        """Forget everything counted for ``key`` under ``limit``."""
+        for spec in self._prepare(key, limit, algorithm, 1):
+            self.storage.reset(key, spec)
+
+    def hit_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
+        """Check several limits at once: all are consumed, or none is."""
+        allowed, decisions = self.storage.check_many(self._prepare_many(entries), True)
+        return MultiDecision(allowed, tuple(decisions))
+
+    def acquire(self, key: str, max_in_flight: int, ttl: float) -> Lease | None:
+        """Take one of ``max_in_flight`` slots for at most ``ttl`` seconds, or ``None`` if full."""
+        lease_id, ttl_us = self._lease_args(key, max_in_flight, ttl)
+        if self.storage.acquire(key, lease_id, max_in_flight, ttl_us):
+            return Lease(self, key, lease_id)
+        return None
+
+    def close(self) -> None:
+        self.storage.close()
+
+    def __enter__(self) -> Limiter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncLimiter(_LimiterBase):
+    """The methods of :class:`Limiter`, awaitable."""
+
+    def __init__(self, storage: Any = None, *, prefix: str = "rl") -> None:
+        super().__init__()
+        if storage is None:
+            storage = AsyncAdapter(MemoryStorage())
+        elif isinstance(storage, MemoryStorage):
+            storage = AsyncAdapter(storage)
+        else:
+            from .storage.redis import AsyncRedisStorage, is_async_client, is_sync_client
+
+            if is_async_client(storage):
+                storage = AsyncRedisStorage(storage, prefix=prefix)
+            elif is_sync_client(storage):
+                raise InvalidArgument(
+                    "AsyncLimiter needs a redis.asyncio.Redis client: a synchronous one would block the loop"
+                )
+            elif not _is_async_storage(storage):
+                raise InvalidArgument(
+                    f"AsyncLimiter needs a redis.asyncio.Redis client or an async storage, got {storage!r}"
+                )
+        self.storage: AsyncStorage = storage
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AsyncLimiter:
+        """``memory://``, ``redis://host:port/db``, ``rediss://...`` (``?prefix=`` sets the key prefix)."""
+        return cls(storage_from_url(url, asyncio=True, **options))
+
+    async def hit(
+        self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1
+    ) -> Decision:
+        specs = self._prepare(key, limit, algorithm, cost)
+        if len(specs) == 1:
+            return await self.storage.check(key, specs[0], cost, True)
+        return most_restrictive((await self.storage.check_many([(key, s, cost) for s in specs], True))[1])
+
+    async def peek(
+        self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1
+    ) -> Decision:
+        specs = self._prepare(key, limit, algorithm, cost)
+        return most_restrictive((await self.storage.check_many([(key, s, cost) for s in specs], False))[1])
+
+    async def reset(self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM) -> None:
+        for spec in self._prepare(key, limit, algorithm, 1):
+            await self.storage.reset(key, spec)
+
+    async def hit_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
+        allowed, decisions = await self.storage.check_many(self._prepare_many(entries), True)
+        return MultiDecision(allowed, tuple(decisions))
+
+    async def acquire(self, key: str, max_in_flight: int, ttl: float) -> AsyncLease | None:
+        lease_id, ttl_us = self._lease_args(key, max_in_flight, ttl)
+        if await self.storage.acquire(key, lease_id, max_in_flight, ttl_us):
+            return AsyncLease(self, key, lease_id)
+        return None
+
+    async def close(self) -> None:
+        await self.storage.close()
+
+    async def __aenter__(self) -> AsyncLimiter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class Lease:
+    """A concurrency slot; release it, or let it expire after its TTL."""
+
+    def __init__(self, limiter: Limiter, key: str, lease_id: str) -> None:
+        self.limiter = limiter
+        self.key = key
+        self.id = lease_id
+
+    def release(self) -> None:
+        self.limiter.storage.release(self.key, self.id)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<Lease key={self.key!r}>"
+
+
+class AsyncLease:
+    """A concurrency slot taken through :class:`AsyncLimiter`."""
+
+    def __init__(self, limiter: AsyncLimiter, key: str, lease_id: str) -> None:
+        self.limiter = limiter
+        self.key = key
+        self.id = lease_id
+
+    async def release(self) -> None:
+        await self.limiter.storage.release(self.key, self.id)
+
+    async def __aenter__(self) -> AsyncLease:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.release()
+
+    def __repr__(self) -> str:
+        return f"<AsyncLease key={self.key!r}>"

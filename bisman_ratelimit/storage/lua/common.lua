@@ -1,0 +1,20 @@
+-- Shared head of every script. ARGV[1] is "" to take the time from the
+-- server (always, outside tests) or a time in microseconds.
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[1])
+end
+
+-- Numbers are written with 17 significant digits so that a double read
+-- back is the double written.
+local function num(x)
+  return string.format('%.17g', x)
+end
+
+-- A TTL in milliseconds that covers `us` microseconds and is never 0.
+local function ttl_ms(us)
+  return math.max(1, math.ceil(us / 1000))
+end
