@@ -98,7 +98,10 @@ def parse_limits(value: LimitLike | tuple[Limit, ...] | list[LimitLike]) -> tupl
             items = _parse_many(text)
         except ValueError:
             raise InvalidLimit(f"invalid rate limit {value!r}: {_NOTATION_HELP}") from None
-        return tuple(Limit(item.amount, item.get_expiry()) for item in items)
+        try:
+            return tuple(Limit(item.amount, item.get_expiry()) for item in items)
+        except InvalidLimit as exc:
+            raise InvalidLimit(f"invalid rate limit {value!r}: {exc}") from None
     if isinstance(value, (list, tuple)):
         if not value:
             raise InvalidLimit("an empty list of rate limits")

