@@ -64,6 +64,13 @@ def _redis(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
     from .redis import AsyncRedisStorage, RedisStorage
 
     client_url, ours = _split_options(url, ("prefix",))
+    parts = urlsplit(client_url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise InvalidArgument(f"bad storage URL {url!r}: the port must be a number") from None
+    if parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise InvalidArgument(f"bad storage URL {url!r}: the path must be a database number, e.g. /0")
     prefix = ours.get("prefix", options.pop("prefix", "rl"))
     client_class = redis.asyncio.Redis if asyncio else redis.Redis
     try:

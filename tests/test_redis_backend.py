@@ -1,0 +1,150 @@
+"""What only the Redis backend has: server time, TTLs, scripts, hash tags, errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+import redis.asyncio
+from redis.crc import key_slot
+
+from bisman_ratelimit import (
+    AsyncLimiter,
+    InvalidArgument,
+    Limit,
+    Limiter,
+    StorageResponseError,
+    StorageUnavailable,
+)
+from bisman_ratelimit.storage.redis import RATELIMIT, RedisStorage
+from bisman_ratelimit.testing import RedisServer, free_port
+
+ALGORITHMS = ["fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra"]
+
+
+def evalsha_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_server_time_allows_again_after_retry_after(redis_url: str, algorithm: str) -> None:
+    limiter = Limiter.from_url(redis_url)
+    limit = Limit(2, 0.4)
+    assert [limiter.hit("k", limit, algorithm).allowed for _ in range(2)] == [True, True]
+    denied = limiter.hit("k", limit, algorithm)
+    assert not denied.allowed
+    assert 0 < denied.retry_after <= 0.8
+    time.sleep(denied.retry_after + 0.005)
+    assert limiter.hit("k", limit, algorithm).allowed
+
+
+def test_every_key_gets_a_ttl_no_longer_than_needed(redis_client: redis.Redis) -> None:
+    limiter = Limiter(redis_client)
+    for algorithm in ALGORITHMS:
+        limiter.hit("user:1", "5/minute", algorithm)
+    limiter.hit_many([("a", "10/hour", "gcra"), ("b", "1/day", "sliding_log")])
+    limiter.acquire("uploads", max_in_flight=2, ttl=30)
+    keys = redis_client.keys("*")
+    assert len(keys) == 8
+    for key in keys:
+        ttl_ms = redis_client.pttl(key)
+        # sliding_window keeps its count for two windows; nothing else beyond one.
+        assert 0 < ttl_ms <= 120_000 if b":sw:" in key else 0 < ttl_ms <= 86_400_000, key
+
+
+def test_keys_of_one_identity_share_a_hash_slot(redis_client: redis.Redis) -> None:
+    limiter = Limiter(redis_client)
+    for algorithm in ALGORITHMS:
+        limiter.hit("user:{42}", "5/minute;100/day", algorithm)
+    limiter.acquire("user:{42}", max_in_flight=1, ttl=5)
+    keys = redis_client.keys("*")
+    assert len(keys) == 11
+    assert len({key_slot(key) for key in keys}) == 1
+    assert all(key.startswith(b"rl:{user:%7B42%7D}:") for key in keys)
+
+
+def test_hit_many_is_one_script_call(redis_client: redis.Redis) -> None:
+    limiter = Limiter(redis_client)
+    limiter.hit("warm", "1/minute")
+    before = evalsha_calls(redis_client)
+    result = limiter.hit_many(
+        [("rl:global", "10000/minute", "fixed_window"), ("user:1", "100/minute"), ("user:1", "10/second", "gcra")]
+    )
+    assert result.allowed
+    assert evalsha_calls(redis_client) - before == 1
+
+
+def test_script_is_reloaded_after_script_flush(redis_client: redis.Redis) -> None:
+    limiter = Limiter(redis_client)
+    assert limiter.hit("k", "3/minute").remaining == 2
+    redis_client.script_flush()
+    assert redis_client.script_exists(RATELIMIT.sha) == [False]
+    assert limiter.hit("k", "3/minute").remaining == 1
+    assert redis_client.script_exists(RATELIMIT.sha) == [True]
+
+
+def test_prefix_from_url(redis_url: str, redis_client: redis.Redis) -> None:
+    Limiter.from_url(redis_url + "?prefix=app1").hit("k", "1/minute", "fixed_window")
+    assert [key.decode() for key in redis_client.keys("*")] == ["app1:{k}:fw:1:60000000:1"]
+
+
+async def test_async_limiter_on_redis(async_redis_client: redis.asyncio.Redis) -> None:
+    limiter = AsyncLimiter(async_redis_client)
+    decisions = [await limiter.hit("k", "2/minute", "token_bucket") for _ in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, False]
+    async with await limiter.acquire("job", max_in_flight=1, ttl=5) as lease:
+        assert lease is not None
+        assert await limiter.acquire("job", max_in_flight=1, ttl=5) is None
+    assert await limiter.acquire("job", max_in_flight=1, ttl=5) is not None
+
+
+def test_sync_and_async_clients_are_not_mixed_up(redis_url: str) -> None:
+    with pytest.raises(InvalidArgument, match="AsyncLimiter needs a redis.asyncio.Redis client"):
+        AsyncLimiter(redis.Redis.from_url(redis_url))
+    with pytest.raises(InvalidArgument, match="Limiter needs a synchronous client or storage; use AsyncLimiter"):
+        Limiter(redis.asyncio.Redis.from_url(redis_url))
+    with pytest.raises(InvalidArgument, match="Limiter needs a redis.Redis client or a storage, got 42"):
+        Limiter(42)
+
+
+def test_unreachable_server_raises_storage_unavailable() -> None:
+    limiter = Limiter.from_url(f"redis://127.0.0.1:{free_port()}/0?socket_connect_timeout=0.2")
+    with pytest.raises(StorageUnavailable, match="Redis is unavailable") as info:
+        limiter.hit("k", "1/minute")
+    assert isinstance(info.value.__cause__, redis.ConnectionError)
+
+
+def test_killed_server_raises_storage_unavailable() -> None:
+    with RedisServer() as server:
+        limiter = Limiter.from_url(server.url)
+        assert limiter.hit("k", "1/minute").allowed
+        server.kill()
+        with pytest.raises(StorageUnavailable):
+            limiter.hit("k", "1/minute")
+
+
+def test_server_errors_are_translated(redis_client: redis.Redis) -> None:
+    limiter = Limiter(redis_client)
+    # A key of another type under the limiter's name: the script fails, and says so.
+    redis_client.set(RedisStorage(redis_client).key_for("k", limiter._resolve("1/minute", "gcra")[0][0]), "x")
+    with pytest.raises(StorageResponseError, match="Redis answered with an error") as info:
+        limiter.hit("k", "1/minute", "gcra")
+    assert isinstance(info.value.__cause__, redis.ResponseError)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("memcached://x", "unsupported storage URL scheme 'memcached://' in 'memcached://x': expected one of"),
+        ("localhost:1234", "bad storage URL 'localhost:1234': expected 'memory://' or 'redis://host:port/db'"),
+        ("memory://somewhere", "memory:// takes no host or path"),
+        ("memory://?max_keys=lots", "max_keys must be a whole number"),
+        ("redis://127.0.0.1:1/notanumber", "bad storage URL 'redis://127.0.0.1:1/notanumber'"),
+    ],
+)
+def test_bad_urls_are_named(url: str, message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        Limiter.from_url(url)
+    assert message in str(info.value)
