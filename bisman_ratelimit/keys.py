@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 
 from .errors import InvalidArgument
 
-__all__ = ["escape", "hash_tag", "unescape", "make_key", "scan_pattern", "redis_keys"]
+__all__ = ["escape", "hash_tag", "make_key", "redis_keys", "scan_pattern", "unescape"]
 
 # Characters left as they are; everything else is percent-encoded. Letters,
 # digits and "_.-~" are always kept by quote().

@@ -12,7 +12,7 @@ import math
 import secrets
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any, Union
+from typing import Any
 
 from .algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from .decision import Decision, MultiDecision, most_restrictive
@@ -27,7 +27,7 @@ _BUCKETS = ("token_bucket", "gcra")
 _CACHE_SIZE = 1024
 
 # hit_many() entries: (key, limit) or (key, limit, algorithm) or (key, limit, algorithm, cost)
-ManyEntry = Union[tuple[str, LimitLike], tuple[str, LimitLike, str], tuple[str, LimitLike, str, int]]
+ManyEntry = tuple[str, LimitLike] | tuple[str, LimitLike, str] | tuple[str, LimitLike, str, int]
 
 
 def _is_async_storage(storage: object) -> bool:
@@ -87,8 +87,8 @@ class _LimiterBase:
                     f"hit_many() entry {index} must be (key, limit[, algorithm[, cost]]), got {entry!r}"
                 )
             key, limit = entry[0], entry[1]
-            algorithm = entry[2] if len(entry) > 2 else DEFAULT_ALGORITHM  # type: ignore[misc]
-            cost = entry[3] if len(entry) > 3 else 1  # type: ignore[misc]
+            algorithm = entry[2] if len(entry) > 2 else DEFAULT_ALGORITHM
+            cost = entry[3] if len(entry) > 3 else 1
             for spec in self._prepare(key, limit, algorithm, cost):
                 checks.append((key, spec, cost))
         if not checks:
@@ -133,18 +133,14 @@ class Limiter(_LimiterBase):
         """``memory://``, ``redis://host:port/db``, ``rediss://...`` (``?prefix=`` sets the key prefix)."""
         return cls(storage_from_url(url, **options))
 
-    def hit(
-        self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1
-    ) -> Decision:
+    def hit(self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1) -> Decision:
         """Count a hit of ``cost`` against ``limit`` if it is allowed."""
         specs = self._prepare(key, limit, algorithm, cost)
         if len(specs) == 1:
             return self.storage.check(key, specs[0], cost, True)
         return most_restrictive(self.storage.check_many([(key, s, cost) for s in specs], True)[1])
 
-    def peek(
-        self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1
-    ) -> Decision:
+    def peek(self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1) -> Decision:
         """Whether a hit would be allowed, and what is left now; consumes nothing."""
         specs = self._prepare(key, limit, algorithm, cost)
         return most_restrictive(self.storage.check_many([(key, s, cost) for s in specs], False)[1])

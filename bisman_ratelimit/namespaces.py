@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidArgument, TTLPolicyError
 
-__all__ = ["Namespace", "NamespaceRegistry", "DEFAULT_NAMESPACES", "default_registry"]
+__all__ = ["DEFAULT_NAMESPACES", "Namespace", "NamespaceRegistry", "default_registry"]
 
 
 @dataclass(frozen=True)

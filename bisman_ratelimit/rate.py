@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Union
 
 from limits import parse_many as _parse_many
 
@@ -70,7 +69,7 @@ class Limit:
         return text
 
 
-LimitLike = Union[str, Limit]
+LimitLike = str | Limit
 
 _UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
 
@@ -112,5 +111,3 @@ def parse_limits(value: LimitLike | tuple[Limit, ...] | list[LimitLike]) -> tupl
             out.extend(parse_limits(entry))
         return tuple(out)
     raise InvalidLimit(f"a rate limit must be a string or a Limit, got {value!r}")
-
-

@@ -48,7 +48,9 @@ def free_port() -> int:
 class RedisServer:
     """A throwaway server process on ``127.0.0.1:<free port>``."""
 
-    def __init__(self, binary: str | None = None, *, port: int | None = None, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, binary: str | None = None, *, port: int | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         found = binary or find_server_binary()
         if not found:
             raise RuntimeError(
@@ -70,8 +72,20 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         command = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no", *self.args,
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            "--protected-mode",
+            "no",
+            *self.args,
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout

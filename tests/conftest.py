@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from support import ManualClock, make_limiter
 
 from bisman_ratelimit.testing import RedisServer, find_server_binary
-from support import ManualClock, make_limiter
 
 # Every server kind found here is tested; CI installs both.
 SERVER_KINDS = [kind for kind in ("redis", "valkey") if find_server_binary(kind)]
@@ -86,7 +86,9 @@ def backend(request: pytest.FixtureRequest, server_pool: dict[str, RedisServer])
 
 
 @pytest.fixture(params=["sync", "async"])
-def limiter(request: pytest.FixtureRequest, backend: tuple[str, str | None], clock: ManualClock) -> Iterator[Any]:
+def limiter(
+    request: pytest.FixtureRequest, backend: tuple[str, str | None], clock: ManualClock
+) -> Iterator[Any]:
     """A Limiter (or an AsyncLimiter run to completion) on every backend, on the manual clock."""
     made = make_limiter(backend[0], request.param, clock, backend[1])
     yield made

@@ -18,8 +18,13 @@ HITS_PER_WORKER = 60
 AMOUNT = 100
 
 
-def _hammer(url: str, limit: Limit, algorithm: str, barrier: multiprocessing.synchronize.Barrier,
-            results: multiprocessing.Queue[int]) -> None:  # type: ignore[name-defined]
+def _hammer(
+    url: str,
+    limit: Limit,
+    algorithm: str,
+    barrier: multiprocessing.synchronize.Barrier,
+    results: multiprocessing.Queue[int],
+) -> None:  # type: ignore[name-defined]
     limiter = Limiter.from_url(url)
     limiter.hit("warm-up", "1/second")
     barrier.wait()
@@ -37,14 +42,17 @@ def _day_limit_away_from_a_window_edge(client: redis.Redis) -> Limit:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_processes_on_redis_admit_exactly_the_limit(redis_url: str, redis_client: redis.Redis,
-                                                    algorithm: str) -> None:
+def test_processes_on_redis_admit_exactly_the_limit(
+    redis_url: str, redis_client: redis.Redis, algorithm: str
+) -> None:
     limit = _day_limit_away_from_a_window_edge(redis_client)
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(WORKERS)
     results = context.Queue()
-    workers = [context.Process(target=_hammer, args=(redis_url, limit, algorithm, barrier, results))
-               for _ in range(WORKERS)]
+    workers = [
+        context.Process(target=_hammer, args=(redis_url, limit, algorithm, barrier, results))
+        for _ in range(WORKERS)
+    ]
     for worker in workers:
         worker.start()
     admitted = [results.get(timeout=60) for _ in workers]

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support import ManualClock
 
 from bisman_ratelimit import InvalidArgument, InvalidLimit, Limit
-from support import ManualClock
 
 ALGORITHMS = ["fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra"]
 
@@ -51,8 +51,13 @@ def test_exact_boundary(limiter: Any, clock: ManualClock, algorithm: str) -> Non
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_allowed_decision_figures(limiter: Any, clock: ManualClock, algorithm: str) -> None:
     first = limiter.hit("k", "10/minute", algorithm)
-    expected_reset = {"fixed_window": 60.0, "sliding_window": 120.0, "sliding_log": 60.0,
-                      "token_bucket": 6.0, "gcra": 6.0}[algorithm]
+    expected_reset = {
+        "fixed_window": 60.0,
+        "sliding_window": 120.0,
+        "sliding_log": 60.0,
+        "token_bucket": 6.0,
+        "gcra": 6.0,
+    }[algorithm]
     assert (first.allowed, first.limit, first.remaining, first.retry_after) == (True, 10, 9, 0.0)
     assert first.reset_after == expected_reset
 
@@ -177,7 +182,8 @@ def test_hit_many_with_costs_and_default_algorithm(limiter: Any) -> None:
     result = limiter.hit_many([("a", "10/minute", "gcra", 4), ("b", "5/minute")])
     assert result.allowed
     assert [(d.key, d.algorithm, d.remaining) for d in result.decisions] == [
-        ("a", "gcra", 6), ("b", "sliding_window", 4)
+        ("a", "gcra", 6),
+        ("b", "sliding_window", 4),
     ]
     assert result.most_restrictive.key == "b"
 
@@ -205,7 +211,9 @@ def test_lease_release_twice_is_harmless(limiter: Any) -> None:
     ["a:b", "a%3Ab", "{a}", "a}b", "a*", "a?", "a[b]", "a b", "a\\b", "ü", "a\nb", "a", "a:b:"],
 )
 def test_unusual_keys_do_not_collide(limiter: Any, key: str) -> None:
-    others = {"a:b", "a%3Ab", "{a}", "a}b", "a*", "a?", "a[b]", "a b", "a\\b", "ü", "a\nb", "a", "a:b:"} - {key}
+    others = {"a:b", "a%3Ab", "{a}", "a}b", "a*", "a?", "a[b]", "a b", "a\\b", "ü", "a\nb", "a", "a:b:"} - {
+        key
+    }
     assert limiter.hit(key, "1/minute", "fixed_window").allowed
     assert not limiter.hit(key, "1/minute", "fixed_window").allowed
     for other in others:
@@ -220,8 +228,10 @@ def test_unusual_keys_do_not_collide(limiter: Any, key: str) -> None:
         (lambda lim: lim.hit("k", "0/minute"), "invalid rate limit '0/minute'"),
         (lambda lim: lim.hit("k", "1/minute", cost=0), "cost must be a whole number >= 1, got 0"),
         (lambda lim: lim.hit("k", "1/minute", cost=1.5), "cost must be a whole number >= 1, got 1.5"),
-        (lambda lim: lim.hit("k", "3/minute", cost=4),
-         "cost 4 exceeds what limit '3/minute' can ever allow at once (3)"),
+        (
+            lambda lim: lim.hit("k", "3/minute", cost=4),
+            "cost 4 exceeds what limit '3/minute' can ever allow at once (3)",
+        ),
         (lambda lim: lim.hit("", "1/minute"), "key must be a non-empty string, got ''"),
         (lambda lim: lim.hit(None, "1/minute"), "key must be a non-empty string, got None"),
         (lambda lim: lim.hit("k", "1/minute", "leaky"), "unknown algorithm 'leaky': expected one of"),

@@ -46,7 +46,10 @@ def test_escaping_is_injective_and_reversible(a: str, b: str) -> None:
         assert escape(a) != escape(b)
 
 
-@given(st.lists(st.text(min_size=1), min_size=1, max_size=4), st.lists(st.text(min_size=1), min_size=1, max_size=4))
+@given(
+    st.lists(st.text(min_size=1), min_size=1, max_size=4),
+    st.lists(st.text(min_size=1), min_size=1, max_size=4),
+)
 def test_keys_from_different_parts_never_collide(a: list[str], b: list[str]) -> None:
     if a != b:
         assert make_key(*a) != make_key(*b)
@@ -108,9 +111,10 @@ def test_ttl_policy() -> None:
     assert default_registry.ttl_for("call:room:abc:participants", 30) == 30
     assert default_registry.ttl_for("flags:config:darkMode") is None
     assert default_registry.ttl_for("elsewhere:1") is None
-    with pytest.raises(TTLPolicyError, match=(
-        "write to 'call:room:abc:participants' without a TTL: namespace 'call:room' is ephemeral"
-    )):
+    with pytest.raises(
+        TTLPolicyError,
+        match=("write to 'call:room:abc:participants' without a TTL: namespace 'call:room' is ephemeral"),
+    ):
         default_registry.ttl_for("call:room:abc:participants")
     with pytest.raises(TTLPolicyError, match="namespace 'flags:config' is persistent and takes no TTL"):
         default_registry.ttl_for("flags:config:darkMode", 10)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 
 import pytest
+from support import ManualClock
 
 from bisman_ratelimit import InvalidArgument, Limiter
 from bisman_ratelimit.storage import MemoryStorage
-from support import ManualClock
 
 
 def test_starts_no_thread(clock: ManualClock) -> None:

@@ -19,12 +19,12 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import ManualClock
 
 from bisman_ratelimit import Limit, Limiter
 from bisman_ratelimit.storage import MemoryStorage
 from bisman_ratelimit.storage.redis import RedisStorage
 from bisman_ratelimit.testing import RedisServer
-from support import ManualClock
 
 ALGORITHMS = ["fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra"]
 
@@ -84,7 +84,10 @@ def test_memory_and_redis_agree(
             else:
                 results.append(
                     lim.hit_many(
-                        [("k", limit, algorithm, min(arg, capacity)), ("j", other, algorithm, min(arg, other_capacity))]
+                        [
+                            ("k", limit, algorithm, min(arg, capacity)),
+                            ("j", other, algorithm, min(arg, other_capacity)),
+                        ]
                     )
                 )
         assert results[0] == results[1], (op, arg, clock.now)

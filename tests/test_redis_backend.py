@@ -70,7 +70,11 @@ def test_hit_many_is_one_script_call(redis_client: redis.Redis) -> None:
     limiter.hit("warm", "1/minute")
     before = evalsha_calls(redis_client)
     result = limiter.hit_many(
-        [("rl:global", "10000/minute", "fixed_window"), ("user:1", "100/minute"), ("user:1", "10/second", "gcra")]
+        [
+            ("rl:global", "10000/minute", "fixed_window"),
+            ("user:1", "100/minute"),
+            ("user:1", "10/second", "gcra"),
+        ]
     )
     assert result.allowed
     assert evalsha_calls(redis_client) - before == 1
@@ -103,7 +107,9 @@ async def test_async_limiter_on_redis(async_redis_client: redis.asyncio.Redis) -
 def test_sync_and_async_clients_are_not_mixed_up(redis_url: str) -> None:
     with pytest.raises(InvalidArgument, match="AsyncLimiter needs a redis.asyncio.Redis client"):
         AsyncLimiter(redis.Redis.from_url(redis_url))
-    with pytest.raises(InvalidArgument, match="Limiter needs a synchronous client or storage; use AsyncLimiter"):
+    with pytest.raises(
+        InvalidArgument, match="Limiter needs a synchronous client or storage; use AsyncLimiter"
+    ):
         Limiter(redis.asyncio.Redis.from_url(redis_url))
     with pytest.raises(InvalidArgument, match="Limiter needs a redis.Redis client or a storage, got 42"):
         Limiter(42)
@@ -137,8 +143,14 @@ def test_server_errors_are_translated(redis_client: redis.Redis) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("memcached://x", "unsupported storage URL scheme 'memcached://' in 'memcached://x': expected one of"),
-        ("localhost:1234", "bad storage URL 'localhost:1234': expected 'memory://' or 'redis://host:port/db'"),
+        (
+            "memcached://x",
+            "unsupported storage URL scheme 'memcached://' in 'memcached://x': expected one of",
+        ),
+        (
+            "localhost:1234",
+            "bad storage URL 'localhost:1234': expected 'memory://' or 'redis://host:port/db'",
+        ),
         ("memory://somewhere", "memory:// takes no host or path"),
         ("memory://?max_keys=lots", "max_keys must be a whole number"),
         ("redis://127.0.0.1:1/notanumber", "bad storage URL 'redis://127.0.0.1:1/notanumber'"),

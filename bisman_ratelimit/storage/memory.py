@@ -74,7 +74,7 @@ class MemoryStorage:
                 results = [self._decide(key, spec, cost, now, True) for key, spec, cost in checks]
         decisions = [
             make_decision(r[0], spec.capacity, r[1], r[2], r[3], key, spec.algorithm)
-            for (key, spec, _), r in zip(checks, results)
+            for (key, spec, _), r in zip(checks, results, strict=True)
         ]
         return ok, decisions
 

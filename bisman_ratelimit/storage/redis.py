@@ -102,8 +102,13 @@ class _RedisBase:
     def _decode(checks: list[Check], raw: list[int]) -> tuple[bool, list[Decision]]:
         decisions = [
             make_decision(
-                raw[i * 4 + 1] == 1, spec.capacity, raw[i * 4 + 2], raw[i * 4 + 3], raw[i * 4 + 4],
-                key, spec.algorithm,
+                raw[i * 4 + 1] == 1,
+                spec.capacity,
+                raw[i * 4 + 2],
+                raw[i * 4 + 3],
+                raw[i * 4 + 4],
+                key,
+                spec.algorithm,
             )
             for i, (key, spec, _) in enumerate(checks)
         ]
