@@ -343,7 +343,11 @@ class _Parser:
         methods = raw.get("methods")
         if isinstance(methods, str):
             methods = [methods]
-        if isinstance(methods, (list, tuple)) and methods and all(isinstance(m, str) for m in methods):
+        if (
+            isinstance(methods, (list, tuple))
+            and methods
+            and all(isinstance(m, str) and _is_token(m) for m in methods)
+        ):
             return f"{where} ({','.join(sorted({m.upper() for m in methods}))} {path})"
         return f"{where} ({path})"
 
