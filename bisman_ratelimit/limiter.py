@@ -67,17 +67,24 @@ class _LimiterBase:
         return specs, min(spec.capacity for spec in specs)
 
     def _prepare(self, key: str, limit: LimitLike, algorithm: str, cost: int) -> tuple[Spec, ...]:
-        specs, max_cost = self._resolve(limit, algorithm)
+        try:
+            specs, max_cost = self._specs[limit, algorithm]
+        except (KeyError, TypeError):
+            specs, max_cost = self._resolve(limit, algorithm)
+        if type(key) is not str or not key or type(cost) is not int or not 0 < cost <= max_cost:
+            self._reject(key, limit, cost, max_cost)
+        return specs
+
+    @staticmethod
+    def _reject(key: object, limit: LimitLike, cost: object, max_cost: int) -> None:
         if type(key) is not str or not key:
             raise InvalidArgument(f"key must be a non-empty string, got {key!r}")
-        if type(cost) is not int or not 1 <= cost <= max_cost:
-            if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
-                raise InvalidArgument(f"cost must be a whole number >= 1, got {cost!r}")
-            if cost > max_cost:
-                raise InvalidLimit(
-                    f"cost {cost} exceeds what limit {limit!r} can ever allow at once ({max_cost})"
-                )
-        return specs
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+            raise InvalidArgument(f"cost must be a whole number >= 1, got {cost!r}")
+        if cost > max_cost:
+            raise InvalidLimit(
+                f"cost {cost} exceeds what limit {limit!r} can ever allow at once ({max_cost})"
+            )
 
     def _prepare_many(self, entries: Iterable[ManyEntry]) -> list[Check]:
         checks: list[Check] = []
@@ -135,7 +142,13 @@ class Limiter(_LimiterBase):
 
     def hit(self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1) -> Decision:
         """Count a hit of ``cost`` against ``limit`` if it is allowed."""
-        specs = self._prepare(key, limit, algorithm, cost)
+        # _prepare() inlined: this is the hot path of every request.
+        try:
+            specs, max_cost = self._specs[limit, algorithm]
+        except (KeyError, TypeError):
+            specs, max_cost = self._resolve(limit, algorithm)
+        if type(key) is not str or not key or type(cost) is not int or not 0 < cost <= max_cost:
+            self._reject(key, limit, cost, max_cost)
         if len(specs) == 1:
             return self.storage.check(key, specs[0], cost, True)
         return most_restrictive(self.storage.check_many([(key, s, cost) for s in specs], True)[1])

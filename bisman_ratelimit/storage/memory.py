@@ -62,7 +62,7 @@ class MemoryStorage:
 
     def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
         with self._lock:
-            allowed, remaining, reset, retry = self._decide(key, spec, cost, self._now(), commit)
+            allowed, remaining, reset, retry = self._decide(key, spec, cost, int(self.clock() * 1e6), commit)
         return make_decision(allowed, spec[3], remaining, reset, retry, key, spec[0])
 
     def check_many(self, checks: list[Check], commit: bool) -> tuple[bool, list[Decision]]:
