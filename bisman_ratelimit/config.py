@@ -180,8 +180,10 @@ def _load_toml(name: str, text: str) -> Any:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        # The message ends with "(at line N, column M)".
-        raise ConfigFileError(name, "", None, f"invalid TOML: {exc}") from None
+        # The message ends with "(at line N, column M)", or "(at end of document)", which gets its line too.
+        last_line = text.count("\n") + 1
+        message = str(exc).replace("(at end of document)", f"(at end of document, line {last_line})")
+        raise ConfigFileError(name, "", None, f"invalid TOML: {message}") from None
 
 
 def _load_yaml(name: str, text: str) -> Any:

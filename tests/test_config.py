@@ -577,6 +577,13 @@ def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     )
 
 
+def test_toml_error_at_end_of_document_names_the_last_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "ratelimits.toml", "[defaults]\nlimits = [\n")
+    with pytest.raises(ConfigFileError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: invalid TOML: Invalid value (at end of document, line 3)"
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "ratelimits.yaml", "defaults:\n  limits: [1/minute\n  key: ip\n")
     with pytest.raises(ConfigFileError) as info:
