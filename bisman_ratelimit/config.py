@@ -75,6 +75,7 @@ class Exemptions:
         return any(address in network for network in self.ips)
 
     def __bool__(self) -> bool:
+        """False when nobody is exempt, so callers can skip the lookup."""
         return self.all or bool(self.ips) or bool(self.users)
 
 
@@ -485,9 +486,9 @@ class _Parser:
         self.fail(where, "key", f"unknown key {value!r}; {expected}")
 
     def cost(self, where: str, value: object) -> int:
-        if not _is_int(value) or value < 1:  # type: ignore[operator]
-            self.fail(where, "cost", f"expected a whole number >= 1, got {_type_name(value)}")
-        return value  # type: ignore[return-value]
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        self.fail(where, "cost", f"expected a whole number >= 1, got {_type_name(value)}")
 
     def check_cost(self, where: str, field_name: str, policy: Policy) -> None:
         for limit in policy.limits:

@@ -276,6 +276,10 @@ def test_exemptions_match_ips_networks_and_users() -> None:
     assert not exempt.matches(None, "Admin")
     assert Exemptions(all=True).matches(None, None)
     assert not Exemptions().matches("10.0.0.1", "admin")
+    # Falsy when nobody is exempt, so a caller can skip the lookup.
+    assert not Exemptions()
+    assert Exemptions(users=("admin",))
+    assert Exemptions(all=True)
 
 
 # --- errors, by their messages ---------------------------------------------------------------------------
