@@ -98,6 +98,13 @@ class _RedisBase:
             args += (*spec, cost)
         return keys, args
 
+    def _one_args(self, spec: Spec, cost: int, commit: bool) -> list[Any]:
+        return [self._now(), "1" if commit else "0", *spec, cost]
+
+    @staticmethod
+    def _decode_one(key: str, spec: Spec, raw: list[int]) -> Decision:
+        return make_decision(raw[1] == 1, spec[3], raw[2], raw[3], raw[4], key, spec[0])
+
     @staticmethod
     def _decode(checks: list[Check], raw: list[int]) -> tuple[bool, list[Decision]]:
         decisions = [
@@ -124,13 +131,14 @@ class RedisStorage(_RedisBase):
     def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         with _translate:
             try:
-                return self.client.evalsha(script.sha, len(keys), *keys, *args)
+                return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 self.client.script_load(script.source)
-                return self.client.evalsha(script.sha, len(keys), *keys, *args)
+                return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
-        return self.check_many([(key, spec, cost)], commit)[1][0]
+        raw = self._eval(RATELIMIT, [self.key_for(key, spec)], self._one_args(spec, cost, commit))
+        return self._decode_one(key, spec, raw)
 
     def check_many(self, checks: list[Check], commit: bool) -> tuple[bool, list[Decision]]:
         keys, args = self._check_args(checks, commit)
@@ -158,13 +166,14 @@ class AsyncRedisStorage(_RedisBase):
     async def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         with _translate:
             try:
-                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+                return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 await self.client.script_load(script.source)
-                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+                return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
-        return (await self.check_many([(key, spec, cost)], commit))[1][0]
+        raw = await self._eval(RATELIMIT, [self.key_for(key, spec)], self._one_args(spec, cost, commit))
+        return self._decode_one(key, spec, raw)
 
     async def check_many(self, checks: list[Check], commit: bool) -> tuple[bool, list[Decision]]:
         keys, args = self._check_args(checks, commit)

@@ -18,9 +18,12 @@ local function fixed_window(key, amount, period, capacity, cost, commit)
     return 0, amount - count, until_end, until_end
   end
   if commit then
+    redis.call('HSET', key, 'w', num(window), 'c', num(count + cost))
+    if count == 0 then
+      -- Later hits in this window keep the expiry set by the first.
+      redis.call('PEXPIRE', key, ttl_ms(until_end))
+    end
     count = count + cost
-    redis.call('HSET', key, 'w', num(window), 'c', num(count))
-    redis.call('PEXPIRE', key, ttl_ms(until_end))
     return 1, amount - count, until_end, 0
   end
   if count == 0 then
@@ -35,8 +38,10 @@ local function sliding_window(key, amount, period, capacity, cost, commit)
   local stored = redis.call('HMGET', key, 'w', 'c', 'p')
   local cur, prev = 0, 0
   local w = tonumber(stored[1])
+  local had_count = false
   if w == window then
     cur, prev = tonumber(stored[2]), tonumber(stored[3])
+    had_count = cur > 0
   elseif w == window - 1 then
     prev = tonumber(stored[2])
   end
@@ -64,7 +69,10 @@ local function sliding_window(key, amount, period, capacity, cost, commit)
   end
   if allowed and commit then
     redis.call('HSET', key, 'w', num(window), 'c', num(cur), 'p', num(prev))
-    redis.call('PEXPIRE', key, ttl_ms(reset))
+    if not had_count then
+      -- The expiry (end of the next window) is the same for every hit in this window.
+      redis.call('PEXPIRE', key, ttl_ms(reset))
+    end
   end
   return allowed and 1 or 0, math.max(0, math.floor(amount - used + EPS)), reset, retry
 end
