@@ -1,0 +1,350 @@
+"""Route plans: which limits apply, one hit_many, and how its result reads (429, 503, shadow, deduct_when)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from support import ManualClock
+
+from bisman_ratelimit import AsyncLimiter, InvalidArgument, InvalidLimit, Limiter, MultiDecision
+from bisman_ratelimit.config import parse_config
+from bisman_ratelimit.policy import GLOBAL_KEY, Planner, RoutePlan, Rule, Verdict, run, run_async
+from bisman_ratelimit.problem import QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY
+from bisman_ratelimit.storage import MemoryStorage
+
+# The clock starts at midnight UTC: a fixed one-minute window has 60 s left.
+
+CONFIG = {
+    "defaults": {"limits": "3/minute", "algorithm": "fixed_window", "key": "ip"},
+    "global": {"limits": "5/minute", "algorithm": "fixed_window"},
+    "routes": [
+        {
+            "path": "/auth/login",
+            "methods": ["POST"],
+            "limits": ["2/minute", "10/hour"],
+            "algorithm": "fixed_window",
+            "deduct_when": {"status": [401, 403]},
+        },
+        {
+            "path": "/api/calls",
+            "limits": "2/minute",
+            "algorithm": "fixed_window",
+            "key": "user",
+            "exempt": {"ips": ["10.0.0.0/8"], "users": ["admin"]},
+        },
+        {"path": "/search", "limits": "1/minute", "algorithm": "fixed_window", "shadow": True},
+        {"path": "/chat/{id}", "limits": "2/minute", "algorithm": "fixed_window", "key": "header:x-api-key"},
+        {"path": "/health", "exempt": True},
+    ],
+}
+# The same without the global limit, for tests that make many requests.
+LOCAL = {name: value for name, value in CONFIG.items() if name != "global"}
+
+
+@pytest.fixture
+def mem(clock: ManualClock) -> Limiter:
+    return Limiter(MemoryStorage(clock=clock))
+
+
+def check(plan: RoutePlan, limiter: Limiter, ip: str = "198.51.100.7", **kwargs: object) -> Verdict:
+    evaluation = plan.evaluate(ip=ip, ip_key=ip, **kwargs)  # type: ignore[arg-type]
+    return run(limiter, evaluation)
+
+
+def test_defaults_count_per_ip_with_exact_headers(mem: Limiter) -> None:
+    plan = Planner(default_limits="3/minute", algorithm="fixed_window").plan("/items/{id}", "GET")
+    verdicts = [check(plan, mem) for _ in range(4)]
+    assert [v.status for v in verdicts] == [200, 200, 200, 429]
+    assert dict(verdicts[0].headers) == {
+        "RateLimit-Policy": '"default";q=3;w=60',
+        "RateLimit": '"default";r=2;t=60',
+    }
+    assert dict(verdicts[2].headers)["RateLimit"] == '"default";r=0;t=60'
+    refused = verdicts[3]
+    assert refused.retry_after == 60
+    assert dict(refused.headers) == {
+        "RateLimit-Policy": '"default";q=3;w=60',
+        "RateLimit": '"default";r=0;t=60',
+        "Retry-After": "60",
+    }
+    assert refused.violated == ("default",)
+    problem = refused.problem("/items/1")
+    assert problem is not None and problem.status == 429 and problem.type == QUOTA_EXCEEDED
+    assert problem.violated_policies == ("default",)
+    # Another client has its own counter.
+    assert check(plan, mem, ip="198.51.100.8").status == 200
+
+
+def test_the_window_reopens_after_retry_after(mem: Limiter, clock: ManualClock) -> None:
+    plan = Planner(default_limits="1/minute", algorithm="fixed_window").plan(None, "GET")
+    assert check(plan, mem).status == 200
+    refused = check(plan, mem)
+    assert refused.retry_after == 60
+    clock.advance(59.999)
+    assert check(plan, mem).status == 429
+    clock.advance(0.001)
+    assert check(plan, mem).status == 200
+
+
+def test_keys_are_structured_and_escaped(mem: Limiter) -> None:
+    plan = Planner(default_limits="3/minute").plan(None, "GET")
+    evaluation = plan.evaluate(ip="2001:db8::1", ip_key="2001:db8::/64")
+    op = evaluation.next_op()
+    assert op is not None and op[0] == "hit_many"
+    assert [entry[0] for entry in op[1]] == ["rl:ip:2001%3Adb8%3A%3A/64:api:default"]
+
+
+def test_global_limit_answers_503_distinct_from_429(mem: Limiter) -> None:
+    planner = Planner(config=parse_config(CONFIG))
+    plan = planner.plan("/things", "GET")
+    statuses = []
+    for n in range(6):
+        statuses.append(check(plan, mem, ip=f"198.51.100.{n}").status)
+    assert statuses == [200, 200, 200, 200, 200, 503]
+    overload = check(plan, mem, ip="198.51.100.99")
+    assert overload.status == 503
+    assert overload.retry_after == 60
+    assert ("Retry-After", "60") in overload.headers
+    assert overload.violated == ()
+    problem = overload.problem()
+    assert problem is not None and problem.type == TEMPORARY_REDUCED_CAPACITY and problem.status == 503
+    # The global limit never shows in the headers.
+    assert all("global" not in value for _, value in overload.headers)
+
+
+def test_a_refused_request_consumes_nothing(mem: Limiter) -> None:
+    plan = Planner(config=parse_config(CONFIG)).plan("/things", "GET")
+    for _ in range(3):
+        assert check(plan, mem).status == 200
+    for _ in range(5):
+        assert check(plan, mem).status == 429
+    # Five 429s did not use the global budget: two more clients still get in.
+    assert check(plan, mem, ip="198.51.100.20").status == 200
+    assert check(plan, mem, ip="198.51.100.21").status == 200
+    assert check(plan, mem, ip="198.51.100.22").status == 503
+
+
+def test_route_entry_replaces_defaults_and_names_the_policy(mem: Limiter) -> None:
+    plan = Planner(config=parse_config(CONFIG)).plan("/chat/{id}", "GET")
+    headers = {"x-api-key": "s3cret"}
+
+    def header(name: str) -> str | None:
+        return headers.get(name)
+
+    first = check(plan, mem, header=header)
+    assert dict(first.headers)["RateLimit-Policy"] == '"/chat/{id}";q=2;w=60'
+    assert dict(first.headers)["RateLimit"] == '"/chat/{id}";r=1;t=60'
+    digest = hashlib.sha256(b"s3cret").hexdigest()[:32]
+    evaluation = plan.evaluate(ip="1.2.3.4", ip_key="1.2.3.4", header=header)
+    op = evaluation.next_op()
+    assert op is not None
+    # The API key is a credential: only its digest reaches storage.
+    assert op[1][1][0] == f"rl:header:x-api-key:{digest}:api:/chat/%7Bid%7D"
+    assert op[1][0][0] == GLOBAL_KEY
+
+
+def test_header_key_without_the_header_counts_the_ip(mem: Limiter) -> None:
+    plan = Planner(config=parse_config(CONFIG)).plan("/chat/{id}", "GET")
+    evaluation = plan.evaluate(ip="1.2.3.4", ip_key="1.2.3.4", header=lambda name: None)
+    op = evaluation.next_op()
+    assert op is not None and op[1][1][0] == "rl:ip:1.2.3.4:api:/chat/%7Bid%7D"
+
+
+def test_user_key_and_exemptions(mem: Limiter) -> None:
+    plan = Planner(config=parse_config(LOCAL)).plan("/api/calls", "POST")
+    assert [check(plan, mem, user="bob").status for _ in range(3)] == [200, 200, 429]
+    # Another user from the same address has a fresh quota.
+    assert check(plan, mem, user="carol").status == 200
+    # Exempt user and exempt network: never counted, no headers for the route.
+    for _ in range(3):
+        exempt_user = check(plan, mem, user="admin")
+        assert exempt_user.status == 200 and exempt_user.headers == ()
+        assert check(plan, mem, ip="10.1.2.3", user="bob").status == 200
+
+
+def test_exempt_route_checks_nothing(mem: Limiter) -> None:
+    plan = Planner(config=parse_config(CONFIG)).plan("/health", "GET")
+    assert not plan.limited
+    evaluation = plan.evaluate(ip="1.2.3.4", ip_key="1.2.3.4")
+    assert evaluation.next_op() is None
+    assert evaluation.verdict == Verdict(200, ())
+
+
+def test_shadow_limit_never_blocks_and_enforced_limits_keep_counting(mem: Limiter) -> None:
+    plan = Planner(config=parse_config(CONFIG)).plan("/search", "GET")
+    verdicts = [check(plan, mem, ip=f"198.51.100.{n % 2}") for n in range(4)]
+    assert [v.status for v in verdicts] == [200, 200, 200, 200]
+    assert [v.shadowed for v in verdicts] == [(), (), ("/search",), ("/search",)]
+    assert dict(verdicts[2].headers)["RateLimit"] == '"/search";r=0;t=60'
+    assert "Retry-After" not in dict(verdicts[2].headers)
+    # The global limit (5/minute) counted all four, though the shadow limit said no twice.
+    assert check(plan, mem, ip="198.51.100.50").status == 200
+    assert check(plan, mem, ip="198.51.100.51").status == 503
+
+
+def test_global_shadow_never_sheds(mem: Limiter) -> None:
+    config = dict(CONFIG, **{"global": {"limits": "1/minute", "shadow": True}})
+    plan = Planner(config=parse_config(config)).plan("/x", "GET")
+    assert [check(plan, mem).status for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_deduct_when_counts_only_listed_statuses(mem: Limiter) -> None:
+    plan = Planner(config=parse_config(LOCAL)).plan("/auth/login", "POST")
+
+    def login(status: int) -> Verdict:
+        evaluation = plan.evaluate(ip="198.51.100.7", ip_key="198.51.100.7")
+        verdict = run(mem, evaluation)
+        if verdict.allowed:
+            evaluation.on_response(status)
+            verdict = run(mem, evaluation)
+        return verdict
+
+    # Successful logins are free.
+    for _ in range(5):
+        ok = login(200)
+        assert ok.status == 200
+    assert dict(ok.headers)["RateLimit"] == '"/auth/login-60s";r=2;t=0, "/auth/login-3600s";r=10;t=0'
+    assert dict(ok.headers)["RateLimit-Policy"] == (
+        '"/auth/login-60s";q=2;w=60, "/auth/login-3600s";q=10;w=3600'
+    )
+    failed = login(401)
+    assert failed.status == 200
+    # The headers describe the counters after this failure was counted.
+    assert dict(failed.headers)["RateLimit"] == '"/auth/login-60s";r=1;t=60, "/auth/login-3600s";r=9;t=3600'
+    assert login(403).status == 200
+    refused = login(401)
+    assert refused.status == 429
+    assert refused.violated == ("/auth/login-60s",)
+    assert refused.retry_after == 60
+    # Once refused, even a correct password waits.
+    assert login(200).status == 429
+
+
+def test_declared_rules_join_a_route_entry_and_replace_defaults(mem: Limiter) -> None:
+    planner = Planner(config=parse_config(CONFIG))
+    rule = Rule.declared("1/minute", scope="/export", algorithm="fixed_window")
+    plan = planner.plan("/export", "GET", (rule,))
+    assert [r.name for r in plan.rules] == ["/export"]
+    both = planner.plan("/api/calls", "POST", (rule,))
+    assert [r.name for r in both.rules] == ["/api/calls", "/export"]
+    assert check(plan, mem).status == 200
+    assert check(plan, mem).status == 429
+
+
+def test_declared_rule_costs_and_custom_keys(mem: Limiter) -> None:
+    rule = Rule.declared("10/minute", scope="upload", algorithm="fixed_window", cost=4)
+    plan = Planner().plan("/upload", "POST", (rule,))
+    assert [check(plan, mem).status for _ in range(3)] == [200, 200, 429]
+
+    def by_tenant(request: object) -> str:
+        return "acme"
+
+    dynamic = Rule.declared("10/minute", scope="bulk", algorithm="fixed_window", key=by_tenant, cost=len)
+    plan = Planner().plan("/bulk", "POST", (dynamic,))
+    evaluation = plan.evaluate(ip="1.2.3.4", ip_key="1.2.3.4", custom_keys=["acme"], costs=[7])
+    op = evaluation.next_op()
+    assert op is not None and op[1] == [("rl:custom:acme:api:bulk", dynamic.limits, "fixed_window", 7)]
+
+
+def test_header_styles(mem: Limiter) -> None:
+    legacy = Planner(default_limits="3/minute", algorithm="fixed_window", header_style="legacy").plan(
+        None, "GET"
+    )
+    assert check(legacy, mem).headers == (
+        ("X-RateLimit-Limit", "3"),
+        ("X-RateLimit-Remaining", "2"),
+        ("X-RateLimit-Reset", "60"),
+    )
+    both = Planner(default_limits="3/minute", algorithm="fixed_window", header_style="both").plan(None, "GET")
+    assert [name for name, _ in check(both, mem, ip="9.9.9.9").headers] == [
+        "RateLimit-Policy",
+        "RateLimit",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    ]
+    none = Planner(default_limits="3/minute", header_style="none").plan(None, "GET")
+    assert check(none, mem, ip="9.9.9.8").headers == ()
+
+
+def test_no_limits_at_all_checks_nothing() -> None:
+    plan = Planner().plan("/x", "GET")
+    assert not plan.limited
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (
+            lambda: Planner(config=parse_config(CONFIG), default_limits="1/second"),
+            InvalidArgument,
+            "give either config or default_limits/global_limits, not both",
+        ),
+        (
+            lambda: Planner(header_style="fancy"),  # type: ignore[arg-type]
+            InvalidArgument,
+            "headers must be 'draft', 'legacy'",
+        ),
+        (lambda: Planner(default_limits="3 per fortnight"), InvalidLimit, "invalid rate limit"),
+        (lambda: Rule.declared("1/minute", scope="x", key="cookie"), InvalidArgument, "unknown key 'cookie'"),
+        (lambda: Rule.declared("2/minute", scope="x", cost=3), InvalidLimit, "cost 3 is more than the limit"),
+        (
+            lambda: Rule.declared("2/minute", scope="x", cost=0),
+            InvalidArgument,
+            "cost must be a whole number",
+        ),
+        (
+            lambda: Rule.declared("2/minute", scope="x", algorithm="leaky"),
+            InvalidArgument,
+            "unknown algorithm 'leaky'",
+        ),
+        (
+            lambda: Rule.declared("2/minute", scope="x", deduct_when=[700]),
+            InvalidArgument,
+            "deduct_when must list HTTP status codes",
+        ),
+        (
+            lambda: Rule.declared("2/minute", scope="x", exempt_ips=["10.0.0.0/33"]),
+            InvalidArgument,
+            r"exempt_ips\[0\]: '10.0.0.0/33' is not an IP address or a CIDR",
+        ),
+    ],
+)
+def test_bad_declarations_are_refused(make: object, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        make()  # type: ignore[operator]
+
+
+async def test_run_async_on_redis_peeks_and_hits_in_one_call_each(redis_url: str) -> None:
+    limiter = AsyncLimiter.from_url(redis_url)
+    try:
+        plan = Planner(config=parse_config(CONFIG)).plan("/auth/login", "POST")
+        for status in (401, 401):
+            evaluation = plan.evaluate(ip="198.51.100.7", ip_key="198.51.100.7")
+            kinds = []
+            op = evaluation.next_op()
+            while op is not None:
+                kinds.append(op[0])
+                evaluation.feed(await _one(limiter, op))
+                op = evaluation.next_op()
+            assert evaluation.verdict.status == 200
+            # Peek the login limits, then count the global limit.
+            assert kinds == ["peek_many", "hit_many"]
+            evaluation.on_response(status)
+            assert (await run_async(limiter, evaluation)).status == 200
+        refused = await run_async(limiter, plan.evaluate(ip="198.51.100.7", ip_key="198.51.100.7"))
+        assert refused.status == 429
+        assert refused.violated == ("/auth/login-60s",)
+        # Fixed windows on Redis follow the server's clock: the wait is what is left of the minute.
+        assert refused.retry_after is not None and 1 <= refused.retry_after <= 60
+        assert ("Retry-After", str(refused.retry_after)) in refused.headers
+    finally:
+        await limiter.close()
+
+
+async def _one(limiter: AsyncLimiter, op: tuple[object, ...]) -> MultiDecision:
+    if op[0] == "hit_many":
+        return await limiter.hit_many(op[1])  # type: ignore[arg-type]
+    allowed, decisions = await limiter.storage.check_many(limiter._prepare_many(op[1]), False)  # type: ignore[arg-type]
+    return MultiDecision(allowed, tuple(decisions))
