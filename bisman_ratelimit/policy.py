@@ -409,6 +409,11 @@ class Evaluation:
             slots.append(index)
         return entries, slots
 
+    @property
+    def deducts(self) -> bool:
+        """Whether some limit waits for the response status (``deduct_when``)."""
+        return any(rule.deduct_when for rule, _, _ in self._active)
+
     def next_op(self) -> Op | None:
         self._pending = self._ops.pop(0) if self._ops else None
         return self._pending
@@ -552,7 +557,7 @@ class Planner:
     """Route plans for one app: built once, then one cached plan per route and method.
 
     Give either ``config`` (a loaded limits file) or ``default_limits`` with
-    ``key``, ``algorithm`` and optionally ``global_limits``.
+    ``key``, ``algorithm``, ``cost`` and optionally ``global_limits``.
     """
 
     def __init__(
@@ -562,6 +567,7 @@ class Planner:
         default_limits: LimitLike | Sequence[LimitLike] | None = None,
         key: KeySource = "ip",
         algorithm: str = "sliding_window",
+        cost: CostSource = 1,
         global_limits: LimitLike | Sequence[LimitLike] | None = None,
         header_style: HeaderStyle = "draft",
     ) -> None:
@@ -591,7 +597,9 @@ class Planner:
                 else None
             )
             self.default_rule = (
-                Rule.declared(default_limits, scope="default", name="default", key=key, algorithm=algorithm)
+                Rule.declared(
+                    default_limits, scope="default", name="default", key=key, algorithm=algorithm, cost=cost
+                )
                 if default_limits is not None
                 else None
             )

@@ -1,0 +1,330 @@
+"""``RateLimitMiddleware``: a pure ASGI middleware for Starlette and FastAPI apps.
+
+Per request it finds the route template the router would pick (cached per
+path), checks every limit that applies in one ``hit_many`` call, and either
+answers 429/503 itself or passes the request on, adding the rate-limit
+header fields to the response in a local ``send`` wrapper. Lifespan and
+other scopes pass straight through. WebSocket connection attempts are
+limited like requests, and refused with close code 1008 (1013 when the
+global limit sheds load); messages may be limited too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from contextvars import ContextVar
+
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bisman_ratelimit import AsyncLimiter, InvalidArgument, StorageError
+from bisman_ratelimit.clientip import ClientIP, HeaderName, TrustedProxies
+from bisman_ratelimit.config import RateLimitConfig, load_config
+from bisman_ratelimit.policy import (
+    CostSource,
+    HeaderStyle,
+    KeySource,
+    Planner,
+    RoutePlan,
+    Rule,
+    Verdict,
+    run_async,
+)
+from bisman_ratelimit.rate import LimitLike, parse_limits
+
+from .context import Facts, Needs, UserGetter
+from .responses import OnLimited, encode_headers, refuse
+from .routes import resolve, uses_hosts
+from .spec import LimitSpec, declared_on
+
+__all__ = ["ENFORCED", "RateLimitMiddleware"]
+
+logger = logging.getLogger("bisman_ratelimit.starlette")
+
+# The endpoint declarations the middleware enforces for the request being served; the decorator
+# and the dependency read it to know they have nothing left to do.
+ENFORCED: ContextVar[tuple[LimitSpec, ...]] = ContextVar("bisman_ratelimit_enforced", default=())
+_CACHE_SIZE = 10_000
+
+
+class _Route:
+    """The cached outcome of routing one method and path."""
+
+    __slots__ = ("messages", "needs", "specs")
+
+    def __init__(self, needs: Needs, specs: tuple[LimitSpec, ...], messages: Needs | None) -> None:
+        self.needs = needs
+        self.specs = specs
+        self.messages = messages
+
+
+class RateLimitMiddleware:
+    """Rate limits for every route of an ASGI app.
+
+    Give ``config`` (a limits file or a loaded ``RateLimitConfig``), or
+    ``default_limits`` with ``key``, ``algorithm``, ``cost`` and
+    ``global_limits``. ``limiter`` defaults to an in-memory ``AsyncLimiter``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: AsyncLimiter | None = None,
+        config: str | os.PathLike[str] | RateLimitConfig | None = None,
+        default_limits: LimitLike | Sequence[LimitLike] | None = None,
+        key: KeySource = "ip",
+        algorithm: str = "sliding_window",
+        cost: CostSource = 1,
+        global_limits: LimitLike | Sequence[LimitLike] | None = None,
+        trusted_proxies: TrustedProxies = None,
+        forwarded_header: HeaderName = "x-forwarded-for",
+        ipv6_prefix: int = 64,
+        ipv4_prefix: int = 32,
+        user: UserGetter | None = None,
+        api_key_header: str = "x-api-key",
+        headers: HeaderStyle = "draft",
+        on_limited: OnLimited | None = None,
+        fail_open: bool = True,
+        websocket_message_limits: LimitLike | Sequence[LimitLike] | None = None,
+        routes: Sequence[BaseRoute] | None = None,
+    ) -> None:
+        self.app = app
+        if limiter is None:
+            limiter = AsyncLimiter()
+        elif not isinstance(limiter, AsyncLimiter):
+            raise InvalidArgument(
+                f"RateLimitMiddleware needs an AsyncLimiter (a sync client would block the event loop), "
+                f"got {limiter!r}"
+            )
+        self.limiter = limiter
+        if config is not None and not isinstance(config, RateLimitConfig):
+            config = load_config(config)
+        self.planner = Planner(
+            config=config,
+            default_limits=default_limits,
+            key=key,
+            algorithm=algorithm,
+            cost=cost,
+            global_limits=global_limits,
+            header_style=headers,
+        )
+        self.facts = Facts(
+            client_ip=ClientIP(
+                trusted_proxies=trusted_proxies,
+                header=forwarded_header,
+                ipv6_prefix=ipv6_prefix,
+                ipv4_prefix=ipv4_prefix,
+            ),
+            api_key_header=api_key_header,
+            user=user,
+        )
+        if on_limited is not None and not callable(on_limited):
+            raise InvalidArgument(f"on_limited must be a callable (connection, verdict), got {on_limited!r}")
+        self.on_limited = on_limited
+        self.fail_open = fail_open
+        self._message_limits = (
+            parse_limits(
+                websocket_message_limits
+                if isinstance(websocket_message_limits, str)
+                else list(websocket_message_limits)  # type: ignore[arg-type]
+            )
+            if websocket_message_limits is not None
+            else None
+        )
+        self._message_key = key
+        self._routes = routes
+        self._hosts: bool | None = None
+        self._cache: dict[tuple[str, str, str], _Route] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    # -- routing
+
+    def _route(self, scope: Scope, method: str) -> _Route:
+        cache_key = (method, scope["path"], scope.get("root_path", ""))
+        found = self._cache.get(cache_key)
+        if found is not None:
+            return found
+        routes = self._routes
+        if routes is None:
+            app = scope.get("app")
+            routes = getattr(getattr(app, "router", app), "routes", None) or ()
+        if self._hosts is None:
+            self._hosts = uses_hosts(routes)
+        template, leaf = resolve(routes, dict(scope))
+        marker = declared_on(getattr(leaf, "endpoint", None), method, getattr(leaf, "dependant", None))
+        base = template or scope["path"]
+        # Several declarations on one endpoint would share the template as their scope: number them.
+        rules = [spec.bind(base if i == 0 else f"{base}#{i + 1}") for i, spec in enumerate(marker.specs)]
+        plan = self.planner.plan(template, method, tuple(rules), exempt=marker.exempt)
+        messages = None
+        if method == "WEBSOCKET" and self._message_limits is not None and not plan.exempt:
+            message_rule = Rule(
+                name="messages",
+                scope=f"{template or scope['path']}#messages",
+                limits=self._message_limits,
+                key=self._message_key,
+            )
+            messages = Needs(
+                RoutePlan(route=template, rules=(message_rule,), global_policy=None, header_style="none")
+            )
+        found = _Route(Needs(plan), marker.specs, messages)
+        if not self._hosts:
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()  # paths with ids are many; the routes behind them are few
+            self._cache[cache_key] = found
+        return found
+
+    # -- HTTP
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self._route(scope, scope["method"])
+        if route.specs:
+            token = ENFORCED.set(route.specs)
+            try:
+                await self._http_checked(route, scope, receive, send)
+            finally:
+                ENFORCED.reset(token)
+        else:
+            await self._http_checked(route, scope, receive, send)
+
+    async def _http_checked(self, route: _Route, scope: Scope, receive: Receive, send: Send) -> None:
+        needs = route.needs
+        if not needs.plan.limited:
+            await self.app(scope, receive, send)
+            return
+        facts = self.facts
+        try:
+            evaluation = await facts.evaluate(needs, scope, facts.ip(scope))
+            verdict = await run_async(self.limiter, evaluation)
+        except StorageError as exc:
+            if not self.fail_open:
+                raise
+            logger.warning(
+                "rate-limit storage failed, letting %s %s through: %s", scope["method"], scope["path"], exc
+            )
+            await self.app(scope, receive, send)
+            return
+        if verdict.status != 200:
+            await refuse(scope, receive, send, verdict, self.on_limited)
+            return
+        if verdict.shadowed:
+            logger.info(
+                "shadow limits %s would refuse %s %s",
+                ", ".join(verdict.shadowed),
+                scope["method"],
+                scope["path"],
+            )
+        limiter = self.limiter
+        added = encode_headers(verdict.headers)
+
+        if evaluation.deducts:
+
+            async def send_counted(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    evaluation.on_response(message["status"])
+                    try:
+                        after = await run_async(limiter, evaluation)
+                    except StorageError as exc:
+                        logger.warning("rate-limit storage failed while counting a response: %s", exc)
+                        after = verdict
+                    message["headers"] = [*message.get("headers", ()), *encode_headers(after.headers)]
+                await send(message)
+
+            await self.app(scope, receive, send_counted)
+            return
+        if not added:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *added]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    # -- WebSockets
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self._route(scope, "WEBSOCKET")
+        if route.specs:
+            token = ENFORCED.set(route.specs)
+            try:
+                await self._websocket_checked(route, scope, receive, send)
+            finally:
+                ENFORCED.reset(token)
+        else:
+            await self._websocket_checked(route, scope, receive, send)
+
+    async def _websocket_checked(self, route: _Route, scope: Scope, receive: Receive, send: Send) -> None:
+        facts = self.facts
+        ip = facts.ip(scope)
+        added: list[tuple[bytes, bytes]] = []
+        if route.needs.plan.limited:
+            try:
+                verdict = await run_async(self.limiter, await facts.evaluate(route.needs, scope, ip))
+            except StorageError as exc:
+                if not self.fail_open:
+                    raise
+                logger.warning("rate-limit storage failed, letting a WebSocket through: %s", exc)
+                verdict = Verdict(200, ())
+            if verdict.status != 200:
+                await _refuse_websocket(receive, send, verdict)
+                return
+            added = encode_headers(verdict.headers)
+        if route.messages is not None:
+            receive = self._limit_messages(route.messages, scope, ip, receive, send)
+        if not added:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "websocket.accept":
+                message["headers"] = [*message.get("headers", ()), *added]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _limit_messages(
+        self, needs: Needs, scope: Scope, ip: str | None, receive: Receive, send: Send
+    ) -> Receive:
+        facts = self.facts
+        limiter = self.limiter
+
+        async def receive_limited() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                verdict = await run_async(limiter, await facts.evaluate(needs, scope, ip))
+                if verdict.status != 200:
+                    reason = _reason(verdict)
+                    await send({"type": "websocket.close", "code": 1008, "reason": reason})
+                    return {"type": "websocket.disconnect", "code": 1008, "reason": reason}
+            return message
+
+        return receive_limited
+
+
+def _reason(verdict: Verdict) -> str:
+    problem = verdict.problem()
+    return problem.detail if problem is not None else ""
+
+
+async def _refuse_websocket(receive: Receive, send: Send, verdict: Verdict) -> None:
+    """Accept, then close with a code and reason the client can read (a refused handshake carries neither)."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept", "headers": encode_headers(verdict.headers)})
+    code = 1013 if verdict.status == 503 else 1008  # 1013: try again later
+    await send({"type": "websocket.close", "code": code, "reason": _reason(verdict)})
