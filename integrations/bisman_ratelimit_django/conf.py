@@ -1,0 +1,270 @@
+"""The ``BISMAN_RATELIMIT`` setting, validated once.
+
+::
+
+    BISMAN_RATELIMIT = {
+        "STORAGE_URL": "redis://localhost:6379/0",   # default "memory://"
+        "CONFIG": BASE_DIR / "ratelimits.toml",      # per-route limits, optional
+        "DEFAULT_LIMITS": ["100/minute"],            # for routes the file does not list
+        "TRUSTED_PROXIES": 1,                        # a hop count, or CIDRs such as ["10.0.0.0/8"]
+    }
+
+:func:`read_settings` checks every field and reports each problem with the
+field's name; the system checks show them all at startup, and
+:func:`get_settings` raises the first one. Values are read once per
+process and read again only when a test changes the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_args
+
+from django.core.signals import setting_changed
+
+from bisman_ratelimit import AsyncLimiter, Limiter
+from bisman_ratelimit.algorithms import ALGORITHMS
+from bisman_ratelimit.clientip import ClientIP
+from bisman_ratelimit.config import KEY_KINDS
+from bisman_ratelimit.errors import BismanRateLimitError, ConfigurationError
+from bisman_ratelimit.policy import HeaderStyle
+from bisman_ratelimit.rate import Limit, parse_limits
+
+__all__ = ["SETTING", "RateLimitSettings", "SettingProblem", "get_settings", "read_settings"]
+
+SETTING = "BISMAN_RATELIMIT"
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """The validated ``BISMAN_RATELIMIT`` setting."""
+
+    storage_url: str = "memory://"
+    config: str | None = None
+    default_limits: tuple[Limit, ...] = ()
+    default_key: str = "ip"
+    default_algorithm: str = "sliding_window"
+    global_limits: tuple[Limit, ...] = ()
+    client_ip: ClientIP = field(default_factory=ClientIP)
+    headers: HeaderStyle = "draft"
+    # (request, verdict) -> HttpResponse for 429 and 503, instead of the problem+json body.
+    response: Callable[[Any, Any], Any] | None = None
+    # request -> user id or None, instead of request.user.get_username(); may be async.
+    user: Callable[[Any], Any] | None = None
+    api_key_header: str = "x-api-key"
+    # Built elsewhere and handed over, e.g. in tests or to share one client.
+    limiter: Limiter | None = None
+    async_limiter: AsyncLimiter | None = None
+
+
+@dataclass(frozen=True)
+class SettingProblem:
+    """One bad field of the setting."""
+
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"{SETTING}[{self.field!r}]" if self.field else SETTING
+        return f"{where}: {self.problem}"
+
+
+def _storage_url(value: object) -> str:
+    if not isinstance(value, str) or "://" not in value:
+        raise ConfigurationError(
+            f"expected a URL such as 'memory://' or 'redis://host:6379/0', got {value!r}"
+        )
+    scheme = value.split("://", 1)[0].lower()
+    if scheme not in ("memory", "redis", "rediss", "unix"):
+        # Third-party schemes register themselves; only their factory can judge the rest.
+        from bisman_ratelimit.storage import _BACKENDS
+
+        if scheme not in _BACKENDS:
+            raise ConfigurationError(
+                f"unsupported scheme {scheme + '://'!r} in {value!r}: expected one of "
+                f"{', '.join(s + '://' for s in sorted(_BACKENDS))}"
+            )
+    return value
+
+
+def _config(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigurationError(f"expected the path of a .toml or .yaml file, got {value!r}")
+    return os.fspath(value)
+
+
+def _default_limits(value: object) -> tuple[Limit, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (str, Limit, list, tuple)):
+        raise ConfigurationError(
+            f"expected a rate limit such as '100/minute' or a list of them, got {value!r}"
+        )
+    return parse_limits(value)
+
+
+def _default_key(value: object) -> str:
+    if isinstance(value, str) and value in ("ip", "user", "api_key"):
+        return value
+    if isinstance(value, str) and value.startswith("header:") and len(value) > len("header:"):
+        return value.lower()
+    raise ConfigurationError(f"expected one of {', '.join(KEY_KINDS)}, got {value!r}")
+
+
+def _algorithm(value: object) -> str:
+    if not isinstance(value, str) or value not in ALGORITHMS:
+        raise ConfigurationError(f"unknown algorithm {value!r}: expected one of {', '.join(ALGORITHMS)}")
+    return value
+
+
+def _headers(value: object) -> HeaderStyle:
+    styles = get_args(HeaderStyle)
+    if value not in styles:
+        raise ConfigurationError(f"expected one of {', '.join(map(repr, styles))}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _callable(what: str) -> Callable[[object], Callable[..., Any] | None]:
+    def parse(value: object) -> Callable[..., Any] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            from django.utils.module_loading import import_string
+
+            try:
+                value = import_string(value)
+            except ImportError as exc:
+                raise ConfigurationError(f"cannot import {value!r}: {exc}") from None
+        if not callable(value):
+            raise ConfigurationError(f"expected a callable {what} or its dotted path, got {value!r}")
+        return value
+
+    return parse
+
+
+def _header_name(value: object) -> str:
+    if not isinstance(value, str) or not value or not all(c.isalnum() or c in "-_" for c in value):
+        raise ConfigurationError(f"expected a header name such as 'x-api-key', got {value!r}")
+    return value.lower()
+
+
+def _limiter(value: object) -> Limiter | None:
+    if value is not None and not isinstance(value, Limiter):
+        raise ConfigurationError(f"expected a bisman_ratelimit.Limiter, got {value!r}")
+    return value
+
+
+def _async_limiter(value: object) -> AsyncLimiter | None:
+    if value is not None and not isinstance(value, AsyncLimiter):
+        raise ConfigurationError(f"expected a bisman_ratelimit.AsyncLimiter, got {value!r}")
+    return value
+
+
+# setting field -> (RateLimitSettings attribute, parser)
+_FIELDS: dict[str, tuple[str, Callable[[object], Any]]] = {
+    "STORAGE_URL": ("storage_url", _storage_url),
+    "CONFIG": ("config", _config),
+    "DEFAULT_LIMITS": ("default_limits", _default_limits),
+    "DEFAULT_KEY": ("default_key", _default_key),
+    "DEFAULT_ALGORITHM": ("default_algorithm", _algorithm),
+    "GLOBAL_LIMITS": ("global_limits", _default_limits),
+    "HEADERS": ("headers", _headers),
+    "RESPONSE": ("response", _callable("(request, verdict) -> HttpResponse")),
+    "USER": ("user", _callable("(request) -> user id or None")),
+    "API_KEY_HEADER": ("api_key_header", _header_name),
+    "LIMITER": ("limiter", _limiter),
+    "ASYNC_LIMITER": ("async_limiter", _async_limiter),
+}
+# Read together into one ClientIP.
+_CLIENT_IP_FIELDS = {
+    "TRUSTED_PROXIES": "trusted_proxies",
+    "FORWARDED_HEADER": "header",
+    "IPV6_PREFIX": "ipv6_prefix",
+    "IPV4_PREFIX": "ipv4_prefix",
+}
+FIELDS = (*_FIELDS, *_CLIENT_IP_FIELDS)
+
+
+def read_settings(raw: object) -> tuple[RateLimitSettings, list[SettingProblem]]:
+    """Validate the setting's value; every bad field gives one problem."""
+    if raw is None:
+        return RateLimitSettings(), []
+    if not isinstance(raw, Mapping):
+        return RateLimitSettings(), [SettingProblem("", f"expected a dict, got {type(raw).__name__}")]
+    problems: list[SettingProblem] = []
+    values: dict[str, Any] = {}
+    for name in raw:
+        if name not in FIELDS:
+            import difflib
+
+            close = difflib.get_close_matches(str(name), FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(SettingProblem(str(name), f"unknown field{hint}; allowed: {', '.join(FIELDS)}"))
+    for name, (attribute, parse) in _FIELDS.items():
+        if name in raw:
+            try:
+                values[attribute] = parse(raw[name])
+            except BismanRateLimitError as exc:
+                problems.append(SettingProblem(name, str(exc)))
+    options = {_CLIENT_IP_FIELDS[name]: raw[name] for name in _CLIENT_IP_FIELDS if name in raw}
+    if "header" in options and isinstance(options["header"], str):
+        options["header"] = options["header"].lower()
+    try:
+        values["client_ip"] = ClientIP(**options)
+    except BismanRateLimitError as exc:
+        problems.append(SettingProblem(_client_ip_field(str(exc)), str(exc)))
+    except TypeError as exc:
+        problems.append(SettingProblem("", str(exc)))
+    if values.get("config") is not None:
+        for name in ("DEFAULT_LIMITS", "GLOBAL_LIMITS", "DEFAULT_KEY", "DEFAULT_ALGORITHM"):
+            if raw.get(name) is not None:
+                problems.append(
+                    SettingProblem(
+                        name, "CONFIG is set too: the config file's [defaults] and [global] sections say this"
+                    )
+                )
+    if "async_limiter" in values and values.get("limiter") is None and values["async_limiter"] is not None:
+        problems.append(
+            SettingProblem("LIMITER", "ASYNC_LIMITER is set, so LIMITER must be too (for sync views)")
+        )
+    if values.get("limiter") is not None and values.get("async_limiter") is None:
+        problems.append(
+            SettingProblem("ASYNC_LIMITER", "LIMITER is set, so ASYNC_LIMITER must be too (for async views)")
+        )
+    return RateLimitSettings(**values), problems
+
+
+def _client_ip_field(message: str) -> str:
+    for name, option in _CLIENT_IP_FIELDS.items():
+        if message.startswith(option):
+            return name
+    return "FORWARDED_HEADER" if message.startswith("header") else ""
+
+
+_cached: RateLimitSettings | None = None
+
+
+def get_settings() -> RateLimitSettings:
+    """The validated setting, read on first use; raises the first problem found."""
+    global _cached
+    if _cached is None:
+        from django.conf import settings
+
+        value, problems = read_settings(getattr(settings, SETTING, None))
+        if problems:
+            raise ConfigurationError(str(problems[0]))
+        _cached = value
+    return _cached
+
+
+def _reset(*, setting: str, **kwargs: object) -> None:
+    global _cached
+    if setting == SETTING:
+        _cached = None
+
+
+setting_changed.connect(_reset)

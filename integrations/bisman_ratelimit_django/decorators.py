@@ -1,0 +1,211 @@
+"""``@ratelimit``: limits written on a view.
+
+::
+
+    @ratelimit("5/minute", key="ip")
+    def login(request): ...
+
+    @ratelimit("100/hour", key="user", block=False)
+    async def search(request):
+        if request.ratelimit.limited: ...
+
+    @method_decorator(ratelimit("10/minute", methods=["POST"]), name="dispatch")
+    class Upload(View): ...
+
+The decorator is built from the middleware's own parts, as Django builds
+``decorator_from_middleware``: the same targets, checks and responses. It
+declares its limits on the view too, so when ``RateLimitMiddleware`` runs,
+the middleware counts them in its own storage call and the decorator only
+steps aside; without the middleware it checks on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from asgiref.sync import iscoroutinefunction
+from django.http import HttpRequest
+
+from bisman_ratelimit.errors import InvalidArgument
+from bisman_ratelimit.policy import KeySource, RoutePlan, Rule, Verdict
+from bisman_ratelimit.rate import LimitLike
+
+from .guard import STATE, Guard, RateLimitResult, State, Target, view_identity
+from .runtime import Runtime, get_runtime
+
+__all__ = ["DECLARED", "EXEMPT", "Declaration", "ratelimit", "ratelimit_exempt"]
+
+# View attributes the middleware reads.
+DECLARED = "bisman_ratelimit_declared"
+EXEMPT = "bisman_ratelimit_exempt"
+
+V = TypeVar("V", bound=Callable[..., Any])
+
+_NOT_CHECKED = RateLimitResult(False, (), Verdict(200, ()))
+
+
+class Declaration:
+    """One ``@ratelimit(...)``: its options, and its rule for each view it decorates."""
+
+    def __init__(
+        self,
+        limits: LimitLike | Sequence[LimitLike],
+        *,
+        key: KeySource = "ip",
+        group: str | None = None,
+        methods: Iterable[str] | None = None,
+        block: bool = True,
+        algorithm: str = "sliding_window",
+        cost: int | Callable[..., Any] = 1,
+        exempt_ips: Sequence[str] = (),
+        exempt_users: Sequence[str] = (),
+        deduct_when: Sequence[int] = (),
+    ) -> None:
+        if group is not None and (not isinstance(group, str) or not group):
+            raise InvalidArgument(f"group must be a non-empty string, got {group!r}")
+        if not isinstance(block, bool):
+            raise InvalidArgument(f"block must be True or False, got {block!r}")
+        if isinstance(methods, str):
+            methods = [methods]
+        if methods is not None:
+            methods = [m for m in methods]
+            if not methods or not all(isinstance(m, str) and m.strip() for m in methods):
+                raise InvalidArgument(f"methods must be HTTP method names such as 'POST', got {methods!r}")
+        self.methods = frozenset(m.strip().upper() for m in methods) if methods is not None else None
+        self.group = group
+        self.block = block
+        self.needs_async = iscoroutinefunction(key) or iscoroutinefunction(cost)
+        self._options: dict[str, Any] = dict(
+            algorithm=algorithm,
+            key=key,
+            cost=cost,
+            shadow=not block,
+            exempt_ips=exempt_ips,
+            exempt_users=exempt_users,
+            deduct_when=deduct_when,
+        )
+        self._limits = limits
+        self._rules: dict[str, Rule] = {}
+        # Bad limits, keys or costs fail here, when the view module is imported.
+        self.rule_for(group or "view")
+        self._runtime: Runtime | None = None
+        self._guard: Guard | None = None
+        self._targets: dict[str, Target] = {}
+
+    def applies_to(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+    def rule_for(self, identity: str) -> Rule:
+        """The rule for a view: counters named after the group, else after the view."""
+        scope = self.group or identity
+        rule = self._rules.get(scope)
+        if rule is None:
+            name = self.group or identity.rsplit(".", 1)[-1]
+            rule = Rule.declared(self._limits, scope=scope, name=name, **self._options)
+            self._rules[scope] = rule
+        return rule
+
+    def _target(self, identity: str) -> tuple[Guard, Target]:
+        runtime = get_runtime()
+        if runtime is not self._runtime or self._guard is None:
+            self._guard, self._targets, self._runtime = Guard(runtime), {}, runtime
+        target = self._targets.get(identity)
+        if target is None:
+            rule = self.rule_for(identity)
+            plan = RoutePlan(
+                route=None, rules=(rule,), global_policy=None, header_style=runtime.settings.headers
+            )
+            target = self._targets[identity] = Target(plan, [(self, rule)])
+        return self._guard, target
+
+    def _skips(self, request: HttpRequest) -> bool:
+        """True when the middleware counted this already, or the method is not limited."""
+        state: State | None = request.__dict__.get(STATE)
+        if state is not None and self in state.target.covered:
+            return True
+        if self.methods is not None and request.method not in self.methods:
+            if not self.block and "ratelimit" not in request.__dict__:
+                request.ratelimit = _NOT_CHECKED  # type: ignore[attr-defined]
+            return True
+        return False
+
+    def __call__(self, view: V) -> V:
+        identity = view_identity(view)
+        wrapper: Callable[..., Any]
+        if iscoroutinefunction(view):
+
+            async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                if self._skips(request):
+                    return await view(request, *args, **kwargs)
+                guard, target = self._target(identity)
+                evaluation = await guard.acheck(request, target)
+                refusal = guard.decide(request, target, evaluation)
+                if refusal is not None:
+                    return refusal
+                response = await view(request, *args, **kwargs)
+                await guard.afinish(request, target, evaluation, response)
+                return response
+
+        else:
+
+            def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                if self._skips(request):
+                    return view(request, *args, **kwargs)
+                guard, target = self._target(identity)
+                evaluation = guard.check(request, target)
+                refusal = guard.decide(request, target, evaluation)
+                if refusal is not None:
+                    return refusal
+                response = view(request, *args, **kwargs)
+                guard.finish(target, evaluation, response)
+                return response
+
+        functools.update_wrapper(wrapper, view)
+        setattr(wrapper, DECLARED, (*getattr(view, DECLARED, ()), self))
+        return wrapper  # type: ignore[return-value]
+
+
+def ratelimit(
+    limits: LimitLike | Sequence[LimitLike],
+    *,
+    key: KeySource = "ip",
+    group: str | None = None,
+    methods: Iterable[str] | None = None,
+    block: bool = True,
+    algorithm: str = "sliding_window",
+    cost: int | Callable[..., Any] = 1,
+    exempt_ips: Sequence[str] = (),
+    exempt_users: Sequence[str] = (),
+    deduct_when: Sequence[int] = (),
+) -> Declaration:
+    """Limit a view: ``@ratelimit("5/minute", key="ip")``.
+
+    ``key`` is ``"ip"``, ``"user"``, ``"api_key"``, ``"header:<name>"`` or a
+    function of the request (async for async views) returning a string, or
+    None to count by address. ``group`` names the counters, so views with
+    the same group share them (default: one set per view). ``methods``
+    limits only those methods. ``block=False`` never refuses: the view finds
+    ``request.ratelimit.limited`` set instead. ``cost`` is a number or a
+    function of the request; ``deduct_when`` lists the response statuses
+    that count (e.g. ``[401, 403]`` for failed logins).
+    """
+    return Declaration(
+        limits,
+        key=key,
+        group=group,
+        methods=methods,
+        block=block,
+        algorithm=algorithm,
+        cost=cost,
+        exempt_ips=exempt_ips,
+        exempt_users=exempt_users,
+        deduct_when=deduct_when,
+    )
+
+
+def ratelimit_exempt(view: V) -> V:
+    """Never limit this view, neither by the file's defaults nor by the global limit."""
+    setattr(view, EXEMPT, True)
+    return view

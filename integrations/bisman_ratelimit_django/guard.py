@@ -1,0 +1,318 @@
+"""The machinery shared by the middleware and the decorator.
+
+A :class:`Target` is what one route, method and view need checked; it is
+built once and cached. Per request, :class:`Guard` reads the client out of
+the request, starts the :class:`~bisman_ratelimit.policy.Evaluation`, and
+turns its verdict into a refusal or into response headers. Only the calls
+that can block differ between sync and async code: the user lookup, callable
+keys and costs, and the limiter itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.functional import SimpleLazyObject, empty
+
+from bisman_ratelimit.errors import ConfigurationError, InvalidArgument
+from bisman_ratelimit.policy import Evaluation, RoutePlan, Rule, Verdict
+from bisman_ratelimit.problem import CONTENT_TYPE
+
+from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .decorators import Declaration
+
+__all__ = ["STATE", "Guard", "RateLimitResult", "State", "Target", "apply_headers", "view_identity"]
+
+# Where a request keeps what the middleware decided, for the decorators and the response.
+STATE = "_bisman_ratelimit"
+
+# List-valued fields: a decorator's members join the middleware's instead of replacing them.
+_LIST_FIELDS = frozenset({"ratelimit-policy", "ratelimit"})
+
+
+@dataclass(frozen=True)
+class RateLimitResult:
+    """``request.ratelimit`` in views decorated with ``@ratelimit``.
+
+    ``limited`` is true when the request went over a limit declared with
+    ``block=False`` (those never refuse; the view decides). ``over`` names
+    those limits; ``verdict`` is the whole decision, headers included.
+    """
+
+    limited: bool
+    over: tuple[str, ...]
+    verdict: Verdict
+
+
+class Target:
+    """One route plan and what a request must provide for it."""
+
+    __slots__ = ("annotate", "callables", "covered", "deferred", "needs_api_key", "needs_user", "plan")
+
+    def __init__(self, plan: RoutePlan, declarations: Sequence[tuple[Declaration, Rule]] = ()) -> None:
+        self.plan = plan
+        rules = plan.rules
+        self.needs_user = any(rule.kind == "user" or rule.exempt.users for rule in rules)
+        self.needs_api_key = any(rule.kind == "api_key" for rule in rules)
+        # (index in plan.rules, rule) of rules whose key or cost is a function of the request
+        self.callables = tuple(
+            (index, rule) for index, rule in enumerate(rules) if rule.kind == "custom" or callable(rule.cost)
+        )
+        self.deferred = any(rule.deduct_when for rule in rules)
+        used = set(rules)
+        self.covered = frozenset(declaration for declaration, rule in declarations if rule in used)
+        # Item names of block=False limits, reported on request.ratelimit.
+        self.annotate: tuple[str, ...] | None = None
+        if declarations:
+            self.annotate = tuple(
+                name
+                for declaration, rule in declarations
+                if not declaration.block
+                for name in rule.item_names
+            )
+
+
+class State:
+    """What the middleware decided for one request."""
+
+    __slots__ = ("evaluation", "refused", "target")
+
+    def __init__(self, target: Target, evaluation: Evaluation, refused: bool) -> None:
+        self.target = target
+        self.evaluation = evaluation
+        self.refused = refused
+
+
+def view_identity(view: Callable[..., Any]) -> str:
+    """``module.Name`` of a view: its class for class-based views, else the function."""
+    target: Any = getattr(view, "view_class", None)
+    if target is None and isinstance(view, functools.partial):
+        # method_decorator hands over partial(bound method): name the class, as the middleware does.
+        bound = getattr(view.func, "__self__", None)
+        target = type(bound) if bound is not None else view.func
+    if target is None:
+        target = view
+    module = getattr(target, "__module__", None) or "views"
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or type(target).__name__
+    return f"{module}.{name}"
+
+
+def apply_headers(response: HttpResponseBase, headers: Sequence[tuple[str, str]]) -> None:
+    """Add rate-limit fields to ``response``; list fields already there are extended."""
+    store = response.headers
+    for name, value in headers:
+        if name.lower() in _LIST_FIELDS and name in store:
+            store[name] = f"{store[name]}, {value}"
+        elif name == "Retry-After" and name in store:
+            store[name] = str(max(int(store[name]), int(value)))
+        else:
+            store[name] = value
+
+
+def meta_key(header: str) -> str:
+    """The ``request.META`` key of a header name."""
+    key = header.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+
+def _header_getter(meta: dict[str, Any]) -> Callable[[str], str | None]:
+    def header(name: str) -> str | None:
+        value = meta.get(meta_key(name))
+        return value if isinstance(value, str) else None
+
+    return header
+
+
+def _username(user: Any) -> str | None:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    get_username = getattr(user, "get_username", None)
+    name = get_username() if get_username is not None else getattr(user, "pk", None)
+    return None if name is None or name == "" else str(name)
+
+
+def _user_sync(request: HttpRequest) -> str | None:
+    if "user" not in request.__dict__ and not hasattr(request, "user"):
+        raise ConfigurationError(_NO_USER)
+    return _username(request.user)
+
+
+_NO_USER = (
+    "a rate limit keyed or exempted by user needs request.user: put AuthenticationMiddleware "
+    "before RateLimitMiddleware in MIDDLEWARE, or set BISMAN_RATELIMIT['USER'] to a function of the request"
+)
+
+
+async def _user_async(request: HttpRequest) -> str | None:
+    user = request.__dict__.get("user")
+    if isinstance(user, SimpleLazyObject) and user._wrapped is empty:
+        auser = getattr(request, "auser", None)
+        if auser is not None:
+            return _username(await auser())
+        # Django 4.2 has no auser(): loading the session user touches the database.
+        return await sync_to_async(_user_sync)(request)
+    if user is None:
+        auser = getattr(request, "auser", None)
+        if auser is None:
+            raise ConfigurationError(_NO_USER)
+        return _username(await auser())
+    return _username(user)
+
+
+class Guard:
+    """Checks requests against targets and shapes the responses."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.client_ip = runtime.client_ip
+        self.reads_forwarded = runtime.client_ip.reads_headers
+        self.forwarded_meta = runtime.forwarded_meta
+        self.respond = runtime.settings.response
+        self.user_getter = runtime.settings.user
+        self.api_key_meta = meta_key(runtime.settings.api_key_header)
+
+    # -- I/O-free steps
+
+    def _start(
+        self,
+        request: HttpRequest,
+        target: Target,
+        user: str | None,
+        custom_keys: list[str | None] | None,
+        costs: list[int] | None,
+    ) -> Evaluation:
+        meta = request.META
+        peer = meta.get("REMOTE_ADDR")
+        ip = self.client_ip.client(peer, meta.get(self.forwarded_meta) if self.reads_forwarded else None)
+        return target.plan.evaluate(
+            ip=ip,
+            ip_key=self.client_ip.key(ip) if ip is not None else None,
+            user=user,
+            header=_header_getter(meta),
+            api_key=meta.get(self.api_key_meta) or None if target.needs_api_key else None,
+            custom_keys=custom_keys,
+            costs=costs,
+        )
+
+    def decide(self, request: HttpRequest, target: Target, evaluation: Evaluation) -> HttpResponseBase | None:
+        """Annotate ``request.ratelimit`` if asked; the refusal to send, or None to go on."""
+        verdict = evaluation.verdict
+        if target.annotate is not None:
+            over = tuple(name for name in target.annotate if name in verdict.shadowed)
+            request.ratelimit = RateLimitResult(bool(over), over, verdict)  # type: ignore[attr-defined]
+        if verdict.status == 200:
+            return None
+        return self.refusal(request, verdict)
+
+    def refusal(self, request: HttpRequest, verdict: Verdict) -> HttpResponseBase:
+        """The 429 or 503 answer, with its headers."""
+        if self.respond is not None:
+            response = self.respond(request, verdict)
+            if not isinstance(response, HttpResponseBase):
+                raise InvalidArgument(
+                    f"BISMAN_RATELIMIT['RESPONSE'] must return an HttpResponse, got {response!r}"
+                )
+            # The rate-limit fields, Retry-After above all, are added unless the hook set them.
+            apply_headers(response, [(n, v) for n, v in verdict.headers if n not in response.headers])
+            return response
+        problem = verdict.problem()
+        body = problem.body() if problem is not None else b""
+        refusal = HttpResponse(body, status=verdict.status, content_type=CONTENT_TYPE)
+        apply_headers(refusal, verdict.headers)
+        return refusal
+
+    def _user(self, request: HttpRequest) -> str | None:
+        if self.user_getter is None:
+            return _user_sync(request)
+        return _key_text(self.user_getter(request))
+
+    async def _auser(self, request: HttpRequest) -> str | None:
+        if self.user_getter is None:
+            return await _user_async(request)
+        found = self.user_getter(request)
+        return _key_text(await found if inspect.isawaitable(found) else found)
+
+    @staticmethod
+    def _calls(request: HttpRequest, target: Target) -> tuple[list[Any] | None, list[Any] | None]:
+        """Call the key and cost functions of a target's rules (results may be awaitable)."""
+        if not target.callables:
+            return None, None
+        size = len(target.plan.rules)
+        keys: list[Any] = [None] * size
+        costs: list[Any] = [1] * size
+        for index, rule in target.callables:
+            if rule.kind == "custom":
+                keys[index] = rule.key(request)  # type: ignore[operator]
+            if callable(rule.cost):
+                costs[index] = rule.cost(request)
+        return keys, costs
+
+    # -- sync shell
+
+    def check(self, request: HttpRequest, target: Target) -> Evaluation:
+        """Count ``request`` against ``target``; ``evaluation.verdict`` says what to do."""
+        user = self._user(request) if target.needs_user else None
+        keys, costs = self._calls(request, target)
+        if keys is not None and costs is not None:
+            keys = [_key_text(value) for value in keys]
+            costs = [_cost_value(value) for value in costs]
+        evaluation = self._start(request, target, user, keys, costs)
+        self.runtime.run(evaluation)
+        return evaluation
+
+    def finish(self, target: Target, evaluation: Evaluation, response: HttpResponseBase) -> None:
+        """Count a ``deduct_when`` response, then add the headers."""
+        if target.deferred:
+            evaluation.on_response(response.status_code)
+            self.runtime.run(evaluation)
+        apply_headers(response, evaluation.verdict.headers)
+
+    # -- async shell
+
+    async def acheck(self, request: HttpRequest, target: Target) -> Evaluation:
+        user = await self._auser(request) if target.needs_user else None
+        keys, costs = self._calls(request, target)
+        if keys is not None and costs is not None:
+            keys = [_key_text(await value if inspect.isawaitable(value) else value) for value in keys]
+            costs = [_cost_value(await value if inspect.isawaitable(value) else value) for value in costs]
+        evaluation = self._start(request, target, user, keys, costs)
+        await self.runtime.run_async(request, evaluation)
+        return evaluation
+
+    async def afinish(
+        self, request: HttpRequest, target: Target, evaluation: Evaluation, response: HttpResponseBase
+    ) -> None:
+        if target.deferred:
+            evaluation.on_response(response.status_code)
+            await self.runtime.run_async(request, evaluation)
+        apply_headers(response, evaluation.verdict.headers)
+
+
+def _key_text(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value)
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        raise InvalidArgument("a key function returned an awaitable for a sync view; use a plain function")
+    raise InvalidArgument(f"a key function must return a string or None, got {value!r}")
+
+
+def _cost_value(value: object) -> int:
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        raise InvalidArgument("a cost function returned an awaitable for a sync view; use a plain function")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgument(f"a cost function must return a whole number >= 1, got {value!r}")
+    return value

@@ -1,0 +1,149 @@
+"""``RateLimitMiddleware``: the limits of the settings and the limits file, on every request.
+
+Add it to ``MIDDLEWARE``. It is natively sync and async: the mode is decided
+once from ``get_response``, so under ASGI it never hops to a thread and
+under WSGI it never starts an event loop.
+
+The check runs in ``process_view``, after Django has resolved the URL: the
+route template (``request.resolver_match.route``, e.g. ``users/<int:id>/``)
+picks the policy, so every id shares one. Limits written with
+``@ratelimit`` on the view are counted in the same storage call. Paths that
+match no URL pattern are counted under the defaults once their 404 is
+ready, and a client over its limit gets the 429 instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+
+from .decorators import DECLARED, EXEMPT, Declaration
+from .guard import STATE, Guard, State, Target, view_identity
+from .runtime import get_runtime
+
+__all__ = ["RateLimitMiddleware"]
+
+_UNMATCHED = object()
+
+
+class RateLimitMiddleware:
+    """Counts every request against the configured limits; refuses with 429 or 503."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        runtime = get_runtime()
+        self.runtime = runtime
+        self.planner = runtime.planner
+        self.guard = Guard(runtime)
+        self._targets: dict[tuple[Any, ...], Target | None] = {}
+        self.is_async = iscoroutinefunction(get_response)
+        self.process_view: Callable[..., Any]
+        if self.is_async:
+            markcoroutinefunction(self)
+            self.process_view = self._aprocess_view
+        else:
+            self.process_view = self._process_view
+
+    def _target(self, request: HttpRequest, view: Any) -> Target | None:
+        match = request.resolver_match
+        route = match.route if match is not None else None
+        cache_key = (route, request.method, view)
+        try:
+            return self._targets[cache_key]
+        except KeyError:
+            target = self._build(route, request.method or "GET", view)
+            if len(self._targets) >= 4096:
+                self._targets.clear()
+            self._targets[cache_key] = target
+            return target
+
+    def _build(self, route: str | None, method: str, view: Any) -> Target | None:
+        declared: list[tuple[Declaration, Any]] = []
+        if view is not _UNMATCHED:
+            identity = view_identity(view)
+            for declaration in getattr(view, DECLARED, ()):
+                # Async key functions can only be awaited by the view's own wrapper in a sync stack.
+                if declaration.applies_to(method) and (self.is_async or not declaration.needs_async):
+                    declared.append((declaration, declaration.rule_for(identity)))
+        template = self.runtime.template(route) if route is not None else None
+        plan = self.planner.plan(
+            template,
+            method,
+            tuple(rule for _, rule in declared),
+            exempt=bool(getattr(view, EXEMPT, False)),
+        )
+        return Target(plan, declared) if plan.limited else None
+
+    def _unmatched(self, request: HttpRequest) -> Target | None:
+        """The defaults, for a request that reached no view (no URL pattern matched)."""
+        if request.resolver_match is not None:
+            return None
+        return self._target(request, _UNMATCHED)
+
+    # -- sync
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        response: HttpResponseBase = self.get_response(request)
+        state: State | None = request.__dict__.get(STATE)
+        if state is None:
+            target = self._unmatched(request)
+            if target is None:
+                return response
+            evaluation = self.guard.check(request, target)
+            refusal = self.guard.decide(request, target, evaluation)
+            if refusal is not None:
+                return refusal
+            state = State(target, evaluation, False)
+        if not state.refused:
+            self.guard.finish(state.target, state.evaluation, response)
+        return response
+
+    def _process_view(
+        self, request: HttpRequest, view: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> HttpResponseBase | None:
+        target = self._target(request, view)
+        if target is None:
+            return None
+        evaluation = self.guard.check(request, target)
+        refusal = self.guard.decide(request, target, evaluation)
+        request.__dict__[STATE] = State(target, evaluation, refusal is not None)
+        return refusal
+
+    # -- async
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+        response = await get_response(request)
+        state: State | None = request.__dict__.get(STATE)
+        if state is None:
+            target = self._unmatched(request)
+            if target is None:
+                return response
+            evaluation = await self.guard.acheck(request, target)
+            refusal = self.guard.decide(request, target, evaluation)
+            if refusal is not None:
+                return refusal
+            state = State(target, evaluation, False)
+        if not state.refused:
+            await self.guard.afinish(request, state.target, state.evaluation, response)
+        return response
+
+    async def _aprocess_view(
+        self, request: HttpRequest, view: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> HttpResponseBase | None:
+        target = self._target(request, view)
+        if target is None:
+            return None
+        evaluation = await self.guard.acheck(request, target)
+        refusal = self.guard.decide(request, target, evaluation)
+        request.__dict__[STATE] = State(target, evaluation, refusal is not None)
+        return refusal

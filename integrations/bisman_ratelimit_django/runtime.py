@@ -1,0 +1,160 @@
+"""What the middleware and the decorators share: limiters and route plans, built once from settings.
+
+A memory backend is one store served to sync and async code alike, so a
+sync view and an async view count against the same counters. A Redis
+asyncio client belongs to the event loop it first ran on, so URL-built
+async limiters are kept per loop. Under WSGI, Django runs each async view in
+a throwaway loop: there the check goes to the synchronous client in a worker
+thread, never on the loop and never through a client left on a dead loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import weakref
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.handlers.wsgi import WSGIRequest
+from django.core.signals import setting_changed
+from django.http import HttpRequest
+
+from bisman_ratelimit import AsyncLimiter, Limiter
+from bisman_ratelimit.config import RateLimitConfig, load_config
+from bisman_ratelimit.policy import Evaluation, Planner, Verdict, run, run_async
+from bisman_ratelimit.storage import MemoryStorage, storage_from_url
+
+from .conf import SETTING, RateLimitSettings, get_settings
+
+__all__ = ["Runtime", "get_runtime", "template_forms"]
+
+# <int:id> -> {id}: the spelling of route templates in files shared with ASGI apps.
+_CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
+
+
+def template_forms(route: str) -> tuple[str, ...]:
+    """The ways a limits file may name a Django route, most exact first.
+
+    ``users/<int:id>/`` is also found as ``/users/<int:id>/`` and as
+    ``/users/{id}``, so one file can serve a Django and an ASGI app.
+    """
+    forms = [route]
+    if not route.startswith("/"):
+        forms.append("/" + route)
+    plain = route.removeprefix("^").removesuffix("$")
+    if not any(char in plain for char in "^$()[]?*+\\|"):
+        braced = "/" + _CONVERTER.sub(r"{\1}", plain).lstrip("/")
+        if len(braced) > 1:
+            braced = braced.rstrip("/")
+        forms.append(braced)
+    return tuple(dict.fromkeys(forms))
+
+
+class Runtime:
+    """Settings, limiters and the planner of one configuration."""
+
+    def __init__(self, settings: RateLimitSettings) -> None:
+        self.settings = settings
+        self.client_ip = settings.client_ip
+        self.forwarded_meta = (
+            "HTTP_FORWARDED" if settings.client_ip.header == "forwarded" else "HTTP_X_FORWARDED_FOR"
+        )
+        self.config: RateLimitConfig | None = load_config(settings.config) if settings.config else None
+        if self.config is not None:
+            self.planner = Planner(config=self.config, header_style=settings.headers)
+        else:
+            self.planner = Planner(
+                default_limits=settings.default_limits or None,
+                key=settings.default_key,
+                algorithm=settings.default_algorithm,
+                global_limits=settings.global_limits or None,
+                header_style=settings.headers,
+            )
+        self._paths = frozenset(route.path for route in self.config.routes) if self.config else frozenset()
+        self._templates: dict[str, str] = {}
+        self._url = settings.storage_url
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncLimiter] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last_loop: asyncio.AbstractEventLoop | None = None
+        self._last_async: AsyncLimiter | None = None
+        self.async_limiter: AsyncLimiter | None
+        if settings.limiter is not None and settings.async_limiter is not None:
+            self.limiter = settings.limiter
+            self.async_limiter = settings.async_limiter
+        else:
+            url = settings.storage_url
+            if url.split("://", 1)[0].lower() == "memory":
+                storage: MemoryStorage = storage_from_url(url)
+                self.limiter = Limiter(storage)
+                self.async_limiter = AsyncLimiter(storage)
+            else:
+                self.limiter = Limiter.from_url(url)
+                self.async_limiter = None
+
+    def template(self, route: str) -> str:
+        """The name the planner knows ``route`` by: the form the limits file uses, if any."""
+        found = self._templates.get(route)
+        if found is None:
+            found = next((form for form in template_forms(route) if form in self._paths), route)
+            if len(self._templates) >= 4096:
+                self._templates.clear()
+            self._templates[route] = found
+        return found
+
+    def run(self, evaluation: Evaluation) -> Verdict:
+        return run(self.limiter, evaluation)
+
+    async def run_async(self, request: HttpRequest, evaluation: Evaluation) -> Verdict:
+        limiter = self.async_limiter
+        if limiter is None:
+            if isinstance(request, WSGIRequest):
+                return await sync_to_async(run, thread_sensitive=False)(self.limiter, evaluation)
+            limiter = self._loop_limiter()
+        return await run_async(limiter, evaluation)
+
+    def _loop_limiter(self) -> AsyncLimiter:
+        loop = asyncio.get_running_loop()
+        if loop is self._last_loop and self._last_async is not None:
+            return self._last_async
+        limiter = self._per_loop.get(loop)
+        if limiter is None:
+            limiter = AsyncLimiter.from_url(self._url)
+            self._per_loop[loop] = limiter
+        self._last_loop, self._last_async = loop, limiter
+        return limiter
+
+    async def aclose(self) -> None:
+        """Close the async client of the running loop, if one was built for it."""
+        loop = asyncio.get_running_loop()
+        limiter = self._per_loop.pop(loop, None)
+        if self._last_loop is loop:
+            self._last_loop = self._last_async = None
+        if limiter is not None:
+            await limiter.close()
+
+    def close(self) -> None:
+        """Close the clients built from ``STORAGE_URL`` (handed-over limiters are left open)."""
+        if self.settings.limiter is None:
+            self.limiter.close()
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The runtime of the current settings, built on first use."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(get_settings())
+    return _runtime
+
+
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    global _runtime
+    if setting == SETTING:
+        _runtime = None
+
+
+setting_changed.connect(_reset)

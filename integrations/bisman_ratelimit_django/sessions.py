@@ -1,0 +1,351 @@
+"""A Django ``SESSION_ENGINE`` on the bisman-ratelimit session store.
+
+::
+
+    SESSION_ENGINE = "bisman_ratelimit_django.sessions"
+    BISMAN_SESSIONS = {
+        "URL": "redis://localhost:6379/0",   # required; "memory://" for tests
+        "ABSOLUTE_LIFETIME": 12 * 3600,      # seconds a session may live at most
+    }
+    MIDDLEWARE = [
+        "bisman_ratelimit_django.sessions.SessionStoreUnavailableMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        ...
+    ]
+
+Sessions are Redis hashes with rolling renewal on every load (one round
+trip) and an absolute deadline; the idle TTL is Django's expiry age
+(``SESSION_COOKIE_AGE`` or ``set_expiry()``). The cookie value is the
+session id signed with ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` still
+verify). ``cycle_key()`` (called by ``login()``) moves the data to a new id
+in one atomic step, and a session holding ``_auth_user_id`` joins that
+user's index, so :func:`logout_everywhere` ends all of a user's sessions.
+
+Values must be JSON-serialisable, as with Django's default serializer.
+When the store cannot be reached, loads and saves raise
+:class:`~bisman_ratelimit.errors.StorageUnavailable` (never an empty
+session), and :class:`SessionStoreUnavailableMiddleware` turns that into
+a ``503``. Every method has its ``a``-prefixed async twin, sharing one
+I/O-free flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.http import HttpRequest, HttpResponse
+
+from bisman_ratelimit.errors import BismanRateLimitError, StorageUnavailable
+from bisman_ratelimit.signing import Signer
+from bisman_ratelimit.stores import MemoryBackend
+from bisman_ratelimit.stores.backend import Flow, backend_from_url
+from bisman_ratelimit.stores.sessions import AsyncSessionStore, is_session_id, new_session_id
+from bisman_ratelimit.stores.sessions import SessionStore as _Store
+
+__all__ = [
+    "SessionStore",
+    "SessionStoreUnavailableMiddleware",
+    "alogout_everywhere",
+    "logout_everywhere",
+]
+
+SETTING = "BISMAN_SESSIONS"
+# django.contrib.auth keeps the logged-in user's id under this session key.
+AUTH_USER_ID = "_auth_user_id"
+UNAVAILABLE_TEXT = "Service unavailable: the session store cannot be reached. Please try again shortly."
+
+
+@dataclass
+class _Engine:
+    """The stores and signer built from the settings, once per process."""
+
+    url: str
+    absolute_lifetime: float
+    prefix: str
+    signer: Signer
+    memory: MemoryBackend | None
+    sync_store: _Store | None = None
+    async_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSessionStore] | None = None
+
+    def store(self) -> _Store:
+        if self.sync_store is None:
+            self.sync_store = _Store(
+                self.memory or backend_from_url(self.url, use_async=False),
+                absolute_lifetime=self.absolute_lifetime,
+                prefix=self.prefix,
+            )
+        return self.sync_store
+
+    def async_store(self) -> AsyncSessionStore:
+        # An asyncio Redis client belongs to the loop it was made in.
+        if self.async_stores is None:
+            self.async_stores = weakref.WeakKeyDictionary()
+        loop = asyncio.get_running_loop()
+        store = self.async_stores.get(loop)
+        if store is None:
+            store = self.async_stores[loop] = AsyncSessionStore(
+                self.memory or backend_from_url(self.url, use_async=True),
+                absolute_lifetime=self.absolute_lifetime,
+                prefix=self.prefix,
+            )
+        return store
+
+
+_engine: _Engine | None = None
+
+
+def _build_engine() -> _Engine:
+    options = getattr(settings, SETTING, None)
+    if not isinstance(options, dict) or "URL" not in options:
+        raise ImproperlyConfigured(
+            f"SESSION_ENGINE {__name__!r} needs settings.{SETTING} = {{'URL': 'redis://host:6379/0'}}"
+        )
+    unknown = set(options) - {"URL", "ABSOLUTE_LIFETIME", "PREFIX"}
+    if unknown:
+        raise ImproperlyConfigured(
+            f"settings.{SETTING}: unknown key(s) {', '.join(sorted(unknown))}; "
+            "expected URL, ABSOLUTE_LIFETIME, PREFIX"
+        )
+    url = options["URL"]
+    secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    try:
+        signer = Signer(secrets, salt="bisman-ratelimit.django-session")
+        memory = backend_from_url(url, use_async=False) if str(url).startswith("memory://") else None
+        engine = _Engine(
+            url=url,
+            absolute_lifetime=options.get("ABSOLUTE_LIFETIME", 12 * 3600),
+            prefix=options.get("PREFIX", "auth:sess"),
+            signer=signer,
+            memory=memory if isinstance(memory, MemoryBackend) else None,
+        )
+        engine.store()  # validates the remaining options now
+    except BismanRateLimitError as exc:
+        raise ImproperlyConfigured(f"settings.{SETTING} or SECRET_KEY: {exc}") from None
+    return engine
+
+
+def _get_engine() -> _Engine:
+    global _engine
+    if _engine is None:
+        _engine = _build_engine()
+    return _engine
+
+
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    global _engine
+    if setting in (SETTING, "SECRET_KEY", "SECRET_KEY_FALLBACKS"):
+        _engine = None
+
+
+setting_changed.connect(_reset, dispatch_uid="bisman_ratelimit_django.sessions")
+
+
+class SessionStore(SessionBase):
+    """Django's session interface on the bisman-ratelimit session store."""
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        self.unavailable: StorageUnavailable | None = None
+
+    # Each operation is one flow, run by a sync or an async method.
+
+    def _sid(self, session_key: str | None) -> str | None:
+        if not session_key:
+            return None
+        sid = _get_engine().signer.unsign(session_key)
+        return sid if is_session_id(sid) else None
+
+    def _get_new_session_key(self) -> str:
+        return _get_engine().signer.sign(new_session_id())
+
+    async def _aget_new_session_key(self) -> str:
+        return self._get_new_session_key()
+
+    def _load_flow(self) -> Flow[dict[str, Any]]:
+        sid = self._sid(self.session_key)
+        session = None if sid is None else (yield from _get_engine().store().core.load(sid))
+        if session is None:
+            self._session_key = None
+            return {}
+        return dict(session.data)
+
+    def _exists_flow(self, session_key: str | None) -> Flow[bool]:
+        sid = self._sid(session_key)
+        if sid is None:
+            return False
+        found = yield from _get_engine().store().core.get_fields(sid, [AUTH_USER_ID])
+        return found is not None
+
+    def _save_flow(self, must_create: bool, data: dict[str, Any], age: int) -> Flow[None]:
+        sid = self._sid(self.session_key)
+        if sid is None:
+            # A key not made here, or not signed with our secret, names no session.
+            if not must_create:
+                raise UpdateError
+            self._session_key = self._get_new_session_key()
+            sid = self._sid(self.session_key)
+            assert sid is not None
+        user = data.get(AUTH_USER_ID)
+        core = _get_engine().store().core
+        if age <= 0:
+            # Already expired: there is nothing to keep.
+            yield from core.delete(sid)
+            return
+        if must_create:
+            if (yield from core.create_with_id(sid, data, user_id=user, idle_ttl=age)) is None:
+                raise CreateError
+        elif not (yield from core.update(sid, values=data, mode="replace", user_id=user, idle_ttl=age)):
+            raise UpdateError
+
+    def _delete_flow(self, session_key: str | None) -> Flow[None]:
+        if session_key is None:
+            session_key = self.session_key
+        sid = self._sid(session_key)
+        if sid is not None:
+            yield from _get_engine().store().core.delete(sid)
+
+    def _cycle_flow(self, data: dict[str, Any]) -> Flow[None]:
+        sid = self._sid(self.session_key)
+        new_id = None if sid is None else (yield from _get_engine().store().core.rotate(sid))
+        if new_id is None:
+            # No stored session to move: start a new one holding the data.
+            self._session_key = None
+            self._session_cache = data
+            return
+        self._session_key = _get_engine().signer.sign(new_id)
+        self._session_cache = data
+        self.modified = True
+
+    def _sync(self, flow: Flow[Any]) -> Any:
+        try:
+            return _get_engine().store().run(flow)
+        except StorageUnavailable as exc:
+            self.unavailable = exc
+            raise
+
+    async def _async(self, flow: Flow[Any]) -> Any:
+        try:
+            return await _get_engine().async_store().run(flow)
+        except StorageUnavailable as exc:
+            self.unavailable = exc
+            raise
+
+    def load(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._sync(self._load_flow())
+        return result
+
+    async def aload(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._async(self._load_flow())
+        return result
+
+    def exists(self, session_key: str | None) -> bool:
+        return bool(self._sync(self._exists_flow(session_key)))
+
+    async def aexists(self, session_key: str | None) -> bool:
+        return bool(await self._async(self._exists_flow(session_key)))
+
+    def create(self) -> None:
+        self._session_key = None
+        self.save(must_create=True)
+        self.modified = True
+
+    async def acreate(self) -> None:
+        self._session_key = None
+        await self.asave(must_create=True)
+        self.modified = True
+
+    # _get_session, _aget_session and _session are Django's, missing from its type stubs.
+
+    def save(self, must_create: bool = False) -> None:
+        if self.session_key is None and not must_create:
+            return self.create()
+        data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]
+        self._sync(self._save_flow(must_create, data, self.get_expiry_age()))
+
+    async def asave(self, must_create: bool = False) -> None:
+        if self.session_key is None and not must_create:
+            return await self.acreate()
+        data = await self._aget_session(no_load=must_create)  # type: ignore[attr-defined]
+        await self._async(self._save_flow(must_create, data, await self.aget_expiry_age()))
+
+    def delete(self, session_key: str | None = None) -> None:
+        self._sync(self._delete_flow(session_key))
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        await self._async(self._delete_flow(session_key))
+
+    def cycle_key(self) -> None:
+        data = self._session  # type: ignore[attr-defined]
+        self._sync(self._cycle_flow(data))
+        if self.session_key is None:
+            self.create()
+
+    async def acycle_key(self) -> None:
+        data = await self._aget_session()  # type: ignore[attr-defined]
+        await self._async(self._cycle_flow(data))
+        if self.session_key is None:
+            await self.acreate()
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Nothing to do: the store expires sessions itself."""
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        """Nothing to do: the store expires sessions itself."""
+
+
+def logout_everywhere(user_id: object) -> list[str]:
+    """End every session of the user (by ``user.pk``); returns how many ids were removed."""
+    return _get_engine().store().delete_user_sessions(str(user_id))
+
+
+async def alogout_everywhere(user_id: object) -> list[str]:
+    """:func:`logout_everywhere` for async code."""
+    return await _get_engine().async_store().delete_user_sessions(str(user_id))
+
+
+class SessionStoreUnavailableMiddleware:
+    """Answers ``503`` when the session store could not be reached during the request.
+
+    Put it before (outside) Django's ``SessionMiddleware``, so it also sees
+    a failure to save the session after the view.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        return self._checked(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        return self._checked(request, await self.get_response(request))
+
+    @staticmethod
+    def _checked(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        session = getattr(request, "session", None)
+        if isinstance(session, SessionStore) and session.unavailable is not None:
+            return HttpResponse(
+                UNAVAILABLE_TEXT,
+                status=503,
+                content_type="text/plain; charset=utf-8",
+                headers={"Retry-After": "1"},
+            )
+        return response

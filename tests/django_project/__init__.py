@@ -1,0 +1,1 @@
+"""A Django project for the integration tests: settings, URLs and views."""
