@@ -1,8 +1,11 @@
 -- Check, and optionally consume, one or more rate limits atomically.
 -- KEYS[i]: the key of limit i (a hash, or a sorted set for sliding_log).
--- ARGV[2]: "1" to consume when every limit allows, "0" to only look.
+-- ARGV[2]: "1" to consume when every limit allows, "0" to only look,
+--   "r" to give back hits consumed by an earlier call made at time
+--   ARGV[3 + 5 * #KEYS], then look.
 -- ARGV[3 + 5(i-1) ...]: algorithm, amount, period_us, capacity, cost.
--- Returns {all_allowed, allowed_1, remaining_1, reset_us_1, retry_us_1, ...}.
+-- Returns {all_allowed, allowed_1, remaining_1, reset_us_1, retry_us_1, ...,
+--   now}: the time of the decision ends the list, for a later refund.
 -- The math mirrors bisman_ratelimit/algorithms.py operation for operation.
 local EPS = 1e-9
 
@@ -186,13 +189,61 @@ local function run(commit)
   return out
 end
 
-local commit = ARGV[2] == '1'
-if #KEYS == 1 or not commit then
-  return run(commit)
+-- Undo a hit of `cost` made at time t0. Used when a hit_many spans Cluster
+-- slots (or servers): each group commits on its own, and the groups that
+-- were allowed give their hits back if another group was denied.
+local function refund(key, algorithm, amount, period, capacity, cost, t0)
+  if algorithm == 'fixed_window' then
+    local stored = redis.call('HMGET', key, 'w', 'c')
+    if tonumber(stored[1]) == math.floor(t0 / period) then
+      redis.call('HSET', key, 'c', num(math.max(0, tonumber(stored[2]) - cost)))
+    end
+  elseif algorithm == 'sliding_window' then
+    -- The hit went into the current count of its window, which is the
+    -- previous window if another hit has rolled the key over since.
+    local stored = redis.call('HMGET', key, 'w', 'c', 'p')
+    local w, window = tonumber(stored[1]), math.floor(t0 / period)
+    if w == window then
+      redis.call('HSET', key, 'c', num(math.max(0, tonumber(stored[2]) - cost)))
+    elseif w == window + 1 then
+      redis.call('HSET', key, 'p', num(math.max(0, tonumber(stored[3]) - cost)))
+    end
+  elseif algorithm == 'sliding_log' then
+    local mine = redis.call('ZRANGEBYSCORE', key, num(t0), num(t0), 'LIMIT', 0, cost)
+    if #mine > 0 then
+      redis.call('ZREM', key, unpack(mine))
+    end
+  elseif algorithm == 'token_bucket' then
+    local stored = redis.call('HMGET', key, 't')
+    if stored[1] then
+      redis.call('HSET', key, 't', num(math.min(capacity, tonumber(stored[1]) + cost)))
+    end
+  elseif algorithm == 'gcra' then
+    local stored = redis.call('HMGET', key, 'd')
+    if stored[1] then
+      redis.call('HSET', key, 'd', num(math.max(0, tonumber(stored[1]) - cost * period / amount)))
+    end
+  end
 end
--- All or nothing: look at every limit first, consume only if all allow.
-local looked = run(false)
-if looked[1] == 0 then
-  return looked
+
+local mode = ARGV[2]
+local out
+if mode == 'r' then
+  local t0 = tonumber(ARGV[3 + 5 * #KEYS])
+  for i = 1, #KEYS do
+    local at = 3 + (i - 1) * 5
+    refund(KEYS[i], ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]),
+      tonumber(ARGV[at + 4]), t0)
+  end
+  out = run(false)
+elseif #KEYS == 1 or mode ~= '1' then
+  out = run(mode == '1')
+else
+  -- All or nothing: look at every limit first, consume only if all allow.
+  out = run(false)
+  if out[1] == 1 then
+    out = run(true)
+  end
 end
-return run(true)
+out[#out + 1] = now
+return out
