@@ -32,7 +32,7 @@ from bisman_ratelimit.errors import InvalidArgument
 from bisman_ratelimit.policy import KeySource, RoutePlan, Rule, Verdict
 from bisman_ratelimit.rate import LimitLike
 
-from .guard import STATE, Guard, RateLimitResult, State, Target, view_identity
+from .guard import COVERED, Guard, RateLimitResult, Target, view_identity
 from .runtime import Runtime, get_runtime
 
 __all__ = ["DECLARED", "EXEMPT", "Declaration", "ratelimit", "ratelimit_exempt"]
@@ -44,6 +44,7 @@ EXEMPT = "bisman_ratelimit_exempt"
 V = TypeVar("V", bound=Callable[..., Any])
 
 _NOT_CHECKED = RateLimitResult(False, (), Verdict(200, ()))
+_NONE: frozenset[Declaration] = frozenset()
 
 
 class Declaration:
@@ -92,7 +93,7 @@ class Declaration:
         self.rule_for(group or "view")
         self._runtime: Runtime | None = None
         self._guard: Guard | None = None
-        self._targets: dict[str, Target] = {}
+        self._targets: dict[tuple[str, tuple[Declaration, ...]], Target] = {}
 
     def applies_to(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -107,39 +108,47 @@ class Declaration:
             self._rules[scope] = rule
         return rule
 
-    def _target(self, identity: str) -> tuple[Guard, Target]:
+    def _target(self, identity: str, declarations: tuple[Declaration, ...]) -> tuple[Guard, Target]:
         runtime = get_runtime()
         if runtime is not self._runtime or self._guard is None:
             self._guard, self._targets, self._runtime = Guard(runtime), {}, runtime
-        target = self._targets.get(identity)
+        cache_key = (identity, declarations)
+        target = self._targets.get(cache_key)
         if target is None:
-            rule = self.rule_for(identity)
+            pairs = [(declaration, declaration.rule_for(identity)) for declaration in declarations]
             plan = RoutePlan(
-                route=None, rules=(rule,), global_policy=None, header_style=runtime.settings.headers
+                route=None,
+                rules=tuple(rule for _, rule in pairs),
+                global_policy=None,
+                header_style=runtime.settings.headers,
             )
-            target = self._targets[identity] = Target(plan, [(self, rule)])
+            target = self._targets[cache_key] = Target(plan, pairs)
         return self._guard, target
 
-    def _skips(self, request: HttpRequest) -> bool:
-        """True when the middleware counted this already, or the method is not limited."""
-        state: State | None = request.__dict__.get(STATE)
-        if state is not None and self in state.target.covered:
-            return True
-        if self.methods is not None and request.method not in self.methods:
-            if not self.block and "ratelimit" not in request.__dict__:
-                request.ratelimit = _NOT_CHECKED  # type: ignore[attr-defined]
-            return True
-        return False
+    def _pending(self, request: HttpRequest, stack: tuple[Declaration, ...]) -> tuple[Declaration, ...]:
+        """What this stack of decorators must count now: nothing if the middleware or an outer one did."""
+        covered: frozenset[Declaration] = request.__dict__.get(COVERED, _NONE)
+        if self in covered:
+            return ()
+        method = request.method or "GET"
+        pending = tuple(d for d in stack if d not in covered and d.applies_to(method))
+        request.__dict__[COVERED] = covered.union(stack)
+        if "ratelimit" not in request.__dict__ and not all(d.block for d in stack):
+            request.ratelimit = _NOT_CHECKED  # type: ignore[attr-defined]
+        return pending
 
     def __call__(self, view: V) -> V:
         identity = view_identity(view)
+        # The outermost decorator of a stack counts them all in one storage call.
+        stack: tuple[Declaration, ...] = (*getattr(view, DECLARED, ()), self)
         wrapper: Callable[..., Any]
         if iscoroutinefunction(view):
 
             async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                if self._skips(request):
+                pending = self._pending(request, stack)
+                if not pending:
                     return await view(request, *args, **kwargs)
-                guard, target = self._target(identity)
+                guard, target = self._target(identity, pending)
                 evaluation = await guard.acheck(request, target)
                 refusal = guard.decide(request, target, evaluation)
                 if refusal is not None:
@@ -151,9 +160,10 @@ class Declaration:
         else:
 
             def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                if self._skips(request):
+                pending = self._pending(request, stack)
+                if not pending:
                     return view(request, *args, **kwargs)
-                guard, target = self._target(identity)
+                guard, target = self._target(identity, pending)
                 evaluation = guard.check(request, target)
                 refusal = guard.decide(request, target, evaluation)
                 if refusal is not None:
@@ -163,7 +173,7 @@ class Declaration:
                 return response
 
         functools.update_wrapper(wrapper, view)
-        setattr(wrapper, DECLARED, (*getattr(view, DECLARED, ()), self))
+        setattr(wrapper, DECLARED, stack)
         return wrapper  # type: ignore[return-value]
 
 

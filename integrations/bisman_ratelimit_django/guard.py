@@ -29,10 +29,21 @@ from .runtime import Runtime
 if TYPE_CHECKING:
     from .decorators import Declaration
 
-__all__ = ["STATE", "Guard", "RateLimitResult", "State", "Target", "apply_headers", "view_identity"]
+__all__ = [
+    "COVERED",
+    "STATE",
+    "Guard",
+    "RateLimitResult",
+    "State",
+    "Target",
+    "apply_headers",
+    "view_identity",
+]
 
-# Where a request keeps what the middleware decided, for the decorators and the response.
+# Where a request keeps what the middleware decided, for its response.
 STATE = "_bisman_ratelimit"
+# The @ratelimit declarations already counted for a request, by the middleware or an outer decorator.
+COVERED = "_bisman_ratelimit_covered"
 
 # List-valued fields: a decorator's members join the middleware's instead of replacing them.
 _LIST_FIELDS = frozenset({"ratelimit-policy", "ratelimit"})

@@ -22,7 +22,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from .decorators import DECLARED, EXEMPT, Declaration
-from .guard import STATE, Guard, State, Target, view_identity
+from .guard import COVERED, STATE, Guard, State, Target, view_identity
 from .runtime import get_runtime
 
 __all__ = ["RateLimitMiddleware"]
@@ -113,6 +113,8 @@ class RateLimitMiddleware:
         target = self._target(request, view)
         if target is None:
             return None
+        if target.covered:
+            request.__dict__[COVERED] = target.covered
         evaluation = self.guard.check(request, target)
         refusal = self.guard.decide(request, target, evaluation)
         request.__dict__[STATE] = State(target, evaluation, refusal is not None)
@@ -143,6 +145,8 @@ class RateLimitMiddleware:
         target = self._target(request, view)
         if target is None:
             return None
+        if target.covered:
+            request.__dict__[COVERED] = target.covered
         evaluation = await self.guard.acheck(request, target)
         refusal = self.guard.decide(request, target, evaluation)
         request.__dict__[STATE] = State(target, evaluation, refusal is not None)

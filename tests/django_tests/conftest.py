@@ -25,28 +25,40 @@ from bisman_ratelimit.storage import MemoryStorage  # noqa: E402
 # A whole minute (and hour, and day): fixed windows start here.
 MINUTE_START = 1_699_999_200.0
 
-Configure = Callable[..., dict[str, Any]]
+
+class Configure:
+    """Overrides settings for one test; undone in reverse order at teardown."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.active: list[override_settings] = []
+
+    def __call__(self, **fields: Any) -> dict[str, Any]:
+        """Set ``BISMAN_RATELIMIT`` to ``fields``, on a memory store on the test clock by default."""
+        value = dict(fields)
+        if "STORAGE_URL" not in value and "LIMITER" not in value:
+            storage = MemoryStorage(clock=self.clock)
+            value["LIMITER"] = Limiter(storage)
+            value["ASYNC_LIMITER"] = AsyncLimiter(storage)
+        self.override(BISMAN_RATELIMIT=value)
+        return value
+
+    def override(self, **settings: Any) -> None:
+        override = override_settings(**settings)
+        override.enable()
+        self.active.append(override)
+
+    def undo(self) -> None:
+        while self.active:
+            self.active.pop().disable()
 
 
 @pytest.fixture
 def configure(clock: Any) -> Iterator[Configure]:
     clock.now = MINUTE_START
-    active: list[override_settings] = []
-
-    def apply(**fields: Any) -> dict[str, Any]:
-        value = dict(fields)
-        if "STORAGE_URL" not in value and "LIMITER" not in value:
-            storage = MemoryStorage(clock=clock)
-            value["LIMITER"] = Limiter(storage)
-            value["ASYNC_LIMITER"] = AsyncLimiter(storage)
-        override = override_settings(BISMAN_RATELIMIT=value)
-        override.enable()
-        active.append(override)
-        return value
-
-    yield apply
-    for override in reversed(active):
-        override.disable()
+    configurator = Configure(clock)
+    yield configurator
+    configurator.undo()
 
 
 @pytest.fixture
