@@ -9,14 +9,15 @@ request to ``/api/users/42`` resolves to ``/api/users/{id}``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from starlette.routing import BaseRoute, Host, Match, Mount, compile_path
 from starlette.types import Scope
 
 __all__ = ["Resolved", "resolve", "uses_hosts"]
 
-# (template or None, the leaf route or None)
-Resolved = tuple[str | None, BaseRoute | None]
+# (template or None, the leaf route or None): the leaf has .endpoint, and .dependant in FastAPI.
+Resolved = tuple[str | None, Any]
 
 
 def resolve(routes: Sequence[BaseRoute], scope: Scope) -> Resolved:
@@ -34,6 +35,9 @@ def resolve(routes: Sequence[BaseRoute], scope: Scope) -> Resolved:
 
 
 def _leaf(route: BaseRoute, scope: Scope, child: Scope) -> Resolved:
+    select = getattr(route, "_match", None)
+    if select is not None and not isinstance(route, (Mount, Host)):
+        return _included(select, scope)
     if isinstance(route, (Mount, Host)):
         prefix = compile_path(route.path)[1] if isinstance(route, Mount) else ""
         inner = route.routes
@@ -44,6 +48,24 @@ def _leaf(route: BaseRoute, scope: Scope, child: Scope) -> Resolved:
         # A mounted app that is not a router (static files, another framework).
         return prefix + "/{path}", route
     return getattr(route, "path_format", None), route
+
+
+def _included(select: Any, scope: Scope) -> Resolved:
+    """A router included into a FastAPI app that routes lazily (FastAPI 0.120 and later).
+
+    Its own matcher picks the route and an "effective route context" that carries the
+    template with the router's prefix, the endpoint and the dependencies, include-time
+    ones too.
+    """
+    match, child, route, context = select(scope)
+    if match is Match.NONE:
+        return None, None
+    if context is not None:
+        template = getattr(context.starlette_route, "path_format", None) or context.path_format
+        return template, context
+    if route is not None:
+        return _leaf(route, {**scope, **child}, {})
+    return None, None
 
 
 def uses_hosts(routes: Sequence[BaseRoute]) -> bool:
