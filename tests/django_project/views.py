@@ -67,7 +67,7 @@ def shared_b(request: HttpRequest) -> HttpResponse:
     return HttpResponse("b")
 
 
-@ratelimit("2/minute", key=lambda request: request.GET.get("tenant"), algorithm="fixed_window")
+@ratelimit("2/minute", key=lambda request: request.GET.get("tenant"), algorithm="sliding_log")
 def by_tenant(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
@@ -76,7 +76,7 @@ async def _tenant(request: HttpRequest) -> str | None:
     return request.GET.get("tenant")
 
 
-@ratelimit("2/minute", key=_tenant, algorithm="fixed_window")
+@ratelimit("2/minute", key=_tenant, algorithm="sliding_log")
 async def by_tenant_async(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
