@@ -128,7 +128,7 @@ class Limiter(_LimiterBase):
             from .storage.redis import RedisStorage, is_async_client, is_sync_client
 
             if is_sync_client(storage):
-                storage = RedisStorage(storage, prefix=prefix)
+                storage = RedisStorage(storage, prefix=prefix, blocked_cache=True)
             elif is_async_client(storage) or _is_async_storage(storage):
                 raise InvalidArgument("Limiter needs a synchronous client or storage; use AsyncLimiter")
             elif not isinstance(storage, Storage):
@@ -198,7 +198,7 @@ class AsyncLimiter(_LimiterBase):
             from .storage.redis import AsyncRedisStorage, is_async_client, is_sync_client
 
             if is_async_client(storage):
-                storage = AsyncRedisStorage(storage, prefix=prefix)
+                storage = AsyncRedisStorage(storage, prefix=prefix, blocked_cache=True)
             elif is_sync_client(storage):
                 raise InvalidArgument(
                     "AsyncLimiter needs a redis.asyncio.Redis client: a synchronous one would block the loop"

@@ -1,16 +1,18 @@
 """Keys already over their limit, answered from memory until they may pass.
 
-When Redis denies a hit of cost ``c`` with ``retry_after = r``, every hit
-of cost ``c`` or more on that key and limit is denied at least until
-``now + r``: denied hits consume nothing, and no algorithm lets a larger
-cost pass sooner than a smaller one. Until then this cache answers such
-hits itself, so a client hammering a limit it has used up costs no Redis
-round trip (Envoy's and Cloudflare's "over-limit cache"). Smaller costs
-still go to Redis.
+When Redis denies a hit of cost ``c`` with ``retry_after = r``, the same
+hit is denied again until ``now + r``, with the same figures aged: denied
+hits consume nothing, and others' hits only push the time further out.
+Until then this cache answers such hits itself, so a client hammering a
+limit it has used up costs no Redis round trip (Envoy's and Cloudflare's
+"over-limit cache"). Hits of another cost still go to Redis: a larger one
+is denied too, but for longer than the cache could say.
 
-What it cannot see: a reset of the key by another process, which takes
-effect here only once the cached denial runs out (at most ``retry_after``
-later). :meth:`BlockedKeys.forget` clears an entry in this process.
+What it cannot see: other processes. A reset of the key elsewhere takes
+effect here once the cached denial runs out (at most ``retry_after``
+later), and hits allowed elsewhere meanwhile are not in the cached
+``remaining``. Within this process, a reset or an allowed hit of another
+cost drops the entry (:meth:`BlockedKeys.forget`).
 
 Entries expire lazily; at ``max_keys`` the expired ones are swept and, if
 that is not enough, the oldest eighth goes. Timing uses microseconds from
@@ -29,7 +31,7 @@ from .base import Spec
 
 __all__ = ["BlockedKeys"]
 
-# (blocked_until_us, reset_at_us, smallest denied cost, remaining)
+# (blocked_until_us, reset_at_us, denied cost, remaining)
 _Entry = tuple[int, int, int, int]
 
 
@@ -66,7 +68,7 @@ class BlockedKeys:
                 if self._entries.get((key, spec)) is entry:
                     del self._entries[(key, spec)]
             return None
-        if cost < denied_cost:
+        if cost != denied_cost:
             return None
         self.answered += 1
         return make_decision(
@@ -90,17 +92,15 @@ class BlockedKeys:
         entry = (until, now + round(decision.reset_after * 1_000_000), cost, decision.remaining)
         with self._lock:
             entries = self._entries
-            held = entries.get((decision.key, spec))
-            if held is not None and held[0] > now and held[2] < cost:
-                # A smaller cost is already blocked; keep that wider entry.
-                return
-            if held is None and len(entries) >= self.max_keys:
+            if (decision.key, spec) not in entries and len(entries) >= self.max_keys:
                 self._make_room(now)
             entries[(decision.key, spec)] = entry
 
     def forget(self, key: str, spec: Spec) -> None:
-        with self._lock:
-            self._entries.pop((key, spec), None)
+        """Drop the entry of ``key`` (after a reset, or a hit of another cost was allowed)."""
+        if (key, spec) in self._entries:
+            with self._lock:
+                self._entries.pop((key, spec), None)
 
     def clear(self) -> None:
         with self._lock:

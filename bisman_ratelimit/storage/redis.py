@@ -19,8 +19,11 @@ backend to handle. The budget bounds waiting only together with the
 client's socket timeouts; clients built from URLs get both from
 ``?timeout=``.
 
-Denials are remembered in a :class:`~.blocked.BlockedKeys` cache unless
-``blocked_cache=False``.
+With ``blocked_cache=True`` (or a :class:`~.blocked.BlockedKeys`), denials
+are remembered and repeated hits on a blocked key are answered without
+Redis. The library's entry points (Redis URLs, ``Limiter(client)``) turn
+it on; a storage made directly decides every hit on Redis, which keeps its
+figures bit for bit those of the Lua script.
 
 ``RedisStorage`` and ``AsyncRedisStorage`` share everything but the calls
 that touch the network.
@@ -179,7 +182,7 @@ class _RedisBase:
         *,
         prefix: str = "rl",
         budget: float = DEFAULT_BUDGET,
-        blocked_cache: bool | BlockedKeys = True,
+        blocked_cache: bool | BlockedKeys = False,
         clock: Callable[[], float] | None = None,
         closing: tuple[Any, ...] = (),
     ) -> None:
@@ -196,7 +199,7 @@ class _RedisBase:
         self._clock = clock
         if blocked_cache is True:
             blocked_cache = BlockedKeys(clock=clock or time.monotonic)
-        self.blocked: BlockedKeys | None = blocked_cache or None
+        self.blocked: BlockedKeys | None = None if blocked_cache is False else blocked_cache
         self._closing = closing
 
     def key_for(self, key: str, spec: Spec) -> str:
@@ -254,10 +257,13 @@ class _RedisBase:
         return False, decisions
 
     def _remember(self, checks: list[Check], decisions: list[Decision], asked_at: int | None) -> None:
-        if self.blocked is not None:
-            for (_, spec, cost), decision in zip(checks, decisions, strict=True):
-                if not decision.allowed:
-                    self.blocked.remember(spec, cost, decision, asked_at)
+        blocked = self.blocked
+        if blocked is not None:
+            for (key, spec, cost), decision in zip(checks, decisions, strict=True):
+                if decision.allowed:
+                    blocked.forget(key, spec)
+                else:
+                    blocked.remember(spec, cost, decision, asked_at)
 
     def _slot_groups(self, checks: list[Check]) -> list[list[int]] | None:
         """Indexes of ``checks`` per Cluster slot, or ``None`` if one call does."""
@@ -325,7 +331,9 @@ class RedisStorage(_RedisBase):
         asked_at = blocked.now()
         raw = self._eval(RATELIMIT, [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
-        if not decision.allowed:
+        if decision.allowed:
+            blocked.forget(key, spec)
+        else:
             blocked.remember(spec, cost, decision, asked_at)
         return decision
 
@@ -434,7 +442,9 @@ class AsyncRedisStorage(_RedisBase):
         asked_at = blocked.now()
         raw = await self._eval(RATELIMIT, [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
-        if not decision.allowed:
+        if decision.allowed:
+            blocked.forget(key, spec)
+        else:
             blocked.remember(spec, cost, decision, asked_at)
         return decision
 
