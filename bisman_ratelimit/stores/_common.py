@@ -1,0 +1,60 @@
+"""Small helpers shared by the stores: validation and value encoding."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from ..errors import InvalidArgument
+
+__all__ = ["decode_json", "encode_json", "positive_int", "positive_seconds", "text", "to_ms", "valid_prefix"]
+
+_PREFIX = re.compile(r"[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)*")
+
+
+def text(value: Any) -> str:
+    """A reply from Redis (bytes) or from the memory backend (str) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def positive_seconds(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidArgument(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgument(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def to_ms(seconds: float) -> int:
+    """Whole milliseconds, never 0."""
+    return max(1, round(seconds * 1000))
+
+
+def valid_prefix(name: str, prefix: object) -> str:
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise InvalidArgument(
+            f"{name} must look like 'domain:subdomain' (letters, digits, _ . -), got {prefix!r}"
+        )
+    return prefix
+
+
+def encode_json(value: Any, where: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{where}: the value cannot be stored as JSON: {exc}") from None
+
+
+def decode_json(raw: Any) -> Any:
+    return json.loads(text(raw))

@@ -1,0 +1,228 @@
+"""The session store, on memory and on each Redis kind, sync and async."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from support import ManualClock
+from test_store_conformance import Env, env_fixture  # noqa: F401 - the env fixture
+
+from bisman_ratelimit.errors import InvalidArgument
+from bisman_ratelimit.stores import (
+    AsyncSessionStore,
+    MemoryBackend,
+    SessionStore,
+    is_session_id,
+    new_session_id,
+)
+from bisman_ratelimit.stores.sessions import SessionCore
+
+
+def sessions(env: Env, **options: object) -> SessionStore:
+    store: SessionStore = env.make(SessionStore, AsyncSessionStore, **options)
+    return store
+
+
+def test_ids_are_256_random_bits() -> None:
+    ids = {new_session_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for session_id in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", session_id)
+        assert is_session_id(session_id)
+    # 43 base64 characters carry 258 bits; token_urlsafe(32) fills 256 of them from secrets.
+    assert not is_session_id("a" * 42) and not is_session_id("a" * 44) and not is_session_id(None)
+
+
+def test_create_load_and_partial_reads(env: Env) -> None:
+    store = sessions(env)
+    created = store.create({"cart": [1, 2], "name": "Zoë", "n": None})
+    assert is_session_id(created.id)
+    assert created.ttl == 1800.0
+    assert created.absolute_expires_at - created.created_at == 12 * 3600
+
+    loaded = store.load(created.id)
+    assert loaded is not None
+    assert loaded.data == {"cart": [1, 2], "name": "Zoë", "n": None}
+    assert (loaded.id, loaded.user_id, loaded.created_at) == (created.id, None, created.created_at)
+    assert store.get_fields(created.id, ["name", "missing", "n"]) == {"name": "Zoë", "n": None}
+    assert store.load(new_session_id()) is None
+    assert store.get_fields(new_session_id(), ["name"]) is None
+
+
+def test_field_updates_are_atomic_and_never_resurrect(env: Env) -> None:
+    store = sessions(env)
+    session = store.create({"a": 1, "b": 2})
+    assert store.set_fields(session.id, {"c": {"deep": True}})
+    assert store.delete_fields(session.id, ["a"])
+    assert store.update(session.id, values={"b": 3}, remove=["c"])
+    loaded = store.load(session.id)
+    assert loaded is not None and loaded.data == {"b": 3}
+    assert store.replace(session.id, {"z": 0})
+    loaded = store.load(session.id)
+    assert loaded is not None and loaded.data == {"z": 0}
+
+    assert store.delete(session.id)
+    assert not store.delete(session.id)
+    assert not store.set_fields(session.id, {"a": 1})
+    assert not store.replace(session.id, {"a": 1})
+    assert store.load(session.id) is None
+    assert env.ttls() == {}
+
+
+def test_bad_values_are_refused_before_any_write(env: Env) -> None:
+    store = sessions(env)
+    with pytest.raises(InvalidArgument, match=r"session field 'when': the value cannot be stored as JSON"):
+        store.create({"ok": 1, "when": object()})
+    with pytest.raises(InvalidArgument, match="session field names must be str, got 1"):
+        store.create({1: "x"})  # type: ignore[dict-item]
+    with pytest.raises(InvalidArgument, match="a field cannot be both written and removed"):
+        store.update(new_session_id(), values={"a": 1}, remove=["a"])
+    with pytest.raises(InvalidArgument, match="user_id must be a non-empty str or an int, got ''"):
+        store.create({}, user_id="")
+    assert env.ttls() == {}
+
+
+def test_malformed_ids_are_unknown_sessions(env: Env) -> None:
+    store = sessions(env)
+    for bad in ["", "short", "x" * 43 + "*", "../" * 15, "a" * 44]:
+        assert store.load(bad) is None
+        assert not store.set_fields(bad, {"a": 1})
+        assert store.rotate(bad) is None
+        assert not store.delete(bad)
+
+
+def test_rolling_renewal_and_absolute_expiry(env: Env) -> None:
+    store = sessions(env, idle_ttl=0.3, absolute_lifetime=0.65)
+    session = store.create({"a": 1})
+    for _ in range(3):
+        # Each access renews the idle TTL: 0.2 s apart, the session lives on past 0.3 s.
+        env.wait(0.2)
+        loaded = store.load(session.id)
+        assert loaded is not None and loaded.data == {"a": 1}
+    # 0.6 s in: renewal is capped by the absolute deadline at 0.65 s.
+    assert loaded.ttl <= 0.05
+    env.wait(0.1)
+    assert store.load(session.id) is None
+    assert env.ttls() == {}
+
+
+def test_idle_expiry_without_access(env: Env) -> None:
+    store = sessions(env, idle_ttl=0.2)
+    session = store.create({"a": 1})
+    env.wait(0.1)
+    assert store.get_fields(session.id, ["a"]) == {"a": 1}
+    env.wait(0.25)
+    assert store.load(session.id) is None
+
+
+def test_exact_boundaries_on_the_manual_clock(clock: ManualClock) -> None:
+    store = SessionStore(MemoryBackend(clock=clock), idle_ttl=10, absolute_lifetime=25)
+    session = store.create()
+    clock.advance(9.999)
+    assert store.load(session.id) is not None  # renewed to t=19.999
+    clock.advance(9.999)
+    loaded = store.load(session.id)  # t=19.998: capped at t=25
+    assert loaded is not None and loaded.ttl == pytest.approx(5.002)
+    clock.advance(5.001)
+    assert store.load(session.id) is not None
+    clock.advance(0.001)
+    assert store.load(session.id) is None
+
+
+def test_per_session_idle_ttl(env: Env) -> None:
+    store = sessions(env, idle_ttl=0.2)
+    short = store.create({"a": 1})
+    long = store.create({"a": 1}, idle_ttl=0.6)
+    env.wait(0.35)
+    assert store.load(short.id) is None
+    loaded = store.load(long.id)
+    assert loaded is not None and loaded.ttl == pytest.approx(0.6)
+
+
+def test_rotation_keeps_data_and_kills_the_old_id(env: Env) -> None:
+    store = sessions(env)
+    session = store.create({"cart": [3]})
+    new_id = store.rotate(session.id, user_id=42)
+    assert new_id is not None and new_id != session.id and is_session_id(new_id)
+    assert store.load(session.id) is None
+    loaded = store.load(new_id)
+    assert loaded is not None
+    assert (loaded.data, loaded.user_id) == ({"cart": [3]}, "42")
+    assert store.user_sessions(42) == [new_id]
+    # The old id cannot be rotated or written to any more.
+    assert store.rotate(session.id) is None
+    assert not store.set_fields(session.id, {"x": 1})
+    # Rotating again (a privilege change) keeps the user.
+    newer = store.rotate(new_id)
+    assert newer is not None and store.user_sessions("42") == [newer]
+
+
+def test_login_restarts_the_absolute_lifetime_plain_rotation_does_not(env: Env) -> None:
+    store = sessions(env, idle_ttl=0.5, absolute_lifetime=0.5)
+    session = store.create({"a": 1})
+    env.wait(0.3)
+    rotated = store.rotate(session.id)
+    assert rotated is not None
+    loaded = store.load(rotated)
+    assert loaded is not None and loaded.ttl <= 0.2
+    logged_in = store.rotate(rotated, user_id="u")
+    assert logged_in is not None
+    loaded = store.load(logged_in)
+    assert loaded is not None and loaded.ttl > 0.4
+
+
+def test_log_out_everywhere(env: Env) -> None:
+    store = sessions(env)
+    laptop = store.create({"d": "laptop"}, user_id="alice")
+    phone = store.create({"d": "phone"}, user_id="alice")
+    other = store.create({"d": "x"}, user_id="bob")
+    anonymous = store.create({})
+    assert store.user_sessions("alice") == sorted([laptop.id, phone.id])
+    store.delete(phone.id)
+    assert store.user_sessions("alice") == [laptop.id]
+
+    assert store.delete_user_sessions("alice") == [laptop.id]
+    assert store.load(laptop.id) is None
+    assert store.user_sessions("alice") == []
+    assert store.load(other.id) is not None and store.load(anonymous.id) is not None
+    assert store.delete_user_sessions("nobody") == []
+
+
+def test_binding_a_session_to_another_user_moves_it_between_indexes(env: Env) -> None:
+    store = sessions(env)
+    session = store.create({}, user_id="a")
+    assert store.update(session.id, values={"k": 1}, user_id="b")
+    assert store.user_sessions("a") == []
+    assert store.user_sessions("b") == [session.id]
+    loaded = store.load(session.id)
+    assert loaded is not None and loaded.user_id == "b"
+
+
+def test_expired_sessions_leave_the_index(env: Env) -> None:
+    store = sessions(env, idle_ttl=0.2)
+    gone = store.create({}, user_id="u")
+    env.wait(0.1)
+    kept = store.create({}, user_id="u")
+    env.wait(0.15)
+    assert store.user_sessions("u") == [kept.id]
+    assert store.delete_user_sessions("u") == [kept.id]
+    assert gone.id not in env.ttls()
+
+
+def test_core_builds_keys_with_the_key_builder() -> None:
+    core = SessionCore()
+    session_id = new_session_id()
+    assert core.session_key(session_id) == f"auth:sess:id:{session_id}"
+    assert core.user_key("a:b c") == "auth:sess:user:a%3Ab%20c"
+    assert core.id_prefix == "auth:sess:id:"
+
+
+async def test_async_store_directly(redis_url: str) -> None:
+    async with AsyncSessionStore(redis_url) as store:
+        session = await store.create({"a": 1}, user_id="u")
+        assert (await store.load(session.id)) is not None
+        new_id = await store.rotate(session.id)
+        assert new_id is not None
+        assert await store.get_fields(new_id, ["a"]) == {"a": 1}
+        assert await store.delete_user_sessions("u") == [new_id]
