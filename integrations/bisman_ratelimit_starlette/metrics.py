@@ -1,0 +1,42 @@
+"""A ``/metrics`` endpoint for Prometheus, as a pure ASGI app.
+
+::
+
+    from starlette.routing import Route
+    from bisman_ratelimit_starlette.metrics import MetricsEndpoint
+
+    routes = [Route("/metrics", MetricsEndpoint(registry=registry))]
+
+It answers ``GET`` and ``HEAD`` with the registry's exposition, in
+OpenMetrics when the scraper asks for it, else the Prometheus text format.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+__all__ = ["MetricsEndpoint"]
+
+
+class MetricsEndpoint:
+    """Serves ``registry`` (default: prometheus' default ``REGISTRY``)."""
+
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        self.registry = REGISTRY if registry is None else registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise RuntimeError(f"MetricsEndpoint serves HTTP only, got a {scope['type']!r} scope")
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            response = Response("method not allowed\n", status_code=405, headers={"Allow": "GET, HEAD"})
+        else:
+            encoder, content_type = choose_encoder(Headers(scope=scope).get("accept", ""))
+            # Collectors such as RedisCollector do blocking I/O; a scrape every few seconds keeps it short.
+            body = encoder(self.registry)
+            response = Response(b"" if method == "HEAD" else body, headers={"Content-Type": content_type})
+        await response(scope, receive, send)
