@@ -1,0 +1,136 @@
+"""A real three-primary Redis Cluster on free ports, for any test module.
+
+Use the ``redis_cluster`` fixture (one cluster per test session, flushed per
+test with :meth:`RedisClusterServers.flush`), or :func:`make_cluster_limiter`
+to get the conformance suite's kind of limiter on it. Import the fixture
+into a test module or conftest with
+``from cluster_fixtures import redis_cluster``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio.cluster
+import redis.cluster
+
+from bisman_ratelimit import AsyncLimiter, Limiter
+from bisman_ratelimit.storage.redis import AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.testing import RedisServer, find_server_binary, free_port
+
+SLOTS = 16384
+
+
+class RedisClusterServers:
+    """``masters`` servers in cluster mode, slots split evenly, joined with ``CLUSTER MEET``."""
+
+    def __init__(self, masters: int = 3, kind: str = "any", extra_args: tuple[str, ...] = ()) -> None:
+        binary = find_server_binary(kind)
+        if binary is None:
+            raise RuntimeError("a Redis Cluster needs redis-server or valkey-server")
+        self.bus_ports = [free_port() for _ in range(masters)]
+        self.servers = [
+            RedisServer(
+                binary,
+                # The bus port is set: the default (port + 10000) may be taken or above 65535.
+                args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-port",
+                    str(bus_port),
+                    "--cluster-node-timeout",
+                    "5000",
+                    *extra_args,
+                ),
+            )
+            for bus_port in self.bus_ports
+        ]
+
+    @property
+    def nodes(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", server.port) for server in self.servers]
+
+    @property
+    def url(self) -> str:
+        """A ``redis+cluster://`` URL naming every node."""
+        return "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in self.nodes)
+
+    def start(self, timeout: float = 20.0) -> RedisClusterServers:
+        for server in self.servers:
+            server.start()
+        clients = [redis.Redis(port=server.port) for server in self.servers]
+        try:
+            share = SLOTS // len(clients)
+            for index, client in enumerate(clients):
+                last = SLOTS - 1 if index == len(clients) - 1 else (index + 1) * share - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", index * share, last)
+            for server, bus_port in zip(self.servers[1:], self.bus_ports[1:], strict=True):
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", server.port, bus_port)
+            deadline = time.monotonic() + timeout
+            while not all(self._ready(client) for client in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the cluster on ports {[s.port for s in self.servers]} did not form")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            for client in clients:
+                client.close()
+        return self
+
+    def _ready(self, client: redis.Redis) -> bool:
+        info = client.execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+        return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(
+            len(self.servers)
+        )
+
+    def flush(self) -> None:
+        """Empty every primary, and forget its scripts."""
+        for server in self.servers:
+            with redis.Redis(port=server.port) as client:
+                client.flushall()
+                client.script_flush()
+
+    def client(self, **options: Any) -> redis.cluster.RedisCluster:
+        nodes = [redis.cluster.ClusterNode(host, port) for host, port in self.nodes]
+        return redis.cluster.RedisCluster(startup_nodes=nodes, **options)
+
+    def async_client(self, **options: Any) -> redis.asyncio.cluster.RedisCluster:
+        nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in self.nodes]
+        return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_servers() -> Iterator[RedisClusterServers]:
+    cluster = RedisClusterServers(extra_args=("--enable-debug-command", "yes")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_servers: RedisClusterServers) -> RedisClusterServers:
+    """The session's cluster, flushed."""
+    redis_cluster_servers.flush()
+    return redis_cluster_servers
+
+
+def make_cluster_limiter(mode: str, clock: Callable[[], float], cluster: RedisClusterServers) -> Any:
+    """What ``support.make_limiter`` gives for a server, on the cluster (async: run to completion)."""
+    from support import SyncFacade
+
+    if mode == "sync":
+        return Limiter(RedisStorage(cluster.client(), clock=clock))
+    return SyncFacade(AsyncLimiter(AsyncRedisStorage(cluster.async_client(), clock=clock)))
