@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
@@ -54,7 +55,9 @@ from bisman_ratelimit.stores.sessions import SessionStore as _Store
 __all__ = [
     "SessionStore",
     "SessionStoreUnavailableMiddleware",
+    "aclose_connections",
     "alogout_everywhere",
+    "close_connections",
     "logout_everywhere",
 ]
 
@@ -66,12 +69,11 @@ UNAVAILABLE_TEXT = "Service unavailable: the session store cannot be reached. Pl
 
 @dataclass
 class _Engine:
-    """The stores and signer built from the settings, once per process."""
+    """The stores built from the settings, once per process."""
 
     url: str
     absolute_lifetime: float
     prefix: str
-    signer: Signer
     memory: MemoryBackend | None
     sync_store: _Store | None = None
     async_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSessionStore] | None = None
@@ -101,6 +103,7 @@ class _Engine:
 
 
 _engine: _Engine | None = None
+_signer: Signer | None = None
 
 
 def _build_engine() -> _Engine:
@@ -116,20 +119,17 @@ def _build_engine() -> _Engine:
             "expected URL, ABSOLUTE_LIFETIME, PREFIX"
         )
     url = options["URL"]
-    secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
     try:
-        signer = Signer(secrets, salt="bisman-ratelimit.django-session")
         memory = backend_from_url(url, use_async=False) if str(url).startswith("memory://") else None
         engine = _Engine(
             url=url,
             absolute_lifetime=options.get("ABSOLUTE_LIFETIME", 12 * 3600),
             prefix=options.get("PREFIX", "auth:sess"),
-            signer=signer,
             memory=memory if isinstance(memory, MemoryBackend) else None,
         )
         engine.store()  # validates the remaining options now
     except BismanRateLimitError as exc:
-        raise ImproperlyConfigured(f"settings.{SETTING} or SECRET_KEY: {exc}") from None
+        raise ImproperlyConfigured(f"settings.{SETTING}: {exc}") from None
     return engine
 
 
@@ -140,10 +140,39 @@ def _get_engine() -> _Engine:
     return _engine
 
 
+def _get_signer() -> Signer:
+    global _signer
+    if _signer is None:
+        secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+        try:
+            _signer = Signer(secrets, salt="bisman-ratelimit.django-session")
+        except BismanRateLimitError as exc:
+            raise ImproperlyConfigured(f"SECRET_KEY signs the session cookies: {exc}") from None
+    return _signer
+
+
 def _reset(*, setting: str, **kwargs: Any) -> None:
-    global _engine
-    if setting in (SETTING, "SECRET_KEY", "SECRET_KEY_FALLBACKS"):
+    global _engine, _signer
+    if setting == SETTING:
+        close_connections()
         _engine = None
+    elif setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
+        _signer = None
+
+
+def close_connections() -> None:
+    """Close the synchronous Redis client of this process, if one was opened."""
+    if _engine is not None and _engine.sync_store is not None:
+        _engine.sync_store.backend.close()
+        _engine.sync_store = None
+
+
+async def aclose_connections() -> None:
+    """Close the asyncio Redis client of the running event loop, if one was opened."""
+    if _engine is not None and _engine.async_stores is not None:
+        store = _engine.async_stores.pop(asyncio.get_running_loop(), None)
+        if store is not None and isinstance(store.backend, redis.asyncio.Redis):
+            await store.backend.aclose()
 
 
 setting_changed.connect(_reset, dispatch_uid="bisman_ratelimit_django.sessions")
@@ -161,11 +190,11 @@ class SessionStore(SessionBase):
     def _sid(self, session_key: str | None) -> str | None:
         if not session_key:
             return None
-        sid = _get_engine().signer.unsign(session_key)
+        sid = _get_signer().unsign(session_key)
         return sid if is_session_id(sid) else None
 
     def _get_new_session_key(self) -> str:
-        return _get_engine().signer.sign(new_session_id())
+        return _get_signer().sign(new_session_id())
 
     async def _aget_new_session_key(self) -> str:
         return self._get_new_session_key()
@@ -221,7 +250,7 @@ class SessionStore(SessionBase):
             self._session_key = None
             self._session_cache = data
             return
-        self._session_key = _get_engine().signer.sign(new_id)
+        self._session_key = _get_signer().sign(new_id)
         self._session_cache = data
         self.modified = True
 
@@ -269,12 +298,17 @@ class SessionStore(SessionBase):
         if self.session_key is None and not must_create:
             return self.create()
         data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]
+        if self.session_key is None and not must_create:
+            # Loading found no such session: keep the data under a new one.
+            return self.create()
         self._sync(self._save_flow(must_create, data, self.get_expiry_age()))
 
     async def asave(self, must_create: bool = False) -> None:
         if self.session_key is None and not must_create:
             return await self.acreate()
         data = await self._aget_session(no_load=must_create)  # type: ignore[attr-defined]
+        if self.session_key is None and not must_create:
+            return await self.acreate()
         await self._async(self._save_flow(must_create, data, await self.aget_expiry_age()))
 
     def delete(self, session_key: str | None = None) -> None:

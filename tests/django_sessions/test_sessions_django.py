@@ -1,0 +1,462 @@
+"""The Django session engine against Django's session contract, sync and async.
+
+Django's own ``SessionTestsMixin`` lives in its source tree's tests, which
+the installed package does not ship; the tests below check the same
+contract (behaviour of the ``SessionBase`` API, key handling, expiry,
+``cycle_key``, no resurrection, no record created on load) on memory and
+on each Redis kind, then the engine's own promises: signed keys, one
+atomic rotation, log out everywhere and a 503 when the store is down.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from bisman_ratelimit_django import sessions
+from bisman_ratelimit_django.sessions import SessionStore, alogout_everywhere, logout_everywhere
+from django.contrib.sessions.backends.base import UpdateError
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signing import TimestampSigner
+from django.test import AsyncClient, Client
+from django.test.utils import override_settings
+from django.utils import timezone
+from sessions_settings import SECRET, SESSION_SETTINGS
+
+from bisman_ratelimit.signing import Signer
+from bisman_ratelimit.stores import is_session_id
+from bisman_ratelimit.testing import RedisServer
+
+pytestmark = pytest.mark.usefixtures("engine")
+
+
+@pytest.fixture
+def session() -> Iterator[SessionStore]:
+    made = SessionStore()
+    yield made
+    made.delete()
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[None]:
+    yield
+    await sessions.aclose_connections()
+
+
+def test_new_session(session: SessionStore) -> None:
+    assert session.modified is False and session.accessed is False
+
+
+def test_get_store_pop(session: SessionStore) -> None:
+    assert session.get("cat") is None
+    session["cat"] = "dog"
+    assert session.modified is True
+    assert session.pop("cat") == "dog"
+    assert session.get("cat") is None
+    assert session.pop("some key", "default") == "default"
+    assert session.pop("some key", default="d") == "d"
+    with pytest.raises(KeyError):
+        session.pop("some key")
+
+
+def test_pop_marks_accessed_and_modified(session: SessionStore) -> None:
+    session["k"] = "v"
+    session.accessed = session.modified = False
+    assert session.pop("k") == "v"
+    assert session.accessed is True and session.modified is True
+
+
+def test_pop_of_missing_key_does_not_modify(session: SessionStore) -> None:
+    session.pop("missing", None)
+    assert session.accessed is True and session.modified is False
+
+
+def test_setdefault_update_and_views(session: SessionStore) -> None:
+    assert session.setdefault("foo", "bar") == "bar"
+    assert session.setdefault("foo", "baz") == "bar"
+    assert session.accessed is True and session.modified is True
+    session.update({"update key": 1})
+    assert session.get("update key") == 1
+    session.accessed = session.modified = False
+    assert "foo" in session and list(session.keys()) == ["foo", "update key"]
+    assert list(session.values()) == ["bar", 1]
+    assert list(session.items()) == [("foo", "bar"), ("update key", 1)]
+    assert session.accessed is True and session.modified is False
+    session.clear()
+    assert list(session.items()) == [] and session.modified is True
+
+
+async def test_async_dict_api(session: SessionStore, closing: None) -> None:
+    assert await session.aget("cat") is None
+    await session.aset("cat", "dog")
+    assert session.modified is True
+    assert await session.asetdefault("a", 1) == 1
+    await session.aupdate({"b": 2})
+    session.accessed = session.modified = False
+    assert await session.ahas_key("cat") is True
+    assert list(await session.akeys()) == ["cat", "a", "b"]
+    assert list(await session.avalues()) == ["dog", 1, 2]
+    assert list(await session.aitems()) == [("cat", "dog"), ("a", 1), ("b", 2)]
+    assert session.accessed is True and session.modified is False
+    assert await session.apop("cat") == "dog"
+    assert await session.apop("cat", "gone") == "gone"
+    with pytest.raises(KeyError):
+        await session.apop("cat")
+
+
+def test_save_exists_delete(session: SessionStore) -> None:
+    session["a"] = "b"
+    session.save()
+    assert session.exists(session.session_key) is True
+    assert session["a"] == "b"  # saving keeps the data
+    session.delete(session.session_key)
+    assert session.exists(session.session_key) is False
+
+
+async def test_save_exists_delete_async(session: SessionStore, closing: None) -> None:
+    await session.aset("a", "b")
+    await session.asave()
+    assert await session.aexists(session.session_key) is True
+    assert await session.aget("a") == "b"
+    await session.adelete(session.session_key)
+    assert await session.aexists(session.session_key) is False
+
+
+def test_flush(session: SessionStore) -> None:
+    session["foo"] = "bar"
+    session.save()
+    previous = session.session_key
+    session.flush()
+    assert session.exists(previous) is False
+    assert session.session_key is None
+    assert session.modified is True and session.accessed is True
+
+
+async def test_flush_async(session: SessionStore, closing: None) -> None:
+    await session.aset("foo", "bar")
+    await session.asave()
+    previous = session.session_key
+    await session.aflush()
+    assert await session.aexists(previous) is False
+    assert session.session_key is None
+
+
+def test_cycle(session: SessionStore) -> None:
+    session["a"], session["b"] = "c", "d"
+    session.save()
+    previous = session.session_key
+    data = list(session.items())
+    session.cycle_key()
+    assert session.exists(previous) is False
+    assert session.session_key != previous
+    assert list(session.items()) == data
+    assert SessionStore(session.session_key).load() == dict(data)
+
+
+def test_cycle_with_no_session_cache(session: SessionStore) -> None:
+    session["a"], session["b"] = "c", "d"
+    session.save()
+    data = list(session.items())
+    fresh = SessionStore(session.session_key)
+    assert not hasattr(fresh, "_session_cache")
+    fresh.cycle_key()
+    assert list(fresh.items()) == data
+    fresh.delete()
+
+
+def test_cycle_of_an_unsaved_session_creates_one(session: SessionStore) -> None:
+    session["a"] = 1
+    session.cycle_key()
+    assert session.session_key is not None and session.exists(session.session_key)
+    assert SessionStore(session.session_key).load() == {"a": 1}
+
+
+async def test_cycle_async(session: SessionStore, closing: None) -> None:
+    await session.aset("a", "c")
+    await session.asave()
+    previous = session.session_key
+    fresh = SessionStore(previous)
+    await fresh.acycle_key()
+    assert await fresh.aexists(previous) is False
+    assert fresh.session_key != previous
+    assert list(await fresh.aitems()) == [("a", "c")]
+    await fresh.adelete()
+
+
+def test_invalid_and_unknown_keys_get_a_new_key() -> None:
+    for key in ["1", "someunknownkey", "x" * 43]:
+        session = SessionStore(key)
+        session.save()
+        assert session.session_key != key and session.session_key is not None
+        assert session.get("cat") is None
+        session.delete()
+
+
+async def test_invalid_key_async(closing: None) -> None:
+    session = SessionStore("1")
+    await session.asave()
+    assert session.session_key != "1"
+    assert await session.aget("cat") is None
+    await session.adelete()
+
+
+def test_session_key_validation() -> None:
+    session = SessionStore()
+    session._session_key = ""
+    assert session.session_key is None
+    session._session_key = "1234567"
+    assert session.session_key is None
+    session._session_key = "12345678"
+    assert session.session_key == "12345678"
+    with pytest.raises(AttributeError):
+        session.session_key = "other"  # type: ignore[misc]
+
+
+def test_load_does_not_create_a_record() -> None:
+    session = SessionStore("someunknownkey")
+    assert session.load() == {}
+    assert session.session_key is None
+    assert session.exists(session.session_key) is False
+
+
+async def test_aload_does_not_create_a_record(closing: None) -> None:
+    session = SessionStore("someunknownkey")
+    assert await session.aload() == {}
+    assert session.session_key is None
+    assert await session.aexists(session.session_key) is False
+
+
+def test_save_does_not_resurrect_a_session_deleted_elsewhere() -> None:
+    first = SessionStore()
+    first["test_data"] = "value1"
+    first.save(must_create=True)
+    SessionStore(first.session_key).delete()
+    first["test_data"] = "value2"
+    with pytest.raises(UpdateError):
+        first.save()
+    assert first.load() == {}
+
+
+async def test_asave_does_not_resurrect_a_session_deleted_elsewhere(closing: None) -> None:
+    first = SessionStore()
+    await first.aset("test_data", "value1")
+    await first.asave(must_create=True)
+    await SessionStore(first.session_key).adelete()
+    await first.aset("test_data", "value2")
+    with pytest.raises(UpdateError):
+        await first.asave()
+    assert await first.aload() == {}
+
+
+def test_expiry_settings(session: SessionStore) -> None:
+    assert session.get_expiry_age() == 1800
+    session.set_expiry(0)
+    assert session.get_expiry_age() == 1800
+    assert session.get_expire_at_browser_close() is True
+    modification = timezone.now()
+    session.set_expiry(10)
+    assert session.get_expiry_date(modification=modification) == modification + timedelta(seconds=10)
+    assert session.get_expiry_age(modification=modification) == 10
+    session.set_expiry(modification + timedelta(seconds=10))
+    assert session.get_expiry_age(modification=modification) == 10
+    session.set_expiry(None)
+    assert session.get_expiry_age() == 1800
+    assert session.get_expire_at_browser_close() is False
+
+
+async def test_expiry_settings_async(session: SessionStore, closing: None) -> None:
+    assert await session.aget_expiry_age() == 1800
+    await session.aset_expiry(10)
+    assert await session.aget_expiry_age() == 10
+    await session.aset_expiry(None)
+    assert await session.aget_expiry_age() == 1800
+
+
+def test_encode_decode_and_corrupted_data(session: SessionStore, caplog: pytest.LogCaptureFixture) -> None:
+    data = {"a test key": "a test value"}
+    assert session.decode(session.encode(data)) == data
+    with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
+        assert session.decode(base64.b64encode(b"flaskdj:alkdjf").decode("ascii")) == {}
+    assert "Session data corrupted" in caplog.text
+    assert session.decode(TimestampSigner(salt=session.key_salt).sign(b"invalid data")) == {}
+
+
+def test_actual_expiry(session: SessionStore) -> None:
+    session["foo"] = "bar"
+    session.set_expiry(-timedelta(seconds=10))
+    session.save()
+    assert "foo" not in SessionStore(session.session_key)
+
+
+async def test_actual_expiry_async(session: SessionStore, closing: None) -> None:
+    await session.aset("foo", "bar")
+    await session.aset_expiry(-timedelta(seconds=10))
+    await session.asave()
+    assert await SessionStore(session.session_key).ahas_key("foo") is False
+
+
+def test_custom_expiry_becomes_the_idle_ttl(engine: str) -> None:
+    session = SessionStore()
+    session["a"] = 1
+    session.set_expiry(60)
+    session.save()
+    sid = Signer(SECRET, salt="bisman-ratelimit.django-session").unsign(session.session_key or "")
+    assert sid is not None and is_session_id(sid)
+    if engine.startswith("redis"):
+        with redis.Redis.from_url(engine) as client:
+            assert 59_000 < client.pttl(f"auth:sess:id:{sid}") <= 60_000
+
+
+def test_clear_expired_is_a_no_op() -> None:
+    SessionStore.clear_expired()
+
+
+# The engine's own promises.
+
+
+def test_keys_are_signed_ids_and_forged_keys_are_refused(session: SessionStore) -> None:
+    session["a"] = 1
+    session.save()
+    key = session.session_key
+    assert key is not None
+    sid, _, signature = key.rpartition(".")
+    assert is_session_id(sid) and len(signature) == 43
+    assert SessionStore(key).load() == {"a": 1}
+    for forged in [
+        sid,
+        f"{sid}.{'A' * 43}",
+        Signer("z" * 32, salt="bisman-ratelimit.django-session").sign(sid),
+    ]:
+        assert SessionStore(forged).load() == {}
+        assert SessionStore(forged).exists(forged) is False
+
+
+def test_old_secret_keys_still_verify() -> None:
+    old = SessionStore()
+    old["a"] = 1
+    old.save()
+    with override_settings(SECRET_KEY="n" * 50, SECRET_KEY_FALLBACKS=[SECRET]):
+        assert SessionStore(old.session_key).load() == {"a": 1}
+    with override_settings(SECRET_KEY="n" * 50):
+        assert SessionStore(old.session_key).load() == {}
+
+
+def test_requests_login_and_log_out_everywhere() -> None:
+    laptop, phone = Client(), Client()
+    assert laptop.get("/show").json() == {}
+    laptop.post("/put", data=json.dumps({"cart": [1]}), content_type="application/json")
+    before = laptop.cookies["sessionid"].value
+    assert laptop.get("/show").json() == {"cart": [1]}
+    laptop.get("/login?user=7")
+    after = laptop.cookies["sessionid"].value
+    assert after != before
+    assert laptop.get("/show").json() == {"cart": [1], "_auth_user_id": "7"}
+    assert SessionStore(before).load() == {}
+    phone.get("/login?user=7")
+    assert len(logout_everywhere(7)) == 2
+    assert laptop.get("/show").json() == {} and phone.get("/show").json() == {}
+
+
+async def test_async_requests_and_log_out_everywhere(closing: None) -> None:
+    client = AsyncClient()
+    assert (await client.get("/ashow")).json() == {}
+    assert "sessionid" not in client.cookies  # nothing stored, no cookie
+    await client.post("/aput", data=json.dumps({"a": 1}), content_type="application/json")
+    assert (await client.get("/ashow")).json() == {"a": 1}
+    await client.get("/alogin?user=9")
+    assert (await client.get("/ashow")).json() == {"a": 1, "_auth_user_id": "9"}
+    assert len(await alogout_everywhere(9)) == 1
+    assert (await client.get("/ashow")).json() == {}
+
+
+def test_logout_flushes(engine: str) -> None:
+    client = Client()
+    client.post("/put", data=json.dumps({"a": 1}), content_type="application/json")
+    key = client.cookies["sessionid"].value
+    client.get("/logout")
+    assert SessionStore(key).load() == {}
+
+
+def test_missing_or_bad_settings_are_reported() -> None:
+    with (
+        override_settings(BISMAN_SESSIONS={}),
+        pytest.raises(
+            ImproperlyConfigured, match=r"needs settings.BISMAN_SESSIONS = \{'URL': 'redis://host:6379/0'\}"
+        ),
+    ):
+        SessionStore().load()
+    with (
+        override_settings(BISMAN_SESSIONS={"URL": "memory://", "TTL": 3}),
+        pytest.raises(
+            ImproperlyConfigured, match="settings.BISMAN_SESSIONS: unknown key\\(s\\) TTL; expected URL"
+        ),
+    ):
+        SessionStore().load()
+    with (
+        override_settings(SECRET_KEY="short-secret"),
+        pytest.raises(
+            ImproperlyConfigured,
+            match="SECRET_KEY signs the session cookies: a signing secret must be at least 32 bytes",
+        ),
+    ):
+        SessionStore("abcdefgh").load()
+    with (
+        override_settings(BISMAN_SESSIONS={"URL": "memory://", "ABSOLUTE_LIFETIME": 0}),
+        pytest.raises(
+            ImproperlyConfigured, match="absolute_lifetime must be a positive number of seconds, got 0"
+        ),
+    ):
+        SessionStore().load()
+
+
+class TestUnreachableStore:
+    """A killed server: the request is answered 503, never with an empty session."""
+
+    @pytest.fixture
+    def server(self) -> Iterator[RedisServer]:
+        with RedisServer() as server:
+            url = f"{server.url}?socket_timeout=0.5"
+            with override_settings(**SESSION_SETTINGS, BISMAN_SESSIONS={"URL": url}):
+                yield server
+                sessions.close_connections()
+
+    def test_sync_request(self, server: RedisServer) -> None:
+        client = Client(raise_request_exception=False)
+        client.post("/put", data=json.dumps({"cart": [1]}), content_type="application/json")
+        server.kill()
+        response = client.get("/show")
+        assert response.status_code == 503
+        assert response.content.decode() == sessions.UNAVAILABLE_TEXT
+        assert "sessionid" not in response.cookies
+
+    def test_save_failure(self, server: RedisServer) -> None:
+        client = Client(raise_request_exception=False)
+        server.kill()
+        response = client.post("/put", data=json.dumps({"cart": [1]}), content_type="application/json")
+        assert response.status_code == 503
+        assert "sessionid" not in response.cookies
+
+    async def test_async_request(self, server: RedisServer) -> None:
+        client = AsyncClient(raise_request_exception=False)
+        await client.post("/aput", data=json.dumps({"cart": [1]}), content_type="application/json")
+        server.kill()
+        response = await client.get("/ashow")
+        assert (response.status_code, response.content.decode()) == (503, sessions.UNAVAILABLE_TEXT)
+        await sessions.aclose_connections()
+
+    def test_store_errors_propagate_from_the_engine(self, server: RedisServer) -> None:
+        from bisman_ratelimit.errors import StorageUnavailable
+
+        session = SessionStore()
+        session["a"] = 1
+        session.save()
+        server.kill()
+        loaded = SessionStore(session.session_key)
+        with pytest.raises(StorageUnavailable, match="^Redis is unavailable"):
+            loaded.load()
+        assert loaded.unavailable is not None
