@@ -17,7 +17,7 @@ from ..errors import BismanRateLimitError
 __all__ = ["main"]
 
 # Modules under bisman_ratelimit.cli that define register(subparsers).
-_GROUPS: tuple[str, ...] = ("config_cmd", "flags_cmd")
+_GROUPS: tuple[str, ...] = ("config_cmd", "flags_cmd", "ops_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
