@@ -282,6 +282,7 @@ class RoutePlan:
         "policy_item_count",
         "route",
         "rules",
+        "single",
     )
 
     def __init__(
@@ -314,6 +315,7 @@ class RoutePlan:
         # The global limit is capacity information and stays out of the headers (draft section 8.2).
         self.policy_header = ", ".join(items) if items and header_style in ("draft", "both") else None
         self.policy_item_count = len(items)
+        self.single = SingleCheck(self) if SingleCheck.fits(self) else None
 
     @property
     def limited(self) -> bool:
@@ -364,6 +366,60 @@ class RoutePlan:
             cost = rule.cost if type(rule.cost) is int else (costs[index] if costs is not None else 1)
             active.append((rule, f"rl:{kind}:{escape(identity)}{rule.key_suffix}", cost))
         return Evaluation(self, active)
+
+
+class SingleCheck:
+    """The common plan that is one limit on the client address and nothing else: a fast path.
+
+    Such a request needs no :class:`Evaluation`: one ``hit`` of ``limit``
+    under ``key(ip_key)``; then :meth:`ratelimit` gives the ``RateLimit``
+    value of an allowed decision (``policy_header`` being constant), and
+    :meth:`verdict` the full verdict of any decision.
+    """
+
+    __slots__ = ("_prefix", "_quoted", "_suffix", "algorithm", "cost", "limit", "plan", "policy_header")
+
+    @staticmethod
+    def fits(plan: RoutePlan) -> bool:
+        if len(plan.rules) != 1 or plan._global_entry is not None or plan.header_style != "draft":
+            return False
+        rule = plan.rules[0]
+        return (
+            rule.kind == "ip"
+            and len(rule.limits) == 1
+            and type(rule.cost) is int
+            and not (rule.shadow or rule.deduct_when or rule.has_exemptions)
+        )
+
+    def __init__(self, plan: RoutePlan) -> None:
+        rule = plan.rules[0]
+        self.plan = plan
+        self.limit = rule.limits[0]
+        self.algorithm = rule.algorithm
+        self.cost: int = rule.cost  # type: ignore[assignment]
+        self.policy_header: str = plan.policy_header or ""
+        self._quoted = rule.quoted[0]
+        self._prefix = "rl:ip:"
+        self._suffix = rule.key_suffix
+
+    def key(self, ip_key: str | None) -> str:
+        """The storage key of a client, from its masked address (as in :meth:`RoutePlan.evaluate`)."""
+        if not ip_key:
+            return self._prefix + "unknown" + self._suffix
+        # Dotted IPv4 needs no escaping; IPv6 networks hold ':'.
+        return self._prefix + (escape(ip_key) if ":" in ip_key else ip_key) + self._suffix
+
+    def ratelimit(self, decision: Decision) -> str:
+        return ratelimit_item(self._quoted, decision)
+
+    def verdict(self, decision: Decision) -> Verdict:
+        rule = self.plan.rules[0]
+        item = ratelimit_item(self._quoted, decision)
+        if decision.allowed:
+            return Verdict(200, (("RateLimit-Policy", self.policy_header), ("RateLimit", item)))
+        wait = retry_after(decision)
+        headers = (("RateLimit-Policy", self.policy_header), ("RateLimit", item), ("Retry-After", str(wait)))
+        return Verdict(429, headers, wait, (rule.item_names[0],))
 
 
 class Evaluation:

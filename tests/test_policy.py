@@ -348,3 +348,35 @@ async def _one(limiter: AsyncLimiter, op: tuple[object, ...]) -> MultiDecision:
         return await limiter.hit_many(op[1])  # type: ignore[arg-type]
     allowed, decisions = await limiter.storage.check_many(limiter._prepare_many(op[1]), False)  # type: ignore[arg-type]
     return MultiDecision(allowed, tuple(decisions))
+
+
+def test_single_check_fast_path_agrees_with_the_general_path(clock: ManualClock) -> None:
+    planner = Planner(default_limits="3/minute", algorithm="fixed_window")
+    plan = planner.plan("/items/{id}", "GET")
+    single = plan.single
+    assert single is not None
+    fast = Limiter(MemoryStorage(clock=clock))
+    slow = Limiter(MemoryStorage(clock=clock))
+    for ip_key in ("198.51.100.7", "2001:db8::/64", None):
+        evaluation = plan.evaluate(ip=ip_key, ip_key=ip_key)
+        op = evaluation.next_op()
+        assert op is not None and op[1][0][0] == single.key(ip_key)
+    for _ in range(4):
+        decision = fast.hit(single.key("198.51.100.7"), single.limit, single.algorithm, single.cost)
+        assert single.verdict(decision) == run(slow, plan.evaluate(ip="198.51.100.7", ip_key="198.51.100.7"))
+    assert single.ratelimit(decision) == '"default";r=0;t=60'
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"defaults": {"limits": "3/minute"}, "global": {"limits": "9/minute"}},
+        {"defaults": {"limits": ["3/minute", "9/hour"]}},
+        {"defaults": {"limits": "3/minute", "key": "user"}},
+        {"defaults": {"limits": "3/minute", "shadow": True}},
+        {"defaults": {"limits": "3/minute", "exempt": {"users": ["admin"]}}},
+        {"defaults": {"limits": "3/minute", "deduct_when": {"status": [401]}}},
+    ],
+)
+def test_anything_more_than_one_plain_limit_takes_the_general_path(config: dict[str, object]) -> None:
+    assert Planner(config=parse_config(config)).plan("/x", "GET").single is None

@@ -52,12 +52,19 @@ _CACHE_SIZE = 10_000
 class _Route:
     """The cached outcome of routing one method and path."""
 
-    __slots__ = ("messages", "needs", "specs")
+    __slots__ = ("messages", "needs", "policy_header", "single", "specs")
 
-    def __init__(self, needs: Needs, specs: tuple[LimitSpec, ...], messages: Needs | None) -> None:
+    def __init__(
+        self, needs: Needs, specs: tuple[LimitSpec, ...], messages: Needs | None, *, peer_is_client: bool
+    ) -> None:
         self.needs = needs
         self.specs = specs
         self.messages = messages
+        # The fast path needs the client to be the peer; endpoint declarations take the general
+        # path, which tells their wrappers they are enforced.
+        self.single = needs.plan.single if peer_is_client and not specs else None
+        header = needs.plan.policy_header or ""
+        self.policy_header = (b"ratelimit-policy", header.encode("latin-1"))
 
 
 class RateLimitMiddleware:
@@ -138,15 +145,67 @@ class RateLimitMiddleware:
         self._routes = routes
         self._hosts: bool | None = None
         self._cache: dict[tuple[str, str, str], _Route] = {}
+        self._peer_keys: dict[str, str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        route = self._cache.get((scope["method"], scope["path"], scope.get("root_path", "")))
+        if route is None:
+            route = self._route(scope, scope["method"])
+        single = route.single
+        if single is None:
+            await self._http(route, scope, receive, send)
+            return
+        # The common case, kept in this one frame: one limit on the client address.
+        client = scope.get("client")
+        try:
+            decision = await self.limiter.hit(
+                single.key(self._peer_key(client[0] if client else None)),
+                single.limit,
+                single.algorithm,
+                single.cost,
+            )
+        except StorageError as exc:
+            await self._storage_failed(exc, scope, receive, send)
+            return
+        if not decision.allowed:
+            await refuse(scope, receive, send, single.verdict(decision), self.on_limited)
+            return
+        added = (route.policy_header, (b"ratelimit", single.ratelimit(decision).encode("latin-1")))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *added]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _storage_failed(self, exc: StorageError, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.fail_open:
+            raise exc
+        logger.warning(
+            "rate-limit storage failed, letting %s %s through: %s", scope["method"], scope["path"], exc
+        )
+        await self.app(scope, receive, send)
+
+    def _peer_key(self, peer: str | None) -> str | None:
+        """The masked client address, for limits keyed by IP; cached per peer when no proxy is trusted."""
+        if peer is None:
+            return None
+        found = self._peer_keys.get(peer)
+        if found is None:
+            client_ip = self.facts.client_ip
+            address = client_ip.client(peer)
+            found = client_ip.key(address) if address else ""
+            if len(self._peer_keys) >= _CACHE_SIZE:
+                self._peer_keys.clear()
+            self._peer_keys[peer] = found
+        return found or None
 
     # -- routing
 
@@ -178,7 +237,8 @@ class RateLimitMiddleware:
             messages = Needs(
                 RoutePlan(route=template, rules=(message_rule,), global_policy=None, header_style="none")
             )
-        found = _Route(Needs(plan), marker.specs, messages)
+        peer_is_client = not self.facts.client_ip.reads_headers
+        found = _Route(Needs(plan), marker.specs, messages, peer_is_client=peer_is_client)
         if not self._hosts:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()  # paths with ids are many; the routes behind them are few
@@ -187,8 +247,7 @@ class RateLimitMiddleware:
 
     # -- HTTP
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self._route(scope, scope["method"])
+    async def _http(self, route: _Route, scope: Scope, receive: Receive, send: Send) -> None:
         if route.specs:
             token = ENFORCED.set(route.specs)
             try:
@@ -208,12 +267,7 @@ class RateLimitMiddleware:
             evaluation = await facts.evaluate(needs, scope, facts.ip(scope))
             verdict = await run_async(self.limiter, evaluation)
         except StorageError as exc:
-            if not self.fail_open:
-                raise
-            logger.warning(
-                "rate-limit storage failed, letting %s %s through: %s", scope["method"], scope["path"], exc
-            )
-            await self.app(scope, receive, send)
+            await self._storage_failed(exc, scope, receive, send)
             return
         if verdict.status != 200:
             await refuse(scope, receive, send, verdict, self.on_limited)

@@ -1,0 +1,98 @@
+"""The same API in FastAPI, with the limits of ``ratelimits.toml`` plus one declared as a dependency.
+
+    uvicorn --app-dir example_apps fastapi_app:app --host 127.0.0.1 --port 8000
+    BISMAN_RATELIMIT_STORAGE=redis://127.0.0.1:6390/0 uvicorn --app-dir example_apps fastapi_app:app
+
+Users are whoever the ``Authorization: Bearer <name>`` header names (a stand-in
+for real authentication).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from bisman_ratelimit_starlette import RateLimit, RateLimitMiddleware
+from fastapi import Depends, FastAPI, Response
+from pydantic import BaseModel
+from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection
+
+from bisman_ratelimit import AsyncLimiter
+
+CONFIG = Path(__file__).with_name("ratelimits.toml")
+STORAGE = os.environ.get("BISMAN_RATELIMIT_STORAGE", "memory://")
+
+limiter = AsyncLimiter.from_url(STORAGE)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await limiter.close()
+
+
+app = FastAPI(title="bisman-ratelimit example", lifespan=lifespan)
+
+
+class BearerNames(AuthenticationBackend):
+    """``Authorization: Bearer alice`` is user alice. For the demo only."""
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        scheme, _, name = conn.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not name:
+            return None
+        return AuthCredentials(["authenticated"]), SimpleUser(name)
+
+
+class Credentials(BaseModel):
+    username: str = ""
+    password: str = ""
+
+
+@app.get("/")
+async def home() -> dict[str, str]:
+    return {"app": "fastapi", "storage": STORAGE.split("://", 1)[0]}
+
+
+@app.post("/auth/login")
+async def login(credentials: Credentials, response: Response) -> dict[str, str]:
+    if credentials.password == "correct horse":
+        return {"login": "ok"}
+    response.status_code = 401
+    return {"login": "failed"}
+
+
+@app.post("/api/calls", status_code=201)
+async def calls() -> dict[str, str]:
+    return {"call": "set up"}
+
+
+@app.get("/chat/threads/{thread_id}/messages")
+async def read_messages(thread_id: str) -> dict[str, Any]:
+    return {"thread": thread_id, "messages": []}
+
+
+@app.post("/chat/threads/{thread_id}/messages", status_code=201)
+async def post_message(thread_id: str) -> dict[str, Any]:
+    return {"thread": thread_id, "posted": True}
+
+
+# Declared in code: three exports a minute per user, no request parameter needed.
+@app.post("/reports/export", status_code=202, dependencies=[Depends(RateLimit("3/minute", key="user"))])
+async def export() -> dict[str, str]:
+    return {"export": "queued"}
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+# add_middleware wraps: the last added runs first, so authentication is added after the limiter.
+app.add_middleware(RateLimitMiddleware, limiter=limiter, config=CONFIG)
+app.add_middleware(AuthenticationMiddleware, backend=BearerNames())

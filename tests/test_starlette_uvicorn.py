@@ -1,0 +1,89 @@
+"""The example apps under a real uvicorn server, on a real Redis, spoken to over a socket."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bisman_ratelimit.testing import free_port
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            err = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"uvicorn exited with {process.returncode}: {err}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"uvicorn did not listen on port {port} within {timeout} s")
+
+
+@pytest.fixture(params=["starlette_app", "fastapi_app"])
+def server(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "BISMAN_RATELIMIT_STORAGE": redis_url}
+    command = [
+        sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), f"{request.param}:app",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+
+def test_example_app_over_a_socket_on_redis(server: str) -> None:
+    with httpx.Client(base_url=server, timeout=10) as client:
+        home = client.get("/")
+        assert home.status_code == 200 and home.json()["storage"] == "redis"
+        # Defaults: 100/minute per IP, advertised on every response.
+        assert home.headers["ratelimit-policy"] == '"default";q=100;w=60'
+
+        # Only failed logins count: 5 a minute per IP, then 429 whatever the password.
+        for _ in range(3):
+            assert client.post("/auth/login", json={"password": "correct horse"}).status_code == 200
+        failures = [client.post("/auth/login", json={"password": "nope"}) for _ in range(5)]
+        assert [r.status_code for r in failures] == [401] * 5
+        assert failures[0].headers["ratelimit-policy"] == (
+            '"/auth/login-60s";q=5;w=60, "/auth/login-3600s";q=20;w=3600'
+        )
+        assert failures[0].headers["ratelimit"].startswith('"/auth/login-60s";r=4;t=')
+        refused = client.post("/auth/login", json={"password": "correct horse"})
+        assert refused.status_code == 429
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["violated-policies"] == ["/auth/login-60s"]
+        assert 1 <= int(refused.headers["retry-after"]) <= 120
+
+        # Declared in code, per user.
+        bob = {"authorization": "Bearer bob"}
+        exports = [client.post("/reports/export", headers=bob).status_code for _ in range(4)]
+        assert exports == [202, 202, 202, 429]
+        assert client.post("/reports/export", headers={"authorization": "Bearer carol"}).status_code == 202
+
+        # The load balancer's probe is exempt.
+        for _ in range(3):
+            health = client.get("/health")
+            assert health.status_code == 200 and "ratelimit" not in health.headers
