@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from support import ManualClock
 
-from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limiter, StorageUnavailable
+from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limiter
 from bisman_ratelimit.config import parse_config
 from bisman_ratelimit.policy import Verdict
 from bisman_ratelimit.storage import MemoryStorage
@@ -334,8 +334,14 @@ async def test_storage_down_fails_open_or_closed(client_for: Any, caplog: Any) -
             ],
         )
         async with client_for(strict) as client:
-            with pytest.raises(StorageUnavailable, match="Redis is unavailable"):
-                await client.get("/items/1")
+            refused = await client.get("/items/1")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert (
+            refused.json()["type"]
+            == "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
+        )
+        assert "rate-limit storage failed, refusing GET /items/1: Redis is unavailable" in caplog.text
     finally:
         await limiter.close()
 
@@ -398,3 +404,35 @@ async def test_redis_backend_counts_across_app_instances(redis_url: str, client_
     finally:
         for limiter in limiters:
             await limiter.close()
+
+
+async def test_head_requests_fall_under_the_get_entry(clock: ManualClock, client_for: Any) -> None:
+    config = {
+        "routes": [{"path": "/search", "methods": ["GET"], "limits": "1/minute", "algorithm": "fixed_window"}]
+    }
+    async with client_for(make_app(clock, config)) as client:
+        assert (await client.head("/search")).status_code == 200
+        assert (await client.get("/search")).status_code == 429
+
+
+async def test_metrics_count_decisions_by_route_and_reason(clock: ManualClock, client_for: Any) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from bisman_ratelimit.metrics import RateLimitMetrics
+
+    registry = CollectorRegistry()
+    metrics = RateLimitMetrics(registry=registry)
+    app = make_app(clock, CONFIG, metrics=metrics)
+    async with client_for(app) as client:
+        for _ in range(4):
+            await client.get("/items/1")
+        for _ in range(2):
+            await client.get("/search")
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("app_rate_limit_allowed_total", route="/items/{item_id}") == 3
+    assert value("app_rate_limit_block_total", route="/items/{item_id}", reason="client") == 1
+    assert value("app_rate_limit_allowed_total", route="/search") == 2
+    assert value("app_rate_limit_block_total", route="/search", reason="shadow") == 1

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Sequence
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +40,9 @@ from .responses import OnLimited, encode_headers, refuse
 from .routes import resolve, uses_hosts
 from .spec import LimitSpec, declared_on
 
+if TYPE_CHECKING:
+    from bisman_ratelimit.metrics import RateLimitMetrics
+
 __all__ = ["ENFORCED", "RateLimitMiddleware"]
 
 logger = logging.getLogger("bisman_ratelimit.starlette")
@@ -47,12 +51,14 @@ logger = logging.getLogger("bisman_ratelimit.starlette")
 # and the dependency read it to know they have nothing left to do.
 ENFORCED: ContextVar[tuple[LimitSpec, ...]] = ContextVar("bisman_ratelimit_enforced", default=())
 _CACHE_SIZE = 10_000
+# What a request gets when the storage is down and the middleware fails closed.
+_UNAVAILABLE = Verdict(503, (("Retry-After", "1"),), 1)
 
 
 class _Route:
     """The cached outcome of routing one method and path."""
 
-    __slots__ = ("messages", "needs", "policy_header", "single", "specs")
+    __slots__ = ("messages", "needs", "policy_header", "single", "specs", "template")
 
     def __init__(
         self, needs: Needs, specs: tuple[LimitSpec, ...], messages: Needs | None, *, peer_is_client: bool
@@ -60,6 +66,7 @@ class _Route:
         self.needs = needs
         self.specs = specs
         self.messages = messages
+        self.template = needs.plan.route
         # The fast path needs the client to be the peer; endpoint declarations take the general
         # path, which tells their wrappers they are enforced.
         self.single = needs.plan.single if peer_is_client and not specs else None
@@ -73,6 +80,8 @@ class RateLimitMiddleware:
     Give ``config`` (a limits file or a loaded ``RateLimitConfig``), or
     ``default_limits`` with ``key``, ``algorithm``, ``cost`` and
     ``global_limits``. ``limiter`` defaults to an in-memory ``AsyncLimiter``.
+    ``metrics`` (a ``bisman_ratelimit.metrics.RateLimitMetrics``) counts every
+    decision by route template and reason. See docs/starlette.md for the rest.
     """
 
     def __init__(
@@ -95,6 +104,7 @@ class RateLimitMiddleware:
         headers: HeaderStyle = "draft",
         on_limited: OnLimited | None = None,
         fail_open: bool = True,
+        metrics: RateLimitMetrics | None = None,
         websocket_message_limits: LimitLike | Sequence[LimitLike] | None = None,
         routes: Sequence[BaseRoute] | None = None,
     ) -> None:
@@ -132,6 +142,7 @@ class RateLimitMiddleware:
             raise InvalidArgument(f"on_limited must be a callable (connection, verdict), got {on_limited!r}")
         self.on_limited = on_limited
         self.fail_open = fail_open
+        self.metrics = metrics
         self._message_limits = (
             parse_limits(
                 websocket_message_limits
@@ -171,11 +182,16 @@ class RateLimitMiddleware:
                 single.cost,
             )
         except StorageError as exc:
-            await self._storage_failed(exc, scope, receive, send)
+            await self._storage_failed(exc, route, scope, receive, send)
             return
+        metrics = self.metrics
         if not decision.allowed:
+            if metrics is not None:
+                metrics.record_decision(route=route.template, allowed=False, reason="client")
             await refuse(scope, receive, send, single.verdict(decision), self.on_limited)
             return
+        if metrics is not None:
+            metrics.record_decision(route=route.template, allowed=True)
         added = (route.policy_header, (b"ratelimit", single.ratelimit(decision).encode("latin-1")))
 
         async def send_with_headers(message: Message) -> None:
@@ -185,13 +201,22 @@ class RateLimitMiddleware:
 
         await self.app(scope, receive, send_with_headers)
 
-    async def _storage_failed(self, exc: StorageError, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.fail_open:
-            raise exc
-        logger.warning(
-            "rate-limit storage failed, letting %s %s through: %s", scope["method"], scope["path"], exc
-        )
-        await self.app(scope, receive, send)
+    async def _storage_failed(
+        self, exc: StorageError, route: _Route, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Fail open (let the request through) or closed (503), and say so in the log."""
+        if self.fail_open:
+            logger.warning(
+                "rate-limit storage failed, letting %s %s through: %s", scope["method"], scope["path"], exc
+            )
+            if self.metrics is not None:
+                self.metrics.record_decision(route=route.template, allowed=True)
+            await self.app(scope, receive, send)
+            return
+        logger.error("rate-limit storage failed, refusing %s %s: %s", scope["method"], scope["path"], exc)
+        if self.metrics is not None:
+            self.metrics.record_decision(route=route.template, allowed=False, reason="unavailable")
+        await refuse(scope, receive, send, _UNAVAILABLE, self.on_limited)
 
     def _peer_key(self, peer: str | None) -> str | None:
         """The masked client address, for limits keyed by IP; cached per peer when no proxy is trusted."""
@@ -225,7 +250,10 @@ class RateLimitMiddleware:
         base = template or scope["path"]
         # Several declarations on one endpoint would share the template as their scope: number them.
         rules = [spec.bind(base if i == 0 else f"{base}#{i + 1}") for i, spec in enumerate(marker.specs)]
-        plan = self.planner.plan(template, method, tuple(rules), exempt=marker.exempt)
+        # A HEAD request is a GET without the body: it falls under the GET entry of the file.
+        plan = self.planner.plan(
+            template, "GET" if method == "HEAD" else method, tuple(rules), exempt=marker.exempt
+        )
         messages = None
         if method == "WEBSOCKET" and self._message_limits is not None and not plan.exempt:
             message_rule = Rule(
@@ -267,8 +295,10 @@ class RateLimitMiddleware:
             evaluation = await facts.evaluate(needs, scope, facts.ip(scope))
             verdict = await run_async(self.limiter, evaluation)
         except StorageError as exc:
-            await self._storage_failed(exc, scope, receive, send)
+            await self._storage_failed(exc, route, scope, receive, send)
             return
+        if self.metrics is not None:
+            _record(self.metrics, route, verdict)
         if verdict.status != 200:
             await refuse(scope, receive, send, verdict, self.on_limited)
             return
@@ -330,9 +360,13 @@ class RateLimitMiddleware:
                 verdict = await run_async(self.limiter, await facts.evaluate(route.needs, scope, ip))
             except StorageError as exc:
                 if not self.fail_open:
-                    raise
-                logger.warning("rate-limit storage failed, letting a WebSocket through: %s", exc)
-                verdict = Verdict(200, ())
+                    logger.error("rate-limit storage failed, refusing a WebSocket: %s", exc)
+                    verdict = _UNAVAILABLE
+                else:
+                    logger.warning("rate-limit storage failed, letting a WebSocket through: %s", exc)
+                    verdict = Verdict(200, ())
+            if self.metrics is not None:
+                _record(self.metrics, route, verdict)
             if verdict.status != 200:
                 await _refuse_websocket(receive, send, verdict)
                 return
@@ -367,6 +401,18 @@ class RateLimitMiddleware:
             return message
 
         return receive_limited
+
+
+def _record(metrics: RateLimitMetrics, route: _Route, verdict: Verdict) -> None:
+    template = route.template
+    if verdict.status == 200:
+        metrics.record_decision(route=template, allowed=True, reason="shadow" if verdict.shadowed else None)
+    elif verdict is _UNAVAILABLE:
+        metrics.record_decision(route=template, allowed=False, reason="unavailable")
+    else:
+        metrics.record_decision(
+            route=template, allowed=False, reason="global" if verdict.status == 503 else "client"
+        )
 
 
 def _reason(verdict: Verdict) -> str:
