@@ -112,6 +112,9 @@ class RedisServer:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+            if self.process.stderr:
+                self.process.stderr.close()
+            self.process = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
