@@ -1,10 +1,11 @@
 """A real three-primary Redis Cluster on free ports, for any test module.
 
-Use the ``redis_cluster`` fixture (one cluster per test session, flushed per
-test with :meth:`RedisClusterServers.flush`), or :func:`make_cluster_limiter`
-to get the conformance suite's kind of limiter on it. Import the fixture
-into a test module or conftest with
-``from cluster_fixtures import redis_cluster``.
+Load it as a plugin (``pytest_plugins = ["cluster_fixtures"]`` in a test
+module, or ``from cluster_fixtures import redis_cluster,
+redis_cluster_servers, make_cluster_limiter`` in the top conftest), then use
+the ``redis_cluster`` fixture (one cluster per test session, flushed per
+test) or ``make_cluster_limiter(mode, clock)``, which gives the conformance
+suite's kind of limiter on it.
 """
 
 from __future__ import annotations
@@ -127,10 +128,16 @@ def redis_cluster(redis_cluster_servers: RedisClusterServers) -> RedisClusterSer
     return redis_cluster_servers
 
 
-def make_cluster_limiter(mode: str, clock: Callable[[], float], cluster: RedisClusterServers) -> Any:
+def cluster_limiter(mode: str, clock: Callable[[], float], cluster: RedisClusterServers) -> Any:
     """What ``support.make_limiter`` gives for a server, on the cluster (async: run to completion)."""
     from support import SyncFacade
 
     if mode == "sync":
         return Limiter(RedisStorage(cluster.client(), clock=clock))
     return SyncFacade(AsyncLimiter(AsyncRedisStorage(cluster.async_client(), clock=clock)))
+
+
+@pytest.fixture
+def make_cluster_limiter(redis_cluster: RedisClusterServers) -> Callable[[str, Callable[[], float]], Any]:
+    """``make_cluster_limiter(mode, clock)``: a limiter on the flushed cluster ("sync" or "async")."""
+    return lambda mode, clock: cluster_limiter(mode, clock, redis_cluster)

@@ -6,11 +6,11 @@ import asyncio
 import socket
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
-from cluster_fixtures import RedisClusterServers, make_cluster_limiter
 from redis.crc import key_slot
 from support import ManualClock
 
@@ -18,6 +18,9 @@ from bisman_ratelimit import AsyncLimiter, Limiter
 from bisman_ratelimit.storage.base import Spec
 from bisman_ratelimit.storage.fallback import AsyncFallbackStorage, FallbackStorage
 from bisman_ratelimit.storage.redis import AsyncRedisStorage, RedisStorage
+
+if TYPE_CHECKING:
+    from cluster_fixtures import RedisClusterServers
 
 ALGORITHMS = ["fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra"]
 
@@ -38,9 +41,9 @@ def test_the_keys_used_here_are_on_three_different_primaries(redis_cluster: Redi
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_a_denied_group_refunds_the_others(
-    redis_cluster: RedisClusterServers, clock: ManualClock, algorithm: str, mode: str
+    make_cluster_limiter: Callable[[str, ManualClock], Any], clock: ManualClock, algorithm: str, mode: str
 ) -> None:
-    limiter = make_cluster_limiter(mode, clock, redis_cluster)
+    limiter = make_cluster_limiter(mode, clock)
     entries = [
         ("a", "10/minute", algorithm, 3),
         ("b", "1/minute", algorithm),

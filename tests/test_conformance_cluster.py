@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cluster_fixtures import RedisClusterServers, make_cluster_limiter
 from support import ManualClock
 from test_conformance import *  # noqa: F403 - the suite, run again here
 
@@ -16,9 +15,11 @@ pytest_plugins = ["cluster_fixtures"]
 
 @pytest.fixture(params=["sync", "async"])
 def limiter(
-    request: pytest.FixtureRequest, redis_cluster: RedisClusterServers, clock: ManualClock
+    request: pytest.FixtureRequest,
+    make_cluster_limiter: Callable[[str, ManualClock], Any],
+    clock: ManualClock,
 ) -> Iterator[Any]:
-    made = make_cluster_limiter(request.param, clock, redis_cluster)
+    made = make_cluster_limiter(request.param, clock)
     yield made
     if request.param == "async":
         made.shutdown()
