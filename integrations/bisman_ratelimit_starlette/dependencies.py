@@ -9,7 +9,9 @@ headers; register :func:`rate_limit_exceeded_handler` for a problem+json
 body), and an accepted request gets the headers on its response.
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations" here: older FastAPI (0.110 does) reads the parameter types of a
+# callable instance's __call__ without resolving string annotations, and would take ``request``
+# for a query parameter.
 
 from collections.abc import Sequence
 from typing import Any
