@@ -359,6 +359,12 @@ class TestUnreachableStore:
         await store.backend.aclose()
 
 
+def test_the_package_exports_the_middleware() -> None:
+    import bisman_ratelimit_starlette
+
+    assert bisman_ratelimit_starlette.SessionMiddleware is SessionMiddleware
+
+
 def test_sync_redis_client_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="this store is asynchronous"):
         SessionMiddleware(

@@ -17,6 +17,7 @@ and removes the old one.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -128,17 +129,20 @@ class SessionCore:
             return None
         ttl_ms, flat = raw
         data: dict[str, Any] = {}
-        meta: dict[str, str] = {}
-        for i in range(0, len(flat), 2):
-            name = text(flat[i])
+        meta: dict[str, Any] = {}
+        pairs = iter(flat)
+        # Hot path: one pass, json.loads and int() take the reply's bytes as they are.
+        for name, value in zip(pairs, pairs, strict=True):
+            name = name.decode() if isinstance(name, bytes) else name
             if name.startswith(_DATA):
-                data[name[len(_DATA) :]] = decode_json(flat[i + 1])
+                data[name[2:]] = json.loads(value)
             else:
-                meta[name] = text(flat[i + 1])
+                meta[name] = value
+        user = meta.get("m:user")
         return Session(
             id=session_id,
             data=data,
-            user_id=meta.get("m:user"),
+            user_id=None if user is None else text(user),
             created_at=int(meta["m:created"]) / 1000,
             absolute_expires_at=int(meta["m:abs"]) / 1000,
             ttl=int(ttl_ms) / 1000,

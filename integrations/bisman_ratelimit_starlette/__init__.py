@@ -10,11 +10,13 @@ from __future__ import annotations
 from .decorators import exempt, limit
 from .dependencies import RateLimit, RateLimitExceeded, rate_limit_exceeded_handler
 from .middleware import RateLimitMiddleware
+from .sessions import SessionMiddleware
 
 __all__ = [
     "RateLimit",
     "RateLimitExceeded",
     "RateLimitMiddleware",
+    "SessionMiddleware",
     "exempt",
     "limit",
     "rate_limit_exceeded_handler",
