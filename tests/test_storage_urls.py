@@ -1,0 +1,175 @@
+"""Redis URLs: the time budget, the fallback, Sentinel and Cluster forms, and their errors."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+import redis.asyncio
+
+from bisman_ratelimit import InvalidArgument, StorageUnavailable
+from bisman_ratelimit.breaker import CircuitBreaker
+from bisman_ratelimit.storage import MemoryStorage, storage_from_url
+from bisman_ratelimit.storage.fallback import AsyncFallbackStorage, FallbackStorage
+from bisman_ratelimit.storage.redis import DEFAULT_BUDGET, AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.testing import free_port
+
+
+def connection_kwargs(storage: RedisStorage | AsyncRedisStorage) -> dict[str, object]:
+    return dict(storage.client.connection_pool.connection_kwargs)
+
+
+def test_a_plain_url_gets_a_short_budget_and_a_bounded_pool() -> None:
+    storage = storage_from_url("redis://127.0.0.1:1/0")
+    assert isinstance(storage, RedisStorage)
+    assert storage.budget == DEFAULT_BUDGET == 0.05
+    pool = storage.client.connection_pool
+    assert isinstance(pool, redis.BlockingConnectionPool)
+    assert (pool.max_connections, pool.timeout) == (64, 0.05)
+    kwargs = connection_kwargs(storage)
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.05, 0.05)
+    # redis-py retries nothing itself: the storage retries within the budget.
+    assert kwargs["retry"].get_retries() == 0  # type: ignore[attr-defined]
+    assert storage.blocked is not None
+    storage.close()
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("50ms", 0.05), ("0.2", 0.2), ("1s", 1.0), ("2.5ms", 0.0025)])
+def test_timeout_forms(text: str, seconds: float) -> None:
+    storage = storage_from_url(f"redis://127.0.0.1:1/0?timeout={text}")
+    assert storage.budget == seconds
+    assert connection_kwargs(storage)["socket_timeout"] == seconds
+    storage.close()
+
+
+def test_redis_py_settings_in_the_url_win_over_the_budget() -> None:
+    storage = storage_from_url("redis://127.0.0.1:1/0?timeout=0.1&socket_timeout=2&max_connections=3")
+    assert connection_kwargs(storage)["socket_timeout"] == 2.0
+    assert connection_kwargs(storage)["socket_connect_timeout"] == 0.1
+    assert storage.client.connection_pool.max_connections == 3
+    storage.close()
+
+
+def test_the_budget_in_code() -> None:
+    storage = storage_from_url("redis://127.0.0.1:1/0", timeout=0.3)
+    assert storage.budget == 0.3 and connection_kwargs(storage)["socket_timeout"] == 0.3
+    storage.close()
+
+
+def test_fallback_from_the_url() -> None:
+    url = (
+        "redis://127.0.0.1:1/0?fallback=memory&on_outage=open&on_outage.login=closed&instances=3"
+        "&breaker_failures=7&breaker_window=30s&breaker_open=500ms&breaker_probes=2&prefix=app"
+    )
+    storage = storage_from_url(url)
+    assert isinstance(storage, FallbackStorage)
+    assert isinstance(storage.primary, RedisStorage) and storage.primary.prefix == "app"
+    assert storage.instances == 3
+    breaker = storage.breaker
+    assert (breaker.failure_threshold, breaker.failure_window, breaker.open_for, breaker.probes) == (
+        7,
+        30.0,
+        0.5,
+        2,
+    )
+    assert storage._reaction("login:alice", None) == "closed"
+    assert storage._reaction("login", None) == "closed"
+    assert storage._reaction("loginx", None) == "open"
+    storage.close()
+
+
+def test_fallback_from_code() -> None:
+    breaker = CircuitBreaker(failure_threshold=2)
+    local = MemoryStorage(max_keys=100)
+    storage = storage_from_url(
+        "redis://127.0.0.1:1/0", fallback=local, breaker=breaker, on_outage_by_prefix={"health": "open"}
+    )
+    assert isinstance(storage, FallbackStorage)
+    assert storage.breaker is breaker and storage.local is local
+    assert storage._reaction("health:x", None) == "open" and storage._reaction("x", None) == "fallback"
+    storage.close()
+
+
+async def test_async_fallback_from_the_url() -> None:
+    storage = storage_from_url("redis://127.0.0.1:1/0?fallback=memory&timeout=20ms", asyncio=True)
+    assert isinstance(storage, AsyncFallbackStorage)
+    assert isinstance(storage.primary, AsyncRedisStorage) and storage.primary.budget == 0.02
+    assert isinstance(storage.primary.client.connection_pool, redis.asyncio.BlockingConnectionPool)
+    await storage.close()
+
+
+def test_sentinel_url_is_parsed_without_connecting() -> None:
+    url = (
+        "redis+sentinel://user:pw%40x@10.0.0.1:26379,10.0.0.2,[::1]:26380/cache/3"
+        "?sentinel_password=sp&timeout=0.2&health_check_interval=5"
+    )
+    storage = storage_from_url(url)
+    assert isinstance(storage, RedisStorage)
+    (sentinel,) = storage._closing
+    assert [s.connection_pool.connection_kwargs["host"] for s in sentinel.sentinels] == [
+        "10.0.0.1",
+        "10.0.0.2",
+        "::1",
+    ]
+    assert [s.connection_pool.connection_kwargs["port"] for s in sentinel.sentinels] == [26379, 26379, 26380]
+    assert sentinel.sentinels[0].connection_pool.connection_kwargs["password"] == "sp"
+    pool = storage.client.connection_pool
+    assert pool.service_name == "cache"
+    kwargs = pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("user", "pw@x", 3)
+    assert (kwargs["socket_timeout"], kwargs["health_check_interval"]) == (0.2, 5)
+    storage.close()
+
+
+def test_cluster_url_that_cannot_be_reached_is_named() -> None:
+    port = free_port()
+    with pytest.raises(
+        StorageUnavailable, match=rf"Redis Cluster at 'redis\+cluster://:\*\*\*@127.0.0.1:{port}'"
+    ):
+        storage_from_url(f"redis+cluster://:secret@127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "redis://h/0?timeout=fast",
+            "timeout must be a positive duration such as 0.05, 50ms or 1s, got 'fast'",
+        ),
+        ("redis://h/0?timeout=0", "timeout must be a positive duration"),
+        ("redis://h/0?fallback=disk", "fallback must be 'memory' or absent, got 'disk'"),
+        ("redis://h/0?instances=2&on_outage=open", "instances, on_outage only apply with fallback=memory"),
+        ("redis://h/0?fallback=memory&instances=0", "instances must be a whole number >= 1, got '0'"),
+        (
+            "redis://h/0?fallback=memory&breaker_probes=x",
+            "breaker_probes must be a whole number >= 1, got 'x'",
+        ),
+        (
+            "redis://h/0?fallback=memory&on_outage=deny",
+            "on_outage must be one of fallback, open, closed, got 'deny'",
+        ),
+        ("redis://h/0?blocked_cache=maybe", "blocked_cache must be on or off, got 'maybe'"),
+        ("redis://h:port/0", "the port must be a number"),
+        (
+            "redis+sentinel://h:26379",
+            "expected redis+sentinel://host:port[,host:port...]/<service name>[/<db>]",
+        ),
+        ("redis+sentinel://h:26379/svc/zero", "expected redis+sentinel://host:port"),
+        ("redis+sentinel://h:x/svc", "expected host:port[,host:port...], got 'h:x'"),
+        ("redis+cluster://h:1/2", "Redis Cluster has only database 0"),
+    ],
+)
+def test_bad_urls_are_named(url: str, message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        storage_from_url(url)
+    assert message in str(info.value)
+
+
+def test_passwords_are_masked_in_errors() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        storage_from_url("redis+sentinel://:hunter2@h:26379")
+    assert "hunter2" not in str(info.value) and ":***@h:26379" in str(info.value)
+
+
+def test_breaker_given_twice_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="give breaker=CircuitBreaker"):
+        storage_from_url("redis://h/0?fallback=memory&breaker_open=1", breaker=CircuitBreaker())
