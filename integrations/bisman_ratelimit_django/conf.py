@@ -54,6 +54,9 @@ class RateLimitSettings:
     # request -> user id or None, instead of request.user.get_username(); may be async.
     user: Callable[[Any], Any] | None = None
     api_key_header: str = "x-api-key"
+    # When the storage fails: let requests through (True) or answer 503 (False).
+    fail_open: bool = True
+    metrics: Any = None
     # Built elsewhere and handed over, e.g. in tests or to share one client.
     limiter: Limiter | None = None
     async_limiter: AsyncLimiter | None = None
@@ -152,6 +155,22 @@ def _header_name(value: object) -> str:
     return value.lower()
 
 
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"expected True or False, got {value!r}")
+    return value
+
+
+def _metrics(value: object) -> Any:
+    if value is None:
+        return None
+    from bisman_ratelimit.metrics import RateLimitMetrics
+
+    if not isinstance(value, RateLimitMetrics):
+        raise ConfigurationError(f"expected a bisman_ratelimit.metrics.RateLimitMetrics, got {value!r}")
+    return value
+
+
 def _limiter(value: object) -> Limiter | None:
     if value is not None and not isinstance(value, Limiter):
         raise ConfigurationError(f"expected a bisman_ratelimit.Limiter, got {value!r}")
@@ -176,6 +195,8 @@ _FIELDS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "RESPONSE": ("response", _callable("(request, verdict) -> HttpResponse")),
     "USER": ("user", _callable("(request) -> user id or None")),
     "API_KEY_HEADER": ("api_key_header", _header_name),
+    "FAIL_OPEN": ("fail_open", _boolean),
+    "METRICS": ("metrics", _metrics),
     "LIMITER": ("limiter", _limiter),
     "ASYNC_LIMITER": ("async_limiter", _async_limiter),
 }

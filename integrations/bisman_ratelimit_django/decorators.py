@@ -117,7 +117,7 @@ class Declaration:
         if target is None:
             pairs = [(declaration, declaration.rule_for(identity)) for declaration in declarations]
             plan = RoutePlan(
-                route=None,
+                route=self.group or identity,
                 rules=tuple(rule for _, rule in pairs),
                 global_policy=None,
                 header_style=runtime.settings.headers,
@@ -125,14 +125,27 @@ class Declaration:
             target = self._targets[cache_key] = Target(plan, pairs)
         return self._guard, target
 
-    def _pending(self, request: HttpRequest, stack: tuple[Declaration, ...]) -> tuple[Declaration, ...]:
+    def _pending(
+        self,
+        request: HttpRequest,
+        stack: tuple[Declaration, ...],
+        members: frozenset[Declaration],
+        unfiltered: bool,
+    ) -> tuple[Declaration, ...]:
         """What this stack of decorators must count now: nothing if the middleware or an outer one did."""
-        covered: frozenset[Declaration] = request.__dict__.get(COVERED, _NONE)
-        if self in covered:
+        covered: frozenset[Declaration] | None = request.__dict__.get(COVERED)
+        if covered is None:
+            # The usual case: nothing counted yet, no method filter.
+            request.__dict__[COVERED] = members
+            if unfiltered:
+                return stack
+            covered = _NONE
+        elif self in covered:
             return ()
+        else:
+            request.__dict__[COVERED] = covered | members
         method = request.method or "GET"
         pending = tuple(d for d in stack if d not in covered and d.applies_to(method))
-        request.__dict__[COVERED] = covered.union(stack)
         if "ratelimit" not in request.__dict__ and not all(d.block for d in stack):
             request.ratelimit = _NOT_CHECKED  # type: ignore[attr-defined]
         return pending
@@ -141,35 +154,37 @@ class Declaration:
         identity = view_identity(view)
         # The outermost decorator of a stack counts them all in one storage call.
         stack: tuple[Declaration, ...] = (*getattr(view, DECLARED, ()), self)
+        members = frozenset(stack)
+        unfiltered = all(d.methods is None for d in stack)
         wrapper: Callable[..., Any]
         if iscoroutinefunction(view):
 
             async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                pending = self._pending(request, stack)
+                pending = self._pending(request, stack, members, unfiltered)
                 if not pending:
                     return await view(request, *args, **kwargs)
                 guard, target = self._target(identity, pending)
-                evaluation = await guard.acheck(request, target)
-                refusal = guard.decide(request, target, evaluation)
+                counted = await guard.acheck(request, target)
+                refusal = guard.decide(request, target, counted)
                 if refusal is not None:
                     return refusal
                 response = await view(request, *args, **kwargs)
-                await guard.afinish(request, target, evaluation, response)
+                await guard.afinish(request, target, counted, response)
                 return response
 
         else:
 
             def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                pending = self._pending(request, stack)
+                pending = self._pending(request, stack, members, unfiltered)
                 if not pending:
                     return view(request, *args, **kwargs)
                 guard, target = self._target(identity, pending)
-                evaluation = guard.check(request, target)
-                refusal = guard.decide(request, target, evaluation)
+                counted = guard.check(request, target)
+                refusal = guard.decide(request, target, counted)
                 if refusal is not None:
                     return refusal
                 response = view(request, *args, **kwargs)
-                guard.finish(target, evaluation, response)
+                guard.finish(request, target, counted, response)
                 return response
 
         functools.update_wrapper(wrapper, view)

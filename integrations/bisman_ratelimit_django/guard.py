@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.functional import SimpleLazyObject, empty
 
-from bisman_ratelimit.errors import ConfigurationError, InvalidArgument
+from bisman_ratelimit.errors import ConfigurationError, InvalidArgument, StorageError
 from bisman_ratelimit.policy import Evaluation, RoutePlan, Rule, Verdict
 from bisman_ratelimit.problem import CONTENT_TYPE
 
@@ -40,13 +41,31 @@ __all__ = [
     "view_identity",
 ]
 
+logger = logging.getLogger("bisman_ratelimit.django")
+
+# The storage failed and FAIL_OPEN is off: shed the request.
+UNAVAILABLE = Verdict(503, (("Retry-After", "1"),), 1)
+_GO_ON = Verdict(200, ())
+
 # Where a request keeps what the middleware decided, for its response.
 STATE = "_bisman_ratelimit"
 # The @ratelimit declarations already counted for a request, by the middleware or an outer decorator.
 COVERED = "_bisman_ratelimit_covered"
 
-# List-valued fields: a decorator's members join the middleware's instead of replacing them.
-_LIST_FIELDS = frozenset({"ratelimit-policy", "ratelimit"})
+# Fields set twice when a decorator checks apart from the middleware: list members join, and the
+# longer Retry-After wins.
+_MERGED = frozenset({"ratelimit-policy", "ratelimit", "retry-after"})
+_LOWER = {
+    name: name.lower()
+    for name in (
+        "RateLimit-Policy",
+        "RateLimit",
+        "Retry-After",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -63,16 +82,38 @@ class RateLimitResult:
     verdict: Verdict
 
 
+class Counted:
+    """The verdict of a request counted in one step, with nothing left for its response."""
+
+    __slots__ = ("verdict",)
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+
+
 class Target:
     """One route plan and what a request must provide for it."""
 
-    __slots__ = ("annotate", "callables", "covered", "deferred", "needs_api_key", "needs_user", "plan")
+    __slots__ = (
+        "annotate",
+        "callables",
+        "covered",
+        "deferred",
+        "needs_api_key",
+        "needs_header",
+        "needs_user",
+        "plan",
+        "single",
+    )
 
     def __init__(self, plan: RoutePlan, declarations: Sequence[tuple[Declaration, Rule]] = ()) -> None:
         self.plan = plan
         rules = plan.rules
         self.needs_user = any(rule.kind == "user" or rule.exempt.users for rule in rules)
         self.needs_api_key = any(rule.kind == "api_key" for rule in rules)
+        self.needs_header = any(rule.kind == "header" for rule in rules)
+        # One limit on the client address and nothing else: counted with one hit, no Evaluation.
+        self.single = plan.single
         # (index in plan.rules, rule) of rules whose key or cost is a function of the request
         self.callables = tuple(
             (index, rule) for index, rule in enumerate(rules) if rule.kind == "custom" or callable(rule.cost)
@@ -94,11 +135,11 @@ class Target:
 class State:
     """What the middleware decided for one request."""
 
-    __slots__ = ("evaluation", "refused", "target")
+    __slots__ = ("counted", "refused", "target")
 
-    def __init__(self, target: Target, evaluation: Evaluation, refused: bool) -> None:
+    def __init__(self, target: Target, counted: Counted | Evaluation, refused: bool) -> None:
         self.target = target
-        self.evaluation = evaluation
+        self.counted = counted
         self.refused = refused
 
 
@@ -118,14 +159,21 @@ def view_identity(view: Callable[..., Any]) -> str:
 
 def apply_headers(response: HttpResponseBase, headers: Sequence[tuple[str, str]]) -> None:
     """Add rate-limit fields to ``response``; list fields already there are extended."""
-    store = response.headers
+    fields = response.headers
+    # Our names and values are printable ASCII built here, so Django's per-field charset and
+    # newline checks (a third of this function's time) are skipped when its store is at hand.
+    store: dict[str, tuple[str, str]] | None = getattr(fields, "_store", None)
     for name, value in headers:
-        if name.lower() in _LIST_FIELDS and name in store:
-            store[name] = f"{store[name]}, {value}"
-        elif name == "Retry-After" and name in store:
-            store[name] = str(max(int(store[name]), int(value)))
+        lower = _LOWER.get(name) or name.lower()
+        if lower in _MERGED and name in fields:
+            if lower == "retry-after":
+                value = str(max(int(fields[name]), int(value)))
+            else:
+                value = f"{fields[name]}, {value}"
+        if store is not None:
+            store[lower] = (name, value)
         else:
-            store[name] = value
+            fields[name] = value
 
 
 def meta_key(header: str) -> str:
@@ -189,8 +237,27 @@ class Guard:
         self.respond = runtime.settings.response
         self.user_getter = runtime.settings.user
         self.api_key_meta = meta_key(runtime.settings.api_key_header)
+        self._peers: dict[str | None, tuple[str | None, str | None]] = {}
+        self.fail_open = runtime.settings.fail_open
+        self.metrics = runtime.settings.metrics
 
     # -- I/O-free steps
+
+    def _client(self, meta: dict[str, Any]) -> tuple[str | None, str | None]:
+        """The client address, and its masked form for keys."""
+        peer = meta.get("REMOTE_ADDR")
+        if self.reads_forwarded:
+            ip = self.client_ip.client(peer, meta.get(self.forwarded_meta))
+            return ip, self.client_ip.key(ip) if ip is not None else None
+        # Without proxies the answer depends on the peer alone: remember it for the busy ones.
+        found = self._peers.get(peer)
+        if found is None:
+            ip = self.client_ip.client(peer)
+            found = (ip, self.client_ip.key(ip) if ip is not None else None)
+            if len(self._peers) >= 4096:
+                self._peers.clear()
+            self._peers[peer] = found
+        return found
 
     def _start(
         self,
@@ -201,27 +268,51 @@ class Guard:
         costs: list[int] | None,
     ) -> Evaluation:
         meta = request.META
-        peer = meta.get("REMOTE_ADDR")
-        ip = self.client_ip.client(peer, meta.get(self.forwarded_meta) if self.reads_forwarded else None)
+        ip, ip_key = self._client(meta)
         return target.plan.evaluate(
             ip=ip,
-            ip_key=self.client_ip.key(ip) if ip is not None else None,
+            ip_key=ip_key,
             user=user,
-            header=_header_getter(meta),
+            header=_header_getter(meta) if target.needs_header else None,
             api_key=meta.get(self.api_key_meta) or None if target.needs_api_key else None,
             custom_keys=custom_keys,
             costs=costs,
         )
 
-    def decide(self, request: HttpRequest, target: Target, evaluation: Evaluation) -> HttpResponseBase | None:
+    def decide(
+        self, request: HttpRequest, target: Target, counted: Counted | Evaluation
+    ) -> HttpResponseBase | None:
         """Annotate ``request.ratelimit`` if asked; the refusal to send, or None to go on."""
-        verdict = evaluation.verdict
+        verdict = counted.verdict
+        if self.metrics is not None:
+            self._record(target.plan.route, verdict)
         if target.annotate is not None:
             over = tuple(name for name in target.annotate if name in verdict.shadowed)
             request.ratelimit = RateLimitResult(bool(over), over, verdict)  # type: ignore[attr-defined]
         if verdict.status == 200:
             return None
         return self.refusal(request, verdict)
+
+    def _record(self, route: str | None, verdict: Verdict) -> None:
+        if verdict.status == 200:
+            self.metrics.record_decision(
+                route=route, allowed=True, reason="shadow" if verdict.shadowed else None
+            )
+        elif verdict is UNAVAILABLE:
+            self.metrics.record_decision(route=route, allowed=False, reason="unavailable")
+        else:
+            reason = "global" if verdict.status == 503 else "client"
+            self.metrics.record_decision(route=route, allowed=False, reason=reason)
+
+    def failed(self, request: HttpRequest, exc: StorageError) -> Counted:
+        """Fail open (go on, no headers) or closed (503), and say so in the log."""
+        if self.fail_open:
+            logger.warning(
+                "rate-limit storage failed, letting %s %s through: %s", request.method, request.path, exc
+            )
+            return Counted(_GO_ON)
+        logger.error("rate-limit storage failed, refusing %s %s: %s", request.method, request.path, exc)
+        return Counted(UNAVAILABLE)
 
     def refusal(self, request: HttpRequest, verdict: Verdict) -> HttpResponseBase:
         """The 429 or 503 answer, with its headers."""
@@ -268,8 +359,20 @@ class Guard:
 
     # -- sync shell
 
-    def check(self, request: HttpRequest, target: Target) -> Evaluation:
-        """Count ``request`` against ``target``; ``evaluation.verdict`` says what to do."""
+    def check(self, request: HttpRequest, target: Target) -> Counted | Evaluation:
+        """Count ``request`` against ``target``; ``.verdict`` of the result says what to do."""
+        try:
+            return self._count(request, target)
+        except StorageError as exc:
+            return self.failed(request, exc)
+
+    def _count(self, request: HttpRequest, target: Target) -> Counted | Evaluation:
+        single = target.single
+        if single is not None:
+            key = single.key(self._client(request.META)[1])
+            return Counted(
+                single.verdict(self.runtime.limiter.hit(key, single.limit, single.algorithm, single.cost))
+            )
         user = self._user(request) if target.needs_user else None
         keys, costs = self._calls(request, target)
         if keys is not None and costs is not None:
@@ -279,16 +382,36 @@ class Guard:
         self.runtime.run(evaluation)
         return evaluation
 
-    def finish(self, target: Target, evaluation: Evaluation, response: HttpResponseBase) -> None:
+    def finish(
+        self, request: HttpRequest, target: Target, counted: Counted | Evaluation, response: HttpResponseBase
+    ) -> None:
         """Count a ``deduct_when`` response, then add the headers."""
-        if target.deferred:
-            evaluation.on_response(response.status_code)
-            self.runtime.run(evaluation)
-        apply_headers(response, evaluation.verdict.headers)
+        if target.deferred and isinstance(counted, Evaluation):
+            counted.on_response(response.status_code)
+            try:
+                self.runtime.run(counted)
+            except StorageError as exc:
+                # The response is made: nothing is left to refuse.
+                logger.warning(
+                    "rate-limit storage failed, %s %s not counted: %s", request.method, request.path, exc
+                )
+                return
+        apply_headers(response, counted.verdict.headers)
 
     # -- async shell
 
-    async def acheck(self, request: HttpRequest, target: Target) -> Evaluation:
+    async def acheck(self, request: HttpRequest, target: Target) -> Counted | Evaluation:
+        try:
+            return await self._acount(request, target)
+        except StorageError as exc:
+            return self.failed(request, exc)
+
+    async def _acount(self, request: HttpRequest, target: Target) -> Counted | Evaluation:
+        single = target.single
+        if single is not None:
+            key = single.key(self._client(request.META)[1])
+            decision = await self.runtime.hit_async(request, key, single.limit, single.algorithm, single.cost)
+            return Counted(single.verdict(decision))
         user = await self._auser(request) if target.needs_user else None
         keys, costs = self._calls(request, target)
         if keys is not None and costs is not None:
@@ -299,12 +422,18 @@ class Guard:
         return evaluation
 
     async def afinish(
-        self, request: HttpRequest, target: Target, evaluation: Evaluation, response: HttpResponseBase
+        self, request: HttpRequest, target: Target, counted: Counted | Evaluation, response: HttpResponseBase
     ) -> None:
-        if target.deferred:
-            evaluation.on_response(response.status_code)
-            await self.runtime.run_async(request, evaluation)
-        apply_headers(response, evaluation.verdict.headers)
+        if target.deferred and isinstance(counted, Evaluation):
+            counted.on_response(response.status_code)
+            try:
+                await self.runtime.run_async(request, counted)
+            except StorageError as exc:
+                logger.warning(
+                    "rate-limit storage failed, %s %s not counted: %s", request.method, request.path, exc
+                )
+                return
+        apply_headers(response, counted.verdict.headers)
 
 
 def _key_text(value: object) -> str | None:

@@ -98,13 +98,13 @@ class RateLimitMiddleware:
             target = self._unmatched(request)
             if target is None:
                 return response
-            evaluation = self.guard.check(request, target)
-            refusal = self.guard.decide(request, target, evaluation)
+            counted = self.guard.check(request, target)
+            refusal = self.guard.decide(request, target, counted)
             if refusal is not None:
                 return refusal
-            state = State(target, evaluation, False)
+            state = State(target, counted, False)
         if not state.refused:
-            self.guard.finish(state.target, state.evaluation, response)
+            self.guard.finish(request, state.target, state.counted, response)
         return response
 
     def _process_view(
@@ -115,9 +115,9 @@ class RateLimitMiddleware:
             return None
         if target.covered:
             request.__dict__[COVERED] = target.covered
-        evaluation = self.guard.check(request, target)
-        refusal = self.guard.decide(request, target, evaluation)
-        request.__dict__[STATE] = State(target, evaluation, refusal is not None)
+        counted = self.guard.check(request, target)
+        refusal = self.guard.decide(request, target, counted)
+        request.__dict__[STATE] = State(target, counted, refusal is not None)
         return refusal
 
     # -- async
@@ -130,13 +130,13 @@ class RateLimitMiddleware:
             target = self._unmatched(request)
             if target is None:
                 return response
-            evaluation = await self.guard.acheck(request, target)
-            refusal = self.guard.decide(request, target, evaluation)
+            counted = await self.guard.acheck(request, target)
+            refusal = self.guard.decide(request, target, counted)
             if refusal is not None:
                 return refusal
-            state = State(target, evaluation, False)
+            state = State(target, counted, False)
         if not state.refused:
-            await self.guard.afinish(request, state.target, state.evaluation, response)
+            await self.guard.afinish(request, state.target, state.counted, response)
         return response
 
     async def _aprocess_view(
@@ -147,7 +147,7 @@ class RateLimitMiddleware:
             return None
         if target.covered:
             request.__dict__[COVERED] = target.covered
-        evaluation = await self.guard.acheck(request, target)
-        refusal = self.guard.decide(request, target, evaluation)
-        request.__dict__[STATE] = State(target, evaluation, refusal is not None)
+        counted = await self.guard.acheck(request, target)
+        refusal = self.guard.decide(request, target, counted)
+        request.__dict__[STATE] = State(target, counted, refusal is not None)
         return refusal

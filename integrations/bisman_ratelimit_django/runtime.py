@@ -20,7 +20,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.http import HttpRequest
 
-from bisman_ratelimit import AsyncLimiter, Limiter
+from bisman_ratelimit import AsyncLimiter, Decision, Limit, Limiter
 from bisman_ratelimit.config import RateLimitConfig, load_config
 from bisman_ratelimit.policy import Evaluation, Planner, Verdict, run, run_async
 from bisman_ratelimit.storage import MemoryStorage, storage_from_url
@@ -113,6 +113,18 @@ class Runtime:
                 return await sync_to_async(run, thread_sensitive=False)(self.limiter, evaluation)
             limiter = self._loop_limiter()
         return await run_async(limiter, evaluation)
+
+    async def hit_async(
+        self, request: HttpRequest, key: str, limit: Limit, algorithm: str, cost: int
+    ) -> Decision:
+        limiter = self.async_limiter
+        if limiter is None:
+            if isinstance(request, WSGIRequest):
+                return await sync_to_async(self.limiter.hit, thread_sensitive=False)(
+                    key, limit, algorithm, cost
+                )
+            limiter = self._loop_limiter()
+        return await limiter.hit(key, limit, algorithm, cost)
 
     def _loop_limiter(self) -> AsyncLimiter:
         loop = asyncio.get_running_loop()

@@ -28,8 +28,8 @@ def test_bad_fields_are_each_reported() -> None:
             "bisman_ratelimit.E001",
             "BISMAN_RATELIMIT['STORAGE_URLS']: unknown field (did you mean 'STORAGE_URL'?); allowed: "
             "STORAGE_URL, CONFIG, DEFAULT_LIMITS, DEFAULT_KEY, DEFAULT_ALGORITHM, GLOBAL_LIMITS, HEADERS, "
-            "RESPONSE, USER, API_KEY_HEADER, LIMITER, ASYNC_LIMITER, TRUSTED_PROXIES, FORWARDED_HEADER, "
-            "IPV6_PREFIX, IPV4_PREFIX",
+            "RESPONSE, USER, API_KEY_HEADER, FAIL_OPEN, METRICS, LIMITER, ASYNC_LIMITER, TRUSTED_PROXIES, "
+            "FORWARDED_HEADER, IPV6_PREFIX, IPV4_PREFIX",
         ),
         (
             "bisman_ratelimit.E001",
@@ -63,6 +63,8 @@ def test_bad_fields_are_each_reported() -> None:
         ("RESPONSE", "no.such.module.view", "cannot import 'no.such.module.view'"),
         ("LIMITER", "memory://", "expected a bisman_ratelimit.Limiter, got 'memory://'"),
         ("CONFIG", 42, "expected the path of a .toml or .yaml file, got 42"),
+        ("FAIL_OPEN", "no", "expected True or False, got 'no'"),
+        ("METRICS", "prometheus", "expected a bisman_ratelimit.metrics.RateLimitMetrics, got 'prometheus'"),
     ],
 )
 def test_each_bad_setting_names_its_field(field: str, value: object, problem: str) -> None:

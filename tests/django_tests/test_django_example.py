@@ -75,7 +75,8 @@ def test_example_project_under_uvicorn_on_redis(server: str) -> None:
         refused = client.post("/auth/login", data={"username": "ann", "password": "demo"})
         assert refused.status_code == 429
         assert refused.headers["content-type"] == "application/problem+json"
-        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        # A sliding window of 60 s frees a slot within two windows, depending on where in it we are.
+        assert 1 <= int(refused.headers["retry-after"]) <= 120
         assert (
             refused.headers["ratelimit-policy"]
             == '"/auth/login-60s";q=5;w=60, "/auth/login-3600s";q=20;w=3600'

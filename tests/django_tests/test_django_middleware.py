@@ -8,8 +8,12 @@ from typing import Any
 import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client
+from prometheus_client import CollectorRegistry
 
+from bisman_ratelimit import AsyncLimiter, Limiter
+from bisman_ratelimit.metrics import RateLimitMetrics
 from bisman_ratelimit.policy import Verdict
+from bisman_ratelimit.testing import free_port
 
 FIXED = 'algorithm = "fixed_window"'
 
@@ -468,3 +472,47 @@ def test_bad_setting_fails_loudly_at_first_request(configure, path: str) -> None
     client = Client(raise_request_exception=True)
     with pytest.raises(ValueError, match=r"BISMAN_RATELIMIT\['DEFAULT_LIMITS'\]: invalid rate limit 'lots'"):
         client.get(path)
+
+
+@pytest.fixture
+def dead_storage() -> dict[str, Any]:
+    """Limiters pointing at a port where nothing listens."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    return {"LIMITER": Limiter.from_url(url), "ASYNC_LIMITER": AsyncLimiter.from_url(url)}
+
+
+def test_storage_failure_fails_open_by_default(configure, dead_storage, caplog) -> None:
+    configure(DEFAULT_LIMITS="1/minute", **dead_storage)
+    responses = [Client().get("/plain/") for _ in range(2)]
+    assert [r.status_code for r in responses] == [200, 200]
+    assert "RateLimit" not in responses[1]
+    assert "rate-limit storage failed, letting GET /plain/ through: Redis is unavailable" in caplog.text
+
+
+async def test_storage_failure_fails_closed_on_request(configure, dead_storage, caplog) -> None:
+    configure(DEFAULT_LIMITS="1/minute", FAIL_OPEN=False, **dead_storage)
+    response = await AsyncClient().get("/async/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert (
+        problem(response)["type"]
+        == "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
+    )
+    assert "rate-limit storage failed, refusing GET /async/" in caplog.text
+
+
+def test_metrics_count_decisions_by_route_and_reason(configure, limits_file) -> None:
+    registry = CollectorRegistry()
+    metrics = RateLimitMetrics(registry=registry)
+    configure(CONFIG=limits_file(GLOBAL.replace('"100/minute"', '"2/minute"')), METRICS=metrics)
+    client = Client()
+    assert statuses(client, "/plain/", 3) == [200, 200, 429]
+    assert client.get("/plain/", REMOTE_ADDR="192.0.2.1").status_code == 200
+    assert client.get("/plain/", REMOTE_ADDR="192.0.2.2").status_code == 503
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"route": "plain/", **labels})
+
+    assert sample("app_rate_limit_allowed_total") == 3
+    assert sample("app_rate_limit_block_total", reason="client") == 1
+    assert sample("app_rate_limit_block_total", reason="global") == 1
