@@ -33,7 +33,7 @@ from bisman_ratelimit.policy import (
     Verdict,
     run_async,
 )
-from bisman_ratelimit.rate import LimitLike, parse_limits
+from bisman_ratelimit.rate import Limit, LimitLike, parse_limits
 
 from .context import Facts, Needs, UserGetter
 from .responses import OnLimited, encode_headers, refuse
@@ -143,15 +143,11 @@ class RateLimitMiddleware:
         self.on_limited = on_limited
         self.fail_open = fail_open
         self.metrics = metrics
-        self._message_limits = (
-            parse_limits(
-                websocket_message_limits
-                if isinstance(websocket_message_limits, str)
-                else list(websocket_message_limits)  # type: ignore[arg-type]
-            )
-            if websocket_message_limits is not None
-            else None
-        )
+        self._message_limits: tuple[Limit, ...] | None = None
+        if isinstance(websocket_message_limits, (str, Limit)):
+            self._message_limits = parse_limits(websocket_message_limits)
+        elif websocket_message_limits is not None:
+            self._message_limits = parse_limits(list(websocket_message_limits))
         self._message_key = key
         self._routes = routes
         self._hosts: bool | None = None
