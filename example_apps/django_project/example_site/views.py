@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bisman_ratelimit_django import ratelimit
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 
@@ -21,8 +21,10 @@ def login(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"error": "wrong username or password"}, status=401)
 
 
-@require_http_methods(["POST"])
-async def calls(request: HttpRequest) -> JsonResponse:
+async def calls(request: HttpRequest) -> HttpResponse:
+    # require_http_methods wraps async views only from Django 5.0 on.
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     return JsonResponse({"call": "started"}, status=201)
 
 
