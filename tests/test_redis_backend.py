@@ -17,7 +17,7 @@ from bisman_ratelimit import (
     StorageResponseError,
     StorageUnavailable,
 )
-from bisman_ratelimit.storage.redis import RATELIMIT, RedisStorage
+from bisman_ratelimit.storage.redis import SINGLE, RedisStorage
 from bisman_ratelimit.testing import RedisServer, free_port
 
 ALGORITHMS = ["fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra"]
@@ -84,9 +84,9 @@ def test_script_is_reloaded_after_script_flush(redis_client: redis.Redis) -> Non
     limiter = Limiter(redis_client)
     assert limiter.hit("k", "3/minute").remaining == 2
     redis_client.script_flush()
-    assert redis_client.script_exists(RATELIMIT.sha) == [False]
+    assert redis_client.script_exists(SINGLE["sliding_window"].sha) == [False]
     assert limiter.hit("k", "3/minute").remaining == 1
-    assert redis_client.script_exists(RATELIMIT.sha) == [True]
+    assert redis_client.script_exists(SINGLE["sliding_window"].sha) == [True]
 
 
 def test_prefix_from_url(redis_url: str, redis_client: redis.Redis) -> None:

@@ -86,16 +86,27 @@ _FAULTS = (redis.RedisError, RedisClusterException, OSError)
 
 
 class Script:
-    """A Lua script shipped in the package, with the shared head prepended."""
+    """A Lua script assembled from package files: the shared head, then ``parts``.
 
-    def __init__(self, name: str) -> None:
+    ``bind`` adds ``local check = <name>`` before the last part, which is how
+    ``single.lua`` is pointed at one algorithm.
+    """
+
+    def __init__(self, *parts: str, bind: str | None = None) -> None:
         folder = resources.files(__package__).joinpath("lua")
-        self.name = name
-        self.source = folder.joinpath("common.lua").read_text() + folder.joinpath(name).read_text()
+        texts = [folder.joinpath(name).read_text() for name in ("common.lua", *parts)]
+        if bind is not None:
+            texts.insert(-1, f"local check = {bind}\n")
+        self.name = parts[-1]
+        self.source = "".join(texts)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
-RATELIMIT = Script("ratelimit.lua")
+_ALGORITHM_FILES = tuple(f"algo_{name}.lua" for name in _CODES)
+# Every limit of a hit_many, all or nothing, and refunds.
+RATELIMIT = Script(*_ALGORITHM_FILES, "ratelimit.lua")
+# One limit: a script per algorithm holding only that algorithm.
+SINGLE = {name: Script(f"algo_{name}.lua", "single.lua", bind=name) for name in _CODES}
 LEASE = Script("lease.lua")
 
 
@@ -323,13 +334,13 @@ class RedisStorage(_RedisBase):
     def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
         blocked = self.blocked
         if blocked is None:
-            raw = self._eval(RATELIMIT, [self.key_for(key, spec)], self._one_args(spec, cost, commit))
+            raw = self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
             return self._decode_one(key, spec, raw)
         denial = blocked.lookup(key, spec, cost)
         if denial is not None:
             return denial
         asked_at = blocked.now()
-        raw = self._eval(RATELIMIT, [self.key_for(key, spec)], self._one_args(spec, cost, commit))
+        raw = self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
         if decision.allowed:
             blocked.forget(key, spec)
@@ -434,13 +445,15 @@ class AsyncRedisStorage(_RedisBase):
     async def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
         blocked = self.blocked
         if blocked is None:
-            raw = await self._eval(RATELIMIT, [self.key_for(key, spec)], self._one_args(spec, cost, commit))
+            raw = await self._eval(
+                SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit)
+            )
             return self._decode_one(key, spec, raw)
         denial = blocked.lookup(key, spec, cost)
         if denial is not None:
             return denial
         asked_at = blocked.now()
-        raw = await self._eval(RATELIMIT, [self.key_for(key, spec)], self._one_args(spec, cost, commit))
+        raw = await self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
         if decision.allowed:
             blocked.forget(key, spec)

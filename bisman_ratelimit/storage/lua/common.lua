@@ -18,3 +18,7 @@ end
 local function ttl_ms(us)
   return math.max(1, math.ceil(us / 1000))
 end
+
+-- Tolerance for float comparisons, so a hit made exactly at retry_after
+-- passes (the same in bisman_ratelimit/algorithms.py).
+local EPS = 1e-9

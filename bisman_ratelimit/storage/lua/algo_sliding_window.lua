@@ -1,0 +1,44 @@
+local function sliding_window(key, amount, period, capacity, cost, commit)
+  local window = math.floor(now / period)
+  local elapsed = now - window * period
+  local stored = redis.call('HMGET', key, 'w', 'c', 'p')
+  local cur, prev = 0, 0
+  local w = tonumber(stored[1])
+  local had_count = false
+  if w == window then
+    cur, prev = tonumber(stored[2]), tonumber(stored[3])
+    had_count = cur > 0
+  elseif w == window - 1 then
+    prev = tonumber(stored[2])
+  end
+  local used = prev * (period - elapsed) / period + cur
+  local allowed = used + cost <= amount + EPS
+  local retry = 0
+  if allowed then
+    if commit then
+      cur = cur + cost
+      used = used + cost
+    end
+  else
+    local spare = amount - cost - cur
+    if spare >= 0 then
+      retry = math.max(1, math.ceil((period - elapsed) - spare * period / prev))
+    else
+      retry = (period - elapsed) + math.max(0, math.ceil(period - (amount - cost) * period / cur))
+    end
+  end
+  local reset = 0
+  if cur > 0 then
+    reset = 2 * period - elapsed
+  elseif prev > 0 then
+    reset = period - elapsed
+  end
+  if allowed and commit then
+    redis.call('HSET', key, 'w', num(window), 'c', num(cur), 'p', num(prev))
+    if not had_count then
+      -- The expiry (end of the next window) is the same for every hit in this window.
+      redis.call('PEXPIRE', key, ttl_ms(reset))
+    end
+  end
+  return allowed and 1 or 0, math.max(0, math.floor(amount - used + EPS)), reset, retry
+end

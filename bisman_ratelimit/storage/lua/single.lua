@@ -1,0 +1,7 @@
+-- One limit on one key: the path of most checks, without the dispatch and
+-- the all-or-nothing pass of ratelimit.lua. The loader binds `check` to the
+-- algorithm's function (one algo_*.lua file is loaded before this one).
+-- ARGV as for ratelimit.lua with one limit; the same reply.
+local allowed, remaining, reset, retry = check(
+  KEYS[1], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[2] == '1')
+return {allowed, allowed, remaining, reset, retry, now}
