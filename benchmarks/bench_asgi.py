@@ -56,7 +56,6 @@ from _common import (
     us,
     verdict,
 )
-from bisman_ratelimit_starlette import RateLimitMiddleware
 from slowapi import Limiter as SlowLimiter
 from slowapi.middleware import SlowAPIASGIMiddleware
 from slowapi.util import get_remote_address
@@ -67,6 +66,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from bisman_ratelimit import AsyncLimiter, Limit
+from bisman_ratelimit_starlette import RateLimitMiddleware
 
 LIMIT = "1000000/minute"
 CLIENTS = [f"198.51.{n // 250}.{n % 250 + 1}" for n in range(256)]

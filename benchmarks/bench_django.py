@@ -90,10 +90,11 @@ urlpatterns: list[Any] = []
 
 
 def build_urls() -> None:
-    from bisman_ratelimit_django import ratelimit
     from django.http import HttpRequest, HttpResponse
     from django.urls import path
     from django_ratelimit.decorators import ratelimit as dr_ratelimit
+
+    from bisman_ratelimit_django import ratelimit
 
     def bare(request: HttpRequest) -> HttpResponse:
         return HttpResponse(b"ok")

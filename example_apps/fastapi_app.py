@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bisman_ratelimit_starlette import RateLimit, RateLimitMiddleware
 from fastapi import Depends, FastAPI, Response
 from pydantic import BaseModel
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
@@ -23,6 +22,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
 
 from bisman_ratelimit import AsyncLimiter
+from bisman_ratelimit_starlette import RateLimit, RateLimitMiddleware
 
 CONFIG = Path(__file__).with_name("ratelimits.toml")
 STORAGE = os.environ.get("BISMAN_RATELIMIT_STORAGE", "memory://")

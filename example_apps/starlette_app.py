@@ -20,7 +20,6 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from bisman_ratelimit_starlette import RateLimitMiddleware, limit
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware import Middleware
@@ -31,6 +30,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bisman_ratelimit import AsyncLimiter
+from bisman_ratelimit_starlette import RateLimitMiddleware, limit
 
 CONFIG = Path(__file__).with_name("ratelimits.toml")
 STORAGE = os.environ.get("BISMAN_RATELIMIT_STORAGE", "memory://")

@@ -8,6 +8,12 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from fastapi import APIRouter, Depends, FastAPI
+from starlette.requests import Request
+from support import ManualClock
+
+from bisman_ratelimit import AsyncLimiter, ConfigurationError
+from bisman_ratelimit.storage import MemoryStorage
 from bisman_ratelimit_starlette import (
     RateLimit,
     RateLimitExceeded,
@@ -15,12 +21,6 @@ from bisman_ratelimit_starlette import (
     limit,
     rate_limit_exceeded_handler,
 )
-from fastapi import APIRouter, Depends, FastAPI
-from starlette.requests import Request
-from support import ManualClock
-
-from bisman_ratelimit import AsyncLimiter, ConfigurationError
-from bisman_ratelimit.storage import MemoryStorage
 
 
 def client(app: Any, ip: str = "198.51.100.7") -> httpx.AsyncClient:

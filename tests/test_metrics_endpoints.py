@@ -8,19 +8,20 @@ import django
 import httpx
 import pytest
 import redis
-from bisman_ratelimit_starlette.metrics import MetricsEndpoint
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from bisman_ratelimit.collector import RedisCollector
 from bisman_ratelimit.metrics import RateLimitMetrics
+from bisman_ratelimit_starlette.metrics import MetricsEndpoint
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_project.settings")
 django.setup()
 
-from bisman_ratelimit_django.views import make_metrics_view  # noqa: E402
 from django.test import RequestFactory  # noqa: E402
+
+from bisman_ratelimit_django.views import make_metrics_view  # noqa: E402
 
 # The exact versions depend on the prometheus_client release.
 TEXT = "text/plain; version="

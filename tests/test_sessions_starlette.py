@@ -10,7 +10,6 @@ import httpx
 import pytest
 import redis
 import redis.asyncio
-from bisman_ratelimit_starlette.sessions import UNAVAILABLE_TEXT, SessionMiddleware
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -22,6 +21,7 @@ from bisman_ratelimit.errors import InvalidArgument
 from bisman_ratelimit.signing import Signer
 from bisman_ratelimit.stores import AsyncSessionStore, MemoryBackend, is_session_id
 from bisman_ratelimit.testing import RedisServer
+from bisman_ratelimit_starlette.sessions import UNAVAILABLE_TEXT, SessionMiddleware
 
 SECRET = "s" * 32
 OLD_SECRET = "o" * 32

@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-from bisman_ratelimit_starlette import RateLimitMiddleware, exempt, limit
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser, requires
 from starlette.endpoints import HTTPEndpoint
@@ -20,6 +19,7 @@ from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, ConfigurationError, InvalidLimit
 from bisman_ratelimit.storage import MemoryStorage
+from bisman_ratelimit_starlette import RateLimitMiddleware, exempt, limit
 
 
 class HeaderAuth(AuthenticationBackend):

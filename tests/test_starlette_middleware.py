@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from bisman_ratelimit_starlette import RateLimitMiddleware
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware import Middleware
@@ -23,6 +22,7 @@ from bisman_ratelimit.config import parse_config
 from bisman_ratelimit.policy import Verdict
 from bisman_ratelimit.storage import MemoryStorage
 from bisman_ratelimit.testing import free_port
+from bisman_ratelimit_starlette import RateLimitMiddleware
 
 # The manual clock starts at midnight UTC: a fixed one-minute window has 60 s left.
 CONFIG = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bisman_ratelimit_starlette import RateLimitMiddleware, limit
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
@@ -19,6 +18,7 @@ from support import ManualClock
 from bisman_ratelimit import AsyncLimiter
 from bisman_ratelimit.config import parse_config
 from bisman_ratelimit.storage import MemoryStorage
+from bisman_ratelimit_starlette import RateLimitMiddleware, limit
 
 
 async def echo(websocket: WebSocket) -> None:

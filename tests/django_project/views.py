@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from bisman_ratelimit_django import ratelimit, ratelimit_exempt
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
+
+from bisman_ratelimit_django import ratelimit, ratelimit_exempt
 
 
 def plain(request: HttpRequest, **kwargs: object) -> HttpResponse:

@@ -17,8 +17,9 @@ from django.test.utils import override_settings
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_project.settings")
 django.setup()
 
-from bisman_ratelimit_django import sessions  # noqa: E402
 from sessions_settings import SESSION_SETTINGS  # noqa: E402
+
+from bisman_ratelimit_django import sessions  # noqa: E402
 
 
 @pytest.fixture

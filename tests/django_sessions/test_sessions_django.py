@@ -18,8 +18,6 @@ from datetime import timedelta
 
 import pytest
 import redis
-from bisman_ratelimit_django import sessions
-from bisman_ratelimit_django.sessions import SessionStore, alogout_everywhere, logout_everywhere
 from django.contrib.sessions.backends.base import UpdateError
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signing import TimestampSigner
@@ -31,6 +29,8 @@ from sessions_settings import SECRET, SESSION_SETTINGS
 from bisman_ratelimit.signing import Signer
 from bisman_ratelimit.stores import is_session_id
 from bisman_ratelimit.testing import RedisServer
+from bisman_ratelimit_django import sessions
+from bisman_ratelimit_django.sessions import SessionStore, alogout_everywhere, logout_everywhere
 
 pytestmark = pytest.mark.usefixtures("engine")
 

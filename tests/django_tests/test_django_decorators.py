@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from bisman_ratelimit_django import ratelimit
 from django.test import AsyncClient, Client
 
 from bisman_ratelimit.errors import InvalidArgument, InvalidLimit
+from bisman_ratelimit_django import ratelimit
 
 ONLY_USERS = ["django_project.middleware.HeaderUserMiddleware"]
 

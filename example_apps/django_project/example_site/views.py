@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from bisman_ratelimit_django import ratelimit
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.views.decorators.http import require_http_methods
+
+from bisman_ratelimit_django import ratelimit
 
 
 def index(request: HttpRequest) -> JsonResponse:
