@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 
 import pytest
+from support import ManualClock
 
 from bisman_ratelimit import InvalidArgument
 from bisman_ratelimit.breaker import CircuitBreaker, Transition
-from support import ManualClock
 
 
 def make(clock: ManualClock, changes: list[Transition] | None = None, **options: object) -> CircuitBreaker:
-    settings: dict[str, object] = {"failure_threshold": 3, "failure_window": 10.0, "open_for": 2.0, "probes": 2}
+    settings: dict[str, object] = {
+        "failure_threshold": 3,
+        "failure_window": 10.0,
+        "open_for": 2.0,
+        "probes": 2,
+    }
     settings.update(options)
     breaker = CircuitBreaker(clock=clock, **settings)  # type: ignore[arg-type]
     if changes is not None:
@@ -60,7 +65,9 @@ def test_open_turns_half_open_after_open_for(clock: ManualClock) -> None:
     assert changes[-1] == Transition("redis", "open", "half_open", clock.now, "2 s elapsed since opening")
 
 
-def test_half_open_lets_a_limited_number_of_probes_through_and_closes_on_their_success(clock: ManualClock) -> None:
+def test_half_open_lets_a_limited_number_of_probes_through_and_closes_on_their_success(
+    clock: ManualClock,
+) -> None:
     changes: list[Transition] = []
     breaker = make(clock, changes)
     fail(breaker, 3)
@@ -72,7 +79,11 @@ def test_half_open_lets_a_limited_number_of_probes_through_and_closes_on_their_s
     assert breaker.state == "half_open"
     breaker.success(second)
     assert breaker.state == "closed"
-    assert [(c.old, c.new) for c in changes] == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+    assert [(c.old, c.new) for c in changes] == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]
     assert changes[-1].reason == "2 probe(s) succeeded"
 
 
@@ -116,7 +127,13 @@ def test_stats_count_everything(clock: ManualClock) -> None:
     assert probe is not None
     breaker.success(probe)
     stats = breaker.stats()
-    assert (stats.name, stats.state, stats.failures, stats.successes, stats.rejected) == ("limits", "closed", 3, 2, 2)
+    assert (stats.name, stats.state, stats.failures, stats.successes, stats.rejected) == (
+        "limits",
+        "closed",
+        3,
+        2,
+        2,
+    )
     assert stats.transitions == {("closed", "open"): 1, ("open", "half_open"): 1, ("half_open", "closed"): 1}
     assert stats.opened == 1
 

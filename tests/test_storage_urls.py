@@ -104,14 +104,10 @@ def test_sentinel_url_is_parsed_without_connecting() -> None:
     )
     storage = storage_from_url(url)
     assert isinstance(storage, RedisStorage)
-    (sentinel,) = storage._closing
-    assert [s.connection_pool.connection_kwargs["host"] for s in sentinel.sentinels] == [
-        "10.0.0.1",
-        "10.0.0.2",
-        "::1",
-    ]
-    assert [s.connection_pool.connection_kwargs["port"] for s in sentinel.sentinels] == [26379, 26379, 26380]
-    assert sentinel.sentinels[0].connection_pool.connection_kwargs["password"] == "sp"
+    sentinels = storage._closing
+    assert [s.connection_pool.connection_kwargs["host"] for s in sentinels] == ["10.0.0.1", "10.0.0.2", "::1"]
+    assert [s.connection_pool.connection_kwargs["port"] for s in sentinels] == [26379, 26379, 26380]
+    assert sentinels[0].connection_pool.connection_kwargs["password"] == "sp"
     pool = storage.client.connection_pool
     assert pool.service_name == "cache"
     kwargs = pool.connection_kwargs

@@ -359,7 +359,8 @@ def _sentinel(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
     client = sentinel.master_for(
         path[0], redis_class=redis_class, **_client_options(settings, client_options, asyncio)
     )
-    return _storage(client, settings, asyncio, closing=(sentinel,))
+    # The clients of the sentinels themselves: closed with the storage.
+    return _storage(client, settings, asyncio, closing=tuple(sentinel.sentinels))
 
 
 def _cluster(url: str, asyncio: bool, options: dict[str, Any]) -> Any:

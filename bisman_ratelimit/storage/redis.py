@@ -181,8 +181,8 @@ def is_async_client(client: object) -> bool:
 class _RedisBase:
     """Keys, arguments, decoding, retry decisions: everything that does no I/O.
 
-    ``closing`` are objects closed with the storage (a ``Sentinel`` whose
-    connections it made). ``clock`` is for tests only: a time source in
+    ``closing`` are clients closed with the storage (those of the
+    sentinels, for a storage made from a URL). ``clock`` is for tests only: a time source in
     seconds standing in for the server's ``TIME``, which the blocked-keys
     cache then follows too.
     """
