@@ -73,7 +73,8 @@ def test_existing_sentinel_clients_are_accepted(sentinel_setup: SentinelSetup) -
     )
     with Limiter(sentinel.master_for(setup.service, password=setup.password)) as limiter:
         assert limiter.hit(KEY, "2/minute", "fixed_window").remaining == 1
-    sentinel.close()
+    for client in sentinel.sentinels:
+        client.close()
 
 
 async def test_existing_async_sentinel_clients_are_accepted(sentinel_setup: SentinelSetup) -> None:
@@ -84,7 +85,8 @@ async def test_existing_async_sentinel_clients_are_accepted(sentinel_setup: Sent
     )
     async with AsyncLimiter(sentinel.master_for(setup.service, password=setup.password)) as limiter:
         assert (await limiter.hit(KEY, "2/minute", "fixed_window")).remaining == 1
-    await sentinel.aclose()
+    for client in sentinel.sentinels:
+        await client.aclose()
 
 
 @dataclass

@@ -28,7 +28,7 @@ def test_a_plain_url_gets_a_short_budget_and_a_bounded_pool() -> None:
     kwargs = connection_kwargs(storage)
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.05, 0.05)
     # redis-py retries nothing itself: the storage retries within the budget.
-    assert kwargs["retry"].get_retries() == 0  # type: ignore[attr-defined]
+    assert kwargs["retry"]._retries == 0  # type: ignore[attr-defined]
     assert storage.blocked is not None
     storage.close()
 

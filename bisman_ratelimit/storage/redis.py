@@ -319,7 +319,11 @@ class RedisStorage(_RedisBase):
     def _drop_idle_connections(self) -> None:
         pool = getattr(self.client, "connection_pool", None)
         if pool is not None:
-            pool.disconnect(inuse_connections=False)
+            try:
+                pool.disconnect(inuse_connections=False)
+            except TypeError:
+                # redis-py 5's BlockingConnectionPool drops them all.
+                pool.disconnect()
 
     def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -430,7 +434,10 @@ class AsyncRedisStorage(_RedisBase):
     async def _drop_idle_connections(self) -> None:
         pool = getattr(self.client, "connection_pool", None)
         if pool is not None:
-            await pool.disconnect(inuse_connections=False)
+            try:
+                await pool.disconnect(inuse_connections=False)
+            except TypeError:
+                await pool.disconnect()
 
     async def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         try:
