@@ -182,9 +182,9 @@ class _RedisBase:
     """Keys, arguments, decoding, retry decisions: everything that does no I/O.
 
     ``closing`` are clients closed with the storage (those of the
-    sentinels, for a storage made from a URL). ``clock`` is for tests only: a time source in
-    seconds standing in for the server's ``TIME``, which the blocked-keys
-    cache then follows too.
+    sentinels, for a storage made from a URL). ``clock`` is for tests
+    only: a time source in seconds standing in for the server's ``TIME``,
+    which the blocked-keys cache then follows too.
     """
 
     def __init__(
