@@ -303,8 +303,9 @@ class RedisStorage(_RedisBase):
         self._executor_lock = threading.Lock()
 
     def _run(self, call: Callable[..., T], *args: Any) -> T:
-        started = time.monotonic()
-        attempt = 0
+        return self._retry(call, args, time.monotonic(), 0)
+
+    def _retry(self, call: Callable[..., T], args: tuple[Any, ...], started: float, attempt: int) -> T:
         while True:
             try:
                 return call(*args)
@@ -333,7 +334,19 @@ class RedisStorage(_RedisBase):
             return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        return self._run(self._evalsha, script, keys, args)
+        # The first try is inline: the retry loop costs frames on every call.
+        started = time.monotonic()
+        try:
+            return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            pass
+        except _FAULTS as exc:
+            delay = self._delay(exc, 0, started)
+            if isinstance(exc, redis.ReadOnlyError):
+                self._drop_idle_connections()
+            if delay:
+                time.sleep(delay)
+        return self._retry(self._evalsha, (script, keys, args), started, 1)
 
     def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
         blocked = self.blocked
@@ -418,8 +431,11 @@ class AsyncRedisStorage(_RedisBase):
     """Asynchronous backend on a ``redis.asyncio.Redis`` (plain, Sentinel) or ``RedisCluster`` client."""
 
     async def _run(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
-        started = time.monotonic()
-        attempt = 0
+        return await self._retry(call, args, time.monotonic(), 0)
+
+    async def _retry(
+        self, call: Callable[..., Awaitable[T]], args: tuple[Any, ...], started: float, attempt: int
+    ) -> T:
         while True:
             try:
                 return await call(*args)
@@ -447,7 +463,19 @@ class AsyncRedisStorage(_RedisBase):
             return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        return await self._run(self._evalsha, script, keys, args)
+        # The first try is inline: the retry loop costs frames on every call.
+        started = time.monotonic()
+        try:
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            pass
+        except _FAULTS as exc:
+            delay = self._delay(exc, 0, started)
+            if isinstance(exc, redis.ReadOnlyError):
+                await self._drop_idle_connections()
+            if delay:
+                await asyncio.sleep(delay)
+        return await self._retry(self._evalsha, (script, keys, args), started, 1)
 
     async def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
         blocked = self.blocked
