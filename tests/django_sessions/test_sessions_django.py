@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
+import django
 import pytest
 import redis
 from django.contrib.sessions.backends.base import UpdateError
@@ -31,6 +32,12 @@ from bisman_ratelimit.stores import is_session_id
 from bisman_ratelimit.testing import RedisServer
 from bisman_ratelimit_django import sessions
 from bisman_ratelimit_django.sessions import SessionStore, alogout_everywhere, logout_everywhere
+
+# Django's async session API (aget, aset, aflush, async requests with
+# sessions...) arrived in Django 5.0; on 4.2 only the sync API exists.
+needs_async_session_api = pytest.mark.skipif(
+    django.VERSION < (5, 0), reason="Django < 5.0 has no async session API"
+)
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -91,6 +98,7 @@ def test_setdefault_update_and_views(session: SessionStore) -> None:
     assert list(session.items()) == [] and session.modified is True
 
 
+@needs_async_session_api
 async def test_async_dict_api(session: SessionStore, closing: None) -> None:
     assert await session.aget("cat") is None
     await session.aset("cat", "dog")
@@ -118,6 +126,7 @@ def test_save_exists_delete(session: SessionStore) -> None:
     assert session.exists(session.session_key) is False
 
 
+@needs_async_session_api
 async def test_save_exists_delete_async(session: SessionStore, closing: None) -> None:
     await session.aset("a", "b")
     await session.asave()
@@ -137,6 +146,7 @@ def test_flush(session: SessionStore) -> None:
     assert session.modified is True and session.accessed is True
 
 
+@needs_async_session_api
 async def test_flush_async(session: SessionStore, closing: None) -> None:
     await session.aset("foo", "bar")
     await session.asave()
@@ -176,6 +186,7 @@ def test_cycle_of_an_unsaved_session_creates_one(session: SessionStore) -> None:
     assert SessionStore(session.session_key).load() == {"a": 1}
 
 
+@needs_async_session_api
 async def test_cycle_async(session: SessionStore, closing: None) -> None:
     await session.aset("a", "c")
     await session.asave()
@@ -197,6 +208,7 @@ def test_invalid_and_unknown_keys_get_a_new_key() -> None:
         session.delete()
 
 
+@needs_async_session_api
 async def test_invalid_key_async(closing: None) -> None:
     session = SessionStore("1")
     await session.asave()
@@ -242,6 +254,7 @@ def test_save_does_not_resurrect_a_session_deleted_elsewhere() -> None:
     assert first.load() == {}
 
 
+@needs_async_session_api
 async def test_asave_does_not_resurrect_a_session_deleted_elsewhere(closing: None) -> None:
     first = SessionStore()
     await first.aset("test_data", "value1")
@@ -269,6 +282,7 @@ def test_expiry_settings(session: SessionStore) -> None:
     assert session.get_expire_at_browser_close() is False
 
 
+@needs_async_session_api
 async def test_expiry_settings_async(session: SessionStore, closing: None) -> None:
     assert await session.aget_expiry_age() == 1800
     await session.aset_expiry(10)
@@ -293,6 +307,7 @@ def test_actual_expiry(session: SessionStore) -> None:
     assert "foo" not in SessionStore(session.session_key)
 
 
+@needs_async_session_api
 async def test_actual_expiry_async(session: SessionStore, closing: None) -> None:
     await session.aset("foo", "bar")
     await session.aset_expiry(-timedelta(seconds=10))
@@ -362,6 +377,7 @@ def test_requests_login_and_log_out_everywhere() -> None:
     assert laptop.get("/show").json() == {} and phone.get("/show").json() == {}
 
 
+@needs_async_session_api
 async def test_async_requests_and_log_out_everywhere(closing: None) -> None:
     client = AsyncClient()
     assert (await client.get("/ashow")).json() == {}
@@ -441,6 +457,7 @@ class TestUnreachableStore:
         assert response.status_code == 503
         assert "sessionid" not in response.cookies
 
+    @needs_async_session_api
     async def test_async_request(self, server: RedisServer) -> None:
         client = AsyncClient(raise_request_exception=False)
         await client.post("/aput", data=json.dumps({"cart": [1]}), content_type="application/json")
