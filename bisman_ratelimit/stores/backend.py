@@ -39,6 +39,7 @@ __all__ = [
     "MemoryBackend",
     "Op",
     "RedisRunner",
+    "ShellBase",
     "StoreScript",
     "StoreShell",
     "adrive",
@@ -371,12 +372,24 @@ def backend_from_url(url: str, *, use_async: bool) -> MemoryBackend | redis.Redi
     raise InvalidArgument(f"bad store URL {url!r}: expected memory:// or redis://host:port/db")
 
 
-class StoreShell:
+class ShellBase:
+    """What every store shell, sync or async, starts with.
+
+    A store's shared constructor derives from it too, so that it can pass
+    ``backend`` on to whichever of :class:`StoreShell` or
+    :class:`AsyncStoreShell` comes next in the class's bases.
+    """
+
+    def __init__(self, backend: object) -> None:
+        self._owns_client = isinstance(backend, str)
+
+
+class StoreShell(ShellBase):
     """Base of the synchronous stores: holds the runner, closes what it opened."""
 
     def __init__(self, backend: object) -> None:
         self._runner = sync_runner(backend)
-        self._owns_client = isinstance(backend, str)
+        super().__init__(backend)
 
     @property
     def backend(self) -> MemoryBackend | redis.Redis:
@@ -403,12 +416,12 @@ class StoreShell:
         self.close()
 
 
-class AsyncStoreShell:
+class AsyncStoreShell(ShellBase):
     """Base of the asynchronous stores."""
 
     def __init__(self, backend: object) -> None:
         self._runner = async_runner(backend)
-        self._owns_client = isinstance(backend, str)
+        super().__init__(backend)
 
     @property
     def backend(self) -> MemoryBackend | redis.asyncio.Redis:

@@ -21,7 +21,7 @@ from ..errors import InvalidArgument, TTLPolicyError
 from ..keys import make_key
 from ..namespaces import NamespaceRegistry, default_registry
 from ._common import decode_json, encode_json, positive_int, positive_seconds, text, to_ms, valid_prefix
-from .backend import AsyncStoreShell, Call, Flow, MemoryBackend, Op, StoreScript, StoreShell
+from .backend import AsyncStoreShell, Call, Flow, MemoryBackend, Op, ShellBase, StoreScript, StoreShell
 
 __all__ = ["AsyncChatContext", "ChatContext", "ChatCore"]
 
@@ -88,8 +88,8 @@ class ChatCore:
         return [decode_json(item) for item in reversed(raw)]
 
 
-class ChatContext(StoreShell):
-    """Recent chat messages per thread, synchronously."""
+class _ChatShell(ShellBase):
+    """The constructor :class:`ChatContext` and :class:`AsyncChatContext` share."""
 
     def __init__(
         self,
@@ -111,6 +111,10 @@ class ChatContext(StoreShell):
             prefix=prefix,
             registry=registry,
         )
+
+
+class ChatContext(_ChatShell, StoreShell):
+    """Recent chat messages per thread, synchronously."""
 
     def append(self, thread_id: object, message: Any) -> int:
         """Add a JSON-serialisable message; returns its number in the thread."""
@@ -125,29 +129,8 @@ class ChatContext(StoreShell):
         return self._run(self.core.last(thread_id, n))
 
 
-class AsyncChatContext(AsyncStoreShell):
+class AsyncChatContext(_ChatShell, AsyncStoreShell):
     """:class:`ChatContext` for asyncio."""
-
-    def __init__(
-        self,
-        backend: object,
-        *,
-        keep: int = 30,
-        window_size: int | None = None,
-        ttl: float = 120.0,
-        max_message_bytes: int = 64 * 1024,
-        prefix: str = "chat:ctx",
-        registry: NamespaceRegistry = default_registry,
-    ) -> None:
-        super().__init__(backend)
-        self.core = ChatCore(
-            keep=keep,
-            window_size=window_size,
-            ttl=ttl,
-            max_message_bytes=max_message_bytes,
-            prefix=prefix,
-            registry=registry,
-        )
 
     async def append(self, thread_id: object, message: Any) -> int:
         """Add a JSON-serialisable message; returns its number in the thread."""

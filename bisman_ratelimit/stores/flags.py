@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 import redis
 import redis.asyncio
@@ -42,6 +42,7 @@ from .backend import (
     MemoryBackend,
     MemorySubscription,
     Op,
+    ShellBase,
     StoreScript,
     StoreShell,
     translate,
@@ -60,6 +61,8 @@ __all__ = [
 
 FlagType = Literal["bool", "str", "json"]
 FLAG_TYPES: tuple[str, ...] = get_args(FlagType)
+
+Sub = TypeVar("Sub")
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -168,14 +171,18 @@ class FlagsCore:
         return dict(sorted(flags.items()))
 
 
-class FlagAdmin(StoreShell):
-    """The only way to change flags (besides the CLI). Not for request code."""
+class _FlagAdminShell(ShellBase):
+    """The constructor :class:`FlagAdmin` and :class:`AsyncFlagAdmin` share."""
 
     def __init__(
         self, backend: object, *, key: str = "flags:config", registry: NamespaceRegistry = default_registry
     ) -> None:
         super().__init__(backend)
         self.core = FlagsCore(key=key, registry=registry)
+
+
+class FlagAdmin(_FlagAdminShell, StoreShell):
+    """The only way to change flags (besides the CLI). Not for request code."""
 
     def set(self, name: str, value: Any, flag_type: FlagType | None = None) -> bool:
         """Set a flag; ``flag_type`` defaults to bool for bools, str for strings, else json."""
@@ -194,14 +201,8 @@ class FlagAdmin(StoreShell):
         return self._run(self.core.read_all())
 
 
-class AsyncFlagAdmin(AsyncStoreShell):
+class AsyncFlagAdmin(_FlagAdminShell, AsyncStoreShell):
     """:class:`FlagAdmin` for asyncio."""
-
-    def __init__(
-        self, backend: object, *, key: str = "flags:config", registry: NamespaceRegistry = default_registry
-    ) -> None:
-        super().__init__(backend)
-        self.core = FlagsCore(key=key, registry=registry)
 
     async def set(self, name: str, value: Any, flag_type: FlagType | None = None) -> bool:
         """Set a flag; ``flag_type`` defaults to bool for bools, str for strings, else json."""
@@ -358,13 +359,8 @@ class _MemorySubscription:
         self.subscription.close()
 
 
-class Flags(StoreShell):
-    """Read-only, cached access to feature flags for request code (thread-safe).
-
-    ``max_age`` bounds how long a snapshot is served without a reload, even
-    if no change message arrives; ``retry_interval`` is how long to wait
-    before trying an unreachable Redis again.
-    """
+class _FlagsShell(ShellBase, Generic[Sub]):
+    """The constructor :class:`Flags` and :class:`AsyncFlags` share."""
 
     def __init__(
         self,
@@ -381,8 +377,18 @@ class Flags(StoreShell):
         self.core = FlagsCore(key=key, registry=registry)
         self.cache = FlagCache(max_age=max_age, retry_interval=retry_interval, clock=clock)
         self.subscribe_timeout = positive_seconds("subscribe_timeout", subscribe_timeout)
-        self._subscription: _RedisSubscription | _MemorySubscription | None = None
+        self._subscription: Sub | None = None
+        # Taken by the thread-safe Flags only; AsyncFlags runs on one event loop.
         self._lock = threading.Lock()
+
+
+class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
+    """Read-only, cached access to feature flags for request code (thread-safe).
+
+    ``max_age`` bounds how long a snapshot is served without a reload, even
+    if no change message arrives; ``retry_interval`` is how long to wait
+    before trying an unreachable Redis again.
+    """
 
     def _subscribe(self) -> _RedisSubscription | _MemorySubscription:
         runner = self._runner
@@ -443,25 +449,8 @@ class Flags(StoreShell):
         super().close()
 
 
-class AsyncFlags(AsyncStoreShell):
+class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], AsyncStoreShell):
     """:class:`Flags` for asyncio (one event loop)."""
-
-    def __init__(
-        self,
-        backend: object,
-        *,
-        key: str = "flags:config",
-        max_age: float = 30.0,
-        retry_interval: float = 1.0,
-        subscribe_timeout: float = 2.0,
-        registry: NamespaceRegistry = default_registry,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(backend)
-        self.core = FlagsCore(key=key, registry=registry)
-        self.cache = FlagCache(max_age=max_age, retry_interval=retry_interval, clock=clock)
-        self.subscribe_timeout = positive_seconds("subscribe_timeout", subscribe_timeout)
-        self._subscription: _AsyncRedisSubscription | _MemorySubscription | None = None
 
     async def _changed(self) -> bool:
         subscription = self._subscription

@@ -20,7 +20,7 @@ from ..errors import InvalidArgument, TTLPolicyError
 from ..keys import make_key
 from ..namespaces import NamespaceRegistry, default_registry
 from ._common import positive_seconds, text, to_ms, valid_prefix
-from .backend import AsyncStoreShell, Call, Flow, MemoryBackend, Op, StoreScript, StoreShell
+from .backend import AsyncStoreShell, Call, Flow, MemoryBackend, Op, ShellBase, StoreScript, StoreShell
 
 __all__ = ["AsyncPresence", "Participant", "Presence", "PresenceCore", "RoomState"]
 
@@ -89,8 +89,8 @@ class PresenceCore:
         return int(raw)
 
 
-class Presence(StoreShell):
-    """Call rooms and their participants, synchronously."""
+class _PresenceShell(ShellBase):
+    """The constructor :class:`Presence` and :class:`AsyncPresence` share."""
 
     def __init__(
         self,
@@ -105,6 +105,10 @@ class Presence(StoreShell):
         self.core = PresenceCore(
             room_ttl=room_ttl, heartbeat_timeout=heartbeat_timeout, prefix=prefix, registry=registry
         )
+
+
+class Presence(_PresenceShell, StoreShell):
+    """Call rooms and their participants, synchronously."""
 
     def join(self, room: object, participant: str) -> RoomState:
         """Enter the room (or come back); counts as a heartbeat."""
@@ -127,22 +131,8 @@ class Presence(StoreShell):
         return self._run(self.core.count(room))
 
 
-class AsyncPresence(AsyncStoreShell):
+class AsyncPresence(_PresenceShell, AsyncStoreShell):
     """:class:`Presence` for asyncio."""
-
-    def __init__(
-        self,
-        backend: object,
-        *,
-        room_ttl: float = 60.0,
-        heartbeat_timeout: float = 30.0,
-        prefix: str = "call:room",
-        registry: NamespaceRegistry = default_registry,
-    ) -> None:
-        super().__init__(backend)
-        self.core = PresenceCore(
-            room_ttl=room_ttl, heartbeat_timeout=heartbeat_timeout, prefix=prefix, registry=registry
-        )
 
     async def join(self, room: object, participant: str) -> RoomState:
         """Enter the room (or come back); counts as a heartbeat."""

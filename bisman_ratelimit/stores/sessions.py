@@ -28,7 +28,7 @@ from ..errors import InvalidArgument, StorageResponseError, TTLPolicyError
 from ..keys import make_key
 from ..namespaces import NamespaceRegistry, default_registry
 from ._common import decode_json, encode_json, positive_seconds, text, to_ms, valid_prefix
-from .backend import AsyncStoreShell, Call, Flow, MemoryBackend, Op, StoreScript, StoreShell
+from .backend import AsyncStoreShell, Call, Flow, MemoryBackend, Op, ShellBase, StoreScript, StoreShell
 
 __all__ = [
     "AsyncSessionStore",
@@ -270,12 +270,8 @@ class SessionCore:
         return sorted(text(item) for item in raw)
 
 
-class SessionStore(StoreShell):
-    """Sessions on Redis or in memory, synchronously.
-
-    ``backend`` is a URL (``redis://...``, ``memory://``), a ``redis.Redis``
-    client or a :class:`~bisman_ratelimit.stores.backend.MemoryBackend`.
-    """
+class _SessionShell(ShellBase):
+    """The constructor :class:`SessionStore` and :class:`AsyncSessionStore` share."""
 
     def __init__(
         self,
@@ -290,6 +286,14 @@ class SessionStore(StoreShell):
         self.core = SessionCore(
             idle_ttl=idle_ttl, absolute_lifetime=absolute_lifetime, prefix=prefix, registry=registry
         )
+
+
+class SessionStore(_SessionShell, StoreShell):
+    """Sessions on Redis or in memory, synchronously.
+
+    ``backend`` is a URL (``redis://...``, ``memory://``), a ``redis.Redis``
+    client or a :class:`~bisman_ratelimit.stores.backend.MemoryBackend`.
+    """
 
     def create(
         self, data: Mapping[str, Any] | None = None, *, user_id: object = None, idle_ttl: float | None = None
@@ -361,22 +365,8 @@ class SessionStore(StoreShell):
         return self._run(self.core.user_sessions(user_id, "delete"))
 
 
-class AsyncSessionStore(AsyncStoreShell):
+class AsyncSessionStore(_SessionShell, AsyncStoreShell):
     """:class:`SessionStore` for asyncio, on ``redis.asyncio.Redis`` or memory."""
-
-    def __init__(
-        self,
-        backend: object,
-        *,
-        idle_ttl: float = DEFAULT_IDLE_TTL,
-        absolute_lifetime: float = DEFAULT_ABSOLUTE_LIFETIME,
-        prefix: str = "auth:sess",
-        registry: NamespaceRegistry = default_registry,
-    ) -> None:
-        super().__init__(backend)
-        self.core = SessionCore(
-            idle_ttl=idle_ttl, absolute_lifetime=absolute_lifetime, prefix=prefix, registry=registry
-        )
 
     async def create(
         self, data: Mapping[str, Any] | None = None, *, user_id: object = None, idle_ttl: float | None = None
