@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
-from bisman_ratelimit import ConfigurationError
+from bisman_ratelimit import AsyncLimiter, ConfigurationError
 from bisman_ratelimit.clientip import ClientIP
-from bisman_ratelimit.policy import CostSource, KeySource, run_async
+from bisman_ratelimit.policy import CostSource, Evaluation, KeySource, Verdict, run_async
 from bisman_ratelimit.problem import CONTENT_TYPE
 from bisman_ratelimit.rate import LimitLike
 
@@ -149,10 +150,7 @@ async def _standalone(
             f"@limit(limiter=...) on {name} needs the endpoint to take the Request; in FastAPI use "
             "Depends(RateLimit(...)), or add RateLimitMiddleware to the app"
         )
-    facts, needs = standalone_plan(spec, name)
-    scope = connection.scope
-    evaluation = await facts.evaluate(needs, scope, facts.ip(scope))
-    verdict = await run_async(limiter, evaluation)
+    evaluation, verdict = await check_alone(spec, limiter, name, connection.scope)
     if verdict.status != 200:
         problem = verdict.problem()
         return Response(
@@ -168,3 +166,12 @@ async def _standalone(
             verdict = await run_async(limiter, evaluation)
         response.raw_headers.extend(encode_headers(verdict.headers))
     return response
+
+
+async def check_alone(
+    spec: LimitSpec, limiter: AsyncLimiter, name: str, scope: Scope
+) -> tuple[Evaluation, Verdict]:
+    """Check ``spec`` on a request no middleware saw, counting it under the route ``name``."""
+    facts, needs = standalone_plan(spec, name)
+    evaluation = await facts.evaluate(needs, scope, facts.ip(scope))
+    return evaluation, await run_async(limiter, evaluation)

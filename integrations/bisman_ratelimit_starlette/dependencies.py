@@ -22,11 +22,11 @@ from starlette.responses import Response
 
 from bisman_ratelimit import ConfigurationError
 from bisman_ratelimit.clientip import ClientIP
-from bisman_ratelimit.policy import CostSource, KeySource, Verdict, run_async
+from bisman_ratelimit.policy import CostSource, KeySource, Verdict
 from bisman_ratelimit.problem import CONTENT_TYPE
 from bisman_ratelimit.rate import LimitLike
 
-from .context import standalone_plan
+from .decorators import check_alone
 from .middleware import ENFORCED
 from .spec import LimitSpec
 
@@ -107,9 +107,7 @@ class RateLimit:
                 "or pass limiter=AsyncLimiter(...) to RateLimit"
             )
         name = getattr(request.scope.get("route"), "path_format", None) or "unrouted"
-        facts, needs = standalone_plan(spec, name)
-        evaluation = await facts.evaluate(needs, request.scope, facts.ip(request.scope))
-        verdict = await run_async(limiter, evaluation)
+        _, verdict = await check_alone(spec, limiter, name, request.scope)
         if verdict.status != 200:
             raise RateLimitExceeded(verdict)
         for header, value in verdict.headers:
