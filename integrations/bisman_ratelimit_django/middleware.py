@@ -21,8 +21,10 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
+from bisman_ratelimit.policy import Evaluation
+
 from .decorators import DECLARED, EXEMPT, Declaration
-from .guard import COVERED, STATE, Guard, State, Target, view_identity
+from .guard import COVERED, STATE, Counted, Guard, State, Target, view_identity
 from .runtime import get_runtime
 
 __all__ = ["RateLimitMiddleware"]
@@ -87,6 +89,21 @@ class RateLimitMiddleware:
             return None
         return self._target(request, _UNMATCHED)
 
+    def _view_target(self, request: HttpRequest, view: Any) -> Target | None:
+        """What ``process_view`` counts; tells the view's own decorators which limits it covers."""
+        target = self._target(request, view)
+        if target is not None and target.covered:
+            request.__dict__[COVERED] = target.covered
+        return target
+
+    def _settle(
+        self, request: HttpRequest, target: Target, counted: Counted | Evaluation
+    ) -> HttpResponseBase | None:
+        """The refusal for a counted request, if any; remembered for the response on the way out."""
+        refusal = self.guard.decide(request, target, counted)
+        request.__dict__[STATE] = State(target, counted, refusal is not None)
+        return refusal
+
     # -- sync
 
     def __call__(self, request: HttpRequest) -> Any:
@@ -110,15 +127,10 @@ class RateLimitMiddleware:
     def _process_view(
         self, request: HttpRequest, view: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> HttpResponseBase | None:
-        target = self._target(request, view)
+        target = self._view_target(request, view)
         if target is None:
             return None
-        if target.covered:
-            request.__dict__[COVERED] = target.covered
-        counted = self.guard.check(request, target)
-        refusal = self.guard.decide(request, target, counted)
-        request.__dict__[STATE] = State(target, counted, refusal is not None)
-        return refusal
+        return self._settle(request, target, self.guard.check(request, target))
 
     # -- async
 
@@ -142,12 +154,7 @@ class RateLimitMiddleware:
     async def _aprocess_view(
         self, request: HttpRequest, view: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> HttpResponseBase | None:
-        target = self._target(request, view)
+        target = self._view_target(request, view)
         if target is None:
             return None
-        if target.covered:
-            request.__dict__[COVERED] = target.covered
-        counted = await self.guard.acheck(request, target)
-        refusal = self.guard.decide(request, target, counted)
-        request.__dict__[STATE] = State(target, counted, refusal is not None)
-        return refusal
+        return self._settle(request, target, await self.guard.acheck(request, target))
