@@ -165,7 +165,8 @@ def apply_headers(response: HttpResponseBase, headers: Sequence[tuple[str, str]]
     store: dict[str, tuple[str, str]] | None = getattr(fields, "_store", None)
     for name, value in headers:
         lower = _LOWER.get(name) or name.lower()
-        if lower in _MERGED and name in fields:
+        # The store is keyed by lower-case name: asking it spares the mapping's raise-and-catch lookup.
+        if lower in _MERGED and (lower in store if store is not None else name in fields):
             if lower == "retry-after":
                 value = str(max(int(fields[name]), int(value)))
             else:
