@@ -21,8 +21,9 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.functional import SimpleLazyObject, empty
 
+from bisman_ratelimit.decision import Decision
 from bisman_ratelimit.errors import ConfigurationError, InvalidArgument, StorageError
-from bisman_ratelimit.policy import Evaluation, RoutePlan, Rule, Verdict
+from bisman_ratelimit.policy import Evaluation, RoutePlan, Rule, SingleCheck, Verdict
 from bisman_ratelimit.problem import CONTENT_TYPE
 
 from .runtime import Runtime
@@ -34,10 +35,12 @@ __all__ = [
     "COVERED",
     "STATE",
     "Guard",
+    "Passed",
     "RateLimitResult",
     "State",
     "Target",
     "apply_headers",
+    "apply_passed",
     "view_identity",
 ]
 
@@ -99,10 +102,12 @@ class Target:
         "callables",
         "covered",
         "deferred",
+        "keys",
         "needs_api_key",
         "needs_header",
         "needs_user",
         "plan",
+        "quick",
         "single",
     )
 
@@ -130,6 +135,10 @@ class Target:
                 if not declaration.block
                 for name in rule.item_names
             )
+        # A single check with nothing to report on the request: an allowed request needs no Verdict.
+        self.quick = plan.single if self.annotate is None else None
+        # peer address -> storage key of the single check, when the peer alone names the client
+        self.keys: dict[str | None, str] = {}
 
 
 class State:
@@ -141,6 +150,16 @@ class State:
         self.target = target
         self.counted = counted
         self.refused = refused
+
+
+class Passed:
+    """A request let through by a quick single check: its headers are made on the way out."""
+
+    __slots__ = ("decision", "single")
+
+    def __init__(self, single: SingleCheck, decision: Decision) -> None:
+        self.single = single
+        self.decision = decision
 
 
 def view_identity(view: Callable[..., Any]) -> str:
@@ -175,6 +194,18 @@ def apply_headers(response: HttpResponseBase, headers: Sequence[tuple[str, str]]
             store[lower] = (name, value)
         else:
             fields[name] = value
+
+
+def apply_passed(response: HttpResponseBase, passed: Passed) -> None:
+    """The headers of a request let through by a quick single check."""
+    single = passed.single
+    item = single.ratelimit(passed.decision)
+    store: dict[str, tuple[str, str]] | None = getattr(response.headers, "_store", None)
+    if store is None or "ratelimit-policy" in store or "ratelimit" in store:
+        apply_headers(response, (("RateLimit-Policy", single.policy_header), ("RateLimit", item)))
+    else:
+        store["ratelimit-policy"] = ("RateLimit-Policy", single.policy_header)
+        store["ratelimit"] = ("RateLimit", item)
 
 
 def meta_key(header: str) -> str:
@@ -259,6 +290,22 @@ class Guard:
                 self._peers.clear()
             self._peers[peer] = found
         return found
+
+    def single_key(self, request: HttpRequest, target: Target, single: SingleCheck) -> str:
+        """The storage key of ``request`` for the single check of ``target``."""
+        meta = request.META
+        if self.reads_forwarded:
+            return single.key(self._client(meta)[1])
+        # The peer alone names the client: its key is remembered, built once per busy client.
+        peer = meta.get("REMOTE_ADDR")
+        keys = target.keys
+        key = keys.get(peer)
+        if key is None:
+            key = single.key(self._client(meta)[1])
+            if len(keys) >= 4096:
+                keys.clear()
+            keys[peer] = key
+        return key
 
     def _start(
         self,
@@ -370,7 +417,7 @@ class Guard:
     def _count(self, request: HttpRequest, target: Target) -> Counted | Evaluation:
         single = target.single
         if single is not None:
-            key = single.key(self._client(request.META)[1])
+            key = self.single_key(request, target, single)
             return Counted(
                 single.verdict(self.runtime.limiter.hit(key, single.limit, single.algorithm, single.cost))
             )
@@ -410,7 +457,7 @@ class Guard:
     async def _acount(self, request: HttpRequest, target: Target) -> Counted | Evaluation:
         single = target.single
         if single is not None:
-            key = single.key(self._client(request.META)[1])
+            key = self.single_key(request, target, single)
             decision = await self.runtime.hit_async(request, key, single.limit, single.algorithm, single.cost)
             return Counted(single.verdict(decision))
         user = await self._auser(request) if target.needs_user else None

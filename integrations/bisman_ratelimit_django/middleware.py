@@ -21,10 +21,12 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
-from bisman_ratelimit.policy import Evaluation
+from bisman_ratelimit.decision import Decision
+from bisman_ratelimit.errors import StorageError
+from bisman_ratelimit.policy import Evaluation, SingleCheck
 
 from .decorators import DECLARED, EXEMPT, Declaration
-from .guard import COVERED, STATE, Counted, Guard, State, Target, view_identity
+from .guard import COVERED, STATE, Counted, Guard, Passed, State, Target, apply_passed, view_identity
 from .runtime import get_runtime
 
 __all__ = ["RateLimitMiddleware"]
@@ -44,6 +46,9 @@ class RateLimitMiddleware:
         self.runtime = runtime
         self.planner = runtime.planner
         self.guard = Guard(runtime)
+        self.limiter = runtime.limiter
+        # Metrics want a Verdict for every request: then no request takes the quick path.
+        self.quick = self.guard.metrics is None
         self._targets: dict[tuple[Any, ...], Target | None] = {}
         self.is_async = iscoroutinefunction(get_response)
         self.process_view: Callable[..., Any]
@@ -96,6 +101,15 @@ class RateLimitMiddleware:
             request.__dict__[COVERED] = target.covered
         return target
 
+    def _passed(
+        self, request: HttpRequest, target: Target, single: SingleCheck, decision: Decision
+    ) -> HttpResponseBase | None:
+        """Settle a quick single check: an allowed request keeps only its decision for the response."""
+        if decision.allowed:
+            request.__dict__[STATE] = Passed(single, decision)
+            return None
+        return self._settle(request, target, Counted(single.verdict(decision)))
+
     def _settle(
         self, request: HttpRequest, target: Target, counted: Counted | Evaluation
     ) -> HttpResponseBase | None:
@@ -110,7 +124,10 @@ class RateLimitMiddleware:
         if self.is_async:
             return self.__acall__(request)
         response: HttpResponseBase = self.get_response(request)
-        state: State | None = request.__dict__.get(STATE)
+        state: State | Passed | None = request.__dict__.get(STATE)
+        if isinstance(state, Passed):
+            apply_passed(response, state)
+            return response
         if state is None:
             target = self._unmatched(request)
             if target is None:
@@ -130,6 +147,14 @@ class RateLimitMiddleware:
         target = self._view_target(request, view)
         if target is None:
             return None
+        single = target.quick
+        if single is not None and self.quick:
+            try:
+                key = self.guard.single_key(request, target, single)
+                decision = self.limiter.hit(key, single.limit, single.algorithm, single.cost)
+            except StorageError as exc:
+                return self._settle(request, target, self.guard.failed(request, exc))
+            return self._passed(request, target, single, decision)
         return self._settle(request, target, self.guard.check(request, target))
 
     # -- async
@@ -137,7 +162,10 @@ class RateLimitMiddleware:
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
         response = await get_response(request)
-        state: State | None = request.__dict__.get(STATE)
+        state: State | Passed | None = request.__dict__.get(STATE)
+        if isinstance(state, Passed):
+            apply_passed(response, state)
+            return response
         if state is None:
             target = self._unmatched(request)
             if target is None:
@@ -157,4 +185,14 @@ class RateLimitMiddleware:
         target = self._view_target(request, view)
         if target is None:
             return None
+        single = target.quick
+        if single is not None and self.quick:
+            try:
+                key = self.guard.single_key(request, target, single)
+                decision = await self.runtime.hit_async(
+                    request, key, single.limit, single.algorithm, single.cost
+                )
+            except StorageError as exc:
+                return self._settle(request, target, self.guard.failed(request, exc))
+            return self._passed(request, target, single, decision)
         return self._settle(request, target, await self.guard.acheck(request, target))
