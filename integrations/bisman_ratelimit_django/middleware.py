@@ -144,9 +144,16 @@ class RateLimitMiddleware:
     def _process_view(
         self, request: HttpRequest, view: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> HttpResponseBase | None:
-        target = self._view_target(request, view)
+        # _view_target() and _passed() inlined: this runs on every request.
+        match = request.resolver_match
+        try:
+            target = self._targets[(match.route if match is not None else None, request.method, view)]
+        except KeyError:
+            target = self._target(request, view)
         if target is None:
             return None
+        if target.covered:
+            request.__dict__[COVERED] = target.covered
         single = target.quick
         if single is not None and self.quick:
             try:
@@ -154,7 +161,10 @@ class RateLimitMiddleware:
                 decision = self.limiter.hit(key, single.limit, single.algorithm, single.cost)
             except StorageError as exc:
                 return self._settle(request, target, self.guard.failed(request, exc))
-            return self._passed(request, target, single, decision)
+            if decision.allowed:
+                request.__dict__[STATE] = Passed(single, decision)
+                return None
+            return self._settle(request, target, Counted(single.verdict(decision)))
         return self._settle(request, target, self.guard.check(request, target))
 
     # -- async
