@@ -36,6 +36,7 @@ class Limit:
     # Derived once, used on every check.
     period_us: int = field(init=False, repr=False, compare=False)
     capacity: int = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         amount, period, burst = self.amount, self.period, self.burst
@@ -52,6 +53,11 @@ class Limit:
             raise InvalidLimit(f"limit burst must be a whole number >= 1 or None, got {burst!r}")
         object.__setattr__(self, "period_us", period_us)
         object.__setattr__(self, "capacity", amount if burst is None else burst)
+        object.__setattr__(self, "_hash", hash((amount, period, burst)))
+
+    def __hash__(self) -> int:
+        # Limiters look limits up on every check: hash once, not per lookup.
+        return self._hash
 
     @classmethod
     def parse(cls, text: str) -> Limit:
