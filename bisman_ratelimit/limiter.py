@@ -142,13 +142,7 @@ class Limiter(_LimiterBase):
 
     def hit(self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1) -> Decision:
         """Count a hit of ``cost`` against ``limit`` if it is allowed."""
-        # _prepare() inlined: this is the hot path of every request.
-        try:
-            specs, max_cost = self._specs[limit, algorithm]
-        except (KeyError, TypeError):
-            specs, max_cost = self._resolve(limit, algorithm)
-        if type(key) is not str or not key or type(cost) is not int or not 0 < cost <= max_cost:
-            self._reject(key, limit, cost, max_cost)
+        specs = self._prepare(key, limit, algorithm, cost)
         if len(specs) == 1:
             return self.storage.check(key, specs[0], cost, True)
         return most_restrictive(self.storage.check_many([(key, s, cost) for s in specs], True)[1])
@@ -217,13 +211,7 @@ class AsyncLimiter(_LimiterBase):
     async def hit(
         self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1
     ) -> Decision:
-        # _prepare() inlined, as in Limiter.hit.
-        try:
-            specs, max_cost = self._specs[limit, algorithm]
-        except (KeyError, TypeError):
-            specs, max_cost = self._resolve(limit, algorithm)
-        if type(key) is not str or not key or type(cost) is not int or not 0 < cost <= max_cost:
-            self._reject(key, limit, cost, max_cost)
+        specs = self._prepare(key, limit, algorithm, cost)
         if len(specs) == 1:
             return await self.storage.check(key, specs[0], cost, True)
         return most_restrictive((await self.storage.check_many([(key, s, cost) for s in specs], True))[1])
