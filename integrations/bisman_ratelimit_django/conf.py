@@ -77,7 +77,7 @@ class SettingProblem:
 def _storage_url(value: object) -> str:
     if not isinstance(value, str) or "://" not in value:
         raise ConfigurationError(
-            f"expected a URL such as 'memory://' or 'redis://host:6379/0', got {value!r}"
+            f"expected a URL such as 'memory://' or 'redis://host:port/0', got {value!r}"
         )
     scheme = value.split("://", 1)[0].lower()
     if scheme not in ("memory", "redis", "rediss", "unix"):

@@ -110,7 +110,7 @@ def _build_engine() -> _Engine:
     options = getattr(settings, SETTING, None)
     if not isinstance(options, dict) or "URL" not in options:
         raise ImproperlyConfigured(
-            f"SESSION_ENGINE {__name__!r} needs settings.{SETTING} = {{'URL': 'redis://host:6379/0'}}"
+            f"SESSION_ENGINE {__name__!r} needs settings.{SETTING} = {{'URL': 'redis://host:port/0'}}"
         )
     unknown = set(options) - {"URL", "ABSOLUTE_LIFETIME", "PREFIX"}
     if unknown:

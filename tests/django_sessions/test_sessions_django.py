@@ -402,7 +402,7 @@ def test_missing_or_bad_settings_are_reported() -> None:
     with (
         override_settings(BISMAN_SESSIONS={}),
         pytest.raises(
-            ImproperlyConfigured, match=r"needs settings.BISMAN_SESSIONS = \{'URL': 'redis://host:6379/0'\}"
+            ImproperlyConfigured, match=r"needs settings.BISMAN_SESSIONS = \{'URL': 'redis://host:port/0'\}"
         ),
     ):
         SessionStore().load()

@@ -49,7 +49,7 @@ def test_bad_fields_are_each_reported() -> None:
     [
         ("STORAGE_URL", "mysql://db/0", "unsupported scheme 'mysql://' in 'mysql://db/0'"),
         ("STORAGE_URL", "redis://host:port/0", "bad storage URL 'redis://host:port/0'"),
-        ("STORAGE_URL", "localhost", "expected a URL such as 'memory://' or 'redis://host:6379/0'"),
+        ("STORAGE_URL", "localhost", "expected a URL such as 'memory://' or 'redis://host:port/0'"),
         (
             "TRUSTED_PROXIES",
             ["10.0.0.300/8"],
