@@ -162,6 +162,11 @@ class Limiter(_LimiterBase):
         allowed, decisions = self.storage.check_many(self._prepare_many(entries), True)
         return MultiDecision(allowed, tuple(decisions))
 
+    def peek_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
+        """What :meth:`hit_many` would answer, consuming nothing."""
+        allowed, decisions = self.storage.check_many(self._prepare_many(entries), False)
+        return MultiDecision(allowed, tuple(decisions))
+
     def acquire(self, key: str, max_in_flight: int, ttl: float) -> Lease | None:
         """Take one of ``max_in_flight`` slots for at most ``ttl`` seconds, or ``None`` if full."""
         lease_id, ttl_us = self._lease_args(key, max_in_flight, ttl)
@@ -228,6 +233,10 @@ class AsyncLimiter(_LimiterBase):
 
     async def hit_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
         allowed, decisions = await self.storage.check_many(self._prepare_many(entries), True)
+        return MultiDecision(allowed, tuple(decisions))
+
+    async def peek_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
+        allowed, decisions = await self.storage.check_many(self._prepare_many(entries), False)
         return MultiDecision(allowed, tuple(decisions))
 
     async def acquire(self, key: str, max_in_flight: int, ttl: float) -> AsyncLease | None:

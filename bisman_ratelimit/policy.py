@@ -580,15 +580,13 @@ class Evaluation:
 def _execute(limiter: Limiter, op: Op) -> MultiDecision:
     if op[0] == "hit_many":
         return limiter.hit_many(op[1])
-    allowed, decisions = limiter.storage.check_many(limiter._prepare_many(op[1]), False)
-    return MultiDecision(allowed, tuple(decisions))
+    return limiter.peek_many(op[1])
 
 
 async def _execute_async(limiter: AsyncLimiter, op: Op) -> MultiDecision:
     if op[0] == "hit_many":
         return await limiter.hit_many(op[1])
-    allowed, decisions = await limiter.storage.check_many(limiter._prepare_many(op[1]), False)
-    return MultiDecision(allowed, tuple(decisions))
+    return await limiter.peek_many(op[1])
 
 
 def run(limiter: Limiter, evaluation: Evaluation) -> Verdict:

@@ -178,6 +178,16 @@ def test_hit_many_is_all_or_nothing(limiter: Any) -> None:
     assert limiter.peek("global", "100/minute", "fixed_window").remaining == 99
 
 
+def test_peek_many_consumes_nothing(limiter: Any) -> None:
+    entries = [("global", "100/minute", "fixed_window"), ("user:1", "1/minute", "token_bucket")]
+    limiter.hit_many(entries)
+    for _ in range(3):
+        look = limiter.peek_many(entries)
+        assert not look.allowed
+        assert [(d.allowed, d.remaining) for d in look.decisions] == [(True, 99), (False, 0)]
+    assert limiter.peek("global", "100/minute", "fixed_window").remaining == 99
+
+
 def test_hit_many_with_costs_and_default_algorithm(limiter: Any) -> None:
     result = limiter.hit_many([("a", "10/minute", "gcra", 4), ("b", "5/minute")])
     assert result.allowed
