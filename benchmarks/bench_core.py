@@ -197,7 +197,7 @@ def _floor_allowed(result: Any) -> bool:
 
 def raw_script(evalsha: Callable[..., Any], specs: Sequence[Spec]) -> tuple[Callable[[str], Any], Any]:
     """Our script's EVALSHA with every argument built ahead of time."""
-    naming = RedisStorage(None)
+    naming = RedisStorage(redis.Redis())  # for key names and arguments only: never connects
     argv = {key: _script_argv(naming, key, specs) for key in KEYS}
 
     def check(key: str) -> Any:

@@ -166,7 +166,7 @@ def test_cluster_url_with_fallback(redis_cluster: RedisClusterServers) -> None:
 
 
 async def test_async_cluster_url(redis_cluster: RedisClusterServers) -> None:
-    limiter = AsyncLimiter.from_url(redis_cluster.url + "?fallback=memory")
+    limiter = AsyncLimiter.from_url(redis_cluster.url + "?fallback=memory&timeout=1")
     assert isinstance(limiter.storage, AsyncFallbackStorage)
     assert isinstance(limiter.storage.primary, AsyncRedisStorage) and limiter.storage.primary.cluster
     decisions = [await limiter.hit("a", "2/minute") for _ in range(3)]

@@ -54,6 +54,7 @@ from ..keys import hash_tag
 from .base import Check, Spec
 from .blocked import BlockedKeys
 from .cluster import GroupResult, Outcome, drive, drive_async, grouped_check, slot_groups
+from .wire import async_lender_for, lender_for
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -299,6 +300,8 @@ class RedisStorage(_RedisBase):
 
     def __init__(self, client: Any, **options: Any) -> None:
         super().__init__(client, **options)
+        self._lender = lender_for(client)
+        self._call: Callable[..., Any] = client.execute_command if self._lender is None else self._lender.call
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
 
@@ -318,6 +321,8 @@ class RedisStorage(_RedisBase):
             attempt += 1
 
     def _drop_idle_connections(self) -> None:
+        if self._lender is not None:
+            self._lender.drop_idle()
         pool = getattr(self.client, "connection_pool", None)
         if pool is not None:
             try:
@@ -328,16 +333,16 @@ class RedisStorage(_RedisBase):
 
     def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         try:
-            return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             self.client.script_load(script.source)
-            return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         # The first try is inline: the retry loop costs frames on every call.
         started = time.monotonic()
         try:
-            return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             pass
         except _FAULTS as exc:
@@ -422,6 +427,8 @@ class RedisStorage(_RedisBase):
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+        if self._lender is not None:
+            self._lender.close()
         self.client.close()
         for other in self._closing:
             other.close()
@@ -429,6 +436,13 @@ class RedisStorage(_RedisBase):
 
 class AsyncRedisStorage(_RedisBase):
     """Asynchronous backend on a ``redis.asyncio.Redis`` (plain, Sentinel) or ``RedisCluster`` client."""
+
+    def __init__(self, client: Any, **options: Any) -> None:
+        super().__init__(client, **options)
+        self._lender = async_lender_for(client)
+        self._call: Callable[..., Awaitable[Any]] = (
+            client.execute_command if self._lender is None else self._lender.call
+        )
 
     async def _run(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await self._retry(call, args, time.monotonic(), 0)
@@ -448,6 +462,8 @@ class AsyncRedisStorage(_RedisBase):
             attempt += 1
 
     async def _drop_idle_connections(self) -> None:
+        if self._lender is not None:
+            await self._lender.drop_idle()
         pool = getattr(self.client, "connection_pool", None)
         if pool is not None:
             try:
@@ -457,16 +473,16 @@ class AsyncRedisStorage(_RedisBase):
 
     async def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             await self.client.script_load(script.source)
-            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         # The first try is inline: the retry loop costs frames on every call.
         started = time.monotonic()
         try:
-            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             pass
         except _FAULTS as exc:
@@ -540,6 +556,8 @@ class AsyncRedisStorage(_RedisBase):
         await self._run(self.client.zrem, self.lease_key(key), lease_id)
 
     async def close(self) -> None:
+        if self._lender is not None:
+            await self._lender.close()
         await self.client.aclose()
         for other in self._closing:
             await other.aclose()

@@ -1,0 +1,189 @@
+"""Script calls on connections borrowed from the client's pool.
+
+A check is one EVALSHA, and on loopback its round trip is a few tens of
+microseconds. redis-py's ``execute_command`` adds about a fifth to that:
+a retry wrapper, observability hooks, and a pool checkout that takes a
+lock and polls the socket before every command. The backends retry within
+their own time budget, so they need none of it; a :class:`Lender` keeps a
+few connections of the client's pool on a stack of its own and runs each
+command on one of them with redis-py's connection (its packer, parser,
+socket timeouts, TLS and Sentinel handling).
+
+There is one lender per pool, however many storages share the client. The
+borrowed connections stay in the pool's books as in use: a bounded pool
+still bounds them, and ``pool.disconnect()`` still closes them. A lender
+holds at most ``keep`` of them while idle (a quarter of a bounded pool's
+size, at most 16; none for a pool of fewer than four) and hands back the
+rest. After a connection error it closes
+its idle ones too (a restarted server leaves every one of them stale), and
+after a fork the child starts with none.
+
+Clients whose commands go through something other than a plain RESP2 pool
+(one shared connection, RESP3 with its push messages, Cluster, a subclass
+or wrapper with an ``execute_command`` of its own, such as
+:class:`~bisman_ratelimit.instrument.InstrumentedRedis`) are served by
+``execute_command``.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import Any
+
+import redis
+import redis.asyncio
+
+__all__ = ["AsyncLender", "Lender", "async_lender_for", "lender_for"]
+
+_KEEP = 16
+# redis-py 5 wants the command name when asked for a connection; later
+# versions warn when given one.
+_NAMED = int(redis.__version__.split(".")[0]) < 6
+
+
+def _pool_of(client: Any, plain: Any) -> Any:
+    """``client``'s pool if its commands can run on connections taken from it, else ``None``."""
+    if type(client).execute_command is not plain.execute_command:
+        return None
+    if getattr(client, "connection", None) is not None:
+        return None
+    pool = client.connection_pool
+    # RESP3 brings push messages (client-side caching, maintenance
+    # notifications) that the pool acts upon when connections come back.
+    protocol = str(getattr(pool, "connection_kwargs", {}).get("protocol") or 2)
+    return pool if protocol == "2" and getattr(pool, "cache", None) is None else None
+
+
+class _LenderBase:
+    def __init__(self, pool: Any) -> None:
+        self._pool = weakref.ref(pool)  # the registry's key: a strong reference would keep it alive
+        bound = getattr(pool, "max_connections", None) or 4 * _KEEP
+        self.keep = min(_KEEP, bound // 4)
+        self.idle: list[Any] = []
+
+    @property
+    def pool(self) -> Any:
+        pool = self._pool()
+        if pool is None:  # pragma: no cover - the storage holding the lender holds the pool
+            raise RuntimeError("the connection pool is gone")
+        return pool
+
+
+_lenders: weakref.WeakKeyDictionary[Any, _LenderBase] = weakref.WeakKeyDictionary()
+
+
+def _lender(client: Any, plain: Any, kind: type[_LenderBase]) -> Any:
+    if not isinstance(client, plain):
+        return None
+    pool = _pool_of(client, plain)
+    if pool is None:
+        return None
+    lender = _lenders.get(pool)
+    if lender is None:
+        lender = _lenders[pool] = kind(pool)
+    return lender
+
+
+def lender_for(client: Any) -> Lender | None:
+    """The lender of a ``redis.Redis`` client's pool, or ``None`` if it cannot have one."""
+    lender: Lender | None = _lender(client, redis.Redis, Lender)
+    return lender
+
+
+def async_lender_for(client: Any) -> AsyncLender | None:
+    """The lender of a ``redis.asyncio.Redis`` client's pool, or ``None``."""
+    lender: AsyncLender | None = _lender(client, redis.asyncio.Redis, AsyncLender)
+    return lender
+
+
+def _forget_after_fork() -> None:
+    # The parent's sockets are not the child's to use, nor to close.
+    for lender in list(_lenders.values()):
+        lender.idle.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class Lender(_LenderBase):
+    """Commands on connections borrowed from a ``redis.Redis`` pool."""
+
+    def _borrow(self) -> Any:
+        return self.pool.get_connection("EVALSHA") if _NAMED else self.pool.get_connection()
+
+    def call(self, *args: Any) -> Any:
+        idle = self.idle
+        try:
+            conn = idle.pop()
+        except IndexError:
+            conn = self._borrow()
+        try:
+            if conn._sock is None:
+                # Reconnecting inside send_command would skip a Sentinel
+                # connection's lookup of the current primary.
+                conn.connect()
+            conn.send_command(*args)
+            return conn.read_response()
+        except (redis.ConnectionError, OSError):
+            self.drop_idle()
+            raise
+        finally:
+            self._give_back(conn)
+
+    def _give_back(self, conn: Any) -> None:
+        idle = self.idle
+        if len(idle) < self.keep:
+            idle.append(conn)
+        else:
+            self.pool.release(conn)
+
+    def drop_idle(self) -> None:
+        """Close the idle connections; each connects again when next used."""
+        for conn in list(self.idle):
+            conn.disconnect()
+
+    def close(self) -> None:
+        """Hand the idle connections back to the pool."""
+        pool, idle = self.pool, self.idle
+        while idle:
+            pool.release(idle.pop())
+
+
+class AsyncLender(_LenderBase):
+    """Commands on connections borrowed from a ``redis.asyncio.Redis`` pool."""
+
+    async def _borrow(self) -> Any:
+        if _NAMED:
+            return await self.pool.get_connection("EVALSHA")
+        return await self.pool.get_connection()
+
+    async def call(self, *args: Any) -> Any:
+        idle = self.idle
+        try:
+            conn = idle.pop()
+        except IndexError:
+            conn = await self._borrow()
+        try:
+            if not conn.is_connected:
+                await conn.connect()  # as above
+            await conn.send_command(*args)
+            return await conn.read_response()
+        except (redis.ConnectionError, OSError):
+            await self.drop_idle()
+            raise
+        finally:
+            idle = self.idle
+            if len(idle) < self.keep:
+                idle.append(conn)
+            else:
+                await self.pool.release(conn)
+
+    async def drop_idle(self) -> None:
+        for conn in list(self.idle):
+            await conn.disconnect()
+
+    async def close(self) -> None:
+        pool, idle = self.pool, self.idle
+        while idle:
+            await pool.release(idle.pop())

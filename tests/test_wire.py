@@ -1,0 +1,175 @@
+"""Checks on connections borrowed from the client's pool (``storage/wire.py``).
+
+Each test that restarts or bounds a server starts its own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from bisman_ratelimit import AsyncLimiter, Limiter
+from bisman_ratelimit.storage.redis import AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.storage.wire import async_lender_for, lender_for
+from bisman_ratelimit.testing import RedisServer
+
+LIMIT = "1000/minute"
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as started:
+        yield started
+
+
+def in_use(pool: Any) -> int:
+    return len(pool._in_use_connections)
+
+
+def test_one_lender_per_pool(redis_client: redis.Redis) -> None:
+    assert lender_for(redis_client) is lender_for(redis_client)
+    other = redis.Redis(connection_pool=redis_client.connection_pool)
+    assert lender_for(other) is lender_for(redis_client)
+    assert lender_for(redis.Redis()) is not lender_for(redis_client)
+
+
+def test_many_storages_on_one_client_share_a_few_connections(redis_url: str) -> None:
+    # A pool that refuses a ninth connection: storages made per request
+    # (wasteful, but seen in the wild) must not each keep one.
+    client = redis.Redis.from_url(redis_url, max_connections=8)
+    for n in range(50):
+        assert Limiter(RedisStorage(client)).hit(f"user:{n}", LIMIT).allowed
+    assert in_use(client.connection_pool) == 1
+    client.close()
+
+
+def test_idle_connections_are_bounded_by_a_quarter_of_the_pool(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, max_connections=8)
+    limiter = Limiter(client)
+    lender = lender_for(client)
+    assert lender is not None and lender.keep == 2
+    barrier = threading.Barrier(6)
+
+    def hit(n: int) -> None:
+        barrier.wait()
+        for _ in range(20):
+            assert limiter.hit(f"user:{n}", LIMIT).allowed
+
+    threads = [threading.Thread(target=hit, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(lender.idle) <= 2 and in_use(client.connection_pool) == len(lender.idle)
+    limiter.close()
+    assert in_use(client.connection_pool) == 0
+
+
+def test_a_small_pool_lends_nothing_while_idle(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, max_connections=3)
+    limiter = Limiter(client)
+    assert limiter.hit("a", LIMIT).allowed
+    assert in_use(client.connection_pool) == 0
+    # So the application can still take all three.
+    held = [client.connection_pool.get_connection() for _ in range(3)]
+    for conn in held:
+        client.connection_pool.release(conn)
+    limiter.close()
+
+
+def test_stale_connections_after_a_restart_cost_one_retry(server: RedisServer) -> None:
+    client = redis.Redis.from_url(server.url, max_connections=64)
+    limiter = Limiter(client)
+    lender = lender_for(client)
+    assert lender is not None
+    # Three connections on the stack, all of which the restart leaves dead.
+    conns = [lender.pool.get_connection() for _ in range(3)]
+    for conn in conns:
+        conn.connect()
+    lender.idle.extend(conns)
+    server.kill()
+    server.start()
+    assert limiter.hit("a", "2/minute").remaining == 1
+    # The first failure closed the other idle ones: they connect afresh
+    # when used, instead of failing one by one.
+    assert [conn._sock is None for conn in conns] == [True, True, False]
+    assert limiter.hit("a", "2/minute").remaining == 0
+    limiter.close()
+
+
+def test_a_forked_child_does_not_use_the_parents_connections(redis_url: str) -> None:
+    limiter = Limiter.from_url(redis_url)
+    assert limiter.hit("forked", "10/minute").remaining == 9
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_fork_child, args=(limiter, queue))
+    child.start()
+    child.join(timeout=20)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == 8
+    # The parent's connection was not disturbed by the child.
+    assert limiter.hit("forked", "10/minute").remaining == 7
+    limiter.close()
+
+
+def _fork_child(limiter: Limiter, queue: Any) -> None:  # pragma: no cover - runs in the child
+    queue.put(limiter.hit("forked", "10/minute").remaining)
+
+
+class Traced(redis.Redis):
+    """A client whose ``execute_command`` matters (tracing, say)."""
+
+    calls = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        Traced.calls += 1
+        return super().execute_command(*args, **options)
+
+
+def test_clients_that_override_execute_command_keep_it(redis_url: str) -> None:
+    client = Traced.from_url(redis_url)
+    assert lender_for(client) is None
+    limiter = Limiter(client)
+    before = Traced.calls
+    assert limiter.hit("a", LIMIT).allowed
+    assert Traced.calls > before
+    limiter.close()
+
+
+def test_resp3_clients_keep_execute_command(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, protocol=3)
+    assert lender_for(client) is None
+    limiter = Limiter(client)
+    assert [limiter.hit("a", "2/minute").allowed for _ in range(3)] == [True, True, False]
+    limiter.close()
+
+
+async def test_async_lender(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url, max_connections=8)
+    assert async_lender_for(client) is async_lender_for(client)
+    limiter = AsyncLimiter(AsyncRedisStorage(client))
+    assert [(await limiter.hit("a", "2/minute")).allowed for _ in range(3)] == [True, True, False]
+    pool = client.connection_pool
+    assert in_use(pool) == 1
+    await limiter.close()
+    assert in_use(pool) == 0
+
+
+async def test_async_stale_connections_after_a_restart_cost_one_retry(server: RedisServer) -> None:
+    client = redis.asyncio.Redis.from_url(server.url, max_connections=64)
+    limiter = AsyncLimiter(client)
+    lender = async_lender_for(client)
+    assert lender is not None
+    conns = [await lender.pool.get_connection() for _ in range(3)]
+    lender.idle.extend(conns)
+    server.kill()
+    server.start()
+    assert (await limiter.hit("a", "2/minute")).remaining == 1
+    assert [conn.is_connected for conn in conns] == [False, False, True]
+    await limiter.close()
