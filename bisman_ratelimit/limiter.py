@@ -39,6 +39,32 @@ def _spec(limit: Limit, algorithm: str) -> Spec:
     return Spec(algorithm, limit.amount, limit.period_us, capacity)
 
 
+def _merge(checks: list[Check]) -> tuple[list[Check], list[int]]:
+    """One check per (key, limit), of the summed cost; and each check's place among them."""
+    merged: list[Check] = []
+    place: dict[tuple[str, Spec], int] = {}
+    where: list[int] = []
+    for key, spec, cost in checks:
+        at = place.get((key, spec))
+        if at is None:
+            at = place[key, spec] = len(merged)
+            merged.append((key, spec, cost))
+        else:
+            merged[at] = (key, spec, merged[at][2] + cost)
+        where.append(at)
+    for key, spec, cost in merged:
+        if cost > spec.capacity:
+            raise InvalidLimit(
+                f"hit_many() entries for key {key!r} add up to cost {cost} under one limit, "
+                f"more than it can ever allow at once ({spec.capacity})"
+            )
+    return merged, where
+
+
+def _answers(decisions: list[Decision], where: list[int] | None) -> tuple[Decision, ...]:
+    return tuple(decisions) if where is None else tuple(decisions[at] for at in where)
+
+
 class _LimiterBase:
     def __init__(self) -> None:
         # (limit, algorithm) -> (specs, largest cost they accept)
@@ -63,7 +89,8 @@ class _LimiterBase:
             raise InvalidArgument(
                 f"unknown algorithm {algorithm!r}: expected one of {', '.join(sorted(ALGORITHMS))}"
             )
-        specs = tuple(_spec(item, algorithm) for item in parse_limits(limit))
+        # A limit given twice ("10/minute;10/minute") is one limit.
+        specs = tuple(dict.fromkeys(_spec(item, algorithm) for item in parse_limits(limit)))
         return specs, min(spec.capacity for spec in specs)
 
     def _prepare(self, key: str, limit: LimitLike, algorithm: str, cost: int) -> tuple[Spec, ...]:
@@ -86,7 +113,14 @@ class _LimiterBase:
                 f"cost {cost} exceeds what limit {limit!r} can ever allow at once ({max_cost})"
             )
 
-    def _prepare_many(self, entries: Iterable[ManyEntry]) -> list[Check]:
+    def _prepare_many(self, entries: Iterable[ManyEntry]) -> tuple[list[Check], list[int] | None]:
+        """The checks of a ``hit_many``, and where each entry's answer is among them.
+
+        ``None`` means one answer per check, in order; else repeats of one
+        key under one limit became a single check of their summed cost (so
+        that all or nothing holds for them too), and the list maps every
+        limit of every entry to its check.
+        """
         checks: list[Check] = []
         for index, entry in enumerate(entries):
             if not isinstance(entry, (tuple, list)) or not 2 <= len(entry) <= 4:
@@ -100,7 +134,9 @@ class _LimiterBase:
                 checks.append((key, spec, cost))
         if not checks:
             raise InvalidArgument("hit_many() needs at least one (key, limit) entry")
-        return checks
+        if len(checks) > 1 and len({(key, spec) for key, spec, _ in checks}) < len(checks):
+            return _merge(checks)
+        return checks, None
 
     @staticmethod
     def _lease_args(key: str, max_in_flight: int, ttl: float) -> tuple[str, int]:
@@ -159,13 +195,15 @@ class Limiter(_LimiterBase):
 
     def hit_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
         """Check several limits at once: all are consumed, or none is."""
-        allowed, decisions = self.storage.check_many(self._prepare_many(entries), True)
-        return MultiDecision(allowed, tuple(decisions))
+        checks, where = self._prepare_many(entries)
+        allowed, decisions = self.storage.check_many(checks, True)
+        return MultiDecision(allowed, _answers(decisions, where))
 
     def peek_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
         """What :meth:`hit_many` would answer, consuming nothing."""
-        allowed, decisions = self.storage.check_many(self._prepare_many(entries), False)
-        return MultiDecision(allowed, tuple(decisions))
+        checks, where = self._prepare_many(entries)
+        allowed, decisions = self.storage.check_many(checks, False)
+        return MultiDecision(allowed, _answers(decisions, where))
 
     def acquire(self, key: str, max_in_flight: int, ttl: float) -> Lease | None:
         """Take one of ``max_in_flight`` slots for at most ``ttl`` seconds, or ``None`` if full."""
@@ -232,12 +270,14 @@ class AsyncLimiter(_LimiterBase):
             await self.storage.reset(key, spec)
 
     async def hit_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
-        allowed, decisions = await self.storage.check_many(self._prepare_many(entries), True)
-        return MultiDecision(allowed, tuple(decisions))
+        checks, where = self._prepare_many(entries)
+        allowed, decisions = await self.storage.check_many(checks, True)
+        return MultiDecision(allowed, _answers(decisions, where))
 
     async def peek_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
-        allowed, decisions = await self.storage.check_many(self._prepare_many(entries), False)
-        return MultiDecision(allowed, tuple(decisions))
+        checks, where = self._prepare_many(entries)
+        allowed, decisions = await self.storage.check_many(checks, False)
+        return MultiDecision(allowed, _answers(decisions, where))
 
     async def acquire(self, key: str, max_in_flight: int, ttl: float) -> AsyncLease | None:
         lease_id, ttl_us = self._lease_args(key, max_in_flight, ttl)

@@ -178,6 +178,31 @@ def test_hit_many_is_all_or_nothing(limiter: Any) -> None:
     assert limiter.peek("global", "100/minute", "fixed_window").remaining == 99
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_hit_many_counts_a_repeated_limit_once_per_entry(limiter: Any, algorithm: str) -> None:
+    entries = [("k", "3/minute", algorithm), ("other", "9/minute", algorithm), ("k", "3/minute", algorithm)]
+    first = limiter.hit_many(entries)
+    assert first.allowed
+    assert [(d.key, d.remaining) for d in first.decisions] == [("k", 1), ("other", 8), ("k", 1)]
+    # Two more on "k" would be four of three: none is consumed, "other" neither.
+    second = limiter.hit_many(entries)
+    assert not second.allowed
+    assert [d.allowed for d in second.decisions] == [False, True, False]
+    assert limiter.peek("k", "3/minute", algorithm).remaining == 1
+    assert limiter.peek("other", "9/minute", algorithm).remaining == 8
+    # A limit written twice in one string is one limit.
+    assert limiter.hit("twice", "3/minute;3/minute", algorithm).remaining == 2
+
+
+def test_hit_many_repeats_beyond_what_a_limit_allows_at_once(limiter: Any) -> None:
+    with pytest.raises(InvalidLimit) as caught:
+        limiter.hit_many([("k", "1/minute"), ("k", "1/minute")])
+    assert str(caught.value) == (
+        "hit_many() entries for key 'k' add up to cost 2 under one limit, "
+        "more than it can ever allow at once (1)"
+    )
+
+
 def test_peek_many_consumes_nothing(limiter: Any) -> None:
     entries = [("global", "100/minute", "fixed_window"), ("user:1", "1/minute", "token_bucket")]
     limiter.hit_many(entries)

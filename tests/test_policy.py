@@ -346,8 +346,7 @@ async def test_run_async_on_redis_peeks_and_hits_in_one_call_each(redis_url: str
 async def _one(limiter: AsyncLimiter, op: tuple[object, ...]) -> MultiDecision:
     if op[0] == "hit_many":
         return await limiter.hit_many(op[1])  # type: ignore[arg-type]
-    allowed, decisions = await limiter.storage.check_many(limiter._prepare_many(op[1]), False)  # type: ignore[arg-type]
-    return MultiDecision(allowed, tuple(decisions))
+    return await limiter.peek_many(op[1])  # type: ignore[arg-type]
 
 
 def test_single_check_fast_path_agrees_with_the_general_path(clock: ManualClock) -> None:

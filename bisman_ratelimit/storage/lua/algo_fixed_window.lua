@@ -10,10 +10,10 @@ local function fixed_window(key, amount, period, capacity, cost, commit)
     return 0, amount - count, until_end, until_end
   end
   if commit then
-    redis.call('HSET', key, 'w', num(window), 'c', num(count + cost))
+    write('HSET', key, 'w', window, 'c', count + cost)
     if count == 0 then
       -- Later hits in this window keep the expiry set by the first.
-      redis.call('PEXPIRE', key, ttl_ms(until_end))
+      write('PEXPIRE', key, ttl_ms(until_end))
     end
     count = count + cost
     return 1, amount - count, until_end, 0

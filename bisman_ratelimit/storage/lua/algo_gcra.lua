@@ -12,8 +12,8 @@ local function gcra(key, amount, period, capacity, cost, commit)
   if allowed then
     if commit then
       debt = new_debt
-      redis.call('HSET', key, 'd', num(debt), 'ts', num(now))
-      redis.call('PEXPIRE', key, ttl_ms(debt))
+      write('HSET', key, 'd', debt, 'ts', now)
+      write('PEXPIRE', key, ttl_ms(debt))
     end
   else
     retry = math.ceil(new_debt - tolerance)

@@ -1,5 +1,5 @@
 local function sliding_log(key, amount, period, capacity, cost, commit)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', num(now - period))
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)
   local count = redis.call('ZCARD', key)
   if count + cost > amount then
     local index = count + cost - amount - 1
@@ -16,11 +16,11 @@ local function sliding_log(key, amount, period, capacity, cost, commit)
       args[#args + 1] = stamp
       args[#args + 1] = stamp .. ':' .. (count + i)
       if #args >= 1000 or i == cost then
-        redis.call('ZADD', key, unpack(args))
+        write('ZADD', key, unpack(args))
         args = {}
       end
     end
-    redis.call('PEXPIRE', key, ttl_ms(period))
+    write('PEXPIRE', key, ttl_ms(period))
     return 1, amount - count - cost, period, 0
   end
   if count == 0 then

@@ -34,10 +34,10 @@ local function sliding_window(key, amount, period, capacity, cost, commit)
     reset = period - elapsed
   end
   if allowed and commit then
-    redis.call('HSET', key, 'w', num(window), 'c', num(cur), 'p', num(prev))
+    write('HSET', key, 'w', window, 'c', cur, 'p', prev)
     if not had_count then
       -- The expiry (end of the next window) is the same for every hit in this window.
-      redis.call('PEXPIRE', key, ttl_ms(reset))
+      write('PEXPIRE', key, ttl_ms(reset))
     end
   end
   return allowed and 1 or 0, math.max(0, math.floor(amount - used + EPS)), reset, retry

@@ -18,8 +18,8 @@ local function token_bucket(key, amount, period, capacity, cost, commit)
     reset = math.ceil((capacity - tokens) * period / amount)
   end
   if allowed and commit then
-    redis.call('HSET', key, 't', num(tokens), 'ts', num(now))
-    redis.call('PEXPIRE', key, ttl_ms(reset))
+    write('HSET', key, 't', tokens, 'ts', now)
+    write('PEXPIRE', key, ttl_ms(reset))
   end
   return allowed and 1 or 0, math.max(0, math.floor(tokens + EPS)), reset, retry
 end

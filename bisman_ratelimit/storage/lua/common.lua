@@ -8,10 +8,23 @@ else
   now = tonumber(ARGV[1])
 end
 
--- Numbers are written with 17 significant digits so that a double read
--- back is the double written.
+-- A number as a string with 17 significant digits, so that a double read
+-- back is the double written. (Numbers passed to redis.call are converted
+-- that way by the server; Lua's own tostring keeps only 14.)
 local function num(x)
   return string.format('%.17g', x)
+end
+
+-- Every write of an algorithm goes through `write`. It runs at once,
+-- unless ratelimit.lua holds writes back (a list in `held`) until each
+-- limit of an all-or-nothing check has allowed.
+local held = nil
+local function write(...)
+  if held then
+    held[#held + 1] = {...}
+  else
+    redis.call(...)
+  end
 end
 
 -- A TTL in milliseconds that covers `us` microseconds and is never 0.

@@ -3,12 +3,12 @@
 -- ARGV[4]: lease TTL in microseconds.
 -- Returns {acquired, in_flight}.
 local key = KEYS[1]
-redis.call('ZREMRANGEBYSCORE', key, '-inf', num(now))
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
 local count = redis.call('ZCARD', key)
 if count >= tonumber(ARGV[3]) then
   return {0, count}
 end
-redis.call('ZADD', key, num(now + tonumber(ARGV[4])), ARGV[2])
+redis.call('ZADD', key, now + tonumber(ARGV[4]), ARGV[2])
 local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', key, ttl_ms(tonumber(last[2]) - now))
 return {1, count + 1}

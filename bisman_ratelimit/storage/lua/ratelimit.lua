@@ -1,5 +1,5 @@
 -- Check, and optionally consume, one or more rate limits atomically.
--- KEYS[i]: the key of limit i (a hash, or a sorted set for sliding_log).
+-- KEYS[i]: the key of limit i (a hash, or a sorted set for sliding_log), all distinct.
 -- ARGV[2]: "1" to consume when every limit allows, "0" to only look,
 --          "r" to refund hits made at time ARGV[last] (then look).
 -- ARGV[3 + 5(i-1) ...]: algorithm, amount, period_us, capacity, cost.
@@ -40,7 +40,7 @@ local function refund(key, algorithm, amount, period, capacity, cost, t0)
   if algorithm == 'fixed_window' then
     local stored = redis.call('HMGET', key, 'w', 'c')
     if tonumber(stored[1]) == math.floor(t0 / period) then
-      redis.call('HSET', key, 'c', num(math.max(0, tonumber(stored[2]) - cost)))
+      redis.call('HSET', key, 'c', math.max(0, tonumber(stored[2]) - cost))
     end
   elseif algorithm == 'sliding_window' then
     -- The hit went into the current count of its window, which is the
@@ -48,24 +48,24 @@ local function refund(key, algorithm, amount, period, capacity, cost, t0)
     local stored = redis.call('HMGET', key, 'w', 'c', 'p')
     local w, window = tonumber(stored[1]), math.floor(t0 / period)
     if w == window then
-      redis.call('HSET', key, 'c', num(math.max(0, tonumber(stored[2]) - cost)))
+      redis.call('HSET', key, 'c', math.max(0, tonumber(stored[2]) - cost))
     elseif w == window + 1 then
-      redis.call('HSET', key, 'p', num(math.max(0, tonumber(stored[3]) - cost)))
+      redis.call('HSET', key, 'p', math.max(0, tonumber(stored[3]) - cost))
     end
   elseif algorithm == 'sliding_log' then
-    local mine = redis.call('ZRANGEBYSCORE', key, num(t0), num(t0), 'LIMIT', 0, cost)
+    local mine = redis.call('ZRANGEBYSCORE', key, t0, t0, 'LIMIT', 0, cost)
     if #mine > 0 then
       redis.call('ZREM', key, unpack(mine))
     end
   elseif algorithm == 'token_bucket' then
     local stored = redis.call('HMGET', key, 't')
     if stored[1] then
-      redis.call('HSET', key, 't', num(math.min(capacity, tonumber(stored[1]) + cost)))
+      redis.call('HSET', key, 't', math.min(capacity, tonumber(stored[1]) + cost))
     end
   elseif algorithm == 'gcra' then
     local stored = redis.call('HMGET', key, 'd')
     if stored[1] then
-      redis.call('HSET', key, 'd', num(math.max(0, tonumber(stored[1]) - cost * period / amount)))
+      redis.call('HSET', key, 'd', math.max(0, tonumber(stored[1]) - cost * period / amount))
     end
   end
 end
@@ -83,10 +83,21 @@ if mode == 'r' then
 elseif #KEYS == 1 or mode ~= '1' then
   out = run(mode == '1')
 else
-  -- All or nothing: look at every limit first, consume only if all allow.
-  out = run(false)
+  -- All or nothing, in one pass: each limit decides as if consuming, its
+  -- writes held back; they run if every limit allowed. (The keys are
+  -- distinct: the caller merges repeats, whose writes would hide each
+  -- other here.)
+  held = {}
+  out = run(true)
+  local writes = held
+  held = nil
   if out[1] == 1 then
-    out = run(true)
+    for i = 1, #writes do
+      redis.call(unpack(writes[i]))
+    end
+  else
+    -- Nothing consumed: report what a look sees.
+    out = run(false)
   end
 end
 out[#out + 1] = now
