@@ -122,16 +122,27 @@ class _LimiterBase:
         limit of every entry to its check.
         """
         checks: list[Check] = []
+        key: str
+        limit: LimitLike
+        algorithm: str
+        cost: int
         for index, entry in enumerate(entries):
-            if not isinstance(entry, (tuple, list)) or not 2 <= len(entry) <= 4:
+            size = len(entry) if isinstance(entry, (tuple, list)) else 0
+            if size == 2:
+                key, limit, algorithm, cost = entry[0], entry[1], DEFAULT_ALGORITHM, 1
+            elif size == 3:
+                key, limit, algorithm, cost = entry[0], entry[1], entry[2], 1  # type: ignore[misc]
+            elif size == 4:
+                key, limit, algorithm, cost = entry  # type: ignore[misc]
+            else:
                 raise InvalidArgument(
                     f"hit_many() entry {index} must be (key, limit[, algorithm[, cost]]), got {entry!r}"
                 )
-            key, limit = entry[0], entry[1]
-            algorithm = entry[2] if len(entry) > 2 else DEFAULT_ALGORITHM
-            cost = entry[3] if len(entry) > 3 else 1
-            for spec in self._prepare(key, limit, algorithm, cost):
-                checks.append((key, spec, cost))
+            specs = self._prepare(key, limit, algorithm, cost)
+            if len(specs) == 1:
+                checks.append((key, specs[0], cost))
+            else:
+                checks += [(key, spec, cost) for spec in specs]
         if not checks:
             raise InvalidArgument("hit_many() needs at least one (key, limit) entry")
         if len(checks) > 1 and len({(key, spec) for key, spec, _ in checks}) < len(checks):

@@ -82,6 +82,9 @@ _CODES = {
     "gcra": "gc",
 }
 
+# Key suffixes kept per limit (a limiter keeps as many limits).
+_SUFFIXES = 1024
+
 # Exceptions a Redis call can raise that are Redis's fault, not ours.
 _FAULTS = (redis.RedisError, RedisClusterException, OSError)
 
@@ -213,9 +216,16 @@ class _RedisBase:
             blocked_cache = BlockedKeys(clock=clock or time.monotonic)
         self.blocked: BlockedKeys | None = None if blocked_cache is False else blocked_cache
         self._closing = closing
+        self._suffixes: dict[Spec, str] = {}
 
     def key_for(self, key: str, spec: Spec) -> str:
-        return f"{self.prefix}:{hash_tag(key)}:{_CODES[spec[0]]}:{spec[1]}:{spec[2]}:{spec[3]}"
+        try:
+            suffix = self._suffixes[spec]
+        except KeyError:
+            if len(self._suffixes) >= _SUFFIXES:
+                self._suffixes.clear()
+            suffix = self._suffixes[spec] = f":{_CODES[spec[0]]}:{spec[1]}:{spec[2]}:{spec[3]}"
+        return f"{self.prefix}:{hash_tag(key)}{suffix}"
 
     def lease_key(self, key: str) -> str:
         return f"{self.prefix}:{hash_tag(key)}:lease"
@@ -258,7 +268,7 @@ class _RedisBase:
     def cached(self, checks: list[Check]) -> Outcome | None:
         """A denial for every check from the blocked-keys cache, else ``None`` (no I/O)."""
         blocked = self.blocked
-        if blocked is None:
+        if not blocked:  # none, or nothing blocked
             return None
         decisions = []
         for key, spec, cost in checks:
@@ -268,14 +278,15 @@ class _RedisBase:
             decisions.append(denial)
         return False, decisions
 
-    def _remember(self, checks: list[Check], decisions: list[Decision], asked_at: int | None) -> None:
+    def _remember(self, checks: list[Check], result: GroupResult, asked_at: int | None) -> None:
         blocked = self.blocked
-        if blocked is not None:
-            for (key, spec, cost), decision in zip(checks, decisions, strict=True):
-                if decision.allowed:
-                    blocked.forget(key, spec)
-                else:
-                    blocked.remember(spec, cost, decision, asked_at)
+        if blocked is None or (result[0] and not blocked):
+            return  # no cache, or all allowed and nothing to forget
+        for (key, spec, cost), decision in zip(checks, result[1], strict=True):
+            if decision.allowed:
+                blocked.forget(key, spec)
+            else:
+                blocked.remember(spec, cost, decision, asked_at)
 
     def _slot_groups(self, checks: list[Check]) -> list[list[int]] | None:
         """Indexes of ``checks`` per Cluster slot, or ``None`` if one call does."""
@@ -387,7 +398,7 @@ class RedisStorage(_RedisBase):
         keys, args = self._check_args(checks, "1" if commit else "0")
         asked_at = self.blocked.now() if self.blocked is not None else None
         result = self._decode(checks, self._eval(RATELIMIT, keys, args))
-        self._remember(checks, result[1], asked_at)
+        self._remember(checks, result, asked_at)
         return result
 
     def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
@@ -528,7 +539,7 @@ class AsyncRedisStorage(_RedisBase):
         keys, args = self._check_args(checks, "1" if commit else "0")
         asked_at = self.blocked.now() if self.blocked is not None else None
         result = self._decode(checks, await self._eval(RATELIMIT, keys, args))
-        self._remember(checks, result[1], asked_at)
+        self._remember(checks, result, asked_at)
         return result
 
     async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:

@@ -34,6 +34,11 @@ from typing import Any
 import redis
 import redis.asyncio
 
+try:
+    from hiredis import pack_command
+except ImportError:  # pragma: no cover - hiredis is in the test extra
+    pack_command = None  # type: ignore[assignment]
+
 __all__ = ["AsyncLender", "Lender", "async_lender_for", "lender_for"]
 
 _KEEP = 16
@@ -61,6 +66,10 @@ class _LenderBase:
         bound = getattr(pool, "max_connections", None) or 4 * _KEEP
         self.keep = min(_KEEP, bound // 4)
         self.idle: list[Any] = []
+        # hiredis packs a command in C; redis-py would first walk the
+        # arguments in Python. The same bytes, as long as strings are UTF-8.
+        encoding = getattr(pool, "connection_kwargs", {}).get("encoding", "utf-8")
+        self.pack = pack_command if encoding.replace("-", "").lower() == "utf8" else None
 
     @property
     def pool(self) -> Any:
@@ -123,7 +132,10 @@ class Lender(_LenderBase):
                 # Reconnecting inside send_command would skip a Sentinel
                 # connection's lookup of the current primary.
                 conn.connect()
-            conn.send_command(*args)
+            if self.pack is None:
+                conn.send_command(*args)
+            else:
+                conn.send_packed_command([self.pack(args)])
             return conn.read_response()
         except (redis.ConnectionError, OSError):
             self.drop_idle()
@@ -167,7 +179,10 @@ class AsyncLender(_LenderBase):
         try:
             if not conn.is_connected:
                 await conn.connect()  # as above
-            await conn.send_command(*args)
+            if self.pack is None:
+                await conn.send_command(*args)
+            else:
+                await conn.send_packed_command([self.pack(args)])
             return await conn.read_response()
         except (redis.ConnectionError, OSError):
             await self.drop_idle()
