@@ -27,6 +27,7 @@ or wrapper with an ``execute_command`` of its own, such as
 
 from __future__ import annotations
 
+import inspect
 import os
 import weakref
 from typing import Any
@@ -42,9 +43,6 @@ except ImportError:  # pragma: no cover - hiredis is in the test extra
 __all__ = ["AsyncLender", "Lender", "async_lender_for", "lender_for"]
 
 _KEEP = 16
-# redis-py 5 wants the command name when asked for a connection; later
-# versions warn when given one.
-_NAMED = int(redis.__version__.split(".")[0]) < 6
 
 
 def _pool_of(client: Any, plain: Any) -> Any:
@@ -66,6 +64,10 @@ class _LenderBase:
         bound = getattr(pool, "max_connections", None) or 4 * _KEEP
         self.keep = min(_KEEP, bound // 4)
         self.idle: list[Any] = []
+        # redis-py before 5.3 wants a command name when asked for a
+        # connection; later versions warn when given one.
+        wanted = inspect.signature(pool.get_connection).parameters.get("command_name")
+        self.named = wanted is not None and wanted.default is inspect.Parameter.empty
         # hiredis packs a command in C; redis-py would first walk the
         # arguments in Python. The same bytes, as long as strings are UTF-8.
         encoding = getattr(pool, "connection_kwargs", {}).get("encoding", "utf-8")
@@ -119,7 +121,7 @@ class Lender(_LenderBase):
     """Commands on connections borrowed from a ``redis.Redis`` pool."""
 
     def _borrow(self) -> Any:
-        return self.pool.get_connection("EVALSHA") if _NAMED else self.pool.get_connection()
+        return self.pool.get_connection("EVALSHA") if self.named else self.pool.get_connection()
 
     def call(self, *args: Any) -> Any:
         idle = self.idle
@@ -166,7 +168,7 @@ class AsyncLender(_LenderBase):
     """Commands on connections borrowed from a ``redis.asyncio.Redis`` pool."""
 
     async def _borrow(self) -> Any:
-        if _NAMED:
+        if self.named:
             return await self.pool.get_connection("EVALSHA")
         return await self.pool.get_connection()
 
