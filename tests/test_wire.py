@@ -150,6 +150,12 @@ def test_resp3_clients_keep_execute_command(redis_url: str) -> None:
     limiter.close()
 
 
+def test_single_connection_clients_keep_execute_command(redis_url: str) -> None:
+    with redis.Redis.from_url(redis_url, single_connection_client=True) as client:
+        assert lender_for(client) is None
+    assert async_lender_for(redis.asyncio.Redis.from_url(redis_url, single_connection_client=True)) is None
+
+
 async def test_async_lender(redis_url: str) -> None:
     client = redis.asyncio.Redis.from_url(redis_url, max_connections=8)
     assert async_lender_for(client) is async_lender_for(client)

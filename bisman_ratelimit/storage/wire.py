@@ -49,7 +49,10 @@ def _pool_of(client: Any, plain: Any) -> Any:
     """``client``'s pool if its commands can run on connections taken from it, else ``None``."""
     if type(client).execute_command is not plain.execute_command:
         return None
-    if getattr(client, "connection", None) is not None:
+    single = getattr(client, "single_connection_client", False) or getattr(
+        client, "_single_connection_client", False
+    )
+    if single or getattr(client, "connection", None) is not None:
         return None
     pool = client.connection_pool
     # RESP3 brings push messages (client-side caching, maintenance
