@@ -83,6 +83,15 @@ class _LenderBase:
             raise RuntimeError("the connection pool is gone")
         return pool
 
+    def _take_idle(self) -> list[Any]:
+        taken = []
+        idle = self.idle
+        while True:
+            try:
+                taken.append(idle.pop())
+            except IndexError:
+                return taken
+
 
 _lenders: weakref.WeakKeyDictionary[Any, _LenderBase] = weakref.WeakKeyDictionary()
 
@@ -157,8 +166,10 @@ class Lender(_LenderBase):
 
     def drop_idle(self) -> None:
         """Close the idle connections; each connects again when next used."""
-        for conn in list(self.idle):
+        # Off the stack while closing, so no other thread picks one up meanwhile.
+        for conn in self._take_idle():
             conn.disconnect()
+            self._give_back(conn)
 
     def close(self) -> None:
         """Hand the idle connections back to the pool."""
@@ -200,8 +211,9 @@ class AsyncLender(_LenderBase):
                 await self.pool.release(conn)
 
     async def drop_idle(self) -> None:
-        for conn in list(self.idle):
+        for conn in self._take_idle():
             await conn.disconnect()
+            self.idle.append(conn)
 
     async def close(self) -> None:
         pool, idle = self.pool, self.idle
