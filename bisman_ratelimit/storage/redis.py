@@ -376,7 +376,8 @@ class RedisStorage(_RedisBase):
         raw = self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
         if decision.allowed:
-            blocked.forget(key, spec)
+            if blocked:  # something to forget
+                blocked.forget(key, spec)
         else:
             blocked.remember(spec, cost, decision, asked_at)
         return decision
@@ -518,7 +519,8 @@ class AsyncRedisStorage(_RedisBase):
         raw = await self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
         if decision.allowed:
-            blocked.forget(key, spec)
+            if blocked:  # something to forget
+                blocked.forget(key, spec)
         else:
             blocked.remember(spec, cost, decision, asked_at)
         return decision
