@@ -6,7 +6,9 @@ Each test that restarts or bounds a server starts its own.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -179,3 +181,27 @@ async def test_async_stale_connections_after_a_restart_cost_one_retry(server: Re
     assert (await limiter.hit("a", "2/minute")).remaining == 1
     assert [conn.is_connected for conn in conns] == [False, False, True]
     await limiter.close()
+
+
+async def test_an_async_write_the_server_does_not_take_is_bounded_by_the_socket_timeout(
+    server: RedisServer,
+) -> None:
+    client = redis.asyncio.Redis(port=server.port, socket_timeout=0.2)
+    lender = async_lender_for(client)
+    assert lender is not None
+    assert await lender.call("PING") == b"PONG"
+    # A stopped server reads nothing: a large command fills the socket
+    # buffers, and the wait for room ends at the socket timeout.
+    assert server.process is not None
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError, match="Timeout writing to socket"):
+            await lender.call("ECHO", "x" * 50_000_000)
+        assert 0.2 <= time.monotonic() - started < 1.5
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    # The half-written connection was closed, not handed out again as it is.
+    assert [conn.is_connected for conn in lender.idle] == [False]
+    assert await lender.call("PING") == b"PONG"
+    await client.aclose()

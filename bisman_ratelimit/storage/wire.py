@@ -27,6 +27,7 @@ or wrapper with an ``execute_command`` of its own, such as
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import weakref
@@ -195,10 +196,8 @@ class AsyncLender(_LenderBase):
         try:
             if not conn.is_connected:
                 await conn.connect()  # as above
-            if self.pack is None:
-                await conn.send_command(*args)
-            else:
-                await conn.send_packed_command([self.pack(args)])
+            packed = conn.pack_command(*args) if self.pack is None else [self.pack(args)]
+            await _send(conn, packed)
             return await conn.read_response()
         except (redis.ConnectionError, OSError):
             await self.drop_idle()
@@ -219,3 +218,34 @@ class AsyncLender(_LenderBase):
         pool, idle = self.pool, self.idle
         while idle:
             await pool.release(idle.pop())
+
+
+async def _send(conn: Any, packed: list[bytes]) -> None:
+    """Write a command to an asyncio connection.
+
+    redis-py sends under ``asyncio.wait_for`` whenever the connection has a
+    socket timeout (5 s by default), which makes every command a task and a
+    turn of the event loop. A command of a few hundred bytes goes straight
+    into the socket's buffer, so only when it does not (the transport holds
+    some back) is the wait for room bounded by the timeout.
+    """
+    writer = getattr(conn, "_writer", None)
+    if writer is None:  # a connection class of another shape
+        await conn.send_packed_command(packed)
+        return
+    if conn.health_check_interval:
+        await conn.check_health()
+    try:
+        writer.writelines(packed)
+        if writer.transport.get_write_buffer_size():
+            await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+    except asyncio.TimeoutError:
+        await conn.disconnect(nowait=True)
+        raise redis.TimeoutError("Timeout writing to socket") from None
+    except OSError as exc:
+        await conn.disconnect(nowait=True)
+        raise redis.ConnectionError(f"Error while writing to socket: {exc}") from exc
+    except BaseException:
+        # Cancelled mid-write: what went out of the command is unknown.
+        await conn.disconnect(nowait=True)
+        raise
