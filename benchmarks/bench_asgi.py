@@ -212,6 +212,11 @@ async def memory_section(plan: Plan, notes: list[str]) -> str:
     )
 
 
+def _signed(seconds: float) -> str:
+    """``+ 9.1 µs`` or ``- 3.0 µs``."""
+    return f"{'-' if seconds < 0 else '+'} {abs(seconds) * 1e6:.1f} µs"
+
+
 async def redis_section(url: str, plan: Plan, notes: list[str]) -> str:
     client = redis.asyncio.Redis.from_url(url)
     limiter = AsyncLimiter(redis.asyncio.Redis.from_url(url))
@@ -243,16 +248,16 @@ async def redis_section(url: str, plan: Plan, notes: list[str]) -> str:
         f"{own_cpu * 1e6:.1f} µs CPU; the rest is the core's AsyncLimiter.hit"
     )
     notes.append(
-        f"Redis: ours adds the EVALSHA floor + {extra * 1e6:.1f} µs to the bare app, wall time "
+        f"Redis: ours adds the EVALSHA floor {_signed(extra)} to the bare app, wall time "
         f"(target ≤ floor + {REDIS_MARGIN_US:g} µs): {verdict(extra * 1e6 / REDIS_MARGIN_US, 1.0)}; "
-        f"client CPU: floor + {extra_cpu * 1e6:.1f} µs; "
-        f"our core alone is the floor + {core_extra * 1e6:.1f} µs"
+        f"client CPU: floor {_signed(extra_cpu)}; "
+        f"our core alone is the floor {_signed(core_extra)}"
     )
 
     def target(name: str) -> str:
         if name != "ours":
             return ""
-        return f"over bare ≤ floor + {REDIS_MARGIN_US:g} µs: floor + {extra * 1e6:.1f} µs, " + verdict(
+        return f"over bare ≤ floor + {REDIS_MARGIN_US:g} µs: floor {_signed(extra)}, " + verdict(
             extra * 1e6 / REDIS_MARGIN_US, 1.0
         )
 
