@@ -5,6 +5,7 @@ Each test that restarts or bounds a server starts its own.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import signal
 import threading
@@ -141,6 +142,28 @@ def test_clients_that_override_execute_command_keep_it(redis_url: str) -> None:
     before = Traced.calls
     assert limiter.hit("a", LIMIT).allowed
     assert Traced.calls > before
+    limiter.close()
+
+
+def test_clients_whose_execute_command_was_wrapped_in_place_keep_it(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What tracing instrumentation does: replace the method on the class,
+    # keeping the original as __wrapped__.
+    original = redis.Redis.execute_command
+    calls = []
+
+    @functools.wraps(original)
+    def traced(self: redis.Redis, *args: Any, **options: Any) -> Any:
+        calls.append(args[0])
+        return original(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", traced)
+    client = redis.Redis.from_url(redis_url)
+    assert lender_for(client) is None
+    limiter = Limiter(client)
+    assert limiter.hit("a", LIMIT).allowed
+    assert "EVALSHA" in calls
     limiter.close()
 
 

@@ -21,8 +21,9 @@ after a fork the child starts with none.
 Clients whose commands go through something other than a plain RESP2 pool
 (one shared connection, RESP3 with its push messages, Cluster, a subclass
 or wrapper with an ``execute_command`` of its own, such as
-:class:`~bisman_ratelimit.instrument.InstrumentedRedis`) are served by
-``execute_command``.
+:class:`~bisman_ratelimit.instrument.InstrumentedRedis`, or an
+``execute_command`` that tracing wrapped in place) are served by
+``execute_command``. redis-py's own command metrics do not see the checks.
 """
 
 from __future__ import annotations
@@ -46,9 +47,16 @@ __all__ = ["AsyncLender", "Lender", "async_lender_for", "lender_for"]
 _KEEP = 16
 
 
+# execute_command as redis-py defines it, before anything wraps it later.
+_ORIGINAL = {cls: cls.execute_command for cls in (redis.Redis, redis.asyncio.Redis)}
+
+
 def _pool_of(client: Any, plain: Any) -> Any:
     """``client``'s pool if its commands can run on connections taken from it, else ``None``."""
-    if type(client).execute_command is not plain.execute_command:
+    command = type(client).execute_command
+    # A subclass's own, or one wrapped in place by instrumentation (which
+    # keeps the original as __wrapped__): those want to see every command.
+    if command is not _ORIGINAL.get(plain, command) or hasattr(command, "__wrapped__"):
         return None
     single = getattr(client, "single_connection_client", False) or getattr(
         client, "_single_connection_client", False
@@ -239,13 +247,13 @@ async def _send(conn: Any, packed: list[bytes]) -> None:
         writer.writelines(packed)
         if writer.transport.get_write_buffer_size():
             await asyncio.wait_for(writer.drain(), conn.socket_timeout)
-    except asyncio.TimeoutError:
+    except BaseException as exc:
+        # Abort, not close: closing would go on sending what the transport
+        # holds, and the server could run a command reported as failed.
+        writer.transport.abort()
         await conn.disconnect(nowait=True)
-        raise redis.TimeoutError("Timeout writing to socket") from None
-    except OSError as exc:
-        await conn.disconnect(nowait=True)
-        raise redis.ConnectionError(f"Error while writing to socket: {exc}") from exc
-    except BaseException:
-        # Cancelled mid-write: what went out of the command is unknown.
-        await conn.disconnect(nowait=True)
-        raise
+        if isinstance(exc, asyncio.TimeoutError):
+            raise redis.TimeoutError("Timeout writing to socket") from None
+        if isinstance(exc, OSError):
+            raise redis.ConnectionError(f"Error while writing to socket: {exc}") from exc
+        raise  # cancelled mid-write
