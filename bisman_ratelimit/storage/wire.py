@@ -14,9 +14,10 @@ borrowed connections stay in the pool's books as in use: a bounded pool
 still bounds them, and ``pool.disconnect()`` still closes them. A lender
 holds at most ``keep`` of them while idle (a quarter of a bounded pool's
 size, at most 16; none for a pool of fewer than four) and hands back the
-rest. After a connection error it closes
-its idle ones too (a restarted server leaves every one of them stale), and
-after a fork the child starts with none.
+rest. After a connection error it closes its idle ones too (a restarted
+server leaves every one of them stale), and after a fork the child starts
+with none. Asynchronous commands are written without ``asyncio.wait_for``
+(see :func:`_send`).
 
 Clients whose commands go through something other than a plain RESP2 pool
 (one shared connection, RESP3 with its push messages, Cluster, a subclass
