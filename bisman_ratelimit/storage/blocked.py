@@ -96,6 +96,13 @@ class BlockedKeys:
                 self._make_room(now)
             entries[(decision.key, spec)] = entry
 
+    def record(self, spec: Spec, cost: int, decision: Decision, asked_at: int | None = None) -> None:
+        """Take in an answer from Redis: a denial is remembered, an allowed hit forgets its key."""
+        if decision.allowed:
+            self.forget(decision.key, spec)
+        else:
+            self.remember(spec, cost, decision, asked_at)
+
     def forget(self, key: str, spec: Spec) -> None:
         """Drop the entry of ``key`` (after a reset, or a hit of another cost was allowed)."""
         if (key, spec) in self._entries:

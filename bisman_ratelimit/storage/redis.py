@@ -278,15 +278,11 @@ class _RedisBase:
             decisions.append(denial)
         return False, decisions
 
-    def _remember(self, checks: list[Check], result: GroupResult, asked_at: int | None) -> None:
+    def _remember(self, checks: list[Check], decisions: list[Decision], asked_at: int | None) -> None:
         blocked = self.blocked
-        if blocked is None or (result[0] and not blocked):
-            return  # no cache, or all allowed and nothing to forget
-        for (key, spec, cost), decision in zip(checks, result[1], strict=True):
-            if decision.allowed:
-                blocked.forget(key, spec)
-            else:
-                blocked.remember(spec, cost, decision, asked_at)
+        if blocked is not None:
+            for (_, spec, cost), decision in zip(checks, decisions, strict=True):
+                blocked.record(spec, cost, decision, asked_at)
 
     def _slot_groups(self, checks: list[Check]) -> list[list[int]] | None:
         """Indexes of ``checks`` per Cluster slot, or ``None`` if one call does."""
@@ -375,11 +371,7 @@ class RedisStorage(_RedisBase):
         asked_at = blocked.now()
         raw = self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
-        if decision.allowed:
-            if blocked:  # something to forget
-                blocked.forget(key, spec)
-        else:
-            blocked.remember(spec, cost, decision, asked_at)
+        blocked.record(spec, cost, decision, asked_at)
         return decision
 
     def check_many(self, checks: list[Check], commit: bool) -> Outcome:
@@ -399,7 +391,7 @@ class RedisStorage(_RedisBase):
         keys, args = self._check_args(checks, "1" if commit else "0")
         asked_at = self.blocked.now() if self.blocked is not None else None
         result = self._decode(checks, self._eval(RATELIMIT, keys, args))
-        self._remember(checks, result, asked_at)
+        self._remember(checks, result[1], asked_at)
         return result
 
     def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
@@ -518,11 +510,7 @@ class AsyncRedisStorage(_RedisBase):
         asked_at = blocked.now()
         raw = await self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
-        if decision.allowed:
-            if blocked:  # something to forget
-                blocked.forget(key, spec)
-        else:
-            blocked.remember(spec, cost, decision, asked_at)
+        blocked.record(spec, cost, decision, asked_at)
         return decision
 
     async def check_many(self, checks: list[Check], commit: bool) -> Outcome:
@@ -541,7 +529,7 @@ class AsyncRedisStorage(_RedisBase):
         keys, args = self._check_args(checks, "1" if commit else "0")
         asked_at = self.blocked.now() if self.blocked is not None else None
         result = self._decode(checks, await self._eval(RATELIMIT, keys, args))
-        self._remember(checks, result, asked_at)
+        self._remember(checks, result[1], asked_at)
         return result
 
     async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:

@@ -93,6 +93,14 @@ class _LenderBase:
             raise RuntimeError("the connection pool is gone")
         return pool
 
+    def _shelve(self, conn: Any) -> bool:
+        """Keep ``conn`` for the next command if there is room; else it goes back to the pool."""
+        idle = self.idle
+        if len(idle) < self.keep:
+            idle.append(conn)
+            return True
+        return False
+
     def _take_idle(self) -> list[Any]:
         taken = []
         idle = self.idle
@@ -165,21 +173,16 @@ class Lender(_LenderBase):
             self.drop_idle()
             raise
         finally:
-            self._give_back(conn)
-
-    def _give_back(self, conn: Any) -> None:
-        idle = self.idle
-        if len(idle) < self.keep:
-            idle.append(conn)
-        else:
-            self.pool.release(conn)
+            if not self._shelve(conn):
+                self.pool.release(conn)
 
     def drop_idle(self) -> None:
         """Close the idle connections; each connects again when next used."""
         # Off the stack while closing, so no other thread picks one up meanwhile.
         for conn in self._take_idle():
             conn.disconnect()
-            self._give_back(conn)
+            if not self._shelve(conn):
+                self.pool.release(conn)
 
     def close(self) -> None:
         """Hand the idle connections back to the pool."""
@@ -212,16 +215,14 @@ class AsyncLender(_LenderBase):
             await self.drop_idle()
             raise
         finally:
-            idle = self.idle
-            if len(idle) < self.keep:
-                idle.append(conn)
-            else:
+            if not self._shelve(conn):
                 await self.pool.release(conn)
 
     async def drop_idle(self) -> None:
         for conn in self._take_idle():
             await conn.disconnect()
-            self.idle.append(conn)
+            if not self._shelve(conn):
+                await self.pool.release(conn)
 
     async def close(self) -> None:
         pool, idle = self.pool, self.idle
