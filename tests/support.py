@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,15 @@ import redis.asyncio
 from bisman_ratelimit import AsyncLimiter, Limiter
 from bisman_ratelimit.storage import MemoryStorage
 from bisman_ratelimit.storage.redis import AsyncRedisStorage, RedisStorage
+
+
+def stored_state(client: Any, key: str) -> tuple[float, ...] | None:
+    """The doubles a counter key holds (fixed_window: window, count; sliding_window:
+    window, count, previous count; token_bucket: tokens, time; gcra: debt, time)."""
+    raw = client.get(key)
+    if raw is None:
+        return None
+    return struct.unpack(f"<{len(raw) // 8}d", raw)
 
 
 class ManualClock:

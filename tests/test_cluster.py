@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 from redis.crc import key_slot
-from support import ManualClock
+from support import ManualClock, stored_state
 
 from bisman_ratelimit import AsyncLimiter, Limiter
 from bisman_ratelimit.storage.base import Spec
@@ -76,9 +76,9 @@ def test_refund_after_the_window_rolled_over(redis_client: redis.Redis, clock: M
     clock.advance(60)  # next window: the 4 hits now weigh as the previous count
     storage.check("k", spec, 1, True)
     key = storage.key_for("k", spec)
-    assert redis_client.hmget(key, "c", "p") == [b"1", b"4"]
+    assert stored_state(redis_client, key)[1:] == (1.0, 4.0)
     (look,) = storage.refund(checks, at)
-    assert redis_client.hmget(key, "c", "p") == [b"1", b"0"]
+    assert stored_state(redis_client, key)[1:] == (1.0, 0.0)
     assert (look.allowed, look.remaining) == (True, 9)
 
     fixed = Spec("fixed_window", 10, 60_000_000, 10)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from support import ManualClock
+from support import ManualClock, stored_state
 
 from bisman_ratelimit import AsyncLimiter, Limiter, StorageResponseError, StorageUnavailable
 from bisman_ratelimit.breaker import CircuitBreaker
@@ -136,7 +136,7 @@ def test_restart_closes_the_breaker_and_redis_decides_again(
         assert limiter.hit("user:1", "20/minute", "fixed_window").remaining == 13
     with admin(durable_server) as client:
         (key,) = client.keys("*")
-        assert client.hget(key, "c") == b"7"
+        assert stored_state(client, key)[1] == 7
     messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert len(messages) == 3
     assert messages[1] == "probing the rate-limit storage again (5 s elapsed since opening)"
@@ -157,11 +157,12 @@ def test_local_counters_never_reach_redis(server: RedisServer, clock: ManualCloc
         # The first hit timed out: Redis may or may not run it on waking
         # (it was sent). The four decided locally never reach it.
         key = "rl:{k}:sw:5:60000000:5"
-        counted = int(client.hget(key, "c") or 0)
+        state = stored_state(client, key)
+        counted = int(state[1]) if state else 0
         assert counted <= 1
         clock.advance(5.0)
         assert limiter.hit("k", "5/minute").remaining == 5 - counted - 1
-        assert client.hget(key, "c") == str(counted + 1).encode()
+        assert stored_state(client, key)[1] == counted + 1
 
 
 def test_script_flush_is_transparent(server: RedisServer, clock: ManualClock) -> None:

@@ -134,10 +134,30 @@ def test_killed_server_raises_storage_unavailable() -> None:
 def test_server_errors_are_translated(redis_client: redis.Redis) -> None:
     limiter = Limiter(redis_client)
     # A key of another type under the limiter's name: the script fails, and says so.
-    redis_client.set(RedisStorage(redis_client).key_for("k", limiter._resolve("1/minute", "gcra")[0][0]), "x")
-    with pytest.raises(StorageResponseError, match="Redis answered with an error") as info:
-        limiter.hit("k", "1/minute", "gcra")
+    spec = limiter._resolve("1/minute", "sliding_log")[0][0]
+    redis_client.set(RedisStorage(redis_client).key_for("k", spec), "x")
+    with pytest.raises(StorageResponseError, match="Redis answered with an error.*WRONGTYPE") as info:
+        limiter.hit("k", "1/minute", "sliding_log")
     assert isinstance(info.value.__cause__, redis.ResponseError)
+
+
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window", "token_bucket", "gcra"])
+def test_a_key_of_another_layout_counts_as_empty(redis_client: redis.Redis, algorithm: str) -> None:
+    # A hash, as an older layout left it, or a string that is not a packed
+    # state: the check starts afresh and replaces it, with a TTL.
+    limiter = Limiter(redis_client)
+    key = RedisStorage(redis_client).key_for("k", limiter._resolve("2/minute", algorithm)[0][0])
+    for stale in ({"w": "1", "c": "7"}, "x"):
+        redis_client.delete(key)
+        if isinstance(stale, dict):
+            redis_client.hset(key, mapping=stale)
+        else:
+            redis_client.set(key, stale)
+        decision = limiter.hit("k", "2/minute", algorithm)
+        assert (decision.allowed, decision.remaining) == (True, 1)
+        assert redis_client.type(key) == b"string"
+        assert len(redis_client.get(key) or b"") in (16, 24)
+        assert 0 < redis_client.pttl(key) <= 120_000
 
 
 @pytest.mark.parametrize(

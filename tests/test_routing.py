@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from support import ManualClock
+from support import ManualClock, stored_state
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limiter
 from bisman_ratelimit.storage import MemoryStorage, storage_from_url
@@ -115,7 +115,7 @@ async def test_async_routing(two_servers: tuple[RedisServer, RedisServer]) -> No
     assert keys_on(sessions) == []
     # rl:v's hit was given back: its key stays, with nothing counted.
     with redis.Redis(port=limits.port) as client:
-        assert client.hget("rl:{rl:v}:sw:1:60000000:1", "c") == b"0"
+        assert stored_state(client, "rl:{rl:v}:sw:1:60000000:1")[1] == 0
 
 
 def test_each_route_has_its_own_fallback(two_servers: tuple[RedisServer, RedisServer]) -> None:

@@ -22,6 +22,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
+from support import stored_state
 
 from bisman_ratelimit import AsyncLimiter, Limiter, StorageError
 from bisman_ratelimit.storage.fallback import FallbackStorage
@@ -41,7 +42,8 @@ def count_on(setup: SentinelSetup, port: int) -> int:
     """The hits a server holds for KEY (fixed window)."""
     with setup.client_for(port) as client:
         keys = client.keys("*")
-        return int(client.hget(keys[0], "c") or 0) if keys else 0
+        state = stored_state(client, keys[0]) if keys else None
+        return int(state[1]) if state else 0
 
 
 def test_sentinel_url_reaches_the_primary(sentinel_setup: SentinelSetup) -> None:

@@ -1,10 +1,11 @@
-local function gcra(key, amount, period, capacity, cost, commit)
+-- State: debt (microseconds of hits not yet paid off), time of the last hit.
+local function gcra(key, stored, amount, period, capacity, cost, commit)
   local interval = period / amount
   local tolerance = capacity * interval
-  local stored = redis.call('HMGET', key, 'd', 'ts')
   local debt = 0
-  if stored[1] then
-    debt = math.max(0, tonumber(stored[1]) - (now - tonumber(stored[2])))
+  local d, ts = decode(stored, 2)
+  if d then
+    debt = math.max(0, d - (now - ts))
   end
   local new_debt = debt + cost * interval
   local allowed = new_debt <= tolerance + interval * EPS
@@ -12,8 +13,7 @@ local function gcra(key, amount, period, capacity, cost, commit)
   if allowed then
     if commit then
       debt = new_debt
-      write('HSET', key, 'd', debt, 'ts', now)
-      write('PEXPIRE', key, ttl_ms(debt))
+      store(key, struct.pack('<dd', debt, now), debt)
     end
   else
     retry = math.ceil(new_debt - tolerance)

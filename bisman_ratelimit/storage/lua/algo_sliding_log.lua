@@ -1,4 +1,5 @@
-local function sliding_log(key, amount, period, capacity, cost, commit)
+-- A sorted set of hits, scored by time; `stored` is not used.
+local function sliding_log(key, stored, amount, period, capacity, cost, commit)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)
   local count = redis.call('ZCARD', key)
   if count + cost > amount then

@@ -1,15 +1,15 @@
-local function sliding_window(key, amount, period, capacity, cost, commit)
+-- State: window number, its count, the previous window's count.
+local function sliding_window(key, stored, amount, period, capacity, cost, commit)
   local window = math.floor(now / period)
   local elapsed = now - window * period
-  local stored = redis.call('HMGET', key, 'w', 'c', 'p')
   local cur, prev = 0, 0
-  local w = tonumber(stored[1])
+  local w, c, p = decode(stored, 3)
   local had_count = false
   if w == window then
-    cur, prev = tonumber(stored[2]), tonumber(stored[3])
+    cur, prev = c, p
     had_count = cur > 0
   elseif w == window - 1 then
-    prev = tonumber(stored[2])
+    prev = c
   end
   local used = prev * (period - elapsed) / period + cur
   local allowed = used + cost <= amount + EPS
@@ -34,11 +34,8 @@ local function sliding_window(key, amount, period, capacity, cost, commit)
     reset = period - elapsed
   end
   if allowed and commit then
-    write('HSET', key, 'w', window, 'c', cur, 'p', prev)
-    if not had_count then
-      -- The expiry (end of the next window) is the same for every hit in this window.
-      write('PEXPIRE', key, ttl_ms(reset))
-    end
+    -- The expiry (end of the next window) is the same for every hit in this window.
+    store(key, struct.pack('<ddd', window, cur, prev), not had_count and reset or nil)
   end
   return allowed and 1 or 0, math.max(0, math.floor(amount - used + EPS)), reset, retry
 end

@@ -1,8 +1,9 @@
-local function token_bucket(key, amount, period, capacity, cost, commit)
-  local stored = redis.call('HMGET', key, 't', 'ts')
+-- State: tokens, time of the last hit.
+local function token_bucket(key, stored, amount, period, capacity, cost, commit)
   local tokens = capacity
-  if stored[1] then
-    tokens = math.min(capacity, tonumber(stored[1]) + math.max(0, now - tonumber(stored[2])) * amount / period)
+  local t, ts = decode(stored, 2)
+  if t then
+    tokens = math.min(capacity, t + math.max(0, now - ts) * amount / period)
   end
   local allowed = tokens + EPS >= cost
   local retry = 0
@@ -18,8 +19,7 @@ local function token_bucket(key, amount, period, capacity, cost, commit)
     reset = math.ceil((capacity - tokens) * period / amount)
   end
   if allowed and commit then
-    write('HSET', key, 't', tokens, 'ts', now)
-    write('PEXPIRE', key, ttl_ms(reset))
+    store(key, struct.pack('<dd', tokens, now), reset)
   end
   return allowed and 1 or 0, math.max(0, math.floor(tokens + EPS)), reset, retry
 end

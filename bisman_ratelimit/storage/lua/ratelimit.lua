@@ -1,5 +1,6 @@
 -- Check, and optionally consume, one or more rate limits atomically.
--- KEYS[i]: the key of limit i (a hash, or a sorted set for sliding_log), all distinct.
+-- KEYS[i]: the key of limit i (a string of packed doubles, or a sorted set
+--          for sliding_log), all distinct.
 -- ARGV[2]: "1" to consume when every limit allows, "0" to only look,
 --          "r" to refund hits made at time ARGV[last] (then look).
 -- ARGV[3 + 5(i-1) ...]: algorithm, amount, period_us, capacity, cost.
@@ -14,13 +15,14 @@ local ALGORITHMS = {
   gcra = gcra,
 }
 
-local function run(commit)
+-- `states`: the keys' values, read by one MGET.
+local function run(states, commit)
   local out = {1}
   for i = 1, #KEYS do
     local at = 3 + (i - 1) * 5
     local fn = ALGORITHMS[ARGV[at]]
     local allowed, remaining, reset, retry = fn(
-      KEYS[i], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]),
+      KEYS[i], states[i], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]),
       tonumber(ARGV[at + 4]), commit)
     if allowed == 0 then
       out[1] = 0
@@ -37,36 +39,43 @@ end
 -- slots (or servers): each group commits on its own, and the groups that
 -- were allowed give their hits back if another group was denied.
 local function refund(key, algorithm, amount, period, capacity, cost, t0)
-  if algorithm == 'fixed_window' then
-    local stored = redis.call('HMGET', key, 'w', 'c')
-    if tonumber(stored[1]) == math.floor(t0 / period) then
-      redis.call('HSET', key, 'c', math.max(0, tonumber(stored[2]) - cost))
-    end
-  elseif algorithm == 'sliding_window' then
-    -- The hit went into the current count of its window, which is the
-    -- previous window if another hit has rolled the key over since.
-    local stored = redis.call('HMGET', key, 'w', 'c', 'p')
-    local w, window = tonumber(stored[1]), math.floor(t0 / period)
-    if w == window then
-      redis.call('HSET', key, 'c', math.max(0, tonumber(stored[2]) - cost))
-    elseif w == window + 1 then
-      redis.call('HSET', key, 'p', math.max(0, tonumber(stored[3]) - cost))
-    end
-  elseif algorithm == 'sliding_log' then
+  if algorithm == 'sliding_log' then
     local mine = redis.call('ZRANGEBYSCORE', key, t0, t0, 'LIMIT', 0, cost)
     if #mine > 0 then
       redis.call('ZREM', key, unpack(mine))
     end
+    return
+  end
+  local stored = redis.call('MGET', key)[1]
+  local state = nil
+  if algorithm == 'fixed_window' then
+    local w, c = decode(stored, 2)
+    if w == math.floor(t0 / period) then
+      state = struct.pack('<dd', w, math.max(0, c - cost))
+    end
+  elseif algorithm == 'sliding_window' then
+    -- The hit went into the current count of its window, which is the
+    -- previous window if another hit has rolled the key over since.
+    local w, c, p = decode(stored, 3)
+    local window = math.floor(t0 / period)
+    if w == window then
+      state = struct.pack('<ddd', w, math.max(0, c - cost), p)
+    elseif w == window + 1 then
+      state = struct.pack('<ddd', w, c, math.max(0, p - cost))
+    end
   elseif algorithm == 'token_bucket' then
-    local stored = redis.call('HMGET', key, 't')
-    if stored[1] then
-      redis.call('HSET', key, 't', math.min(capacity, tonumber(stored[1]) + cost))
+    local t, ts = decode(stored, 2)
+    if t then
+      state = struct.pack('<dd', math.min(capacity, t + cost), ts)
     end
   elseif algorithm == 'gcra' then
-    local stored = redis.call('HMGET', key, 'd')
-    if stored[1] then
-      redis.call('HSET', key, 'd', math.max(0, tonumber(stored[1]) - cost * period / amount))
+    local d, ts = decode(stored, 2)
+    if d then
+      state = struct.pack('<dd', math.max(0, d - cost * period / amount), ts)
     end
+  end
+  if state then
+    redis.call('SET', key, state, 'KEEPTTL')
   end
 end
 
@@ -79,16 +88,17 @@ if mode == 'r' then
     refund(KEYS[i], ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]),
       tonumber(ARGV[at + 4]), t0)
   end
-  out = run(false)
+  out = run(redis.call('MGET', unpack(KEYS)), false)
 elseif #KEYS == 1 or mode ~= '1' then
-  out = run(mode == '1')
+  out = run(redis.call('MGET', unpack(KEYS)), mode == '1')
 else
   -- All or nothing, in one pass: each limit decides as if consuming, its
   -- writes held back; they run if every limit allowed. (The keys are
   -- distinct: the caller merges repeats, whose writes would hide each
   -- other here.)
+  local states = redis.call('MGET', unpack(KEYS))
   held = {}
-  out = run(true)
+  out = run(states, true)
   local writes = held
   held = nil
   if out[1] == 1 then
@@ -97,7 +107,7 @@ else
     end
   else
     -- Nothing consumed: report what a look sees.
-    out = run(false)
+    out = run(states, false)
   end
 end
 out[#out + 1] = now
