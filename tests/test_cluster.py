@@ -103,6 +103,15 @@ def test_refund_removes_exactly_the_hits_of_that_call(redis_client: redis.Redis,
     assert redis_client.zcard(storage.key_for("k", log)) == 3
 
 
+def test_refund_of_more_hits_than_lua_unpacks_at_once(redis_client: redis.Redis, clock: ManualClock) -> None:
+    storage = RedisStorage(redis_client, clock=clock)
+    log = Spec("sliding_log", 20_000, 60_000_000, 20_000)
+    _, _, at = storage.check_timed([("k", log, 9_000)], True)
+    (look,) = storage.refund([("k", log, 9_000)], at)
+    assert look.remaining == 20_000
+    assert redis_client.exists(storage.key_for("k", log)) == 0
+
+
 def send_later(port: int, delay: float, *words: str) -> tuple[threading.Timer, list[socket.socket]]:
     sockets: list[socket.socket] = []
 

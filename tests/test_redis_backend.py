@@ -80,6 +80,17 @@ def test_hit_many_is_one_script_call(redis_client: redis.Redis) -> None:
     assert evalsha_calls(redis_client) - before == 1
 
 
+def test_hit_many_of_more_keys_than_lua_unpacks_at_once(redis_client: redis.Redis) -> None:
+    limiter = Limiter(redis_client)
+    entries = [(f"user:{i}", "1/minute", "fixed_window") for i in range(9_000)]
+    assert limiter.hit_many(entries).allowed
+    denied = limiter.hit_many([*entries[:-1], ("user:new", "1/minute", "fixed_window")])
+    assert not denied.allowed
+    assert [d.allowed for d in denied.decisions[-2:]] == [False, True]
+    # Nothing consumed by the denied call.
+    assert limiter.peek("user:new", "1/minute", "fixed_window").remaining == 1
+
+
 def test_script_is_reloaded_after_script_flush(redis_client: redis.Redis) -> None:
     limiter = Limiter(redis_client)
     assert limiter.hit("k", "3/minute").remaining == 2

@@ -15,7 +15,23 @@ local ALGORITHMS = {
   gcra = gcra,
 }
 
--- `states`: the keys' values, read by one MGET.
+-- The keys' values: one MGET, in parts for more keys than Lua can unpack at once.
+local function read_states()
+  local n = #KEYS
+  if n <= 1000 then
+    return redis.call('MGET', unpack(KEYS))
+  end
+  local states = {}
+  for first = 1, n, 1000 do
+    local part = redis.call('MGET', unpack(KEYS, first, math.min(n, first + 999)))
+    for i = 1, #part do
+      states[first + i - 1] = part[i]
+    end
+  end
+  return states
+end
+
+-- `states`: the keys' values, from read_states().
 local function run(states, commit)
   local out = {1}
   for i = 1, #KEYS do
@@ -41,8 +57,8 @@ end
 local function refund(key, algorithm, amount, period, capacity, cost, t0)
   if algorithm == 'sliding_log' then
     local mine = redis.call('ZRANGEBYSCORE', key, t0, t0, 'LIMIT', 0, cost)
-    if #mine > 0 then
-      redis.call('ZREM', key, unpack(mine))
+    for first = 1, #mine, 1000 do
+      redis.call('ZREM', key, unpack(mine, first, math.min(#mine, first + 999)))
     end
     return
   end
@@ -88,15 +104,15 @@ if mode == 'r' then
     refund(KEYS[i], ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]),
       tonumber(ARGV[at + 4]), t0)
   end
-  out = run(redis.call('MGET', unpack(KEYS)), false)
+  out = run(read_states(), false)
 elseif #KEYS == 1 or mode ~= '1' then
-  out = run(redis.call('MGET', unpack(KEYS)), mode == '1')
+  out = run(read_states(), mode == '1')
 else
   -- All or nothing, in one pass: each limit decides as if consuming, its
   -- writes held back; they run if every limit allowed. (The keys are
   -- distinct: the caller merges repeats, whose writes would hide each
   -- other here.)
-  local states = redis.call('MGET', unpack(KEYS))
+  local states = read_states()
   held = {}
   out = run(states, true)
   local writes = held
