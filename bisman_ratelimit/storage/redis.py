@@ -82,8 +82,8 @@ _CODES = {
     "gcra": "gc",
 }
 
-# Key suffixes kept per limit (a limiter keeps as many limits).
-_SUFFIXES = 1024
+# Limits whose key suffix and arguments are kept (a limiter keeps as many).
+_FORMS = 1024
 
 # Exceptions a Redis call can raise that are Redis's fault, not ours.
 _FAULTS = (redis.RedisError, RedisClusterException, OSError)
@@ -216,16 +216,26 @@ class _RedisBase:
             blocked_cache = BlockedKeys(clock=clock or time.monotonic)
         self.blocked: BlockedKeys | None = None if blocked_cache is False else blocked_cache
         self._closing = closing
-        self._suffixes: dict[Spec, str] = {}
+        # Per limit: the end of its keys, and its script arguments as text
+        # (which hiredis packs faster than numbers).
+        self._forms: dict[Spec, tuple[str, tuple[str, ...]]] = {}
+
+    def _form(self, spec: Spec) -> tuple[str, tuple[str, ...]]:
+        try:
+            return self._forms[spec]
+        except KeyError:
+            pass
+        if len(self._forms) >= _FORMS:
+            self._forms.clear()
+        algorithm, amount, period_us, capacity = spec
+        form = self._forms[spec] = (
+            f":{_CODES[algorithm]}:{amount}:{period_us}:{capacity}",
+            (algorithm, str(amount), str(period_us), str(capacity)),
+        )
+        return form
 
     def key_for(self, key: str, spec: Spec) -> str:
-        try:
-            suffix = self._suffixes[spec]
-        except KeyError:
-            if len(self._suffixes) >= _SUFFIXES:
-                self._suffixes.clear()
-            suffix = self._suffixes[spec] = f":{_CODES[spec[0]]}:{spec[1]}:{spec[2]}:{spec[3]}"
-        return f"{self.prefix}:{hash_tag(key)}{suffix}"
+        return f"{self.prefix}:{hash_tag(key)}{self._form(spec)[0]}"
 
     def lease_key(self, key: str) -> str:
         return f"{self.prefix}:{hash_tag(key)}:lease"
@@ -233,17 +243,23 @@ class _RedisBase:
     def _now(self) -> str:
         return "" if self._clock is None else str(int(self._clock() * 1_000_000))
 
-    def _check_args(self, checks: list[Check], mode: str, at: int = 0) -> tuple[list[str], list[Any]]:
-        keys = [self.key_for(key, spec) for key, spec, _ in checks]
-        args: list[Any] = [self._now(), mode]
-        for _, spec, cost in checks:
-            args += (*spec, cost)
+    def _check_args(self, checks: list[Check], mode: str, at: int = 0) -> tuple[list[str], list[str]]:
+        keys = []
+        args = [self._now(), mode]
+        identity = tag = ""
+        for key, spec, cost in checks:
+            if key != identity:  # the limits of one identity usually come together
+                identity, tag = key, f"{self.prefix}:{hash_tag(key)}"
+            suffix, spec_args = self._form(spec)
+            keys.append(tag + suffix)
+            args += spec_args
+            args.append(str(cost))
         if mode == "r":
-            args.append(at)
+            args.append(str(at))
         return keys, args
 
-    def _one_args(self, spec: Spec, cost: int, commit: bool) -> list[Any]:
-        return [self._now(), "1" if commit else "0", *spec, cost]
+    def _one_args(self, spec: Spec, cost: int, commit: bool) -> list[str]:
+        return [self._now(), "1" if commit else "0", *self._form(spec)[1], str(cost)]
 
     @staticmethod
     def _decode_one(key: str, spec: Spec, raw: list[int]) -> Decision:
@@ -251,19 +267,14 @@ class _RedisBase:
 
     @staticmethod
     def _decode(checks: list[Check], raw: list[int]) -> GroupResult:
-        decisions = [
-            make_decision(
-                raw[i * 4 + 1] == 1,
-                spec.capacity,
-                raw[i * 4 + 2],
-                raw[i * 4 + 3],
-                raw[i * 4 + 4],
-                key,
-                spec.algorithm,
+        decisions = []
+        at = 1
+        for key, spec, _ in checks:
+            decisions.append(
+                make_decision(raw[at] == 1, spec[3], raw[at + 1], raw[at + 2], raw[at + 3], key, spec[0])
             )
-            for i, (key, spec, _) in enumerate(checks)
-        ]
-        return raw[0] == 1, decisions, int(raw[len(checks) * 4 + 1])
+            at += 4
+        return raw[0] == 1, decisions, int(raw[at])
 
     def cached(self, checks: list[Check]) -> Outcome | None:
         """A denial for every check from the blocked-keys cache, else ``None`` (no I/O)."""
@@ -280,9 +291,10 @@ class _RedisBase:
 
     def _remember(self, checks: list[Check], decisions: list[Decision], asked_at: int | None) -> None:
         blocked = self.blocked
-        if blocked is not None:
-            for (_, spec, cost), decision in zip(checks, decisions, strict=True):
-                blocked.record(spec, cost, decision, asked_at)
+        if blocked is None or not blocked and all(decisions):
+            return  # nothing to forget, nothing to remember
+        for (_, spec, cost), decision in zip(checks, decisions, strict=True):
+            blocked.record(spec, cost, decision, asked_at)
 
     def _slot_groups(self, checks: list[Check]) -> list[list[int]] | None:
         """Indexes of ``checks`` per Cluster slot, or ``None`` if one call does."""
