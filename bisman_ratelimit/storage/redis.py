@@ -291,7 +291,7 @@ class _RedisBase:
 
     def _remember(self, checks: list[Check], decisions: list[Decision], asked_at: int | None) -> None:
         blocked = self.blocked
-        if blocked is None or not blocked and all(decisions):
+        if blocked is None or (not blocked and all(decisions)):
             return  # nothing to forget, nothing to remember
         for (_, spec, cost), decision in zip(checks, decisions, strict=True):
             blocked.record(spec, cost, decision, asked_at)
