@@ -8,7 +8,8 @@ The guardrails (from the operations review):
   persistent flags or sessions share it (the fix is two instances);
 - memory below the 85% alert;
 - persistence in a state the backup runbook can rely on;
-- keyspace notifications off outside a hot-key audit.
+- keyspace notifications off outside a hot-key audit;
+- a server recent enough for the rate-limit scripts (Redis 6.0, any Valkey).
 
 :func:`evaluate` is pure: facts in, verdicts out. :func:`gather_facts` and
 :func:`cgroup_memory_limit` are the I/O.
@@ -82,6 +83,8 @@ class ServerFacts:
     notify_keyspace_events: str
     namespaces: frozenset[str]
     sampled_keys: int
+    product: str = "Redis"
+    version: str = ""
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -274,6 +277,27 @@ def _notifications(facts: ServerFacts) -> CheckResult:
     )
 
 
+# The rate-limit scripts write with SET ... KEEPTTL.
+MIN_REDIS = (6, 0)
+
+
+def _version(facts: ServerFacts) -> CheckResult:
+    name = f"{facts.product} {facts.version}".rstrip()
+    if facts.product != "Redis":  # Valkey forked from Redis 7.2
+        return CheckResult("server version", "pass", f"{name}")
+    numbers = re.match(r"(\d+)\.(\d+)", facts.version)
+    if numbers is None:
+        return CheckResult("server version", "warn", f"unknown Redis version {facts.version!r}")
+    if (int(numbers[1]), int(numbers[2])) < MIN_REDIS:
+        return CheckResult(
+            "server version",
+            "fail",
+            f"{name} is too old: rate limits need Redis {MIN_REDIS[0]}.{MIN_REDIS[1]} or later "
+            "(SET ... KEEPTTL); every check would fail with 'ERR syntax error'",
+        )
+    return CheckResult("server version", "pass", name)
+
+
 def evaluate(
     facts: ServerFacts, limit: MemoryLimit | None, *, registry: NamespaceRegistry = default_registry
 ) -> list[CheckResult]:
@@ -284,6 +308,7 @@ def evaluate(
         _memory(facts),
         _persistence(facts),
         _notifications(facts),
+        _version(facts),
     ]
 
 
@@ -317,4 +342,6 @@ def gather_facts(
         notify_keyspace_events=setting("notify-keyspace-events"),
         namespaces=frozenset(stats.namespace for stats in sample.namespaces),
         sampled_keys=sample.scanned,
+        product="Valkey" if "valkey_version" in info else "Redis",
+        version=str(info.get("valkey_version", info.get("redis_version", ""))),
     )

@@ -34,6 +34,7 @@ GOOD = ServerFacts(
     notify_keyspace_events="",
     namespaces=frozenset({"rl:user", "rl"}),
     sampled_keys=100,
+    version="7.0.15",
 )
 LIMIT = MemoryLimit(100 * MiB, "--memory-limit")
 
@@ -141,6 +142,28 @@ def test_cgroup_limits(tmp_path: Path) -> None:
     assert cgroup_memory_limit(tmp_path / "none") is None
 
 
+@pytest.mark.parametrize(
+    ("product", "version", "verdict", "text"),
+    [
+        ("Redis", "7.0.15", "pass", "Redis 7.0.15"),
+        ("Redis", "6.0.0", "pass", "Redis 6.0.0"),
+        (
+            "Redis",
+            "5.0.14",
+            "fail",
+            "Redis 5.0.14 is too old: rate limits need Redis 6.0 or later (SET ... KEEPTTL); "
+            "every check would fail with 'ERR syntax error'",
+        ),
+        ("Valkey", "8.1.8", "pass", "Valkey 8.1.8"),
+        ("Redis", "", "warn", "unknown Redis version ''"),
+    ],
+)
+def test_server_version(product: str, version: str, verdict: str, text: str) -> None:
+    facts = replace(GOOD, product=product, version=version)
+    assert verdicts(facts)["server version"] == verdict
+    assert reason(facts, "server version") == text
+
+
 # --- real servers ---------------------------------------------------------------------------------------
 
 
@@ -163,7 +186,8 @@ def test_doctor_on_a_good_server(good_server: RedisServer, capsys: pytest.Captur
     assert "PASS  eviction policy: allkeys-lru suits this instance (found rl:user in 50 sampled keys)" in out
     assert "PASS  persistence: RDB save '3600 1'; last BGSAVE ok" in out
     assert "PASS  keyspace notifications: off" in out
-    assert out.rstrip().endswith("0 fail, 0 warn, 5 pass")
+    assert "PASS  server version: Redis " in out or "PASS  server version: Valkey " in out
+    assert out.rstrip().endswith("0 fail, 0 warn, 6 pass")
 
 
 def test_doctor_on_a_bad_server(capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,7 +203,7 @@ def test_doctor_on_a_bad_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert "FAIL  eviction policy: allkeys-lru can evict flags:config keys" in out
     assert "WARN  persistence: no RDB snapshots and no AOF" in out
     assert "WARN  keyspace notifications: on ('AKE')" in out
-    assert "2 fail, 3 warn, 0 pass" in out
+    assert "2 fail, 3 warn, 1 pass" in out
 
 
 def test_doctor_sees_memory_past_the_alert(
