@@ -234,11 +234,15 @@ class _RedisBase:
         )
         return form
 
+    def _head(self, key: str) -> str:
+        """What every key of identity ``key`` starts with: the prefix and its hash tag."""
+        return f"{self.prefix}:{hash_tag(key)}"
+
     def key_for(self, key: str, spec: Spec) -> str:
-        return f"{self.prefix}:{hash_tag(key)}{self._form(spec)[0]}"
+        return self._head(key) + self._form(spec)[0]
 
     def lease_key(self, key: str) -> str:
-        return f"{self.prefix}:{hash_tag(key)}:lease"
+        return self._head(key) + ":lease"
 
     def _now(self) -> str:
         return "" if self._clock is None else str(int(self._clock() * 1_000_000))
@@ -246,12 +250,12 @@ class _RedisBase:
     def _check_args(self, checks: list[Check], mode: str, at: int = 0) -> tuple[list[str], list[str]]:
         keys = []
         args = [self._now(), mode]
-        identity = tag = ""
+        identity = head = ""
         for key, spec, cost in checks:
             if key != identity:  # the limits of one identity usually come together
-                identity, tag = key, f"{self.prefix}:{hash_tag(key)}"
+                identity, head = key, self._head(key)
             suffix, spec_args = self._form(spec)
-            keys.append(tag + suffix)
+            keys.append(head + suffix)
             args += spec_args
             args.append(str(cost))
         if mode == "r":
