@@ -24,6 +24,25 @@ def stored_state(client: Any, key: str) -> tuple[float, ...] | None:
     return struct.unpack(f"<{len(raw) // 8}d", raw)
 
 
+def period_with_room_left(client: Any, near: float, room: float) -> float:
+    """A window length of about ``near`` seconds (not less) whose current
+    window, on the server's clock, has at least ``room`` seconds left.
+
+    Windows start at multiples of their length since the epoch, so a test
+    that must stay inside one window on a real clock picks its length
+    rather than waiting for the next window to start."""
+    seconds, micros = client.time()
+    now_us = seconds * 1_000_000 + micros
+    period_us = round(near * 1_000_000)
+    room_us = round(room * 1_000_000)
+    if room_us * 2 > period_us:
+        raise ValueError(f"room {room} s must be at most half of {near} s")
+    # Each microsecond more moves the window's start pseudo-randomly: a few tries do.
+    while now_us % period_us > period_us - room_us:
+        period_us += 1
+    return period_us / 1_000_000
+
+
 class ManualClock:
     """A clock for the memory backend that moves only when told."""
 

@@ -105,19 +105,19 @@ def test_bad_size_is_named() -> None:
 
 def test_a_blocked_client_costs_no_redis_call(redis_url: str, redis_client: redis.Redis) -> None:
     with Limiter.from_url(redis_url) as limiter:
-        assert [limiter.hit("abuser", "2/minute", "fixed_window").allowed for _ in range(3)] == [
+        assert [limiter.hit("abuser", "2/minute", "token_bucket").allowed for _ in range(3)] == [
             True,
             True,
             False,
         ]
         before = evalsha_calls(redis_client)
-        denials = [limiter.hit("abuser", "2/minute", "fixed_window") for _ in range(50)]
+        denials = [limiter.hit("abuser", "2/minute", "token_bucket") for _ in range(50)]
         assert evalsha_calls(redis_client) == before
         assert not any(d.allowed for d in denials)
         assert denials[-1].retry_after <= denials[0].retry_after <= 60.0
         # Other keys, and other costs of this key, still go to Redis.
-        assert limiter.hit("someone", "2/minute", "fixed_window").allowed
-        assert not limiter.hit("abuser", "2/minute", "fixed_window", cost=2).allowed
+        assert limiter.hit("someone", "2/minute", "token_bucket").allowed
+        assert not limiter.hit("abuser", "2/minute", "token_bucket", cost=2).allowed
         assert evalsha_calls(redis_client) == before + 2
 
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import redis
+from support import period_with_room_left
 
 from bisman_ratelimit import Limit, Limiter
 from bisman_ratelimit.storage import MemoryStorage
@@ -32,20 +33,12 @@ def _hammer(
     results.put(admitted)
 
 
-def _day_limit_away_from_a_window_edge(client: redis.Redis) -> Limit:
-    """A limit of AMOUNT per ~day whose current fixed window has over a minute left."""
-    seconds, _ = client.time()
-    period = 86_400
-    while not 60 < seconds % period < period - 60:
-        period += 1
-    return Limit(AMOUNT, period)
-
-
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_processes_on_redis_admit_exactly_the_limit(
     redis_url: str, redis_client: redis.Redis, algorithm: str
 ) -> None:
-    limit = _day_limit_away_from_a_window_edge(redis_client)
+    # A fixed window ending mid-test would admit the amount twice.
+    limit = Limit(AMOUNT, period_with_room_left(redis_client, near=86_400, room=60))
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(WORKERS)
     results = context.Queue()

@@ -8,6 +8,7 @@ import pytest
 import redis
 import redis.asyncio
 from redis.crc import key_slot
+from support import period_with_room_left
 
 from bisman_ratelimit import (
     AsyncLimiter,
@@ -29,9 +30,10 @@ def evalsha_calls(client: redis.Redis) -> int:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_server_time_allows_again_after_retry_after(redis_url: str, algorithm: str) -> None:
-    limiter = Limiter.from_url(redis_url)
-    limit = Limit(2, 0.4)
+def test_server_time_allows_again_after_retry_after(redis_client: redis.Redis, algorithm: str) -> None:
+    limiter = Limiter(redis_client)
+    # The three hits fall in one window (on the server's clock, which runs on).
+    limit = Limit(2, period_with_room_left(redis_client, near=0.4, room=0.15))
     assert [limiter.hit("k", limit, algorithm).allowed for _ in range(2)] == [True, True]
     denied = limiter.hit("k", limit, algorithm)
     assert not denied.allowed
@@ -82,13 +84,13 @@ def test_hit_many_is_one_script_call(redis_client: redis.Redis) -> None:
 
 def test_hit_many_of_more_keys_than_lua_unpacks_at_once(redis_client: redis.Redis) -> None:
     limiter = Limiter(redis_client)
-    entries = [(f"user:{i}", "1/minute", "fixed_window") for i in range(9_000)]
+    entries = [(f"user:{i}", "1/minute", "token_bucket") for i in range(9_000)]
     assert limiter.hit_many(entries).allowed
-    denied = limiter.hit_many([*entries[:-1], ("user:new", "1/minute", "fixed_window")])
+    denied = limiter.hit_many([*entries[:-1], ("user:new", "1/minute", "token_bucket")])
     assert not denied.allowed
     assert [d.allowed for d in denied.decisions[-2:]] == [False, True]
     # Nothing consumed by the denied call.
-    assert limiter.peek("user:new", "1/minute", "fixed_window").remaining == 1
+    assert limiter.peek("user:new", "1/minute", "token_bucket").remaining == 1
 
 
 def test_script_is_reloaded_after_script_flush(redis_client: redis.Redis) -> None:
