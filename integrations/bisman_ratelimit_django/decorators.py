@@ -32,7 +32,7 @@ from bisman_ratelimit.errors import InvalidArgument
 from bisman_ratelimit.policy import KeySource, RoutePlan, Rule, Verdict
 from bisman_ratelimit.rate import LimitLike
 
-from .guard import COVERED, Guard, RateLimitResult, Target, view_identity
+from .guard import COVERED, Guard, Passed, RateLimitResult, Target, apply_passed, view_identity
 from .runtime import Runtime, get_runtime
 
 __all__ = ["DECLARED", "EXEMPT", "Declaration", "ratelimit", "ratelimit_exempt"]
@@ -165,6 +165,10 @@ class Declaration:
                     return await view(request, *args, **kwargs)
                 guard, target = self._target(identity, pending)
                 counted = await guard.acheck(request, target)
+                if isinstance(counted, Passed):  # allowed by a quick check
+                    response = await view(request, *args, **kwargs)
+                    apply_passed(response, counted)
+                    return response
                 refusal = guard.decide(request, target, counted)
                 if refusal is not None:
                     return refusal
@@ -180,6 +184,10 @@ class Declaration:
                     return view(request, *args, **kwargs)
                 guard, target = self._target(identity, pending)
                 counted = guard.check(request, target)
+                if isinstance(counted, Passed):  # allowed by a quick check
+                    response = view(request, *args, **kwargs)
+                    apply_passed(response, counted)
+                    return response
                 refusal = guard.decide(request, target, counted)
                 if refusal is not None:
                     return refusal

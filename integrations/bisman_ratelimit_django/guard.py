@@ -35,6 +35,7 @@ __all__ = [
     "COVERED",
     "STATE",
     "Guard",
+    "Outcome",
     "Passed",
     "RateLimitResult",
     "State",
@@ -73,7 +74,7 @@ _LOWER = {
 
 @dataclass(frozen=True)
 class RateLimitResult:
-    """``request.ratelimit`` in views decorated with ``@ratelimit``.
+    """``request.ratelimit`` in views with a ``@ratelimit(..., block=False)``.
 
     ``limited`` is true when the request went over a limit declared with
     ``block=False`` (those never refuse; the view decides). ``over`` names
@@ -126,9 +127,9 @@ class Target:
         self.deferred = any(rule.deduct_when for rule in rules)
         used = set(rules)
         self.covered = frozenset(declaration for declaration, rule in declarations if rule in used)
-        # Item names of block=False limits, reported on request.ratelimit.
+        # Item names of block=False limits, reported on request.ratelimit (None: no such limit).
         self.annotate: tuple[str, ...] | None = None
-        if declarations:
+        if any(not declaration.block for declaration, _ in declarations):
             self.annotate = tuple(
                 name
                 for declaration, rule in declarations
@@ -146,7 +147,7 @@ class State:
 
     __slots__ = ("counted", "refused", "target")
 
-    def __init__(self, target: Target, counted: Counted | Evaluation, refused: bool) -> None:
+    def __init__(self, target: Target, counted: Outcome, refused: bool) -> None:
         self.target = target
         self.counted = counted
         self.refused = refused
@@ -160,6 +161,10 @@ class Passed:
     def __init__(self, single: SingleCheck, decision: Decision) -> None:
         self.single = single
         self.decision = decision
+
+
+# What checking a request gives: a verdict to act on, or an allowed quick check.
+Outcome = Counted | Evaluation | Passed
 
 
 def view_identity(view: Callable[..., Any]) -> str:
@@ -272,6 +277,8 @@ class Guard:
         self._peers: dict[str | None, tuple[str | None, str | None]] = {}
         self.fail_open = runtime.settings.fail_open
         self.metrics = runtime.settings.metrics
+        # Metrics want a Verdict for every request: then no request takes the quick path.
+        self.quick = self.metrics is None
 
     # -- I/O-free steps
 
@@ -327,10 +334,10 @@ class Guard:
             costs=costs,
         )
 
-    def decide(
-        self, request: HttpRequest, target: Target, counted: Counted | Evaluation
-    ) -> HttpResponseBase | None:
+    def decide(self, request: HttpRequest, target: Target, counted: Outcome) -> HttpResponseBase | None:
         """Annotate ``request.ratelimit`` if asked; the refusal to send, or None to go on."""
+        if isinstance(counted, Passed):
+            return None  # allowed by a quick check: nothing to record or annotate
         verdict = counted.verdict
         if self.metrics is not None:
             self._record(target.plan.route, verdict)
@@ -407,19 +414,21 @@ class Guard:
 
     # -- sync shell
 
-    def check(self, request: HttpRequest, target: Target) -> Counted | Evaluation:
-        """Count ``request`` against ``target``; ``.verdict`` of the result says what to do."""
+    def check(self, request: HttpRequest, target: Target) -> Outcome:
+        """Count ``request`` against ``target``: a :class:`Passed` when a quick check
+        allowed it (:func:`apply_passed` makes its headers), else a result whose
+        ``.verdict`` says what to do."""
         try:
             return self._count(request, target)
         except StorageError as exc:
             return self.failed(request, exc)
 
-    def _count(self, request: HttpRequest, target: Target) -> Counted | Evaluation:
+    def _count(self, request: HttpRequest, target: Target) -> Outcome:
         single = target.single
         if single is not None:
             key = self.single_key(request, target, single)
-            return Counted(
-                single.verdict(self.runtime.limiter.hit(key, single.limit, single.algorithm, single.cost))
+            return self._single(
+                target, single, self.runtime.limiter.hit(key, single.limit, single.algorithm, single.cost)
             )
         user = self._user(request) if target.needs_user else None
         keys, costs = self._calls(request, target)
@@ -430,10 +439,22 @@ class Guard:
         self.runtime.run(evaluation)
         return evaluation
 
+    def _single(self, target: Target, single: SingleCheck, decision: Decision) -> Counted | Passed:
+        if decision.allowed and target.quick is not None and self.quick:
+            return Passed(single, decision)  # its headers are made on the way out
+        return Counted(single.verdict(decision))
+
     def finish(
-        self, request: HttpRequest, target: Target, counted: Counted | Evaluation, response: HttpResponseBase
+        self,
+        request: HttpRequest,
+        target: Target,
+        counted: Outcome,
+        response: HttpResponseBase,
     ) -> None:
         """Count a ``deduct_when`` response, then add the headers."""
+        if isinstance(counted, Passed):
+            apply_passed(response, counted)
+            return
         if target.deferred and isinstance(counted, Evaluation):
             counted.on_response(response.status_code)
             try:
@@ -448,18 +469,18 @@ class Guard:
 
     # -- async shell
 
-    async def acheck(self, request: HttpRequest, target: Target) -> Counted | Evaluation:
+    async def acheck(self, request: HttpRequest, target: Target) -> Outcome:
         try:
             return await self._acount(request, target)
         except StorageError as exc:
             return self.failed(request, exc)
 
-    async def _acount(self, request: HttpRequest, target: Target) -> Counted | Evaluation:
+    async def _acount(self, request: HttpRequest, target: Target) -> Outcome:
         single = target.single
         if single is not None:
             key = self.single_key(request, target, single)
             decision = await self.runtime.hit_async(request, key, single.limit, single.algorithm, single.cost)
-            return Counted(single.verdict(decision))
+            return self._single(target, single, decision)
         user = await self._auser(request) if target.needs_user else None
         keys, costs = self._calls(request, target)
         if keys is not None and costs is not None:
@@ -470,8 +491,15 @@ class Guard:
         return evaluation
 
     async def afinish(
-        self, request: HttpRequest, target: Target, counted: Counted | Evaluation, response: HttpResponseBase
+        self,
+        request: HttpRequest,
+        target: Target,
+        counted: Outcome,
+        response: HttpResponseBase,
     ) -> None:
+        if isinstance(counted, Passed):
+            apply_passed(response, counted)
+            return
         if target.deferred and isinstance(counted, Evaluation):
             counted.on_response(response.status_code)
             try:

@@ -23,10 +23,10 @@ from django.http.response import HttpResponseBase
 
 from bisman_ratelimit.decision import Decision
 from bisman_ratelimit.errors import StorageError
-from bisman_ratelimit.policy import Evaluation, SingleCheck
+from bisman_ratelimit.policy import SingleCheck
 
 from .decorators import DECLARED, EXEMPT, Declaration
-from .guard import COVERED, STATE, Counted, Guard, Passed, State, Target, apply_passed, view_identity
+from .guard import COVERED, STATE, Counted, Guard, Outcome, Passed, State, Target, apply_passed, view_identity
 from .runtime import get_runtime
 
 __all__ = ["RateLimitMiddleware"]
@@ -47,8 +47,7 @@ class RateLimitMiddleware:
         self.planner = runtime.planner
         self.guard = Guard(runtime)
         self.limiter = runtime.limiter
-        # Metrics want a Verdict for every request: then no request takes the quick path.
-        self.quick = self.guard.metrics is None
+        self.quick = self.guard.quick
         self._targets: dict[tuple[Any, ...], Target | None] = {}
         self.is_async = iscoroutinefunction(get_response)
         self.process_view: Callable[..., Any]
@@ -110,9 +109,7 @@ class RateLimitMiddleware:
             return None
         return self._settle(request, target, Counted(single.verdict(decision)))
 
-    def _settle(
-        self, request: HttpRequest, target: Target, counted: Counted | Evaluation
-    ) -> HttpResponseBase | None:
+    def _settle(self, request: HttpRequest, target: Target, counted: Outcome) -> HttpResponseBase | None:
         """The refusal for a counted request, if any; remembered for the response on the way out."""
         refusal = self.guard.decide(request, target, counted)
         request.__dict__[STATE] = State(target, counted, refusal is not None)

@@ -47,8 +47,11 @@ def test_sync_view(configure, mode: str, clock) -> None:
 async def test_async_view(configure, mode: str) -> None:
     configure()
     client = AsyncClient()
-    got = [(await client.get("/limited-async/")).status_code for _ in range(4)]
-    assert got == [200, 200, 200, 429]
+    first = await client.get("/limited-async/")
+    assert first["RateLimit-Policy"] == '"limited_async";q=3;w=60'
+    assert first["RateLimit"] == '"limited_async";r=2;t=60'
+    got = [(await client.get("/limited-async/")).status_code for _ in range(3)]
+    assert got == [200, 200, 429]
     refused = await client.get("/limited-async/")
     assert refused["Retry-After"] == "60"
     assert refused["RateLimit"] == '"limited_async";r=0;t=60'
