@@ -45,8 +45,12 @@ def sf_string(text: str) -> str:
 
 def seconds(value: float) -> int:
     """Whole seconds, rounded up: a client that waits this long is never early."""
-    # Decisions carry microseconds divided by 1e6; round away float noise first.
-    return max(0, math.ceil(round(value, 6)))
+    # Decisions carry whole microseconds divided by 1e6: float noise (far
+    # below half a microsecond) must not add a second. Shifting by half a
+    # microsecond before rounding up does what rounding to microseconds
+    # first would, for a tenth of its cost (this runs on every response).
+    whole = math.ceil(value - 5e-7)
+    return whole if whole > 0 else 0
 
 
 def policy_item(name: str, limit: Limit) -> str:

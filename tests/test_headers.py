@@ -54,6 +54,10 @@ def test_seconds_round_up_but_ignore_float_noise() -> None:
     assert seconds(30.0) == 30
     assert seconds(29.000001) == 30
     assert seconds(30.0000000001) == 30
+    assert seconds(29.9999999999) == 30
+    assert seconds(0.1 * 3 * 10) == 3  # 3.0000000000000004
+    assert seconds(1e-7) == 0
+    assert seconds(1e-6) == 1
     assert seconds(0.0) == 0
     assert seconds(-1.0) == 0
 
