@@ -37,7 +37,9 @@ def period_with_room_left(client: Any, near: float, room: float) -> float:
     room_us = round(room * 1_000_000)
     if room_us * 2 > period_us:
         raise ValueError(f"room {room} s must be at most half of {near} s")
-    # Each microsecond more moves the window's start pseudo-randomly: a few tries do.
+    # Each microsecond added moves the current window's start back by
+    # now // period microseconds: short windows need a few tries, a day's
+    # window with a minute of room a few thousand at most.
     while now_us % period_us > period_us - room_us:
         period_us += 1
     return period_us / 1_000_000
