@@ -278,7 +278,7 @@ class _RedisSubscription:
 
     def __init__(self, client: redis.Redis, channel: str, timeout: float) -> None:
         self.reconnected = False
-        self.pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        self.pubsub = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
         with translate:
             self.pubsub.subscribe(channel)
             # Until the server confirms, a change could be missed.
@@ -326,7 +326,7 @@ class _AsyncRedisSubscription:
                 if message is not None and message["type"] == "subscribe":
                     break
                 if time.monotonic() >= deadline:
-                    await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await self.pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
                     raise StorageUnavailable(f"Redis did not confirm the subscription to {channel!r}")
         assert self.pubsub.connection is not None
         self.pubsub.connection.register_connect_callback(self._on_connect)
@@ -345,7 +345,7 @@ class _AsyncRedisSubscription:
         return changed
 
     async def close(self) -> None:
-        await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self.pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
 
 class _MemorySubscription:
