@@ -59,8 +59,7 @@ from _common import (
 )
 
 from bisman_ratelimit import AsyncLimiter, Limit, Limiter
-from bisman_ratelimit.storage import Spec
-from bisman_ratelimit.storage.redis import RATELIMIT, RedisStorage
+from bisman_ratelimit.backends import RATELIMIT, RedisStorage, Spec
 
 ALGORITHMS = ("fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra")
 # Our algorithm name -> the limits strategy doing the same.

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from .algorithms import ALGORITHMS, DEFAULT_ALGORITHM, Algorithm
-from .decision import Decision, MultiDecision
-from .errors import (
+from bisman_ratelimit._limiter import AsyncLease, AsyncLimiter, Lease, Limiter
+from bisman_ratelimit.core import (
+    ALGORITHMS,
+    DEFAULT_ALGORITHM,
+    Algorithm,
     BismanRateLimitError,
     ConfigFileError,
     ConfigurationError,
+    Decision,
     InvalidArgument,
     InvalidLimit,
+    Limit,
+    MultiDecision,
     StorageError,
     StorageResponseError,
     StorageUnavailable,
     TTLPolicyError,
+    parse_limits,
 )
-from .limiter import AsyncLease, AsyncLimiter, Lease, Limiter
-from .rate import Limit, parse_limits
 
 __version__ = "0.1.0"
 

@@ -20,7 +20,7 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from bisman_ratelimit import AsyncLimiter, Limiter
-from bisman_ratelimit.storage.redis import AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.backends import AsyncRedisStorage, RedisStorage
 from bisman_ratelimit.testing import RedisServer, find_server_binary, free_port
 
 SLOTS = 16384

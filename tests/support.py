@@ -11,8 +11,7 @@ import redis
 import redis.asyncio
 
 from bisman_ratelimit import AsyncLimiter, Limiter
-from bisman_ratelimit.storage import MemoryStorage
-from bisman_ratelimit.storage.redis import AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.backends import AsyncRedisStorage, MemoryStorage, RedisStorage
 
 
 def stored_state(client: Any, key: str) -> tuple[float, ...] | None:

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from bisman_ratelimit.audit import (
+from bisman_ratelimit import InvalidArgument
+from bisman_ratelimit.ops._audit import (
     NamespaceGrouper,
     audit_hotkeys,
     command_table,
@@ -20,8 +21,7 @@ from bisman_ratelimit.audit import (
     suggest_split,
     summarize_hotkeys,
 )
-from bisman_ratelimit.cli import main
-from bisman_ratelimit.errors import InvalidArgument
+from bisman_ratelimit.ops.cli import main
 from bisman_ratelimit.testing import RedisServer
 
 

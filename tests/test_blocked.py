@@ -9,10 +9,9 @@ import redis
 from support import ManualClock
 
 from bisman_ratelimit import InvalidArgument, Limit, Limiter
-from bisman_ratelimit.decision import make_decision
-from bisman_ratelimit.storage.base import Spec
-from bisman_ratelimit.storage.blocked import BlockedKeys
-from bisman_ratelimit.storage.redis import RedisStorage
+from bisman_ratelimit.backends import RedisStorage, Spec
+from bisman_ratelimit.backends._blocked import BlockedKeys
+from bisman_ratelimit.core import make_decision
 
 SPEC = Spec("fixed_window", 10, 60_000_000, 10)
 

@@ -8,7 +8,7 @@ import pytest
 from support import ManualClock
 
 from bisman_ratelimit import InvalidArgument
-from bisman_ratelimit.breaker import CircuitBreaker, Transition
+from bisman_ratelimit.core import CircuitBreaker, Transition
 
 
 def make(clock: ManualClock, changes: list[Transition] | None = None, **options: object) -> CircuitBreaker:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bisman_ratelimit.cli import main
+from bisman_ratelimit.ops.cli import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
 

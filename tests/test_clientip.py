@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bisman_ratelimit import InvalidArgument
-from bisman_ratelimit.clientip import ClientIP, mask_ip, parse_forwarded_for
+from bisman_ratelimit.web._clientip import ClientIP, mask_ip, parse_forwarded_for
 
 
 def test_without_trusted_proxies_headers_are_ignored() -> None:

@@ -15,9 +15,13 @@ from redis.crc import key_slot
 from support import ManualClock, stored_state
 
 from bisman_ratelimit import AsyncLimiter, Limiter
-from bisman_ratelimit.storage.base import Spec
-from bisman_ratelimit.storage.fallback import AsyncFallbackStorage, FallbackStorage
-from bisman_ratelimit.storage.redis import AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.backends import (
+    AsyncFallbackStorage,
+    AsyncRedisStorage,
+    FallbackStorage,
+    RedisStorage,
+    Spec,
+)
 
 if TYPE_CHECKING:
     from cluster_fixtures import RedisClusterServers

@@ -6,9 +6,8 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from bisman_ratelimit import Limiter
-from bisman_ratelimit.collector import RedisCollector
-from bisman_ratelimit.errors import InvalidArgument
+from bisman_ratelimit import InvalidArgument, Limiter
+from bisman_ratelimit.ops import RedisCollector
 from bisman_ratelimit.testing import RedisServer, free_port
 
 

@@ -11,7 +11,7 @@ import redis
 from support import period_with_room_left
 
 from bisman_ratelimit import Limit, Limiter
-from bisman_ratelimit.storage import MemoryStorage
+from bisman_ratelimit.backends import MemoryStorage
 
 ALGORITHMS = ["fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra"]
 WORKERS = 4

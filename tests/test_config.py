@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bisman_ratelimit import ConfigFileError, ConfigurationError, Limit
-from bisman_ratelimit.config import (
+from bisman_ratelimit.web._config import (
     Exemptions,
     GlobalPolicy,
     Policy,

@@ -16,7 +16,7 @@ from support import ManualClock, SyncFacade
 from test_conformance import *  # noqa: F403 - the suite, run again here
 
 from bisman_ratelimit import AsyncLimiter, Limiter
-from bisman_ratelimit.storage.redis import AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.backends import AsyncRedisStorage, RedisStorage
 
 
 @pytest.fixture(params=["sync", "async"])

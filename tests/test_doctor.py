@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from bisman_ratelimit.cli import main
-from bisman_ratelimit.doctor import (
+from bisman_ratelimit import InvalidArgument
+from bisman_ratelimit.ops._doctor import (
     MemoryLimit,
     ServerFacts,
     cgroup_memory_limit,
@@ -18,7 +18,7 @@ from bisman_ratelimit.doctor import (
     exit_code,
     parse_size,
 )
-from bisman_ratelimit.errors import InvalidArgument
+from bisman_ratelimit.ops.cli import main
 from bisman_ratelimit.testing import RedisServer
 
 MiB = 2**20

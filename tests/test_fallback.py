@@ -19,11 +19,15 @@ import redis
 from support import ManualClock, stored_state
 
 from bisman_ratelimit import AsyncLimiter, Limiter, StorageResponseError, StorageUnavailable
-from bisman_ratelimit.breaker import CircuitBreaker
-from bisman_ratelimit.storage import MemoryStorage, storage_from_url
-from bisman_ratelimit.storage.base import Spec
-from bisman_ratelimit.storage.fallback import AsyncFallbackStorage, FallbackStorage
-from bisman_ratelimit.storage.redis import RedisStorage
+from bisman_ratelimit.backends import (
+    AsyncFallbackStorage,
+    FallbackStorage,
+    MemoryStorage,
+    RedisStorage,
+    Spec,
+    storage_from_url,
+)
+from bisman_ratelimit.core import CircuitBreaker
 from bisman_ratelimit.testing import RedisServer
 
 LOGGER = "bisman_ratelimit.fallback"

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, ConfigurationError
-from bisman_ratelimit.storage import MemoryStorage
+from bisman_ratelimit.backends import MemoryStorage
 from bisman_ratelimit_starlette import (
     RateLimit,
     RateLimitExceeded,

@@ -7,7 +7,7 @@ import json
 import pytest
 import redis
 
-from bisman_ratelimit.cli import main
+from bisman_ratelimit.ops.cli import main
 from bisman_ratelimit.stores import Flag, FlagAdmin
 
 

@@ -48,7 +48,7 @@ def test_cli_change_reaches_two_processes(redis_url: str) -> None:
             [
                 sys.executable,
                 "-m",
-                "bisman_ratelimit.cli",
+                "bisman_ratelimit",
                 "flags",
                 "set",
                 "checkout",

@@ -10,9 +10,16 @@ import redis
 from support import ManualClock
 from test_store_conformance import Env, env_fixture  # noqa: F401 - the env fixture
 
-from bisman_ratelimit.errors import InvalidArgument, StorageUnavailable
-from bisman_ratelimit.stores import AsyncFlagAdmin, AsyncFlags, Flag, FlagAdmin, Flags, MemoryBackend
-from bisman_ratelimit.stores.flags import parse_flag_value
+from bisman_ratelimit import InvalidArgument, StorageUnavailable
+from bisman_ratelimit.stores import (
+    AsyncFlagAdmin,
+    AsyncFlags,
+    Flag,
+    FlagAdmin,
+    Flags,
+    MemoryBackend,
+    parse_flag_value,
+)
 
 
 def admin_for(env: Env) -> FlagAdmin:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from bisman_ratelimit import Decision, InvalidArgument, Limit, Limiter
-from bisman_ratelimit.headers import (
+from bisman_ratelimit.backends import MemoryStorage
+from bisman_ratelimit.web._headers import (
     legacy_headers,
     policy_item,
     ratelimit_item,
@@ -16,14 +17,13 @@ from bisman_ratelimit.headers import (
     seconds,
     sf_string,
 )
-from bisman_ratelimit.problem import (
+from bisman_ratelimit.web._problem import (
     CONTENT_TYPE,
     QUOTA_EXCEEDED,
     TEMPORARY_REDUCED_CAPACITY,
     service_unavailable,
     too_many_requests,
 )
-from bisman_ratelimit.storage import MemoryStorage
 
 
 def decision(allowed: bool, remaining: int, reset: float, retry: float, limit: int = 10) -> Decision:

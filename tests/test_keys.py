@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bisman_ratelimit import InvalidArgument, TTLPolicyError
-from bisman_ratelimit.keys import escape, hash_tag, make_key, redis_keys, scan_pattern, unescape
-from bisman_ratelimit.namespaces import Namespace, NamespaceRegistry, default_registry
+from bisman_ratelimit.core._keys import escape, hash_tag, make_key, redis_keys, scan_pattern, unescape
+from bisman_ratelimit.stores import Namespace, NamespaceRegistry, default_registry
 
 
 def test_plain_parts_are_kept() -> None:

@@ -8,7 +8,7 @@ import pytest
 from support import ManualClock
 
 from bisman_ratelimit import InvalidArgument, Limiter
-from bisman_ratelimit.storage import MemoryStorage
+from bisman_ratelimit.backends import MemoryStorage
 
 
 def test_starts_no_thread(clock: ManualClock) -> None:

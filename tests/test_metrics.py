@@ -10,18 +10,22 @@ import redis
 import redis.asyncio
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from bisman_ratelimit import AsyncLimiter, Limiter
-from bisman_ratelimit.breaker import CircuitBreaker
-from bisman_ratelimit.errors import ConfigurationError, InvalidArgument
-from bisman_ratelimit.instrument import (
+from bisman_ratelimit import AsyncLimiter, ConfigurationError, InvalidArgument, Limiter
+from bisman_ratelimit.backends import AsyncAdapter, AsyncRedisStorage, MemoryStorage, RedisStorage
+from bisman_ratelimit.core import CircuitBreaker
+from bisman_ratelimit.metrics import (
     AsyncInstrumentedStorage,
     InstrumentedRedis,
     InstrumentedStorage,
     instrument_storage,
 )
-from bisman_ratelimit.metrics import OTHER_ROUTE, UNMATCHED_ROUTE, CacheMetrics, RateLimitMetrics, RouteLabels
-from bisman_ratelimit.storage import AsyncAdapter, MemoryStorage
-from bisman_ratelimit.storage.redis import AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.metrics._prometheus import (
+    OTHER_ROUTE,
+    UNMATCHED_ROUTE,
+    CacheMetrics,
+    RateLimitMetrics,
+    RouteLabels,
+)
 
 
 @pytest.fixture
@@ -42,8 +46,8 @@ def test_importing_registers_nothing() -> None:
     code = (
         "import prometheus_client\n"
         "before = set(prometheus_client.REGISTRY._names_to_collectors)\n"
-        "import bisman_ratelimit.metrics, bisman_ratelimit.collector, bisman_ratelimit.instrument\n"
-        "import bisman_ratelimit.cli.ops_cmd, bisman_ratelimit_starlette.metrics\n"
+        "import bisman_ratelimit.metrics, bisman_ratelimit.ops\n"
+        "import bisman_ratelimit.ops.cli._ops_cmd, bisman_ratelimit_starlette.metrics\n"
         "print(sorted(set(prometheus_client.REGISTRY._names_to_collectors) - before))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from bisman_ratelimit.collector import RedisCollector
 from bisman_ratelimit.metrics import RateLimitMetrics
+from bisman_ratelimit.ops import RedisCollector
 from bisman_ratelimit_starlette.metrics import MetricsEndpoint
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_project.settings")

@@ -9,11 +9,10 @@ import redis.asyncio
 from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, InvalidLimit, Limiter, MultiDecision
-from bisman_ratelimit.config import parse_config
-from bisman_ratelimit.policy import GLOBAL_KEY, Planner, RoutePlan, Rule, Verdict, run, run_async
-from bisman_ratelimit.problem import QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY
-from bisman_ratelimit.storage import MemoryStorage
-from bisman_ratelimit.storage.redis import AsyncRedisStorage
+from bisman_ratelimit.backends import AsyncRedisStorage, MemoryStorage
+from bisman_ratelimit.web import parse_config
+from bisman_ratelimit.web._policy import GLOBAL_KEY, Planner, RoutePlan, Rule, Verdict, run, run_async
+from bisman_ratelimit.web._problem import QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY
 
 # The clock starts at midnight UTC: a fixed one-minute window has 60 s left.
 

@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 from support import ManualClock
 
 from bisman_ratelimit import Limit, Limiter
-from bisman_ratelimit.storage import MemoryStorage
-from bisman_ratelimit.storage.redis import RedisStorage
+from bisman_ratelimit.backends import MemoryStorage, RedisStorage
 from bisman_ratelimit.testing import RedisServer
 
 ALGORITHMS = ["fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra"]

@@ -18,7 +18,7 @@ from bisman_ratelimit import (
     StorageResponseError,
     StorageUnavailable,
 )
-from bisman_ratelimit.storage.redis import SINGLE, RedisStorage
+from bisman_ratelimit.backends._redis import SINGLE, RedisStorage
 from bisman_ratelimit.testing import RedisServer, free_port
 
 ALGORITHMS = ["fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra"]

@@ -9,10 +9,15 @@ import redis
 from support import ManualClock, stored_state
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limiter
-from bisman_ratelimit.storage import MemoryStorage, storage_from_url
-from bisman_ratelimit.storage.fallback import FallbackStorage
-from bisman_ratelimit.storage.redis import RedisStorage
-from bisman_ratelimit.storage.routing import NamespaceRouter, RoutingStorage, routed_storage
+from bisman_ratelimit.backends import (
+    FallbackStorage,
+    MemoryStorage,
+    NamespaceRouter,
+    RedisStorage,
+    RoutingStorage,
+    routed_storage,
+    storage_from_url,
+)
 from bisman_ratelimit.testing import RedisServer
 
 

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from bisman_ratelimit.cli import main
-from bisman_ratelimit.cli.ops_cmd import display_url, format_table, parse_duration
-from bisman_ratelimit.errors import InvalidArgument
-from bisman_ratelimit.runbook import flush_namespace, namespace_prefix
+from bisman_ratelimit import InvalidArgument
+from bisman_ratelimit.ops import flush_namespace, namespace_prefix
+from bisman_ratelimit.ops.cli import main
+from bisman_ratelimit.ops.cli._ops_cmd import display_url, format_table, parse_duration
 from bisman_ratelimit.testing import RedisServer, find_server_binary, free_port
 
 OTHERS = [

@@ -25,8 +25,7 @@ import redis.sentinel
 from support import stored_state
 
 from bisman_ratelimit import AsyncLimiter, Limiter, StorageError
-from bisman_ratelimit.storage.fallback import FallbackStorage
-from bisman_ratelimit.storage.redis import AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.backends import AsyncRedisStorage, FallbackStorage, RedisStorage
 
 if TYPE_CHECKING:
     from sentinel_fixtures import SentinelSetup

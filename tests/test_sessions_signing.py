@@ -8,8 +8,8 @@ import hmac
 
 import pytest
 
-from bisman_ratelimit.errors import InvalidArgument
-from bisman_ratelimit.signing import Secret, Signer
+from bisman_ratelimit import InvalidArgument
+from bisman_ratelimit.stores import Secret, Signer
 
 NEW = "n" * 32
 OLD = "o" * 40

@@ -17,9 +17,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from support import ManualClock
 
-from bisman_ratelimit.errors import InvalidArgument
-from bisman_ratelimit.signing import Signer
-from bisman_ratelimit.stores import AsyncSessionStore, MemoryBackend, is_session_id
+from bisman_ratelimit import InvalidArgument
+from bisman_ratelimit.stores import AsyncSessionStore, MemoryBackend, Signer, is_session_id
 from bisman_ratelimit.testing import RedisServer
 from bisman_ratelimit_starlette.sessions import UNAVAILABLE_TEXT, SessionMiddleware
 

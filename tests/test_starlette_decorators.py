@@ -18,7 +18,7 @@ from starlette.routing import Route
 from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, ConfigurationError, InvalidLimit
-from bisman_ratelimit.storage import MemoryStorage
+from bisman_ratelimit.backends import MemoryStorage
 from bisman_ratelimit_starlette import RateLimitMiddleware, exempt, limit
 
 

@@ -18,10 +18,9 @@ from starlette.routing import Mount, Route
 from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limiter
-from bisman_ratelimit.config import parse_config
-from bisman_ratelimit.policy import Verdict
-from bisman_ratelimit.storage import MemoryStorage
+from bisman_ratelimit.backends import MemoryStorage
 from bisman_ratelimit.testing import free_port
+from bisman_ratelimit.web import Verdict, parse_config
 from bisman_ratelimit_starlette import RateLimitMiddleware
 
 # The manual clock starts at midnight UTC: a fixed one-minute window has 60 s left.

@@ -16,8 +16,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter
-from bisman_ratelimit.config import parse_config
-from bisman_ratelimit.storage import MemoryStorage
+from bisman_ratelimit.backends import MemoryStorage
+from bisman_ratelimit.web import parse_config
 from bisman_ratelimit_starlette import RateLimitMiddleware, limit
 
 

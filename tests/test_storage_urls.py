@@ -7,10 +7,16 @@ import redis
 import redis.asyncio
 
 from bisman_ratelimit import InvalidArgument, StorageUnavailable
-from bisman_ratelimit.breaker import CircuitBreaker
-from bisman_ratelimit.storage import MemoryStorage, storage_from_url
-from bisman_ratelimit.storage.fallback import AsyncFallbackStorage, FallbackStorage
-from bisman_ratelimit.storage.redis import DEFAULT_BUDGET, AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.backends import (
+    DEFAULT_BUDGET,
+    AsyncFallbackStorage,
+    AsyncRedisStorage,
+    FallbackStorage,
+    MemoryStorage,
+    RedisStorage,
+    storage_from_url,
+)
+from bisman_ratelimit.core import CircuitBreaker
 from bisman_ratelimit.testing import free_port
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from test_store_conformance import Env, env_fixture  # noqa: F401 - the env fixture
 
-from bisman_ratelimit.errors import InvalidArgument
-from bisman_ratelimit.keys import redis_keys
+from bisman_ratelimit import InvalidArgument
+from bisman_ratelimit.core import redis_keys
 from bisman_ratelimit.stores import AsyncChatContext, ChatContext
 
 

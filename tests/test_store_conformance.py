@@ -20,9 +20,8 @@ import redis
 import redis.asyncio
 from support import ManualClock
 
-from bisman_ratelimit.errors import InvalidArgument, TTLPolicyError
-from bisman_ratelimit.keys import redis_keys
-from bisman_ratelimit.namespaces import Namespace, NamespaceRegistry
+from bisman_ratelimit import InvalidArgument, TTLPolicyError
+from bisman_ratelimit.core import redis_keys
 from bisman_ratelimit.stores import (
     AsyncChatContext,
     AsyncFlagAdmin,
@@ -31,6 +30,8 @@ from bisman_ratelimit.stores import (
     ChatContext,
     FlagAdmin,
     MemoryBackend,
+    Namespace,
+    NamespaceRegistry,
     Presence,
     SessionStore,
 )
@@ -242,7 +243,7 @@ def test_memory_backend_stays_bounded(clock: ManualClock) -> None:
 
 
 def test_unreachable_server_raises_storage_unavailable() -> None:
-    from bisman_ratelimit.errors import StorageUnavailable
+    from bisman_ratelimit import StorageUnavailable
     from bisman_ratelimit.testing import RedisServer
 
     with RedisServer() as server:
@@ -271,7 +272,7 @@ def test_unreachable_server_raises_storage_unavailable() -> None:
 
 
 async def test_unreachable_server_raises_storage_unavailable_async() -> None:
-    from bisman_ratelimit.errors import StorageUnavailable
+    from bisman_ratelimit import StorageUnavailable
     from bisman_ratelimit.testing import RedisServer
 
     with RedisServer() as server:

@@ -6,7 +6,7 @@ import pytest
 from support import ManualClock
 from test_store_conformance import Env, env_fixture  # noqa: F401 - the env fixture
 
-from bisman_ratelimit.errors import InvalidArgument
+from bisman_ratelimit import InvalidArgument
 from bisman_ratelimit.stores import AsyncPresence, MemoryBackend, Presence, RoomState
 
 

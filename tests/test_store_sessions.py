@@ -8,7 +8,7 @@ import pytest
 from support import ManualClock
 from test_store_conformance import Env, env_fixture  # noqa: F401 - the env fixture
 
-from bisman_ratelimit.errors import InvalidArgument
+from bisman_ratelimit import InvalidArgument
 from bisman_ratelimit.stores import (
     AsyncSessionStore,
     MemoryBackend,
@@ -16,7 +16,7 @@ from bisman_ratelimit.stores import (
     is_session_id,
     new_session_id,
 )
-from bisman_ratelimit.stores.sessions import SessionCore
+from bisman_ratelimit.stores._sessions import SessionCore
 
 
 def sessions(env: Env, **options: object) -> SessionStore:

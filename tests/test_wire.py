@@ -1,4 +1,4 @@
-"""Checks on connections borrowed from the client's pool (``storage/wire.py``).
+"""Checks on connections borrowed from the client's pool (``backends/_wire.py``).
 
 Each test that restarts or bounds a server starts its own.
 """
@@ -18,8 +18,8 @@ import redis
 import redis.asyncio
 
 from bisman_ratelimit import AsyncLimiter, Limiter
-from bisman_ratelimit.storage.redis import AsyncRedisStorage, RedisStorage
-from bisman_ratelimit.storage.wire import async_lender_for, lender_for
+from bisman_ratelimit.backends import AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.backends._wire import async_lender_for, lender_for
 from bisman_ratelimit.testing import RedisServer
 
 LIMIT = "1000/minute"

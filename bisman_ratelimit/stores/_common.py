@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from ..errors import InvalidArgument
+from bisman_ratelimit.core import InvalidArgument
 
 __all__ = ["decode_json", "encode_json", "positive_int", "positive_seconds", "text", "to_ms", "valid_prefix"]
 

@@ -15,8 +15,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from bisman_ratelimit.config import RateLimitConfig, load_config
-from bisman_ratelimit.errors import BismanRateLimitError, ConfigFileError
+from bisman_ratelimit.core import BismanRateLimitError, ConfigFileError
+from bisman_ratelimit.web import RateLimitConfig, load_config
 
 from .conf import SETTING, read_settings
 from .runtime import template_forms
@@ -72,7 +72,7 @@ def _hint(field: str) -> str | None:
 
 
 def _check_storage(url: str) -> list[CheckMessage]:
-    from bisman_ratelimit.storage import storage_from_url
+    from bisman_ratelimit.backends import storage_from_url
 
     try:
         storage = storage_from_url(url)  # builds the client; connects on first use only

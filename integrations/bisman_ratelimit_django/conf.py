@@ -25,12 +25,8 @@ from typing import Any, get_args
 from django.core.signals import setting_changed
 
 from bisman_ratelimit import AsyncLimiter, Limiter
-from bisman_ratelimit.algorithms import ALGORITHMS
-from bisman_ratelimit.clientip import ClientIP
-from bisman_ratelimit.config import KEY_KINDS
-from bisman_ratelimit.errors import BismanRateLimitError, ConfigurationError
-from bisman_ratelimit.policy import HeaderStyle
-from bisman_ratelimit.rate import Limit, parse_limits
+from bisman_ratelimit.core import ALGORITHMS, BismanRateLimitError, ConfigurationError, Limit, parse_limits
+from bisman_ratelimit.web import KEY_KINDS, ClientIP, HeaderStyle
 
 __all__ = ["SETTING", "RateLimitSettings", "SettingProblem", "get_settings", "read_settings"]
 
@@ -82,7 +78,7 @@ def _storage_url(value: object) -> str:
     scheme = value.split("://", 1)[0].lower()
     if scheme not in ("memory", "redis", "rediss", "unix"):
         # Third-party schemes register themselves; only their factory can judge the rest.
-        from bisman_ratelimit.storage import _BACKENDS
+        from bisman_ratelimit.backends._urls import _BACKENDS
 
         if scheme not in _BACKENDS:
             raise ConfigurationError(
@@ -167,7 +163,9 @@ def _metrics(value: object) -> Any:
     from bisman_ratelimit.metrics import RateLimitMetrics
 
     if not isinstance(value, RateLimitMetrics):
-        raise ConfigurationError(f"expected a bisman_ratelimit.metrics.RateLimitMetrics, got {value!r}")
+        raise ConfigurationError(
+            f"expected a bisman_ratelimit.metrics._prometheus.RateLimitMetrics, got {value!r}"
+        )
     return value
 
 

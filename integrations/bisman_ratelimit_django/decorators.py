@@ -28,9 +28,8 @@ from typing import Any, TypeVar
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
 
-from bisman_ratelimit.errors import InvalidArgument
-from bisman_ratelimit.policy import KeySource, RoutePlan, Rule, Verdict
-from bisman_ratelimit.rate import LimitLike
+from bisman_ratelimit.core import InvalidArgument, LimitLike
+from bisman_ratelimit.web import KeySource, RoutePlan, Rule, Verdict
 
 from .guard import COVERED, Guard, Passed, RateLimitResult, Target, apply_passed, view_identity
 from .runtime import Runtime, get_runtime

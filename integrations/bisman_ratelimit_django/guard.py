@@ -2,7 +2,7 @@
 
 A :class:`Target` is what one route, method and view need checked; it is
 built once and cached. Per request, :class:`Guard` reads the client out of
-the request, starts the :class:`~bisman_ratelimit.policy.Evaluation`, and
+the request, starts the :class:`~bisman_ratelimit.web._policy.Evaluation`, and
 turns its verdict into a refusal or into response headers. Only the calls
 that can block differ between sync and async code: the user lookup, callable
 keys and costs, and the limiter itself.
@@ -21,10 +21,8 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.functional import SimpleLazyObject, empty
 
-from bisman_ratelimit.decision import Decision
-from bisman_ratelimit.errors import ConfigurationError, InvalidArgument, StorageError
-from bisman_ratelimit.policy import Evaluation, RoutePlan, Rule, SingleCheck, Verdict
-from bisman_ratelimit.problem import CONTENT_TYPE
+from bisman_ratelimit.core import ConfigurationError, Decision, InvalidArgument, StorageError
+from bisman_ratelimit.web import CONTENT_TYPE, Evaluation, RoutePlan, Rule, SingleCheck, Verdict
 
 from .runtime import Runtime
 

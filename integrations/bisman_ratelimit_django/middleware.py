@@ -21,9 +21,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
-from bisman_ratelimit.decision import Decision
-from bisman_ratelimit.errors import StorageError
-from bisman_ratelimit.policy import SingleCheck
+from bisman_ratelimit.core import Decision, StorageError
+from bisman_ratelimit.web import SingleCheck
 
 from .decorators import DECLARED, EXEMPT, Declaration
 from .guard import COVERED, STATE, Counted, Guard, Outcome, Passed, State, Target, apply_passed, view_identity

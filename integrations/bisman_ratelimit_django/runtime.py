@@ -21,9 +21,8 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest
 
 from bisman_ratelimit import AsyncLimiter, Decision, Limit, Limiter
-from bisman_ratelimit.config import RateLimitConfig, load_config
-from bisman_ratelimit.policy import Evaluation, Planner, Verdict, run, run_async
-from bisman_ratelimit.storage import MemoryStorage, storage_from_url
+from bisman_ratelimit.backends import MemoryStorage, storage_from_url
+from bisman_ratelimit.web import Evaluation, Planner, RateLimitConfig, Verdict, load_config, run, run_async
 
 from .conf import SETTING, RateLimitSettings, get_settings
 

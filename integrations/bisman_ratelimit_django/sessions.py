@@ -23,7 +23,7 @@ user's index, so :func:`logout_everywhere` ends all of a user's sessions.
 
 Values must be JSON-serialisable, as with Django's default serializer.
 When the store cannot be reached, loads and saves raise
-:class:`~bisman_ratelimit.errors.StorageUnavailable` (never an empty
+:class:`~bisman_ratelimit.core._errors.StorageUnavailable` (never an empty
 session), and :class:`SessionStoreUnavailableMiddleware` turns that into
 a ``503``. Every method has its ``a``-prefixed async twin, sharing one
 I/O-free flow.
@@ -45,12 +45,17 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
-from bisman_ratelimit.errors import BismanRateLimitError, StorageUnavailable
-from bisman_ratelimit.signing import Signer
-from bisman_ratelimit.stores import MemoryBackend
-from bisman_ratelimit.stores.backend import Flow, backend_from_url
-from bisman_ratelimit.stores.sessions import AsyncSessionStore, is_session_id, new_session_id
-from bisman_ratelimit.stores.sessions import SessionStore as _Store
+from bisman_ratelimit.core import BismanRateLimitError, StorageUnavailable
+from bisman_ratelimit.stores import (
+    AsyncSessionStore,
+    Flow,
+    MemoryBackend,
+    Signer,
+    backend_from_url,
+    is_session_id,
+    new_session_id,
+)
+from bisman_ratelimit.stores import SessionStore as _Store
 
 __all__ = [
     "SessionStore",

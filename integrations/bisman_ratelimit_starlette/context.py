@@ -15,8 +15,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.types import Scope
 
 from bisman_ratelimit import ConfigurationError, InvalidArgument
-from bisman_ratelimit.clientip import ClientIP
-from bisman_ratelimit.policy import Evaluation, RoutePlan
+from bisman_ratelimit.web import ClientIP, Evaluation, RoutePlan
 
 from .spec import LimitSpec
 

@@ -21,10 +21,8 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from bisman_ratelimit import AsyncLimiter, ConfigurationError
-from bisman_ratelimit.clientip import ClientIP
-from bisman_ratelimit.policy import CostSource, Evaluation, KeySource, Verdict, run_async
-from bisman_ratelimit.problem import CONTENT_TYPE
-from bisman_ratelimit.rate import LimitLike
+from bisman_ratelimit.core import LimitLike
+from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, Evaluation, KeySource, Verdict, run_async
 
 from .context import standalone_plan
 from .middleware import ENFORCED

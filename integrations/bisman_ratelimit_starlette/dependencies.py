@@ -21,10 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bisman_ratelimit import ConfigurationError
-from bisman_ratelimit.clientip import ClientIP
-from bisman_ratelimit.policy import CostSource, KeySource, Verdict
-from bisman_ratelimit.problem import CONTENT_TYPE
-from bisman_ratelimit.rate import LimitLike
+from bisman_ratelimit.core import LimitLike
+from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, KeySource, Verdict
 
 from .decorators import check_alone
 from .middleware import ENFORCED

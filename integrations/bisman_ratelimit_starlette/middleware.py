@@ -21,19 +21,22 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, StorageError
-from bisman_ratelimit.clientip import ClientIP, HeaderName, TrustedProxies
-from bisman_ratelimit.config import RateLimitConfig, load_config
-from bisman_ratelimit.policy import (
+from bisman_ratelimit.core import Limit, LimitLike, parse_limits
+from bisman_ratelimit.web import (
+    ClientIP,
     CostSource,
+    HeaderName,
     HeaderStyle,
     KeySource,
     Planner,
+    RateLimitConfig,
     RoutePlan,
     Rule,
+    TrustedProxies,
     Verdict,
+    load_config,
     run_async,
 )
-from bisman_ratelimit.rate import Limit, LimitLike, parse_limits
 
 from .context import Facts, Needs, UserGetter
 from .responses import OnLimited, encode_headers, refuse
@@ -80,7 +83,7 @@ class RateLimitMiddleware:
     Give ``config`` (a limits file or a loaded ``RateLimitConfig``), or
     ``default_limits`` with ``key``, ``algorithm``, ``cost`` and
     ``global_limits``. ``limiter`` defaults to an in-memory ``AsyncLimiter``.
-    ``metrics`` (a ``bisman_ratelimit.metrics.RateLimitMetrics``) counts every
+    ``metrics`` (a ``bisman_ratelimit.metrics._prometheus.RateLimitMetrics``) counts every
     decision by route template and reason. See docs/starlette.md for the rest.
     """
 

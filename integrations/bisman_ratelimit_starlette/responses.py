@@ -10,8 +10,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from bisman_ratelimit.policy import Verdict
-from bisman_ratelimit.problem import CONTENT_TYPE
+from bisman_ratelimit.web import CONTENT_TYPE, Verdict
 
 __all__ = ["OnLimited", "encode_headers", "refuse"]
 

@@ -29,10 +29,8 @@ from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bisman_ratelimit.errors import InvalidArgument, StorageUnavailable
-from bisman_ratelimit.signing import Secret, Signer
-from bisman_ratelimit.stores._common import encode_json
-from bisman_ratelimit.stores.sessions import AsyncSessionStore
+from bisman_ratelimit.core import InvalidArgument, StorageUnavailable
+from bisman_ratelimit.stores import AsyncSessionStore, Secret, Signer, encode_json
 
 __all__ = ["ServerSession", "SessionMiddleware"]
 

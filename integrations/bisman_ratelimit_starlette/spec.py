@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limit, parse_limits
-from bisman_ratelimit.clientip import ClientIP
-from bisman_ratelimit.policy import CostSource, KeySource, Rule
-from bisman_ratelimit.rate import LimitLike
+from bisman_ratelimit.core import LimitLike
+from bisman_ratelimit.web import ClientIP, CostSource, KeySource, Rule
 
 __all__ = ["MARKER", "LimitSpec", "Marker", "declared_on"]
 

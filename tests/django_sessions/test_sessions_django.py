@@ -27,8 +27,7 @@ from django.test.utils import override_settings
 from django.utils import timezone
 from sessions_settings import SECRET, SESSION_SETTINGS
 
-from bisman_ratelimit.signing import Signer
-from bisman_ratelimit.stores import is_session_id
+from bisman_ratelimit.stores import Signer, is_session_id
 from bisman_ratelimit.testing import RedisServer
 from bisman_ratelimit_django import sessions
 from bisman_ratelimit_django.sessions import SessionStore, alogout_everywhere, logout_everywhere
@@ -467,7 +466,7 @@ class TestUnreachableStore:
         await sessions.aclose_connections()
 
     def test_store_errors_propagate_from_the_engine(self, server: RedisServer) -> None:
-        from bisman_ratelimit.errors import StorageUnavailable
+        from bisman_ratelimit import StorageUnavailable
 
         session = SessionStore()
         session["a"] = 1

@@ -20,7 +20,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_project.settings")
 django.setup()
 
 from bisman_ratelimit import AsyncLimiter, Limiter  # noqa: E402
-from bisman_ratelimit.storage import MemoryStorage  # noqa: E402
+from bisman_ratelimit.backends import MemoryStorage  # noqa: E402
 
 # A whole minute (and hour, and day): fixed windows start here.
 MINUTE_START = 1_699_999_200.0

@@ -64,7 +64,11 @@ def test_bad_fields_are_each_reported() -> None:
         ("LIMITER", "memory://", "expected a bisman_ratelimit.Limiter, got 'memory://'"),
         ("CONFIG", 42, "expected the path of a .toml or .yaml file, got 42"),
         ("FAIL_OPEN", "no", "expected True or False, got 'no'"),
-        ("METRICS", "prometheus", "expected a bisman_ratelimit.metrics.RateLimitMetrics, got 'prometheus'"),
+        (
+            "METRICS",
+            "prometheus",
+            "expected a bisman_ratelimit.metrics._prometheus.RateLimitMetrics, got 'prometheus'",
+        ),
     ],
 )
 def test_each_bad_setting_names_its_field(field: str, value: object, problem: str) -> None:

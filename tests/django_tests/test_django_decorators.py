@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import AsyncClient, Client
 
-from bisman_ratelimit.errors import InvalidArgument, InvalidLimit
+from bisman_ratelimit import InvalidArgument, InvalidLimit
 from bisman_ratelimit_django import ratelimit
 
 ONLY_USERS = ["django_project.middleware.HeaderUserMiddleware"]

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from bisman_ratelimit import AsyncLimiter, Limiter
 from bisman_ratelimit.metrics import RateLimitMetrics
-from bisman_ratelimit.policy import Verdict
 from bisman_ratelimit.testing import free_port
+from bisman_ratelimit.web import Verdict
 
 FIXED = 'algorithm = "fixed_window"'
 

@@ -1,0 +1,50 @@
+"""Where limits are counted: memory, Redis (standalone, Sentinel, Cluster),
+routing by namespace, and the fallback behind a circuit breaker, chosen by URL."""
+
+from __future__ import annotations
+
+from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Check, Spec, Storage
+from bisman_ratelimit.backends._fallback import AsyncFallbackStorage, FallbackStorage
+from bisman_ratelimit.backends._memory import MemoryStorage
+from bisman_ratelimit.backends._redis import (
+    DEFAULT_BUDGET,
+    RATELIMIT,
+    AsyncRedisStorage,
+    RedisStorage,
+    Script,
+    is_async_client,
+    is_sync_client,
+    translate_errors,
+)
+from bisman_ratelimit.backends._routing import (
+    AsyncRoutingStorage,
+    NamespaceRouter,
+    RoutingStorage,
+    routed_storage,
+)
+from bisman_ratelimit.backends._urls import register_backend, storage_from_url
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "RATELIMIT",
+    "AsyncAdapter",
+    "AsyncFallbackStorage",
+    "AsyncRedisStorage",
+    "AsyncRoutingStorage",
+    "AsyncStorage",
+    "Check",
+    "FallbackStorage",
+    "MemoryStorage",
+    "NamespaceRouter",
+    "RedisStorage",
+    "RoutingStorage",
+    "Script",
+    "Spec",
+    "Storage",
+    "is_async_client",
+    "is_sync_client",
+    "register_backend",
+    "routed_storage",
+    "storage_from_url",
+    "translate_errors",
+]

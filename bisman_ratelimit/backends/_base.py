@@ -1,0 +1,93 @@
+"""What a storage backend provides, sync and async.
+
+The limiter turns every limit into a :class:`Spec` once; a check is a key,
+a spec and a cost, and a backend answers it with a
+:class:`~bisman_ratelimit.core._decision.Decision`. Backends see no rate-limit
+strings, only whole numbers.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from bisman_ratelimit.core import Decision
+
+__all__ = ["AsyncAdapter", "AsyncStorage", "Check", "Spec", "Storage"]
+
+
+class Spec(NamedTuple):
+    """One limit under one algorithm, in whole numbers.
+
+    ``capacity`` is the most hits the key can hold: the burst for the bucket
+    algorithms, else the amount.
+    """
+
+    algorithm: str
+    amount: int
+    period_us: int
+    capacity: int
+
+
+# (key, spec, cost)
+Check = tuple[str, Spec, int]
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """A synchronous backend."""
+
+    def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
+        """Decide one check; consume it if allowed and ``commit``."""
+
+    def check_many(self, checks: list[Check], commit: bool) -> tuple[bool, list[Decision]]:
+        """Decide all checks; consume them all if all are allowed and ``commit``."""
+
+    def reset(self, key: str, spec: Spec) -> None: ...
+
+    def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool: ...
+
+    def release(self, key: str, lease_id: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncStorage(Protocol):
+    """An asynchronous backend: the methods of :class:`Storage`, awaitable."""
+
+    async def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision: ...
+
+    async def check_many(self, checks: list[Check], commit: bool) -> tuple[bool, list[Decision]]: ...
+
+    async def reset(self, key: str, spec: Spec) -> None: ...
+
+    async def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool: ...
+
+    async def release(self, key: str, lease_id: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class AsyncAdapter:
+    """Serves a non-blocking sync backend (memory) to async code."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.sync = storage
+
+    async def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
+        return self.sync.check(key, spec, cost, commit)
+
+    async def check_many(self, checks: list[Check], commit: bool) -> tuple[bool, list[Decision]]:
+        return self.sync.check_many(checks, commit)
+
+    async def reset(self, key: str, spec: Spec) -> None:
+        self.sync.reset(key, spec)
+
+    async def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
+        return self.sync.acquire(key, lease_id, max_in_flight, ttl_us)
+
+    async def release(self, key: str, lease_id: str) -> None:
+        self.sync.release(key, lease_id)
+
+    async def close(self) -> None:
+        self.sync.close()

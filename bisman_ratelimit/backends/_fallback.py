@@ -1,0 +1,348 @@
+"""A backend that outlives its primary: Redis first, this process when Redis fails.
+
+Every call asks a :class:`~bisman_ratelimit.core._breaker.CircuitBreaker` whether
+to try the primary. A call that fails (any
+:class:`~bisman_ratelimit.core._errors.StorageError`: unreachable, timed out,
+answered with an error) counts against the breaker and is answered by the
+outage reaction; so is every call while the breaker is open. No exception
+from the primary reaches the caller.
+
+The reaction is chosen per limit (``on_outage``, by key namespace with
+``on_outage_by_prefix``, or by a function of the key and limit):
+
+``"fallback"``
+    local counters in this process decide (the default). With
+    ``instances=N`` each process allows ``amount // N`` (at least 1), so N
+    processes together stay within the limit; a cost larger than the local
+    capacity is capped to it.
+``"open"``
+    allowed.
+``"closed"``
+    denied, with ``retry_after`` the time until Redis is tried again (at
+    least the breaker's ``open_for``).
+
+Local counters never reach Redis: when the breaker closes, decisions come
+from Redis's own counters, which the outage did not touch, and the local
+ones age out. The breaker's state changes are logged once each (WARNING
+when it opens, INFO otherwise), never each request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar, cast, get_args
+
+from bisman_ratelimit.backends._base import AsyncStorage, Check, Spec, Storage
+from bisman_ratelimit.backends._cluster import AsyncRefundable, GroupResult, Outcome, Refundable
+from bisman_ratelimit.backends._memory import MemoryStorage
+from bisman_ratelimit.backends._routing import NamespaceRouter
+from bisman_ratelimit.core import (
+    CircuitBreaker,
+    Decision,
+    InvalidArgument,
+    StorageError,
+    Transition,
+    make_decision,
+)
+
+__all__ = ["AsyncFallbackStorage", "FallbackStorage", "Reaction", "ReactionFor"]
+
+T = TypeVar("T")
+
+Reaction = Literal["fallback", "open", "closed"]
+# (key, limit or None for a concurrency lease) -> reaction
+ReactionFor = Callable[[str, Spec | None], Reaction]
+REACTIONS: tuple[str, ...] = get_args(Reaction)
+
+_log = logging.getLogger("bisman_ratelimit.fallback")
+
+
+def _reaction(value: object, where: str) -> Reaction:
+    if value not in REACTIONS:
+        raise InvalidArgument(f"{where} must be one of {', '.join(REACTIONS)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def reaction_policy(
+    on_outage: Reaction | ReactionFor = "fallback", by_prefix: Mapping[str, Reaction] | None = None
+) -> ReactionFor:
+    """One function from the two ways of saying how limits react to an outage."""
+    if callable(on_outage):
+        if by_prefix:
+            raise InvalidArgument("give on_outage as a function or on_outage_by_prefix, not both")
+        return on_outage
+    default = _reaction(on_outage, "on_outage")
+    if not by_prefix:
+        return lambda key, spec: default
+    for prefix, reaction in by_prefix.items():
+        _reaction(reaction, f"on_outage for namespace {prefix!r}")
+    router: NamespaceRouter[Reaction] = NamespaceRouter(by_prefix, default=default)
+    return lambda key, spec: router.route(key)
+
+
+class _FallbackBase:
+    """Breaker bookkeeping and the local answers: everything that does no I/O on the primary."""
+
+    def __init__(
+        self,
+        primary: Any,
+        *,
+        local: MemoryStorage | None = None,
+        breaker: CircuitBreaker | None = None,
+        on_outage: Reaction | ReactionFor = "fallback",
+        on_outage_by_prefix: Mapping[str, Reaction] | None = None,
+        instances: int = 1,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
+            raise InvalidArgument(f"instances must be a whole number >= 1, got {instances!r}")
+        if local is not None and not isinstance(local, MemoryStorage):
+            raise InvalidArgument(f"the local fallback must be a MemoryStorage, got {local!r}")
+        self.primary = primary
+        self.local = local if local is not None else MemoryStorage()
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
+        self.instances = instances
+        self._reaction = reaction_policy(on_outage, on_outage_by_prefix)
+        self._logger = logger or _log
+        self.breaker.add_listener(self._log_transition)
+        # Calls answered without the primary, for metrics.
+        self.answered_locally = 0
+        # Either protocol: they only differ in whether the methods are awaited.
+        self._timed = isinstance(primary, Refundable)
+        # The primary's blocked-keys cache answers without Redis, so it is
+        # asked before the breaker: such answers must not count as probes.
+        cached = getattr(primary, "cached", None)
+        self._cached: Callable[[list[Check]], Outcome | None] = cached if callable(cached) else _no_cache
+
+    def _log_transition(self, change: Transition) -> None:
+        if change.new == "open":
+            self._logger.warning(
+                "rate-limit storage unavailable (%s); deciding limits without it for %g s, then probing",
+                change.reason,
+                self.breaker.open_for,
+            )
+        elif change.new == "half_open":
+            self._logger.info("probing the rate-limit storage again (%s)", change.reason)
+        else:
+            self._logger.info("rate-limit storage answers again (%s); deciding limits on it", change.reason)
+
+    def local_spec(self, spec: Spec) -> Spec:
+        """``spec`` as this process enforces it alone during an outage."""
+        n = self.instances
+        if n == 1:
+            return spec
+        return Spec(spec.algorithm, max(1, spec.amount // n), spec.period_us, max(1, spec.capacity // n))
+
+    def _local(self, checks: list[Check], commit: bool) -> Outcome:
+        self.answered_locally += 1
+        reactions = [self._reaction(key, spec) for key, spec, _ in checks]
+        closed = "closed" in reactions
+        local_checks = []
+        for (key, spec, cost), reaction in zip(checks, reactions, strict=True):
+            if reaction == "fallback":
+                scaled = self.local_spec(spec)
+                local_checks.append((key, scaled, min(cost, scaled.capacity)))
+        ok, local_decisions = (
+            self.local.check_many(local_checks, commit and not closed) if local_checks else (True, [])
+        )
+        answers = iter(local_decisions)
+        retry_us = round(max(self.breaker.retry_after(), self.breaker.open_for) * 1_000_000)
+        decisions = []
+        for (key, spec, cost), reaction in zip(checks, reactions, strict=True):
+            if reaction == "fallback":
+                decisions.append(next(answers))
+            elif reaction == "open":
+                decisions.append(
+                    make_decision(
+                        True, spec.capacity, max(0, spec.capacity - cost), 0, 0, key, spec.algorithm
+                    )
+                )
+            else:
+                decisions.append(
+                    make_decision(False, spec.capacity, 0, retry_us, retry_us, key, spec.algorithm)
+                )
+        return ok and not closed, decisions
+
+    def _local_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        ok, decisions = self._local(checks, commit)
+        return ok, decisions, None
+
+    def _local_acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
+        self.answered_locally += 1
+        reaction = self._reaction(key, None)
+        if reaction != "fallback":
+            return reaction == "open"
+        return self.local.acquire(key, lease_id, max(1, max_in_flight // self.instances), ttl_us)
+
+    def _local_reset(self, key: str, spec: Spec) -> None:
+        self.local.reset(key, self.local_spec(spec))
+
+
+def _nothing() -> None:
+    return None
+
+
+def _no_cache(checks: list[Check]) -> Outcome | None:
+    return None
+
+
+class FallbackStorage(_FallbackBase):
+    """A synchronous primary (a :class:`~.redis.RedisStorage`) with local answers when it fails."""
+
+    primary: Storage
+
+    @property
+    def _refundable(self) -> Refundable:
+        return cast(Refundable, self.primary)
+
+    def __init__(self, primary: Storage, **options: Any) -> None:
+        if not isinstance(primary, Storage) or _is_async(primary):
+            raise InvalidArgument(f"FallbackStorage needs a synchronous storage, got {primary!r}")
+        super().__init__(primary, **options)
+
+    def _guard(self, call: Callable[[], T], local: Callable[[], T]) -> T:
+        ticket = self.breaker.begin()
+        if ticket is not None:
+            try:
+                result = call()
+            except StorageError as exc:
+                self.breaker.failure(ticket, exc)
+            else:
+                self.breaker.success(ticket)
+                return result
+        return local()
+
+    def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
+        cached = self._cached([(key, spec, cost)])
+        if cached is not None:
+            return cached[1][0]
+        return self._guard(
+            lambda: self.primary.check(key, spec, cost, commit),
+            lambda: self._local([(key, spec, cost)], commit)[1][0],
+        )
+
+    def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+        cached = self._cached(checks)
+        if cached is not None:
+            return cached
+        return self._guard(
+            lambda: self.primary.check_many(checks, commit), lambda: self._local(checks, commit)
+        )
+
+    def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        """:meth:`check_many` that can be refunded; hits counted locally cannot."""
+        if not self._timed:
+            ok, decisions = self.check_many(checks, commit)
+            return ok, decisions, None
+        return self._guard(
+            lambda: self._refundable.check_timed(checks, commit), lambda: self._local_timed(checks, commit)
+        )
+
+    def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
+        if at is None or not self._timed:
+            return self.check_many(checks, False)[1]
+        return self._guard(lambda: self._refundable.refund(checks, at), lambda: self._local(checks, False)[1])
+
+    def reset(self, key: str, spec: Spec) -> None:
+        self._guard(lambda: self.primary.reset(key, spec), _nothing)
+        self._local_reset(key, spec)
+
+    def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
+        return self._guard(
+            lambda: self.primary.acquire(key, lease_id, max_in_flight, ttl_us),
+            lambda: self._local_acquire(key, lease_id, max_in_flight, ttl_us),
+        )
+
+    def release(self, key: str, lease_id: str) -> None:
+        self._guard(lambda: self.primary.release(key, lease_id), _nothing)
+        self.local.release(key, lease_id)
+
+    def close(self) -> None:
+        with contextlib.suppress(StorageError):
+            self.primary.close()
+        self.local.close()
+
+
+class AsyncFallbackStorage(_FallbackBase):
+    """An asynchronous primary (an :class:`~.redis.AsyncRedisStorage`) with local answers when it fails."""
+
+    primary: AsyncStorage
+
+    @property
+    def _refundable(self) -> AsyncRefundable:
+        return cast(AsyncRefundable, self.primary)
+
+    def __init__(self, primary: AsyncStorage, **options: Any) -> None:
+        if not _is_async(primary):
+            raise InvalidArgument(f"AsyncFallbackStorage needs an asynchronous storage, got {primary!r}")
+        super().__init__(primary, **options)
+
+    async def _guard(self, call: Callable[[], Awaitable[T]], local: Callable[[], T]) -> T:
+        ticket = self.breaker.begin()
+        if ticket is not None:
+            try:
+                result = await call()
+            except StorageError as exc:
+                self.breaker.failure(ticket, exc)
+            else:
+                self.breaker.success(ticket)
+                return result
+        return local()
+
+    async def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
+        cached = self._cached([(key, spec, cost)])
+        if cached is not None:
+            return cached[1][0]
+        return await self._guard(
+            lambda: self.primary.check(key, spec, cost, commit),
+            lambda: self._local([(key, spec, cost)], commit)[1][0],
+        )
+
+    async def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+        cached = self._cached(checks)
+        if cached is not None:
+            return cached
+        return await self._guard(
+            lambda: self.primary.check_many(checks, commit), lambda: self._local(checks, commit)
+        )
+
+    async def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        if not self._timed:
+            ok, decisions = await self.check_many(checks, commit)
+            return ok, decisions, None
+        return await self._guard(
+            lambda: self._refundable.check_timed(checks, commit), lambda: self._local_timed(checks, commit)
+        )
+
+    async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
+        if at is None or not self._timed:
+            return (await self.check_many(checks, False))[1]
+        return await self._guard(
+            lambda: self._refundable.refund(checks, at), lambda: self._local(checks, False)[1]
+        )
+
+    async def reset(self, key: str, spec: Spec) -> None:
+        await self._guard(lambda: self.primary.reset(key, spec), _nothing)
+        self._local_reset(key, spec)
+
+    async def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
+        return await self._guard(
+            lambda: self.primary.acquire(key, lease_id, max_in_flight, ttl_us),
+            lambda: self._local_acquire(key, lease_id, max_in_flight, ttl_us),
+        )
+
+    async def release(self, key: str, lease_id: str) -> None:
+        await self._guard(lambda: self.primary.release(key, lease_id), _nothing)
+        self.local.release(key, lease_id)
+
+    async def close(self) -> None:
+        with contextlib.suppress(StorageError):
+            await self.primary.close()
+        self.local.close()
+
+
+def _is_async(storage: object) -> bool:
+    return isinstance(storage, AsyncStorage) and inspect.iscoroutinefunction(storage.check)

@@ -1,0 +1,600 @@
+"""The Redis backend, sync and async.
+
+Each check is one Lua script call (``storage/lua/*.lua``), run by SHA and
+loaded again when the server answers NOSCRIPT (after ``SCRIPT FLUSH`` or a
+restart). Time comes from the server's ``TIME``, so app hosts with skewed
+clocks agree. Every key of one identity carries the same hash tag, so the
+scripts are valid on Redis Cluster; a ``hit_many`` whose identities fall in
+several slots is split per slot (see :mod:`.cluster`).
+
+Faults. Every call has a time budget (``budget`` seconds). Within it a
+call is tried again after a connection reset, ``BUSY`` (a slow script),
+``LOADING`` (a restarting server) or ``READONLY`` (a primary demoted by a
+failover: the pool's idle connections are dropped so the next ones reach
+the new primary, which Sentinel clients look up again). A timeout is not
+tried again: waiting for it has spent the budget. What is left over
+surfaces as :class:`~bisman_ratelimit.core._errors.StorageUnavailable` or
+:class:`~bisman_ratelimit.core._errors.StorageResponseError`, for the fallback
+backend to handle. The budget bounds waiting only together with the
+client's socket timeouts; clients built from URLs get both from
+``?timeout=``.
+
+With ``blocked_cache=True`` (or a :class:`~.blocked.BlockedKeys`), denials
+are remembered and repeated hits on a blocked key are answered without
+Redis. The library's entry points (Redis URLs, ``Limiter(client)``) turn
+it on; a storage made directly decides every hit on Redis, which keeps its
+figures bit for bit those of the Lua script.
+
+``RedisStorage`` and ``AsyncRedisStorage`` share everything but the calls
+that touch the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from types import TracebackType
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.exceptions import NoScriptError, RedisClusterException
+
+from bisman_ratelimit.backends._base import Check, Spec
+from bisman_ratelimit.backends._blocked import BlockedKeys
+from bisman_ratelimit.backends._cluster import (
+    GroupResult,
+    Outcome,
+    drive,
+    drive_async,
+    grouped_check,
+    slot_groups,
+)
+from bisman_ratelimit.backends._wire import async_lender_for, lender_for
+from bisman_ratelimit.core import (
+    Decision,
+    InvalidArgument,
+    StorageError,
+    StorageResponseError,
+    StorageUnavailable,
+    hash_tag,
+    make_decision,
+)
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "AsyncRedisStorage",
+    "RedisStorage",
+    "Script",
+    "is_async_client",
+    "is_cluster_client",
+    "is_sync_client",
+    "retry_delay",
+    "storage_error",
+]
+
+T = TypeVar("T")
+
+# Seconds. Short, because a rate limit that waits for a sick Redis turns
+# its sickness into the app's.
+DEFAULT_BUDGET = 0.05
+
+_CODES = {
+    "fixed_window": "fw",
+    "sliding_window": "sw",
+    "sliding_log": "sl",
+    "token_bucket": "tb",
+    "gcra": "gc",
+}
+
+# Limits whose key suffix and arguments are kept (a limiter keeps as many).
+_FORMS = 1024
+
+# Exceptions a Redis call can raise that are Redis's fault, not ours.
+_FAULTS = (redis.RedisError, RedisClusterException, OSError)
+
+
+class Script:
+    """A Lua script assembled from package files: the shared head, then ``parts``.
+
+    ``bind`` adds ``local check = <name>`` before the last part, which is how
+    ``single.lua`` is pointed at one algorithm.
+    """
+
+    def __init__(self, *parts: str, bind: str | None = None) -> None:
+        folder = resources.files(__package__).joinpath("lua")
+        texts = [folder.joinpath(name).read_text() for name in ("common.lua", *parts)]
+        if bind is not None:
+            texts.insert(-1, f"local check = {bind}\n")
+        self.name = parts[-1]
+        self.source = "".join(texts)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+_ALGORITHM_FILES = tuple(f"algo_{name}.lua" for name in _CODES)
+# Every limit of a hit_many, all or nothing, and refunds.
+RATELIMIT = Script(*_ALGORITHM_FILES, "ratelimit.lua")
+# One limit: a script per algorithm holding only that algorithm.
+SINGLE = {name: Script(f"algo_{name}.lua", "single.lua", bind=name) for name in _CODES}
+LEASE = Script("lease.lua")
+
+
+def storage_error(exc: BaseException) -> StorageError:
+    """The exception of ours that stands for a redis-py (or socket) one."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        return StorageUnavailable(f"Redis is unavailable: {exc}")
+    if isinstance(exc, RedisClusterException):
+        return StorageUnavailable(f"Redis Cluster is unavailable: {exc}")
+    if isinstance(exc, redis.ResponseError):
+        return StorageResponseError(f"Redis answered with an error: {exc}")
+    return StorageError(f"Redis call failed: {exc}")
+
+
+class translate_errors:
+    """The one place where redis-py exceptions become ours."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and isinstance(exc, _FAULTS):
+            raise storage_error(exc) from exc
+
+
+_translate = translate_errors()
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("BUSY")
+
+
+def retry_delay(exc: BaseException, attempt: int, elapsed: float, budget: float) -> float | None:
+    """Seconds to wait before trying again after ``exc``, or ``None`` to give up.
+
+    ``attempt`` counts the tries so far, from 0; ``elapsed`` is the time
+    they took.
+    """
+    if isinstance(exc, redis.TimeoutError):
+        return None
+    if isinstance(exc, redis.BusyLoadingError) or _is_busy(exc):
+        # The server answers quickly but cannot serve yet: poll it.
+        delay = min(0.002 * 2**attempt, 0.02)
+    elif isinstance(exc, (redis.ReadOnlyError, redis.ConnectionError)):
+        # A reset or a demoted primary: a fresh connection usually works at
+        # once. More than two tries in a row means the server is gone.
+        if attempt >= 2:
+            return None
+        delay = 0.0 if attempt == 0 else 0.002
+    else:
+        return None
+    return delay if elapsed + delay < budget else None
+
+
+def is_cluster_client(client: object) -> bool:
+    return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
+
+
+def is_sync_client(client: object) -> bool:
+    """A ``redis.Redis`` (plain, or from ``Sentinel.master_for``) or ``RedisCluster``."""
+    return isinstance(client, (redis.Redis, redis.cluster.RedisCluster))
+
+
+def is_async_client(client: object) -> bool:
+    return isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster))
+
+
+class _RedisBase:
+    """Keys, arguments, decoding, retry decisions: everything that does no I/O.
+
+    ``closing`` are clients closed with the storage (those of the
+    sentinels, for a storage made from a URL). ``clock`` is for tests
+    only: a time source in seconds standing in for the server's ``TIME``,
+    which the blocked-keys cache then follows too.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "rl",
+        budget: float = DEFAULT_BUDGET,
+        blocked_cache: bool | BlockedKeys = False,
+        clock: Callable[[], float] | None = None,
+        closing: tuple[Any, ...] = (),
+    ) -> None:
+        if (
+            isinstance(budget, bool)
+            or not isinstance(budget, (int, float))
+            or not (math.isfinite(budget) and budget > 0)
+        ):
+            raise InvalidArgument(f"Redis time budget must be a positive number of seconds, got {budget!r}")
+        self.client = client
+        self.prefix = prefix
+        self.budget = float(budget)
+        self.cluster = is_cluster_client(client)
+        self._clock = clock
+        if blocked_cache is True:
+            blocked_cache = BlockedKeys(clock=clock or time.monotonic)
+        self.blocked: BlockedKeys | None = None if blocked_cache is False else blocked_cache
+        self._closing = closing
+        # Per limit: the end of its keys, and its script arguments as text
+        # (which hiredis packs faster than numbers).
+        self._forms: dict[Spec, tuple[str, tuple[str, ...]]] = {}
+
+    def _form(self, spec: Spec) -> tuple[str, tuple[str, ...]]:
+        try:
+            return self._forms[spec]
+        except KeyError:
+            pass
+        if len(self._forms) >= _FORMS:
+            self._forms.clear()
+        algorithm, amount, period_us, capacity = spec
+        form = self._forms[spec] = (
+            f":{_CODES[algorithm]}:{amount}:{period_us}:{capacity}",
+            (algorithm, str(amount), str(period_us), str(capacity)),
+        )
+        return form
+
+    def _head(self, key: str) -> str:
+        """What every key of identity ``key`` starts with: the prefix and its hash tag."""
+        return f"{self.prefix}:{hash_tag(key)}"
+
+    def key_for(self, key: str, spec: Spec) -> str:
+        return self._head(key) + self._form(spec)[0]
+
+    def lease_key(self, key: str) -> str:
+        return self._head(key) + ":lease"
+
+    def _now(self) -> str:
+        return "" if self._clock is None else str(int(self._clock() * 1_000_000))
+
+    def _check_args(self, checks: list[Check], mode: str, at: int = 0) -> tuple[list[str], list[str]]:
+        keys = []
+        args = [self._now(), mode]
+        identity = head = ""
+        for key, spec, cost in checks:
+            if key != identity:  # the limits of one identity usually come together
+                identity, head = key, self._head(key)
+            suffix, spec_args = self._form(spec)
+            keys.append(head + suffix)
+            args += spec_args
+            args.append(str(cost))
+        if mode == "r":
+            args.append(str(at))
+        return keys, args
+
+    def _one_args(self, spec: Spec, cost: int, commit: bool) -> list[str]:
+        return [self._now(), "1" if commit else "0", *self._form(spec)[1], str(cost)]
+
+    @staticmethod
+    def _decode_one(key: str, spec: Spec, raw: list[int]) -> Decision:
+        return make_decision(raw[1] == 1, spec[3], raw[2], raw[3], raw[4], key, spec[0])
+
+    @staticmethod
+    def _decode(checks: list[Check], raw: list[int]) -> GroupResult:
+        decisions = []
+        at = 1
+        for key, spec, _ in checks:
+            decisions.append(
+                make_decision(raw[at] == 1, spec[3], raw[at + 1], raw[at + 2], raw[at + 3], key, spec[0])
+            )
+            at += 4
+        return raw[0] == 1, decisions, int(raw[at])
+
+    def cached(self, checks: list[Check]) -> Outcome | None:
+        """A denial for every check from the blocked-keys cache, else ``None`` (no I/O)."""
+        blocked = self.blocked
+        if not blocked:  # none, or nothing blocked
+            return None
+        decisions = []
+        for key, spec, cost in checks:
+            denial = blocked.lookup(key, spec, cost)
+            if denial is None:
+                return None
+            decisions.append(denial)
+        return False, decisions
+
+    def _remember(self, checks: list[Check], decisions: list[Decision], asked_at: int | None) -> None:
+        blocked = self.blocked
+        if blocked is None or (not blocked and all(decisions)):
+            return  # nothing to forget, nothing to remember
+        for (_, spec, cost), decision in zip(checks, decisions, strict=True):
+            blocked.record(spec, cost, decision, asked_at)
+
+    def _slot_groups(self, checks: list[Check]) -> list[list[int]] | None:
+        """Indexes of ``checks`` per Cluster slot, or ``None`` if one call does."""
+        if not self.cluster or len(checks) < 2:
+            return None
+        groups = slot_groups([self.key_for(key, spec) for key, spec, _ in checks])
+        return groups if len(groups) > 1 else None
+
+    def _lease_args(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> tuple[str, list[Any]]:
+        return self.lease_key(key), [self._now(), lease_id, max_in_flight, ttl_us]
+
+    def _delay(self, exc: BaseException, attempt: int, started: float) -> float:
+        """The wait before the next try, or raise ours for ``exc``."""
+        delay = retry_delay(exc, attempt, time.monotonic() - started, self.budget)
+        if delay is None:
+            raise storage_error(exc) from exc
+        return delay
+
+
+class RedisStorage(_RedisBase):
+    """Synchronous backend on a ``redis.Redis`` (plain, Sentinel) or ``RedisCluster`` client."""
+
+    def __init__(self, client: Any, **options: Any) -> None:
+        super().__init__(client, **options)
+        self._lender = lender_for(client)
+        self._call: Callable[..., Any] = client.execute_command if self._lender is None else self._lender.call
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    def _run(self, call: Callable[..., T], *args: Any) -> T:
+        return self._retry(call, args, time.monotonic(), 0)
+
+    def _retry(self, call: Callable[..., T], args: tuple[Any, ...], started: float, attempt: int) -> T:
+        while True:
+            try:
+                return call(*args)
+            except _FAULTS as exc:
+                delay = self._delay(exc, attempt, started)
+                if isinstance(exc, redis.ReadOnlyError):
+                    self._drop_idle_connections()
+            if delay:
+                time.sleep(delay)
+            attempt += 1
+
+    def _drop_idle_connections(self) -> None:
+        if self._lender is not None:
+            self._lender.drop_idle()
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            try:
+                pool.disconnect(inuse_connections=False)
+            except TypeError:
+                # redis-py 5's BlockingConnectionPool drops them all.
+                pool.disconnect()
+
+    def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self.client.script_load(script.source)
+            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        # The first try is inline: the retry loop costs frames on every call.
+        started = time.monotonic()
+        try:
+            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            pass
+        except _FAULTS as exc:
+            delay = self._delay(exc, 0, started)
+            if isinstance(exc, redis.ReadOnlyError):
+                self._drop_idle_connections()
+            if delay:
+                time.sleep(delay)
+        return self._retry(self._evalsha, (script, keys, args), started, 1)
+
+    def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
+        blocked = self.blocked
+        if blocked is None:
+            raw = self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
+            return self._decode_one(key, spec, raw)
+        denial = blocked.lookup(key, spec, cost)
+        if denial is not None:
+            return denial
+        asked_at = blocked.now()
+        raw = self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
+        decision = self._decode_one(key, spec, raw)
+        blocked.record(spec, cost, decision, asked_at)
+        return decision
+
+    def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+        cached = self.cached(checks)
+        if cached is not None:
+            return cached
+        groups = self._slot_groups(checks)
+        if groups is not None:
+            return drive(
+                grouped_check(checks, groups, commit), self._group_check, self._group_refund, self._all
+            )
+        ok, decisions, _ = self.check_timed(checks, commit)
+        return ok, decisions
+
+    def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        """:meth:`check_many` in one script call, with the server time it ran at (for :meth:`refund`)."""
+        keys, args = self._check_args(checks, "1" if commit else "0")
+        asked_at = self.blocked.now() if self.blocked is not None else None
+        result = self._decode(checks, self._eval(RATELIMIT, keys, args))
+        self._remember(checks, result[1], asked_at)
+        return result
+
+    def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
+        """Give back hits that :meth:`check_timed` consumed at server time ``at``; then look."""
+        if at is None:
+            return self.check_timed(checks, False)[1]
+        keys, args = self._check_args(checks, "r", at)
+        return self._decode(checks, self._eval(RATELIMIT, keys, args))[1]
+
+    def _group_check(self, group: int, checks: list[Check], commit: bool) -> GroupResult:
+        return self.check_timed(checks, commit)
+
+    def _group_refund(self, group: int, checks: list[Check], at: int | None) -> list[Decision]:
+        return self.refund(checks, at)
+
+    def _all(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        """Run ``calls`` at once (one here, the rest on threads); results or exceptions, in order."""
+        if self._executor is None:
+            with self._executor_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bisman-cluster")
+        futures = [self._executor.submit(_capture, call) for call in calls[1:]]
+        return [_capture(calls[0]), *(future.result() for future in futures)]
+
+    def reset(self, key: str, spec: Spec) -> None:
+        if self.blocked is not None:
+            self.blocked.forget(key, spec)
+        self._run(self.client.delete, self.key_for(key, spec))
+
+    def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
+        lease_key, args = self._lease_args(key, lease_id, max_in_flight, ttl_us)
+        return bool(self._eval(LEASE, [lease_key], args)[0])
+
+    def release(self, key: str, lease_id: str) -> None:
+        self._run(self.client.zrem, self.lease_key(key), lease_id)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        if self._lender is not None:
+            self._lender.close()
+        self.client.close()
+        for other in self._closing:
+            other.close()
+
+
+class AsyncRedisStorage(_RedisBase):
+    """Asynchronous backend on a ``redis.asyncio.Redis`` (plain, Sentinel) or ``RedisCluster`` client."""
+
+    def __init__(self, client: Any, **options: Any) -> None:
+        super().__init__(client, **options)
+        self._lender = async_lender_for(client)
+        self._call: Callable[..., Awaitable[Any]] = (
+            client.execute_command if self._lender is None else self._lender.call
+        )
+
+    async def _run(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return await self._retry(call, args, time.monotonic(), 0)
+
+    async def _retry(
+        self, call: Callable[..., Awaitable[T]], args: tuple[Any, ...], started: float, attempt: int
+    ) -> T:
+        while True:
+            try:
+                return await call(*args)
+            except _FAULTS as exc:
+                delay = self._delay(exc, attempt, started)
+                if isinstance(exc, redis.ReadOnlyError):
+                    await self._drop_idle_connections()
+            if delay:
+                await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _drop_idle_connections(self) -> None:
+        if self._lender is not None:
+            await self._lender.drop_idle()
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            try:
+                await pool.disconnect(inuse_connections=False)
+            except TypeError:
+                await pool.disconnect()
+
+    async def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.client.script_load(script.source)
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        # The first try is inline: the retry loop costs frames on every call.
+        started = time.monotonic()
+        try:
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            pass
+        except _FAULTS as exc:
+            delay = self._delay(exc, 0, started)
+            if isinstance(exc, redis.ReadOnlyError):
+                await self._drop_idle_connections()
+            if delay:
+                await asyncio.sleep(delay)
+        return await self._retry(self._evalsha, (script, keys, args), started, 1)
+
+    async def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
+        blocked = self.blocked
+        if blocked is None:
+            raw = await self._eval(
+                SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit)
+            )
+            return self._decode_one(key, spec, raw)
+        denial = blocked.lookup(key, spec, cost)
+        if denial is not None:
+            return denial
+        asked_at = blocked.now()
+        raw = await self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
+        decision = self._decode_one(key, spec, raw)
+        blocked.record(spec, cost, decision, asked_at)
+        return decision
+
+    async def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+        cached = self.cached(checks)
+        if cached is not None:
+            return cached
+        groups = self._slot_groups(checks)
+        if groups is not None:
+            return await drive_async(
+                grouped_check(checks, groups, commit), self._group_check, self._group_refund
+            )
+        ok, decisions, _ = await self.check_timed(checks, commit)
+        return ok, decisions
+
+    async def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        keys, args = self._check_args(checks, "1" if commit else "0")
+        asked_at = self.blocked.now() if self.blocked is not None else None
+        result = self._decode(checks, await self._eval(RATELIMIT, keys, args))
+        self._remember(checks, result[1], asked_at)
+        return result
+
+    async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
+        if at is None:
+            return (await self.check_timed(checks, False))[1]
+        keys, args = self._check_args(checks, "r", at)
+        return self._decode(checks, await self._eval(RATELIMIT, keys, args))[1]
+
+    async def _group_check(self, group: int, checks: list[Check], commit: bool) -> GroupResult:
+        return await self.check_timed(checks, commit)
+
+    async def _group_refund(self, group: int, checks: list[Check], at: int | None) -> list[Decision]:
+        return await self.refund(checks, at)
+
+    async def reset(self, key: str, spec: Spec) -> None:
+        if self.blocked is not None:
+            self.blocked.forget(key, spec)
+        await self._run(self.client.delete, self.key_for(key, spec))
+
+    async def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
+        lease_key, args = self._lease_args(key, lease_id, max_in_flight, ttl_us)
+        return bool((await self._eval(LEASE, [lease_key], args))[0])
+
+    async def release(self, key: str, lease_id: str) -> None:
+        await self._run(self.client.zrem, self.lease_key(key), lease_id)
+
+    async def close(self) -> None:
+        if self._lender is not None:
+            await self._lender.close()
+        await self.client.aclose()
+        for other in self._closing:
+            await other.aclose()
+
+
+def _capture(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:
+        return exc

@@ -1,0 +1,429 @@
+"""Storage backends, chosen by URL scheme.
+
+``memory://`` keeps counters in this process. Redis:
+
+- ``redis://``, ``rediss://``, ``unix://``: one server;
+- ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``:
+  the primary of ``service`` as the sentinels name it, found again after a
+  failover (``sentinel_username``/``sentinel_password`` query parameters
+  authenticate to the sentinels, the user info to the primary);
+- ``redis+cluster://[[user]:password@]host:port[,host:port...]``: a Redis
+  Cluster, reached through any of the nodes given.
+
+Query parameters of this library, on every Redis URL (the rest go to
+redis-py):
+
+``timeout``
+    the time budget of one call: ``0.05``, ``50ms`` or ``1s`` (default
+    50 ms). It sets the socket and connect timeouts, the wait for a pooled
+    connection, and how long retries may go on.
+``prefix``
+    of every Redis key (default ``rl``).
+``blocked_cache``
+    ``off`` to ask Redis even about keys it has just denied.
+``fallback=memory``
+    decide locally while Redis fails, behind a circuit breaker; with
+    ``on_outage`` (``fallback``, ``open`` or ``closed``),
+    ``on_outage.<namespace>`` for one namespace, ``instances`` (the local
+    limit is divided by it), ``breaker_failures``, ``breaker_window``,
+    ``breaker_open`` (seconds) and ``breaker_probes``.
+
+The same settings can be given as keyword arguments (``timeout=0.05``,
+``fallback=True``, ``on_outage=...`` also a function, ``on_outage_by_prefix``,
+``instances``, ``breaker=CircuitBreaker(...)``, ``blocked_cache=False``).
+Third parties add schemes with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Check, Spec, Storage
+from bisman_ratelimit.backends._memory import MemoryStorage
+from bisman_ratelimit.core import InvalidArgument
+
+__all__ = [
+    "AsyncAdapter",
+    "AsyncStorage",
+    "Check",
+    "MemoryStorage",
+    "Spec",
+    "Storage",
+    "register_backend",
+    "storage_from_url",
+]
+
+# A factory takes the URL, whether an async backend is wanted, and options.
+BackendFactory = Callable[[str, bool, dict[str, Any]], Any]
+
+_REDIS_OPTIONS = (
+    "prefix",
+    "timeout",
+    "blocked_cache",
+    "fallback",
+    "on_outage",
+    "instances",
+    "breaker_failures",
+    "breaker_window",
+    "breaker_open",
+    "breaker_probes",
+)
+_FALLBACK_OPTIONS = (
+    "on_outage",
+    "on_outage_by_prefix",
+    "instances",
+    "breaker",
+    "breaker_failures",
+    "breaker_window",
+    "breaker_open",
+    "breaker_probes",
+)
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s)?")
+_FLAGS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
+def _split_options(
+    url: str, names: tuple[str, ...], prefixes: tuple[str, ...] = ()
+) -> tuple[str, dict[str, str]]:
+    """Remove this library's own query parameters from ``url``."""
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    rest = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in names or name.startswith(prefixes):
+            ours[name] = value
+        else:
+            rest.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(rest))), ours
+
+
+def _memory(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
+    _, ours = _split_options(url, ("max_keys",))
+    parts = urlsplit(url)
+    if parts.netloc or parts.path not in ("", "/"):
+        raise InvalidArgument(f"bad storage URL {url!r}: memory:// takes no host or path, only ?max_keys=N")
+    if "max_keys" in ours:
+        try:
+            options.setdefault("max_keys", int(ours["max_keys"]))
+        except ValueError:
+            raise InvalidArgument(f"bad storage URL {url!r}: max_keys must be a whole number") from None
+    storage = MemoryStorage(**options)
+    return AsyncAdapter(storage) if asyncio else storage
+
+
+def _bad(url: str, problem: str) -> InvalidArgument:
+    return InvalidArgument(f"bad storage URL {_masked(url)!r}: {problem}")
+
+
+def _masked(url: str) -> str:
+    """``url`` with any password replaced, for error messages."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _seconds(url: str, name: str, text: str) -> float:
+    match = _DURATION.fullmatch(text.strip())
+    value = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1) if match else 0.0
+    if value <= 0:
+        raise _bad(url, f"{name} must be a positive duration such as 0.05, 50ms or 1s, got {text!r}")
+    return value
+
+
+def _whole(url: str, name: str, text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise _bad(url, f"{name} must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _flag(url: str, name: str, text: str) -> bool:
+    try:
+        return _FLAGS[text.lower()]
+    except KeyError:
+        raise _bad(url, f"{name} must be on or off, got {text!r}") from None
+
+
+class _Settings:
+    """This library's Redis settings, from the URL and the keyword arguments."""
+
+    def __init__(self, url: str, ours: dict[str, str], options: dict[str, Any]) -> None:
+        from bisman_ratelimit.backends._redis import DEFAULT_BUDGET
+
+        self.prefix: str = ours.get("prefix", options.pop("prefix", "rl"))
+        self.budget: float = (
+            _seconds(url, "timeout", ours["timeout"])
+            if "timeout" in ours
+            else options.pop("timeout", DEFAULT_BUDGET)
+        )
+        options.pop("timeout", None)
+        self.blocked_cache: Any = (
+            _flag(url, "blocked_cache", ours["blocked_cache"])
+            if "blocked_cache" in ours
+            else options.pop("blocked_cache", True)
+        )
+        options.pop("blocked_cache", None)
+        fallback = ours.get("fallback", options.pop("fallback", None))
+        if fallback in ("memory", True) or isinstance(fallback, MemoryStorage):
+            self.fallback: Any = fallback
+        elif fallback in (None, False, "off", "none"):
+            self.fallback = None
+        else:
+            raise _bad(url, f"fallback must be 'memory' or absent, got {fallback!r}")
+        fallback_options = {name: options.pop(name) for name in _FALLBACK_OPTIONS if name in options}
+        if "on_outage" in ours:
+            fallback_options["on_outage"] = ours["on_outage"]
+        by_prefix = {
+            name[len("on_outage.") :]: value for name, value in ours.items() if name.startswith("on_outage.")
+        }
+        if by_prefix:
+            fallback_options["on_outage_by_prefix"] = {
+                **fallback_options.get("on_outage_by_prefix", {}),
+                **by_prefix,
+            }
+        if "instances" in ours:
+            fallback_options["instances"] = _whole(url, "instances", ours["instances"])
+        breaker = {
+            "failure_threshold": ("breaker_failures", _whole),
+            "failure_window": ("breaker_window", _seconds),
+            "open_for": ("breaker_open", _seconds),
+            "probes": ("breaker_probes", _whole),
+        }
+        breaker_options: dict[str, Any] = {}
+        for argument, (name, parse) in breaker.items():
+            if name in ours:
+                breaker_options[argument] = parse(url, name, ours[name])
+            elif name in fallback_options:
+                breaker_options[argument] = fallback_options.pop(name)
+        if breaker_options:
+            if "breaker" in fallback_options:
+                raise _bad(url, "give breaker=CircuitBreaker(...) or breaker_* settings, not both")
+            from bisman_ratelimit.core import CircuitBreaker
+
+            fallback_options["breaker"] = CircuitBreaker(**breaker_options)
+        if fallback_options and self.fallback is None:
+            raise _bad(url, f"{', '.join(sorted(fallback_options))} only apply with fallback=memory")
+        self.fallback_options = fallback_options
+
+    def wrap(self, storage: Any, asyncio: bool) -> Any:
+        """``storage`` behind the fallback, if one is configured."""
+        if self.fallback is None:
+            return storage
+        from bisman_ratelimit.backends._fallback import AsyncFallbackStorage, FallbackStorage
+
+        options = dict(self.fallback_options)
+        if isinstance(self.fallback, MemoryStorage):
+            options["local"] = self.fallback
+        if asyncio:
+            return AsyncFallbackStorage(storage, **options)
+        return FallbackStorage(storage, **options)
+
+
+def _client_options(settings: _Settings, options: dict[str, Any], asyncio: bool) -> dict[str, Any]:
+    """redis-py settings that keep one call within the budget; the caller's win."""
+    if asyncio:
+        from redis.asyncio.retry import Retry
+    else:
+        from redis.retry import Retry  # type: ignore[assignment]
+    from redis.backoff import NoBackoff
+
+    # Retries are ours, inside the budget; redis-py's own would stack
+    # backoff sleeps on top of it.
+    return {
+        "socket_timeout": settings.budget,
+        "socket_connect_timeout": settings.budget,
+        "retry": Retry(NoBackoff(), 0),
+        **options,
+    }
+
+
+def _storage(client: Any, settings: _Settings, asyncio: bool, closing: tuple[Any, ...] = ()) -> Any:
+    from bisman_ratelimit.backends._redis import AsyncRedisStorage, RedisStorage
+
+    storage_class = AsyncRedisStorage if asyncio else RedisStorage
+    storage = storage_class(
+        client,
+        prefix=settings.prefix,
+        budget=settings.budget,
+        blocked_cache=settings.blocked_cache,
+        closing=closing,
+    )
+    return settings.wrap(storage, asyncio)
+
+
+def _redis(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
+    import redis
+    import redis.asyncio
+
+    client_url, ours = _split_options(url, _REDIS_OPTIONS, ("on_outage.",))
+    parts = urlsplit(client_url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise _bad(url, "the port must be a number") from None
+    if parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise _bad(url, "the path must be a database number, e.g. /0")
+    settings = _Settings(url, ours, options)
+    module: Any = redis.asyncio if asyncio else redis
+    # A bounded pool: a burst waits at most the budget for a connection,
+    # then fails over, instead of opening connections without end.
+    pool_options = {
+        "max_connections": 64,
+        "timeout": settings.budget,
+        **_client_options(settings, options, asyncio),
+    }
+    try:
+        pool = module.BlockingConnectionPool.from_url(client_url, **pool_options)
+    except ValueError as exc:
+        raise _bad(url, str(exc)) from None
+    return _storage(module.Redis.from_pool(pool), settings, asyncio)
+
+
+def _hosts(url: str, netloc: str, default_port: int) -> tuple[dict[str, str], list[tuple[str, int]]]:
+    """User info and ``host:port`` pairs of a comma-separated netloc."""
+    auth: dict[str, str] = {}
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, _, password = userinfo.partition(":")
+        if user:
+            auth["username"] = unquote(user)
+        if password:
+            auth["password"] = unquote(password)
+    hosts = []
+    for item in netloc.split(","):
+        host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
+        if not host or (port and not port.isdigit()):
+            raise _bad(url, f"expected host:port[,host:port...], got {item!r}")
+        hosts.append((host.strip("[]"), int(port) if port else default_port))
+    return auth, hosts
+
+
+def _query_options(url: str, query: str) -> dict[str, Any]:
+    """redis-py connection settings from a query string, typed as redis-py types them."""
+    import redis.connection
+
+    # Untyped in redis-py.
+    parse_url: Any = redis.connection.parse_url
+    try:
+        return dict(parse_url("redis://localhost/?" + query)) if query else {}
+    except ValueError as exc:
+        raise _bad(url, str(exc)) from None
+
+
+def _sentinel(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
+    client_url, ours = _split_options(
+        url, (*_REDIS_OPTIONS, "sentinel_username", "sentinel_password"), ("on_outage.",)
+    )
+    settings = _Settings(url, ours, options)
+    parts = urlsplit(client_url)
+    auth, hosts = _hosts(url, parts.netloc, 26379)
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise _bad(url, "expected redis+sentinel://host:port[,host:port...]/<service name>[/<db>]")
+    sentinel_options: dict[str, Any] = {
+        key: value
+        for key, value in _client_options(settings, {}, asyncio).items()
+        if key in ("socket_timeout", "socket_connect_timeout", "retry")
+    }
+    for name in ("username", "password"):
+        if f"sentinel_{name}" in ours:
+            sentinel_options[name] = ours[f"sentinel_{name}"]
+    client_options = {
+        **auth,
+        **({"db": int(path[1])} if len(path) == 2 else {}),
+        **_query_options(url, parts.query),
+        **options,
+    }
+    if asyncio:
+        import redis.asyncio
+        import redis.asyncio.sentinel
+
+        sentinel_class: Any = redis.asyncio.sentinel.Sentinel
+        redis_class: Any = redis.asyncio.Redis
+    else:
+        import redis
+        import redis.sentinel
+
+        sentinel_class = redis.sentinel.Sentinel
+        redis_class = redis.Redis
+    sentinel = sentinel_class(hosts, sentinel_kwargs=sentinel_options)
+    client = sentinel.master_for(
+        path[0], redis_class=redis_class, **_client_options(settings, client_options, asyncio)
+    )
+    # The clients of the sentinels themselves: closed with the storage.
+    return _storage(client, settings, asyncio, closing=tuple(sentinel.sentinels))
+
+
+def _cluster(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
+    from redis.exceptions import RedisClusterException, RedisError
+
+    from bisman_ratelimit.core import StorageUnavailable
+
+    client_url, ours = _split_options(url, _REDIS_OPTIONS, ("on_outage.",))
+    settings = _Settings(url, ours, options)
+    parts = urlsplit(client_url)
+    auth, hosts = _hosts(url, parts.netloc, 6379)
+    if parts.path.strip("/") not in ("", "0"):
+        raise _bad(url, "Redis Cluster has only database 0")
+    client_options = _client_options(
+        settings, {**auth, **_query_options(url, parts.query), **options}, asyncio
+    )
+    client_options.pop("db", None)
+    try:
+        if asyncio:
+            import redis.asyncio.cluster
+
+            cluster: Any = redis.asyncio.cluster
+        else:
+            import redis.cluster
+
+            cluster = redis.cluster
+        nodes = [cluster.ClusterNode(host, port) for host, port in hosts]
+        client = cluster.RedisCluster(startup_nodes=nodes, **client_options)
+    except (RedisError, RedisClusterException) as exc:
+        # The synchronous client reads the slot map when made.
+        raise StorageUnavailable(f"Redis Cluster at {_masked(url)!r} is unavailable: {exc}") from exc
+    return _storage(client, settings, asyncio)
+
+
+_BACKENDS: dict[str, BackendFactory] = {
+    "memory": _memory,
+    "redis": _redis,
+    "rediss": _redis,
+    "unix": _redis,
+    "redis+sentinel": _sentinel,
+    "redis+cluster": _cluster,
+}
+
+
+def register_backend(scheme: str, factory: BackendFactory) -> None:
+    """Make ``scheme://`` URLs build storage with ``factory(url, asyncio, options)``."""
+    if not scheme.isidentifier() and not scheme.replace("+", "").replace("-", "").isalnum():
+        raise InvalidArgument(f"bad URL scheme {scheme!r}")
+    _BACKENDS[scheme.lower()] = factory
+
+
+def storage_from_url(url: str, *, asyncio: bool = False, **options: Any) -> Any:
+    """Build a backend from a URL such as ``memory://`` or ``redis://localhost:6380/0``."""
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidArgument(
+            f"bad storage URL {url!r}: expected 'memory://' or 'redis://host:port/db' "
+            f"(schemes: {', '.join(sorted(_BACKENDS))})"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    factory = _BACKENDS.get(scheme)
+    if factory is None:
+        raise InvalidArgument(
+            f"unsupported storage URL scheme {scheme + '://'!r} in {_masked(url)!r}: "
+            f"expected one of {', '.join(s + '://' for s in sorted(_BACKENDS))}"
+        )
+    return factory(url, asyncio, dict(options))

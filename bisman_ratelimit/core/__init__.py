@@ -1,0 +1,52 @@
+"""The engine's vocabulary and pure decision math: errors, rates, decisions,
+algorithms, keys and the circuit breaker. No I/O."""
+
+from __future__ import annotations
+
+from bisman_ratelimit.core._algorithms import ALGORITHMS, DEFAULT_ALGORITHM, Algorithm
+from bisman_ratelimit.core._breaker import BreakerState, BreakerStats, CircuitBreaker, Transition
+from bisman_ratelimit.core._decision import Decision, MultiDecision, make_decision, most_restrictive
+from bisman_ratelimit.core._errors import (
+    BismanRateLimitError,
+    ConfigFileError,
+    ConfigurationError,
+    InvalidArgument,
+    InvalidLimit,
+    StorageError,
+    StorageResponseError,
+    StorageUnavailable,
+    TTLPolicyError,
+)
+from bisman_ratelimit.core._keys import escape, hash_tag, make_key, redis_keys, scan_pattern
+from bisman_ratelimit.core._rate import Limit, LimitLike, parse_limits
+
+__all__ = [
+    "ALGORITHMS",
+    "DEFAULT_ALGORITHM",
+    "Algorithm",
+    "BismanRateLimitError",
+    "BreakerState",
+    "BreakerStats",
+    "CircuitBreaker",
+    "ConfigFileError",
+    "ConfigurationError",
+    "Decision",
+    "InvalidArgument",
+    "InvalidLimit",
+    "Limit",
+    "LimitLike",
+    "MultiDecision",
+    "StorageError",
+    "StorageResponseError",
+    "StorageUnavailable",
+    "TTLPolicyError",
+    "Transition",
+    "escape",
+    "hash_tag",
+    "make_decision",
+    "make_key",
+    "most_restrictive",
+    "parse_limits",
+    "redis_keys",
+    "scan_pattern",
+]

@@ -1,0 +1,102 @@
+"""Structured Redis keys: ``<domain>:<subdomain>:<id>:<field>``.
+
+Parts that may come from user input are escaped, so that an id can neither
+collide with another key nor widen a ``SCAN MATCH`` pattern built from a
+prefix: ``:``, ``%``, glob characters (``* ? [ ] \\``), hash-tag braces,
+whitespace and non-ASCII text are percent-encoded (UTF-8). Escaping is
+injective: two different parts never give the same text.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import quote, unquote
+
+from bisman_ratelimit.core._errors import InvalidArgument
+
+__all__ = ["escape", "hash_tag", "make_key", "redis_keys", "scan_pattern", "unescape"]
+
+# Characters left as they are; everything else is percent-encoded. Letters,
+# digits and "_.-~" are always kept by quote().
+_SAFE_EXTRA = "/@+=,!$&'()"
+_PLAIN = re.compile(r"[A-Za-z0-9_.\-~/@+=,!$&'()]*")
+
+
+def escape(part: object) -> str:
+    """Escape one key part. ``int`` parts are written as they are."""
+    if isinstance(part, bool) or not isinstance(part, (str, int)):
+        raise InvalidArgument(f"a key part must be a str or int, got {part!r}")
+    text = str(part)
+    if _PLAIN.fullmatch(text):
+        return text
+    return quote(text, safe=_SAFE_EXTRA)
+
+
+_PLAIN_TAG = re.compile(r"[A-Za-z0-9_.\-~/@+=,!$&'():]*")
+
+
+def hash_tag(identity: str) -> str:
+    """``{identity}``, escaped like :func:`escape` but keeping ``:``.
+
+    Braces are escaped, so the tag ends where it should and keys built from
+    one identity share a Redis Cluster hash slot.
+    """
+    if _PLAIN_TAG.fullmatch(identity):
+        return "{" + identity + "}"
+    return "{" + quote(identity, safe=_SAFE_EXTRA + ":") + "}"
+
+
+def unescape(part: str) -> str:
+    """Undo :func:`escape`."""
+    return unquote(part)
+
+
+def make_key(*parts: object) -> str:
+    """Join escaped parts with ``:``. Every part must be non-empty."""
+    if not parts:
+        raise InvalidArgument("make_key() needs at least one part")
+    out = []
+    for index, part in enumerate(parts):
+        text = escape(part)
+        if not text:
+            raise InvalidArgument(f"key part {index} is empty in {parts!r}")
+        out.append(text)
+    return ":".join(out)
+
+
+def scan_pattern(prefix: str) -> str:
+    """A ``SCAN MATCH`` pattern for every key under ``prefix``.
+
+    Glob characters in ``prefix`` are backslash-escaped so they match only
+    themselves; keys built by :func:`make_key` never contain them anyway.
+    """
+    return re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+
+
+class _RedisKeys:
+    """The seed's key builders, with escaping."""
+
+    @staticmethod
+    def auth_session(user_id: object) -> str:
+        return make_key("auth", "sess", "user", user_id)
+
+    @staticmethod
+    def rate_limit_user_route(user_id: object, route: str) -> str:
+        return make_key("rl", "user", user_id, "api", route)
+
+    @staticmethod
+    def rate_limit_global_minute(now: float | None = None) -> str:
+        minute = int((time.time() if now is None else now) // 60)
+        return make_key("rl", "global", "minute", minute)
+
+    @staticmethod
+    def chat_thread_window(thread_id: object, window: int) -> str:
+        return make_key("chat", "ctx", "thread", thread_id, "w", window)
+
+    @staticmethod
+    def call_room_participants(room: object) -> str:
+        return make_key("call", "room", room, "participants")
+
+
+redis_keys = _RedisKeys()

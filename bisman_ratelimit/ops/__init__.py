@@ -1,0 +1,42 @@
+"""Operations: hot-key and cardinality audits, doctor, the runbook's
+commands and the Redis INFO collector."""
+
+from __future__ import annotations
+
+from bisman_ratelimit.ops._audit import (
+    HotKeyReport,
+    KeyspaceSample,
+    NamespaceGrouper,
+    audit_hotkeys,
+    sample_keyspace,
+)
+from bisman_ratelimit.ops._collector import RedisCollector
+from bisman_ratelimit.ops._doctor import (
+    MemoryLimit,
+    cgroup_memory_limit,
+    evaluate,
+    exit_code,
+    gather_facts,
+    parse_size,
+)
+from bisman_ratelimit.ops._runbook import backup, failover, flush_namespace, inspect_key, namespace_prefix
+
+__all__ = [
+    "HotKeyReport",
+    "KeyspaceSample",
+    "MemoryLimit",
+    "NamespaceGrouper",
+    "RedisCollector",
+    "audit_hotkeys",
+    "backup",
+    "cgroup_memory_limit",
+    "evaluate",
+    "exit_code",
+    "failover",
+    "flush_namespace",
+    "gather_facts",
+    "inspect_key",
+    "namespace_prefix",
+    "parse_size",
+    "sample_keyspace",
+]

@@ -1,0 +1,563 @@
+"""Operations commands: ``audit``, ``doctor``, ``flush``, ``inspect``, ``backup``, ``failover``.
+
+Each command is a thin shell over :mod:`bisman_ratelimit.ops._audit`,
+:mod:`~bisman_ratelimit.ops._doctor` and :mod:`~bisman_ratelimit.ops._runbook`: it
+parses arguments, opens a client for ``--url``, shows progress on a
+terminal and prints tables. Redis errors become one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from functools import wraps
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from bisman_ratelimit.backends import translate_errors
+from bisman_ratelimit.core import InvalidArgument
+from bisman_ratelimit.ops import (
+    HotKeyReport,
+    KeyspaceSample,
+    MemoryLimit,
+    NamespaceGrouper,
+    audit_hotkeys,
+    backup,
+    cgroup_memory_limit,
+    evaluate,
+    exit_code,
+    failover,
+    flush_namespace,
+    gather_facts,
+    inspect_key,
+    namespace_prefix,
+    parse_size,
+    sample_keyspace,
+)
+
+__all__ = ["format_table", "parse_duration", "parse_share", "register"]
+
+URL_ENV = "BISMAN_REDIS_URL"
+DEFAULT_URL = "redis://localhost:6379/0"
+
+Command = Callable[[argparse.Namespace], int]
+
+
+# --- argument types (pure) ------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"10s"``, ``"500ms"``, ``"2m"``, ``"1h"`` or ``"1.5"``."""
+    match = _DURATION.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: expected e.g. 10s, 500ms, 2m")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_share(text: str) -> float:
+    """A share from ``"5%"`` or ``"0.05"``; must be between 0 and 1."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad share {text!r}: expected e.g. 5% or 0.05") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"bad share {text!r}: must be between 0 and 100%")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"bad number {text!r}: expected a whole number >= 0")
+    return int(text)
+
+
+# --- output (pure) --------------------------------------------------------------------------------------
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Rows aligned in columns under ``headers``; numbers right-aligned."""
+    cells = [[str(value) for value in row] for row in rows]
+    widths = [len(header) for header in headers]
+    for row in cells:
+        for index, value in enumerate(row):
+            widths[index] = max(widths[index], len(value))
+    numeric = [
+        all(isinstance(row[index], (int, float)) for row in rows) if rows else False
+        for index in range(len(headers))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            value.rjust(width) if numeric[index] else value.ljust(width)
+            for index, (value, width) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), line(["-" * width for width in widths]), *(line(row) for row in cells)])
+
+
+def _bytes(size: float | None) -> str:
+    if size is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def display_url(url: str) -> str:
+    """``url`` with any password masked, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, *, unit: str = "") -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.unit = unit
+        self.enabled = self.stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, done: float, total: float) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.1:
+            return
+        self._last = now
+        share = min(1.0, done / total) if total else 0.0
+        bar = "#" * int(share * 30)
+        figures = f"{done:.1f}/{total:.1f}{self.unit}" if self.unit else f"{int(done)}/{int(total)}"
+        self.stream.write(f"\r{self.label} [{bar:<30}] {share:4.0%} {figures}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+@contextmanager
+def _progress(label: str, *, unit: str = "") -> Iterator[Progress]:
+    bar = Progress(label, unit=unit)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+# --- plumbing -------------------------------------------------------------------------------------------
+
+
+def _client(url: str, *, timeout: float = 30.0) -> Any:
+    try:
+        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=5)
+    except ValueError as exc:
+        raise InvalidArgument(f"bad --url {display_url(url)!r}: {exc}") from None
+
+
+def _redis_command(func: Command) -> Command:
+    """Redis errors become our StorageError (one line on stderr), and the client is closed."""
+
+    @wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        with translate_errors():
+            return func(args)
+
+    return run
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    # A `kill` during an audit must unwind through the finally that restores the server's settings.
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _add_url(parser: argparse.ArgumentParser, *, what: str = "the Redis server") -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        help=f"URL of {what} (default: ${URL_ENV} or {DEFAULT_URL})",
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add ``audit``, ``doctor``, ``flush``, ``inspect``, ``backup`` and ``failover``."""
+    audit = subparsers.add_parser("audit", help="find hot keys, or count keys and memory per namespace")
+    audits = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
+    audits.required = True
+
+    hot = audits.add_parser(
+        "hotkeys", help="sample MONITOR and flag keys with too large a share of operations"
+    )
+    _add_url(hot)
+    hot.add_argument("--duration", type=parse_duration, default=10.0, help="how long to sample (default 10s)")
+    hot.add_argument(
+        "--threshold", type=parse_share, default=0.05, help="flag keys above this share of operations (5%%)"
+    )
+    hot.add_argument(
+        "--baseline",
+        type=lambda text: 0.0 if text in ("0", "0s") else parse_duration(text),
+        default=1.0,
+        help="measure server CPU this long before MONITOR, to show its cost (default 1s; 0 to skip)",
+    )
+    hot.add_argument("--top", type=_count, default=20, help="keys to list (default 20)")
+    hot.add_argument("--metrics-file", help="also write the findings as Prometheus text (textfile collector)")
+    hot.set_defaults(func=_audit_hotkeys)
+
+    card = audits.add_parser(
+        "cardinality", help="keys and memory per namespace, keys missing a TTL, biggest keys"
+    )
+    _add_url(card)
+    card.add_argument(
+        "--max-keys", type=_count, default=100_000, help="stop the SCAN after this many keys (0: all; 100000)"
+    )
+    card.add_argument(
+        "--memory-samples",
+        type=_count,
+        default=None,
+        help="MEMORY USAGE for at most this many keys per namespace (default: every key scanned)",
+    )
+    card.add_argument("--top", type=_count, default=10, help="biggest keys to list (default 10)")
+    card.set_defaults(func=_audit_cardinality)
+
+    doctor = subparsers.add_parser("doctor", help="check a server against the memory and eviction guardrails")
+    _add_url(doctor)
+    doctor.add_argument(
+        "--memory-limit",
+        type=_size,
+        help="the container's memory limit, e.g. 2Gi (default: this container's cgroup limit)",
+    )
+    doctor.add_argument(
+        "--sample-keys", type=_count, default=10_000, help="keys to sample for namespaces (default 10000)"
+    )
+    doctor.set_defaults(func=_doctor)
+
+    flush = subparsers.add_parser(
+        "flush", help="delete the keys of one namespace (SCAN + UNLINK, never FLUSHALL)"
+    )
+    _add_url(flush)
+    flush.add_argument("--namespace", required=True, help="the namespace to empty, e.g. rl: or chat:ctx:")
+    flush.add_argument("--dry-run", action="store_true", help="count the keys, delete nothing")
+    flush.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    flush.add_argument(
+        "--batch", type=_count, default=500, help="keys per SCAN and UNLINK call (default 500)"
+    )
+    flush.set_defaults(func=_flush)
+
+    inspect = subparsers.add_parser("inspect", help="type, TTL, memory and size of one key")
+    _add_url(inspect)
+    inspect.add_argument("key", metavar="KEY", help="the exact key name")
+    inspect.set_defaults(func=_inspect)
+
+    save = subparsers.add_parser("backup", help="BGSAVE and wait until the snapshot is written")
+    _add_url(save)
+    save.add_argument(
+        "--timeout", type=parse_duration, default=600.0, help="give up waiting after this long (10m)"
+    )
+    save.set_defaults(func=_backup)
+
+    fail = subparsers.add_parser("failover", help="SENTINEL FAILOVER a master and wait for the new primary")
+    _add_url(fail, what="a Sentinel, e.g. redis://sentinel:26379")
+    fail.add_argument("--master", required=True, help="the master's name in the Sentinel configuration")
+    fail.add_argument("--timeout", type=parse_duration, default=60.0, help="give up after this long (60s)")
+    fail.set_defaults(func=_failover)
+
+
+# --- commands -------------------------------------------------------------------------------------------
+
+
+@_redis_command
+def _audit_hotkeys(args: argparse.Namespace) -> int:
+    client = _client(args.url, timeout=max(30.0, args.duration + 10))
+    try:
+        with _sigterm_as_interrupt(), _progress("sampling MONITOR", unit="s") as bar:
+            report = audit_hotkeys(
+                client,
+                duration=args.duration,
+                threshold=args.threshold,
+                baseline=args.baseline,
+                top=args.top,
+                progress=bar,
+            )
+    finally:
+        client.close()
+    print(render_hotkeys(report, display_url(args.url)))
+    if args.metrics_file:
+        write_hotkey_metrics(report, args.metrics_file)
+        print(f"wrote {args.metrics_file}")
+    return 0
+
+
+def render_hotkeys(report: HotKeyReport, where: str) -> str:
+    """The hot-key report as text."""
+    lines = [
+        f"MONITOR on {where} for {report.duration:.1f} s: {report.commands} commands, "
+        f"{report.keyed_ops} key operations" + (" (interrupted)" if report.interrupted else ""),
+        "",
+    ]
+    if report.hot:
+        lines.append(f"HOT KEYS: more than {report.threshold:.0%} of key operations each")
+        lines.append(
+            format_table(
+                ("key", "namespace", "ops", "share", "reads", "writes"),
+                [(h.key, h.namespace, h.ops, f"{h.share:.1%}", h.reads, h.writes) for h in report.hot],
+            )
+        )
+        lines.append("")
+        lines.extend(f"  {h.key}: {h.suggestion}" for h in report.hot)
+    else:
+        lines.append(f"no key above {report.threshold:.0%} of key operations")
+    if report.top:
+        lines += ["", "Busiest keys", format_table(
+            ("key", "namespace", "ops", "share"),
+            [(h.key, h.namespace, h.ops, f"{h.share:.1%}") for h in report.top],
+        )]  # fmt: skip
+    if report.namespaces:
+        lines += ["", "Operations per namespace", format_table(
+            ("namespace", "ops", "share"), [(ns, ops, f"{share:.1%}") for ns, ops, share in report.namespaces]
+        )]  # fmt: skip
+    if report.events:
+        lines += ["", "Keyspace events per namespace", format_table(
+            ("namespace", "event", "count"), list(report.events)
+        )]  # fmt: skip
+    cost = report.cost
+    if cost is not None:
+        lines.append("")
+        during = (
+            f"{cost.monitor_cpu_per_kcmd * 1000:.2f} ms" if cost.monitor_cpu_per_kcmd is not None else "n/a"
+        )
+        before = (
+            f"{cost.baseline_cpu_per_kcmd * 1000:.2f} ms" if cost.baseline_cpu_per_kcmd is not None else "n/a"
+        )
+        extra = f" ({cost.overhead:+.0%})" if cost.overhead is not None else ""
+        lines.append(
+            f"Cost of MONITOR: server CPU per 1000 commands {during} while sampling{extra}, {before} before; "
+            f"{cost.monitor_cpu_seconds:.2f} CPU s over {cost.monitor_commands} commands"
+        )
+        if cost.output_buffer_bytes is not None:
+            lines.append(f"MONITOR output buffer at the end: {_bytes(cost.output_buffer_bytes)}")
+    lines.append(f"notify-keyspace-events restored to {report.notify_setting!r}")
+    return "\n".join(lines)
+
+
+def write_hotkey_metrics(report: HotKeyReport, path: str) -> None:
+    """The report as Prometheus text for node_exporter's textfile collector; labels stay bounded."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    grouper = NamespaceGrouper()
+    share = Gauge(
+        "redis_hotkey_ops_share",
+        "Largest share of key operations taken by one key, per namespace, in the last hot-key audit.",
+        ("namespace",),
+        registry=registry,
+    )
+    largest: dict[str, float] = {}
+    for key in report.top:
+        group = grouper.group(key.key)
+        largest[group] = max(largest.get(group, 0.0), key.share)
+    for group, value in largest.items():
+        share.labels(group).set(value)
+    Gauge("redis_hotkey_audit_ops", "Key operations seen by the last hot-key audit.", registry=registry).set(
+        report.keyed_ops
+    )
+    Gauge(
+        "redis_hotkey_audit_timestamp_seconds", "When the last hot-key audit finished.", registry=registry
+    ).set_to_current_time()
+    write_to_textfile(path, registry)
+
+
+@_redis_command
+def _audit_cardinality(args: argparse.Namespace) -> int:
+    client = _client(args.url)
+    try:
+        with _progress("scanning keys") as bar:
+            sample = sample_keyspace(
+                client,
+                max_keys=args.max_keys or None,
+                memory_samples=args.memory_samples,
+                grouper=NamespaceGrouper(open_domains=True),
+                keep=max(args.top, 20),
+                progress=bar,
+            )
+    finally:
+        client.close()
+    print(render_cardinality(sample, display_url(args.url), top=args.top))
+    return 1 if sample.no_ttl_total else 0
+
+
+def render_cardinality(sample: KeyspaceSample, where: str, *, top: int = 10) -> str:
+    """The cardinality report as text."""
+    if sample.complete:
+        head = f"{where}: scanned all {sample.scanned} keys"
+    else:
+        head = f"{where}: scanned {sample.scanned} of {sample.total_keys} keys; figures scaled to the whole"
+    rows = [
+        (
+            s.namespace, s.keys_estimated, s.keys_scanned, _bytes(s.memory_estimated),
+            _bytes(s.memory_sampled / s.memory_samples) if s.memory_samples else "?",
+            s.no_ttl if s.ephemeral else "-", "yes" if s.ephemeral else "no",
+        )
+        for s in sample.namespaces
+    ]  # fmt: skip
+    lines = [head, ""]
+    lines.append(
+        format_table(("namespace", "keys", "scanned", "memory", "per key", "no TTL", "ephemeral"), rows)
+        if rows
+        else "no keys"
+    )
+    if sample.no_ttl_total:
+        lines += [
+            "",
+            f"POLICY VIOLATION: {sample.no_ttl_total} keys without a TTL in ephemeral namespaces, e.g.:",
+            *(f"  {key}" for key in sample.no_ttl_keys),
+        ]
+    if sample.biggest:
+        lines += ["", "Biggest keys", format_table(
+            ("key", "memory"), [(key, _bytes(size)) for key, size in sample.biggest[:top]]
+        )]  # fmt: skip
+    return "\n".join(lines)
+
+
+@_redis_command
+def _doctor(args: argparse.Namespace) -> int:
+    limit = MemoryLimit(args.memory_limit, "--memory-limit") if args.memory_limit else cgroup_memory_limit()
+    client = _client(args.url)
+    try:
+        facts = gather_facts(client, sample_keys=args.sample_keys)
+    finally:
+        client.close()
+    results = evaluate(facts, limit)
+    print(f"doctor: {display_url(args.url)}")
+    for result in results:
+        print(f"{result.verdict.upper():4}  {result.name}: {result.reason}")
+    counts = {verdict: sum(r.verdict == verdict for r in results) for verdict in ("fail", "warn", "pass")}
+    print(f"{counts['fail']} fail, {counts['warn']} warn, {counts['pass']} pass")
+    return exit_code(results)
+
+
+def _confirm(question: str) -> bool:
+    sys.stdout.write(question)
+    sys.stdout.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+@_redis_command
+def _flush(args: argparse.Namespace) -> int:
+    prefix = namespace_prefix(args.namespace)
+    if args.batch < 1:
+        raise InvalidArgument("--batch must be at least 1")
+    where = display_url(args.url)
+    client = _client(args.url)
+    try:
+        with _progress("counting") as bar:
+            counted = flush_namespace(client, prefix, dry_run=True, batch=args.batch, progress=bar)
+        print(f"{counted.matched} keys under {prefix!r} on {where} (SCAN MATCH {counted.pattern})")
+        if args.dry_run or counted.matched == 0:
+            if counted.matched == 0:
+                print("nothing to delete")
+            return 0
+        if not args.yes and not _confirm(
+            f"Delete {counted.matched} keys under {prefix!r} on {where}? [y/N] "
+        ):
+            print("aborted: nothing deleted")
+            return 1
+        with _progress("deleting") as bar:
+            done = flush_namespace(client, prefix, batch=args.batch, expected=counted.matched, progress=bar)
+    finally:
+        client.close()
+    print(f"deleted {done.deleted} keys under {prefix!r}")
+    return 0
+
+
+@_redis_command
+def _inspect(args: argparse.Namespace) -> int:
+    client = _client(args.url)
+    try:
+        report = inspect_key(client, args.key)
+    finally:
+        client.close()
+    if report is None:
+        print(f"bisman-ratelimit: no such key {args.key!r} on {display_url(args.url)}", file=sys.stderr)
+        return 1
+    size = f"{report.size} {report.size_unit}" if report.size is not None else "?"
+    rows = [
+        ("key", report.key),
+        ("type", f"{report.type} ({report.encoding})"),
+        ("ttl", "none (never expires)" if report.ttl is None else f"{report.ttl:g} s"),
+        ("memory", f"{report.memory_bytes} bytes" if report.memory_bytes is not None else "?"),
+        ("size", size),
+        ("namespace", report.namespace or "-"),
+        ("policy", report.policy),
+    ]
+    print("\n".join(f"{name:<10} {value}" for name, value in rows))
+    return 0
+
+
+@_redis_command
+def _backup(args: argparse.Namespace) -> int:
+    client = _client(args.url)
+    try:
+        result = backup(client, timeout=args.timeout)
+    finally:
+        client.close()
+    when = datetime.fromtimestamp(result.lastsave, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    size = f" ({_bytes(result.size)})" if result.size is not None else " (on the server's host)"
+    print(f"BGSAVE finished in {result.seconds:.1f} s; LASTSAVE {when}")
+    print(f"snapshot: {result.path}{size}")
+    return 0
+
+
+@_redis_command
+def _failover(args: argparse.Namespace) -> int:
+    client = _client(args.url)
+    try:
+        result = failover(client, args.master, timeout=args.timeout)
+    finally:
+        client.close()
+    old, new = result.old, result.new
+    print(
+        f"failover of {result.master!r} finished in {result.seconds:.1f} s: "
+        f"primary {old[0]}:{old[1]} -> {new[0]}:{new[1]}"
+    )
+    return 0

@@ -1,0 +1,448 @@
+"""How a store talks to its backend: one call, one round trip.
+
+A store's core is I/O-free. Each operation is a generator that yields
+:class:`Call` objects and returns the decoded result; :func:`drive` and
+:func:`adrive` run it against a backend, so the sync and async stores are
+thin shells over the same code (the pattern of httpx's auth flows).
+
+A :class:`Call` names an :class:`Op`: a Lua script shipped in
+``stores/lua/`` for Redis, and the same operation written in Python for
+:class:`MemoryBackend`. On Redis a call is one ``EVALSHA`` (loaded again
+on NOSCRIPT), with the time taken from the server's ``TIME``; in memory it
+runs under a lock, with the time from an injectable clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError
+
+from bisman_ratelimit.backends import Script, translate_errors
+from bisman_ratelimit.core import InvalidArgument
+
+__all__ = [
+    "AsyncMemoryRunner",
+    "AsyncRedisRunner",
+    "AsyncStoreShell",
+    "Call",
+    "Flow",
+    "MemoryBackend",
+    "Op",
+    "RedisRunner",
+    "ShellBase",
+    "StoreScript",
+    "StoreShell",
+    "adrive",
+    "async_runner",
+    "backend_from_url",
+    "drive",
+    "sync_runner",
+    "translate",
+]
+
+T = TypeVar("T")
+S = TypeVar("S", bound="StoreShell")
+A = TypeVar("A", bound="AsyncStoreShell")
+Clock = Callable[[], float]
+MemoryImpl = Callable[["MemoryBackend", int, Sequence[str], Sequence[Any]], Any]
+
+
+class StoreScript(Script):
+    """A store script from ``stores/lua/``, after the engine's shared head.
+
+    The head (``storage/lua/common.lua``) reads the time from ``ARGV[1]``,
+    which the Redis runner always sends empty: the server's clock is used.
+    """
+
+    def __init__(self, name: str) -> None:
+        head = resources.files("bisman_ratelimit.backends").joinpath("lua/common.lua").read_text()
+        body = resources.files(__package__).joinpath(f"lua/{name}").read_text()
+        self.name = name
+        self.source = head + body
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Op:
+    """One backend operation: a Lua script and its in-memory twin."""
+
+    script: StoreScript
+    memory: MemoryImpl
+
+
+@dataclass(frozen=True)
+class Call:
+    """An operation with its keys and arguments, ready to run."""
+
+    op: Op
+    keys: tuple[str, ...]
+    args: tuple[Any, ...] = ()
+
+
+Flow = Generator[Call, Any, T]
+
+translate = translate_errors()
+"""The choke point where redis-py exceptions become this library's."""
+
+
+class RedisRunner:
+    """Runs calls on a ``redis.Redis`` client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def run(self, call: Call) -> Any:
+        script = call.op.script
+        with translate:
+            try:
+                return self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
+            except NoScriptError:
+                self.client.script_load(script.source)
+                return self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class AsyncRedisRunner:
+    """Runs calls on a ``redis.asyncio.Redis`` client."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
+
+    async def run(self, call: Call) -> Any:
+        script = call.op.script
+        with translate:
+            try:
+                return await self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
+            except NoScriptError:
+                await self.client.script_load(script.source)
+                return await self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class MemorySubscription:
+    """Messages published on one channel of a :class:`MemoryBackend`."""
+
+    def __init__(self, backend: MemoryBackend, channel: str) -> None:
+        self._backend = backend
+        self.channel = channel
+        self._queue: deque[str] = deque()
+
+    def deliver(self, message: str) -> None:
+        self._queue.append(message)
+
+    def poll(self) -> list[str]:
+        """Every message received since the last poll."""
+        out = list(self._queue)
+        self._queue.clear()
+        return out
+
+    def close(self) -> None:
+        self._backend.unsubscribe(self)
+
+
+class MemoryBackend:
+    """Store data in this process, with Redis semantics and lazy expiry.
+
+    ``clock`` returns seconds (default ``time.time``). It starts no thread:
+    an entry expires when next touched, and a sweep drops expired entries
+    once the new keys since the last sweep reach half of those held. At
+    ``max_keys`` the oldest created keys are dropped down to seven eighths
+    of the cap, so memory stays bounded.
+    """
+
+    def __init__(self, *, clock: Clock = time.time, max_keys: int = 100_000) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 8:
+            raise InvalidArgument(f"max_keys must be a whole number >= 8, got {max_keys!r}")
+        self.clock = clock
+        self.max_keys = max_keys
+        # key -> [expires_at_ms or None, value]; value is a dict (hash), a
+        # list (head first), a dict of scores (sorted set) or a str.
+        self._data: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+        self._new_since_sweep = 0
+        self._subscriptions: dict[str, list[MemorySubscription]] = {}
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def run(self, call: Call) -> Any:
+        with self._lock:
+            return call.op.memory(self, self.now_ms(), call.keys, call.args)
+
+    def close(self) -> None:
+        """Nothing to release; here so every backend closes alike."""
+
+    # Key space primitives, used by the stores' in-memory operations.
+
+    def get(self, key: str, now: int) -> Any:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[0] is not None and entry[0] <= now:
+            del self._data[key]
+            return None
+        return entry[1]
+
+    def put(self, key: str, value: Any, now: int) -> None:
+        """Write ``key``, keeping its TTL if it exists (as Redis does for HSET, LPUSH...)."""
+        entry = self._data.get(key)
+        if entry is not None and (entry[0] is None or entry[0] > now):
+            entry[1] = value
+            return
+        self._data.pop(key, None)
+        self._new_since_sweep += 1
+        if len(self._data) >= self.max_keys:
+            self._sweep(now, evict=True)
+        elif self._new_since_sweep > max(1024, len(self._data) // 2):
+            self._sweep(now, evict=False)
+        self._data[key] = [None, value]
+
+    def expire(self, key: str, ttl_ms: int, now: int) -> None:
+        if self.get(key, now) is not None:
+            self._data[key][0] = now + ttl_ms
+
+    def pttl(self, key: str, now: int) -> int:
+        """Milliseconds left, ``-1`` for a key without TTL, ``-2`` for a missing key."""
+        if self.get(key, now) is None:
+            return -2
+        expires = self._data[key][0]
+        return -1 if expires is None else int(expires - now)
+
+    def delete(self, key: str, now: int) -> bool:
+        found = self.get(key, now) is not None
+        self._data.pop(key, None)
+        return found
+
+    def drop_if_empty(self, key: str) -> None:
+        """Redis removes a hash, list or set when its last element goes."""
+        entry = self._data.get(key)
+        if entry is not None and not entry[1]:
+            del self._data[key]
+
+    def rename(self, old: str, new: str) -> None:
+        self._data[new] = self._data.pop(old)
+
+    def live_keys(self) -> list[str]:
+        """Every live key, for inspection and tests."""
+        with self._lock:
+            now = self.now_ms()
+            return [key for key in list(self._data) if self.get(key, now) is not None]
+
+    def ttl(self, key: str) -> int:
+        """:meth:`pttl` at the clock's current time."""
+        with self._lock:
+            return self.pttl(key, self.now_ms())
+
+    def _sweep(self, now: int, evict: bool) -> None:
+        data = self._data
+        self._new_since_sweep = 0
+        for key in [k for k, entry in data.items() if entry[0] is not None and entry[0] <= now]:
+            del data[key]
+        low_mark = self.max_keys * 7 // 8
+        if evict and len(data) > low_mark:
+            # dicts keep insertion order: the first keys are the oldest.
+            for key in list(data)[: len(data) - low_mark]:
+                del data[key]
+
+    # Publish and subscribe, within this process.
+
+    def publish(self, channel: str, message: str) -> int:
+        subscribers = self._subscriptions.get(channel, [])
+        for subscription in subscribers:
+            subscription.deliver(message)
+        return len(subscribers)
+
+    def subscribe(self, channel: str) -> MemorySubscription:
+        subscription = MemorySubscription(self, channel)
+        with self._lock:
+            self._subscriptions.setdefault(channel, []).append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: MemorySubscription) -> None:
+        with self._lock:
+            subscribers = self._subscriptions.get(subscription.channel, [])
+            if subscription in subscribers:
+                subscribers.remove(subscription)
+
+
+class AsyncMemoryRunner:
+    """A :class:`MemoryBackend` behind the async interface; it never blocks on I/O."""
+
+    def __init__(self, backend: MemoryBackend) -> None:
+        self.backend = backend
+
+    async def run(self, call: Call) -> Any:
+        return self.backend.run(call)
+
+    async def close(self) -> None:
+        self.backend.close()
+
+
+SyncRunner = RedisRunner | MemoryBackend
+AsyncRunner = AsyncRedisRunner | AsyncMemoryRunner
+
+
+def drive(runner: SyncRunner, flow: Flow[T]) -> T:
+    """Run an operation's calls one after the other and return its result."""
+    try:
+        call = next(flow)
+        while True:
+            call = flow.send(runner.run(call))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def adrive(runner: AsyncRunner, flow: Flow[T]) -> T:
+    """:func:`drive`, awaiting each call."""
+    try:
+        call = next(flow)
+        while True:
+            call = flow.send(await runner.run(call))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+def _describe(backend: object) -> str:
+    return f"{type(backend).__module__}.{type(backend).__qualname__}"
+
+
+def sync_runner(backend: object) -> SyncRunner:
+    """A runner for ``backend``: a URL, a ``redis.Redis`` client or a :class:`MemoryBackend`."""
+    if isinstance(backend, str):
+        backend = backend_from_url(backend, use_async=False)
+    if isinstance(backend, MemoryBackend):
+        return backend
+    if isinstance(backend, redis.asyncio.Redis):
+        raise InvalidArgument(
+            "this store is synchronous: give it a redis.Redis client, or use the Async store"
+        )
+    if isinstance(backend, redis.Redis):
+        return RedisRunner(backend)
+    raise InvalidArgument(
+        f"a store needs a URL, a redis.Redis client or a MemoryBackend, got {_describe(backend)}"
+    )
+
+
+def async_runner(backend: object) -> AsyncRunner:
+    """A runner for ``backend``: a URL, a ``redis.asyncio.Redis`` client or a :class:`MemoryBackend`."""
+    if isinstance(backend, str):
+        backend = backend_from_url(backend, use_async=True)
+    if isinstance(backend, MemoryBackend):
+        return AsyncMemoryRunner(backend)
+    if isinstance(backend, redis.asyncio.Redis):
+        return AsyncRedisRunner(backend)
+    if isinstance(backend, redis.Redis):
+        raise InvalidArgument("this store is asynchronous: give it a redis.asyncio.Redis client")
+    raise InvalidArgument(
+        f"an async store needs a URL, a redis.asyncio.Redis client or a MemoryBackend, "
+        f"got {_describe(backend)}"
+    )
+
+
+def backend_from_url(url: str, *, use_async: bool) -> MemoryBackend | redis.Redis | redis.asyncio.Redis:
+    """``memory://`` or ``redis://host:port/db`` (also ``rediss://``, ``unix://``)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        if url.split("://", 1)[1] not in ("", "/"):
+            raise InvalidArgument(f"bad store URL {url!r}: memory:// takes no host or path")
+        return MemoryBackend()
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            if use_async:
+                return redis.asyncio.Redis.from_url(url)
+            return redis.Redis.from_url(url)
+        except ValueError as exc:
+            raise InvalidArgument(f"bad store URL {url!r}: {exc}") from None
+    raise InvalidArgument(f"bad store URL {url!r}: expected memory:// or redis://host:port/db")
+
+
+class ShellBase:
+    """What every store shell, sync or async, starts with.
+
+    A store's shared constructor derives from it too, so that it can pass
+    ``backend`` on to whichever of :class:`StoreShell` or
+    :class:`AsyncStoreShell` comes next in the class's bases.
+    """
+
+    def __init__(self, backend: object) -> None:
+        self._owns_client = isinstance(backend, str)
+
+
+class StoreShell(ShellBase):
+    """Base of the synchronous stores: holds the runner, closes what it opened."""
+
+    def __init__(self, backend: object) -> None:
+        self._runner = sync_runner(backend)
+        super().__init__(backend)
+
+    @property
+    def backend(self) -> MemoryBackend | redis.Redis:
+        """The memory backend or Redis client in use."""
+        runner = self._runner
+        return runner if isinstance(runner, MemoryBackend) else runner.client
+
+    def _run(self, flow: Flow[T]) -> T:
+        return drive(self._runner, flow)
+
+    def run(self, flow: Flow[T]) -> T:
+        """Run an operation built by the store's ``core`` (for integrations composing them)."""
+        return drive(self._runner, flow)
+
+    def close(self) -> None:
+        """Close the Redis client if this store built it from a URL."""
+        if self._owns_client:
+            self._runner.close()
+
+    def __enter__(self: S) -> S:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncStoreShell(ShellBase):
+    """Base of the asynchronous stores."""
+
+    def __init__(self, backend: object) -> None:
+        self._runner = async_runner(backend)
+        super().__init__(backend)
+
+    @property
+    def backend(self) -> MemoryBackend | redis.asyncio.Redis:
+        """The memory backend or Redis client in use."""
+        runner = self._runner
+        return runner.backend if isinstance(runner, AsyncMemoryRunner) else runner.client
+
+    async def _run(self, flow: Flow[T]) -> T:
+        return await adrive(self._runner, flow)
+
+    async def run(self, flow: Flow[T]) -> T:
+        """Run an operation built by the store's ``core`` (for integrations composing them)."""
+        return await adrive(self._runner, flow)
+
+    async def aclose(self) -> None:
+        """Close the Redis client if this store built it from a URL."""
+        if self._owns_client:
+            await self._runner.close()
+
+    async def __aenter__(self: A) -> A:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,545 @@
+"""Feature flags under ``flags:config``: persistent, typed, cached per process.
+
+All flags live in one hash, flag name -> typed value (no TTL)::
+
+    flags:config   hash: <name> -> {"type": "bool"|"str"|"json", "value": ...}
+
+Writes go only through :class:`FlagAdmin` (and the ``bisman-ratelimit
+flags`` command); each write also publishes the flag's name on the
+``flags:config`` channel. Request code reads through :class:`Flags`,
+which serves a snapshot of every flag from process memory and reloads it
+when a change is published, when its subscription reconnects (a message
+may have been missed), and at least every ``max_age`` seconds. A change is
+thus seen by every process at its next read after the message arrives,
+and never later than ``max_age``.
+
+If Redis cannot be reached, :class:`Flags` keeps serving the last
+snapshot it loaded and tries again every ``retry_interval`` seconds; with
+no snapshot yet it raises :class:`~bisman_ratelimit.core._errors.StorageUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar, get_args
+
+import redis
+import redis.asyncio
+
+from bisman_ratelimit.core import InvalidArgument, StorageUnavailable, TTLPolicyError
+from bisman_ratelimit.stores._backend import (
+    AsyncMemoryRunner,
+    AsyncStoreShell,
+    Call,
+    Flow,
+    MemoryBackend,
+    MemorySubscription,
+    Op,
+    ShellBase,
+    StoreScript,
+    StoreShell,
+    translate,
+)
+from bisman_ratelimit.stores._common import encode_json, positive_seconds, text, valid_prefix
+from bisman_ratelimit.stores._namespaces import NamespaceRegistry, default_registry
+
+__all__ = [
+    "AsyncFlagAdmin",
+    "AsyncFlags",
+    "Flag",
+    "FlagAdmin",
+    "FlagType",
+    "Flags",
+    "FlagsCore",
+    "parse_flag_value",
+]
+
+FlagType = Literal["bool", "str", "json"]
+FLAG_TYPES: tuple[str, ...] = get_args(FlagType)
+
+Sub = TypeVar("Sub")
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A feature flag's name, type and value."""
+
+    name: str
+    type: FlagType
+    value: Any
+
+
+def parse_flag_value(raw: str, flag_type: str) -> Any:
+    """The value written as text (as on the command line) for ``flag_type``."""
+    if flag_type == "bool":
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise InvalidArgument(f"bad bool flag value {raw!r}: use true/false, on/off, yes/no or 1/0")
+    if flag_type == "str":
+        return raw
+    if flag_type == "json":
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise InvalidArgument(f"bad JSON flag value {raw!r}: {exc}") from None
+    raise InvalidArgument(f"unknown flag type {flag_type!r}: expected one of {', '.join(FLAG_TYPES)}")
+
+
+def _name(name: object) -> str:
+    if not isinstance(name, str) or not name or len(name) > 200 or not name.isprintable():
+        raise InvalidArgument(f"a flag name must be 1 to 200 printable characters, got {name!r}")
+    return name
+
+
+def _infer(value: Any) -> FlagType:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, str):
+        return "str"
+    return "json"
+
+
+class FlagsCore:
+    """Keys, arguments and decoding for feature flags; no I/O."""
+
+    def __init__(self, *, key: str = "flags:config", registry: NamespaceRegistry = default_registry) -> None:
+        self.key = valid_prefix("key", key)
+        self.channel = self.key
+        self.registry = registry
+        self._check_policy()
+
+    def _check_policy(self) -> None:
+        if self.registry.ttl_for(self.key) is not None:
+            raise TTLPolicyError(
+                f"feature flags in {self.key!r} are persistent, but the namespace policy gives them a TTL"
+            )
+
+    @staticmethod
+    def encode(flag: Flag) -> str:
+        return encode_json({"type": flag.type, "value": flag.value}, f"flag {flag.name!r}")
+
+    @staticmethod
+    def decode(name: str, raw: Any) -> Flag:
+        try:
+            body = json.loads(text(raw))
+            flag_type, value = body["type"], body["value"]
+        except (ValueError, KeyError, TypeError):
+            raise InvalidArgument(
+                f"flag {name!r} holds a value not written by this library: {raw!r}"
+            ) from None
+        if flag_type not in FLAG_TYPES or (flag_type == "bool") != isinstance(value, bool):
+            raise InvalidArgument(f"flag {name!r} holds a value of unknown type: {raw!r}")
+        return Flag(name, flag_type, value)
+
+    def make_flag(self, name: str, value: Any, flag_type: str | None) -> Flag:
+        kind = _infer(value) if flag_type is None else flag_type
+        if kind not in FLAG_TYPES:
+            raise InvalidArgument(f"unknown flag type {flag_type!r}: expected one of {', '.join(FLAG_TYPES)}")
+        if kind == "bool" and not isinstance(value, bool):
+            raise InvalidArgument(f"flag {name!r} is a bool flag, got {value!r}")
+        if kind == "str" and not isinstance(value, str):
+            raise InvalidArgument(f"flag {name!r} is a str flag, got {value!r}")
+        return Flag(_name(name), kind, value)  # type: ignore[arg-type]
+
+    def set(self, flag: Flag) -> Flow[bool]:
+        self._check_policy()
+        changed = yield Call(WRITE, (self.key,), ("set", flag.name, self.encode(flag), self.channel))
+        return bool(changed)
+
+    def delete(self, name: str) -> Flow[bool]:
+        self._check_policy()
+        changed = yield Call(WRITE, (self.key,), ("del", _name(name), "", self.channel))
+        return bool(changed)
+
+    def read_all(self) -> Flow[dict[str, Flag]]:
+        raw = yield Call(READ, (self.key,))
+        flags = {}
+        for i in range(0, len(raw), 2):
+            name = text(raw[i])
+            flags[name] = self.decode(name, raw[i + 1])
+        return dict(sorted(flags.items()))
+
+
+class _FlagAdminShell(ShellBase):
+    """The constructor :class:`FlagAdmin` and :class:`AsyncFlagAdmin` share."""
+
+    def __init__(
+        self, backend: object, *, key: str = "flags:config", registry: NamespaceRegistry = default_registry
+    ) -> None:
+        super().__init__(backend)
+        self.core = FlagsCore(key=key, registry=registry)
+
+
+class FlagAdmin(_FlagAdminShell, StoreShell):
+    """The only way to change flags (besides the CLI). Not for request code."""
+
+    def set(self, name: str, value: Any, flag_type: FlagType | None = None) -> bool:
+        """Set a flag; ``flag_type`` defaults to bool for bools, str for strings, else json."""
+        return self._run(self.core.set(self.core.make_flag(name, value, flag_type)))
+
+    def delete(self, name: str) -> bool:
+        """Delete a flag; ``False`` if there was none."""
+        return self._run(self.core.delete(name))
+
+    def get(self, name: str) -> Flag | None:
+        """The flag as stored now (no cache)."""
+        return self.all().get(_name(name))
+
+    def all(self) -> dict[str, Flag]:
+        """Every flag as stored now (no cache), by name."""
+        return self._run(self.core.read_all())
+
+
+class AsyncFlagAdmin(_FlagAdminShell, AsyncStoreShell):
+    """:class:`FlagAdmin` for asyncio."""
+
+    async def set(self, name: str, value: Any, flag_type: FlagType | None = None) -> bool:
+        """Set a flag; ``flag_type`` defaults to bool for bools, str for strings, else json."""
+        return await self._run(self.core.set(self.core.make_flag(name, value, flag_type)))
+
+    async def delete(self, name: str) -> bool:
+        """Delete a flag; ``False`` if there was none."""
+        return await self._run(self.core.delete(name))
+
+    async def get(self, name: str) -> Flag | None:
+        """The flag as stored now (no cache)."""
+        return (await self.all()).get(_name(name))
+
+    async def all(self) -> dict[str, Flag]:
+        """Every flag as stored now (no cache), by name."""
+        return await self._run(self.core.read_all())
+
+
+class FlagCache:
+    """The snapshot a reader serves, and when to reload it; no I/O."""
+
+    def __init__(self, *, max_age: float, retry_interval: float, clock: Callable[[], float]) -> None:
+        self.max_age = positive_seconds("max_age", max_age)
+        self.retry_interval = positive_seconds("retry_interval", retry_interval)
+        self.clock = clock
+        self.snapshot: dict[str, Flag] | None = None
+        self.loaded_at = 0.0
+        self.failed_at: float | None = None
+
+    def invalidate(self) -> None:
+        self.loaded_at = -float("inf")
+
+    def backing_off(self) -> bool:
+        """Whether Redis failed less than ``retry_interval`` ago."""
+        return self.failed_at is not None and self.clock() - self.failed_at < self.retry_interval
+
+    def needs_load(self) -> bool:
+        return self.snapshot is None or self.clock() - self.loaded_at >= self.max_age
+
+    def loaded(self, snapshot: dict[str, Flag], started: float) -> None:
+        self.snapshot = snapshot
+        self.loaded_at = started
+        self.failed_at = None
+
+    def failed(self, exc: StorageUnavailable) -> dict[str, Flag]:
+        self.failed_at = self.clock()
+        if self.snapshot is None:
+            raise exc
+        return self.snapshot
+
+    def stale(self) -> dict[str, Flag]:
+        if self.snapshot is None:
+            raise StorageUnavailable("feature flags cannot be read: Redis was unreachable moments ago")
+        return self.snapshot
+
+
+def _lookup(snapshot: dict[str, Flag], name: str, default: Any) -> Any:
+    flag = snapshot.get(_name(name))
+    return default if flag is None else flag.value
+
+
+def _enabled(snapshot: dict[str, Flag], name: str, default: bool) -> bool:
+    flag = snapshot.get(_name(name))
+    if flag is None:
+        return default
+    if flag.type != "bool":
+        raise InvalidArgument(f"flag {name!r} is a {flag.type} flag, not a bool flag")
+    return bool(flag.value)
+
+
+class _RedisSubscription:
+    """Change messages on a ``redis.Redis`` pub/sub connection."""
+
+    def __init__(self, client: redis.Redis, channel: str, timeout: float) -> None:
+        self.reconnected = False
+        self.pubsub = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
+        with translate:
+            self.pubsub.subscribe(channel)
+            # Until the server confirms, a change could be missed.
+            deadline = time.monotonic() + timeout
+            while True:
+                message = self.pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+                if message is not None and message["type"] == "subscribe":
+                    break
+                if time.monotonic() >= deadline:
+                    self.pubsub.close()
+                    raise StorageUnavailable(f"Redis did not confirm the subscription to {channel!r}")
+        assert self.pubsub.connection is not None
+        self.pubsub.connection.register_connect_callback(self._on_connect)
+
+    def _on_connect(self, connection: object) -> None:
+        self.reconnected = True
+
+    def changed(self) -> bool:
+        changed = False
+        with translate:
+            while (message := self.pubsub.get_message(timeout=0.0)) is not None:
+                changed = changed or message["type"] == "message"
+        # Read after draining: reading may have reconnected, and missed messages meanwhile.
+        changed = changed or self.reconnected
+        self.reconnected = False
+        return changed
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+
+class _AsyncRedisSubscription:
+    """Change messages on a ``redis.asyncio.Redis`` pub/sub connection."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.reconnected = False
+        self.pubsub = client.pubsub()
+
+    async def subscribe(self, channel: str, timeout: float) -> None:
+        with translate:
+            await self.pubsub.subscribe(channel)
+            deadline = time.monotonic() + timeout
+            while True:
+                message = await self.pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+                if message is not None and message["type"] == "subscribe":
+                    break
+                if time.monotonic() >= deadline:
+                    await self.pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+                    raise StorageUnavailable(f"Redis did not confirm the subscription to {channel!r}")
+        assert self.pubsub.connection is not None
+        self.pubsub.connection.register_connect_callback(self._on_connect)
+
+    def _on_connect(self, connection: object) -> None:
+        self.reconnected = True
+
+    async def changed(self) -> bool:
+        changed = False
+        with translate:
+            while (message := await self.pubsub.get_message(timeout=0.0)) is not None:
+                changed = changed or message["type"] == "message"
+        # Read after draining: reading may have reconnected, and missed messages meanwhile.
+        changed = changed or self.reconnected
+        self.reconnected = False
+        return changed
+
+    async def close(self) -> None:
+        await self.pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+
+
+class _MemorySubscription:
+    def __init__(self, subscription: MemorySubscription) -> None:
+        self.subscription = subscription
+
+    def changed(self) -> bool:
+        return bool(self.subscription.poll())
+
+    def close(self) -> None:
+        self.subscription.close()
+
+
+class _FlagsShell(ShellBase, Generic[Sub]):
+    """The constructor :class:`Flags` and :class:`AsyncFlags` share."""
+
+    def __init__(
+        self,
+        backend: object,
+        *,
+        key: str = "flags:config",
+        max_age: float = 30.0,
+        retry_interval: float = 1.0,
+        subscribe_timeout: float = 2.0,
+        registry: NamespaceRegistry = default_registry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(backend)
+        self.core = FlagsCore(key=key, registry=registry)
+        self.cache = FlagCache(max_age=max_age, retry_interval=retry_interval, clock=clock)
+        self.subscribe_timeout = positive_seconds("subscribe_timeout", subscribe_timeout)
+        self._subscription: Sub | None = None
+        # Taken by the thread-safe Flags only; AsyncFlags runs on one event loop.
+        self._lock = threading.Lock()
+
+
+class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
+    """Read-only, cached access to feature flags for request code (thread-safe).
+
+    ``max_age`` bounds how long a snapshot is served without a reload, even
+    if no change message arrives; ``retry_interval`` is how long to wait
+    before trying an unreachable Redis again.
+    """
+
+    def _subscribe(self) -> _RedisSubscription | _MemorySubscription:
+        runner = self._runner
+        if isinstance(runner, MemoryBackend):
+            return _MemorySubscription(runner.subscribe(self.core.channel))
+        return _RedisSubscription(runner.client, self.core.channel, self.subscribe_timeout)
+
+    def _snapshot(self) -> dict[str, Flag]:
+        with self._lock:
+            cache = self.cache
+            if cache.backing_off():
+                return cache.stale()
+            started = cache.clock()
+            try:
+                if self._subscription is not None:
+                    try:
+                        if self._subscription.changed():
+                            cache.invalidate()
+                    except StorageUnavailable:
+                        # Only the listening connection may be lost: listen again right away.
+                        self._drop_subscription()
+                if self._subscription is None:
+                    self._subscription = self._subscribe()
+                    cache.invalidate()
+                if cache.needs_load():
+                    cache.loaded(self._run(self.core.read_all()), started)
+            except StorageUnavailable as exc:
+                self._drop_subscription()
+                return cache.failed(exc)
+            assert cache.snapshot is not None
+            return cache.snapshot
+
+    def _drop_subscription(self) -> None:
+        if self._subscription is not None:
+            subscription, self._subscription = self._subscription, None
+            with contextlib.suppress(OSError, redis.RedisError):
+                subscription.close()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The flag's value, or ``default`` if there is no such flag."""
+        return _lookup(self._snapshot(), name, default)
+
+    def is_enabled(self, name: str, default: bool = False) -> bool:
+        """A bool flag's value; ``default`` if unset. A non-bool flag is an error."""
+        return _enabled(self._snapshot(), name, default)
+
+    def flag(self, name: str) -> Flag | None:
+        """The flag with its type, or ``None``."""
+        return self._snapshot().get(_name(name))
+
+    def all(self) -> dict[str, Flag]:
+        """Every flag, by name."""
+        return dict(self._snapshot())
+
+    def close(self) -> None:
+        """Stop listening for changes (and close the client if built from a URL)."""
+        self._drop_subscription()
+        super().close()
+
+
+class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], AsyncStoreShell):
+    """:class:`Flags` for asyncio (one event loop)."""
+
+    async def _changed(self) -> bool:
+        subscription = self._subscription
+        if subscription is not None:
+            try:
+                if isinstance(subscription, _MemorySubscription):
+                    return subscription.changed()
+                return await subscription.changed()
+            except StorageUnavailable:
+                # Only the listening connection may be lost: listen again right away.
+                await self._drop_subscription()
+        if self._subscription is None:
+            runner = self._runner
+            if isinstance(runner, AsyncMemoryRunner):
+                self._subscription = _MemorySubscription(runner.backend.subscribe(self.core.channel))
+            else:
+                subscribing = _AsyncRedisSubscription(runner.client)
+                await subscribing.subscribe(self.core.channel, self.subscribe_timeout)
+                self._subscription = subscribing
+        return True
+
+    async def _snapshot(self) -> dict[str, Flag]:
+        cache = self.cache
+        if cache.backing_off():
+            return cache.stale()
+        started = cache.clock()
+        try:
+            if await self._changed():
+                cache.invalidate()
+            if cache.needs_load():
+                cache.loaded(await self._run(self.core.read_all()), started)
+        except StorageUnavailable as exc:
+            await self._drop_subscription()
+            return cache.failed(exc)
+        assert cache.snapshot is not None
+        return cache.snapshot
+
+    async def _drop_subscription(self) -> None:
+        if self._subscription is not None:
+            subscription, self._subscription = self._subscription, None
+            with contextlib.suppress(OSError, redis.RedisError):
+                if isinstance(subscription, _MemorySubscription):
+                    subscription.close()
+                else:
+                    await subscription.close()
+
+    async def get(self, name: str, default: Any = None) -> Any:
+        """The flag's value, or ``default`` if there is no such flag."""
+        return _lookup(await self._snapshot(), name, default)
+
+    async def is_enabled(self, name: str, default: bool = False) -> bool:
+        """A bool flag's value; ``default`` if unset. A non-bool flag is an error."""
+        return _enabled(await self._snapshot(), name, default)
+
+    async def flag(self, name: str) -> Flag | None:
+        """The flag with its type, or ``None``."""
+        return (await self._snapshot()).get(_name(name))
+
+    async def all(self) -> dict[str, Flag]:
+        """Every flag, by name."""
+        return dict(await self._snapshot())
+
+    async def aclose(self) -> None:
+        """Stop listening for changes (and close the client if built from a URL)."""
+        await self._drop_subscription()
+        await super().aclose()
+
+
+# The scripts in Python, for MemoryBackend (args start at ARGV[2]).
+
+
+def _mem_write(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    op, name, value, channel = args
+    flags: dict[str, str] = m.get(keys[0], now) or {}
+    if op == "set":
+        changed = flags.get(name) != value
+        flags[name] = value
+        m.put(keys[0], flags, now)
+    else:
+        changed = flags.pop(name, None) is not None
+        m.drop_if_empty(keys[0])
+    m.publish(channel, name)
+    return int(changed)
+
+
+def _mem_read(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    flags: dict[str, str] = m.get(keys[0], now) or {}
+    return [item for pair in flags.items() for item in pair]
+
+
+WRITE = Op(StoreScript("flag_write.lua"), _mem_write)
+READ = Op(StoreScript("flag_read.lua"), _mem_read)
