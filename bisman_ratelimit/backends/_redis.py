@@ -1,6 +1,6 @@
 """The Redis backend, sync and async.
 
-Each check is one Lua script call (``storage/lua/*.lua``), run by SHA and
+Each check is one Lua script call (``backends/lua/*.lua``), run by SHA and
 loaded again when the server answers NOSCRIPT (after ``SCRIPT FLUSH`` or a
 restart). Time comes from the server's ``TIME``, so app hosts with skewed
 clocks agree. Every key of one identity carries the same hash tag, so the

@@ -12,7 +12,7 @@ current time ``now`` in whole microseconds and the limit, and returns
 - ``new_state``: the state to store when committing an allowed hit, else
   ``None``. ``sliding_log`` appends to its list in place instead.
 
-The Lua scripts in ``storage/lua/`` carry out the same operations in the same
+The Lua scripts in ``backends/lua/`` carry out the same operations in the same
 order on doubles, so the memory and Redis backends decide alike; the
 property tests hold them to it. A denied hit never changes the state.
 """

@@ -60,7 +60,7 @@ MemoryImpl = Callable[["MemoryBackend", int, Sequence[str], Sequence[Any]], Any]
 class StoreScript(Script):
     """A store script from ``stores/lua/``, after the engine's shared head.
 
-    The head (``storage/lua/common.lua``) reads the time from ``ARGV[1]``,
+    The head (``backends/lua/common.lua``) reads the time from ``ARGV[1]``,
     which the Redis runner always sends empty: the server's clock is used.
     """
 
