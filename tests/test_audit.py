@@ -11,13 +11,11 @@ import pytest
 import redis
 
 from bisman_ratelimit import InvalidArgument
-from bisman_ratelimit.ops._audit import (
-    NamespaceGrouper,
-    audit_hotkeys,
+from bisman_ratelimit.ops import NamespaceGrouper, audit_hotkeys, sample_keyspace
+from bisman_ratelimit.ops._hotkeys import (
     command_table,
     keys_of,
     parse_monitor_line,
-    sample_keyspace,
     suggest_split,
     summarize_hotkeys,
 )

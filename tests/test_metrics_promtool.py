@@ -15,8 +15,8 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bisman_ratelimit.metrics import CacheMetrics, RateLimitMetrics
-from bisman_ratelimit.ops import RedisCollector
-from bisman_ratelimit.ops._audit import NamespaceGrouper, summarize_hotkeys
+from bisman_ratelimit.ops import NamespaceGrouper, RedisCollector
+from bisman_ratelimit.ops._hotkeys import summarize_hotkeys
 from bisman_ratelimit.ops.cli._ops_cmd import write_hotkey_metrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

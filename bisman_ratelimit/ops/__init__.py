@@ -3,13 +3,7 @@ commands and the Redis INFO collector."""
 
 from __future__ import annotations
 
-from bisman_ratelimit.ops._audit import (
-    HotKeyReport,
-    KeyspaceSample,
-    NamespaceGrouper,
-    audit_hotkeys,
-    sample_keyspace,
-)
+from bisman_ratelimit.ops._cardinality import KeyspaceSample, sample_keyspace
 from bisman_ratelimit.ops._collector import RedisCollector
 from bisman_ratelimit.ops._doctor import (
     MemoryLimit,
@@ -19,6 +13,8 @@ from bisman_ratelimit.ops._doctor import (
     gather_facts,
     parse_size,
 )
+from bisman_ratelimit.ops._grouping import NamespaceGrouper
+from bisman_ratelimit.ops._hotkeys import HotKeyReport, audit_hotkeys
 from bisman_ratelimit.ops._runbook import backup, failover, flush_namespace, inspect_key, namespace_prefix
 
 __all__ = [

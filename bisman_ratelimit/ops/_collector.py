@@ -24,7 +24,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from bisman_ratelimit.core import InvalidArgument
-from bisman_ratelimit.ops._audit import NamespaceGrouper, sample_keyspace
+from bisman_ratelimit.ops._cardinality import sample_keyspace
+from bisman_ratelimit.ops._grouping import NamespaceGrouper
 from bisman_ratelimit.stores import NamespaceRegistry, default_registry
 
 __all__ = ["RedisCollector"]

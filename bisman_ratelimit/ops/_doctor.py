@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bisman_ratelimit.core import InvalidArgument
-from bisman_ratelimit.ops._audit import NamespaceGrouper, sample_keyspace
+from bisman_ratelimit.ops._cardinality import sample_keyspace
+from bisman_ratelimit.ops._grouping import NamespaceGrouper
 from bisman_ratelimit.stores import NamespaceRegistry, default_registry
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Operations commands: ``audit``, ``doctor``, ``flush``, ``inspect``, ``backup``, ``failover``.
 
-Each command is a thin shell over :mod:`bisman_ratelimit.ops._audit`,
-:mod:`~bisman_ratelimit.ops._doctor` and :mod:`~bisman_ratelimit.ops._runbook`: it
+Each command is a thin shell over the audits, the doctor and the runbook
+operations of :mod:`bisman_ratelimit.ops`: it
 parses arguments, opens a client for ``--url``, shows progress on a
 terminal and prints tables. Redis errors become one line on stderr.
 """

@@ -1,20 +1,16 @@
-"""Keyspace audits: cardinality and memory per namespace, and hot keys.
+"""The hot-key audit.
 
-Each audit is a thin I/O shell (:func:`sample_keyspace`,
-:func:`audit_hotkeys`) around pure code that can be tested without a server
-(:class:`NamespaceGrouper`, :func:`parse_monitor_line`, :func:`keys_of`,
-:func:`summarize_hotkeys`, :func:`suggest_split`).
-
-The hot-key audit follows the operations review: keyspace notifications on
-for the duration only (the previous setting is restored on every exit,
-Ctrl-C and errors included), ``MONITOR`` sampled for a bounded time,
-operations counted per key and per namespace, and keys above a share of all
-operations (5% by default) flagged with a way to split them.
+Keyspace notifications on for the duration only (the previous setting is
+restored on every exit, Ctrl-C and errors included), ``MONITOR`` sampled
+for a bounded time, operations counted per key and per namespace, and keys
+above a share of all operations (5% by default) flagged with a way to split
+them. :func:`audit_hotkeys` is the I/O shell; :func:`parse_monitor_line`,
+:func:`keys_of`, :func:`summarize_hotkeys` and :func:`suggest_split` are
+pure.
 """
 
 from __future__ import annotations
 
-import heapq
 import re
 import time
 from collections import Counter
@@ -23,250 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bisman_ratelimit.core import InvalidArgument, StorageError
-from bisman_ratelimit.stores import NamespaceRegistry, default_registry
-
-__all__ = [
-    "OTHER_NAMESPACE",
-    "CommandKeys",
-    "HotKey",
-    "HotKeyReport",
-    "KeyspaceSample",
-    "MonitorCost",
-    "NamespaceGrouper",
-    "NamespaceStats",
-    "audit_hotkeys",
-    "command_table",
-    "keys_of",
-    "parse_monitor_line",
-    "sample_keyspace",
-    "suggest_split",
-    "summarize_hotkeys",
-]
-
-OTHER_NAMESPACE = "other"
-
-Progress = Callable[[float, float], None]
-"""Called with (done, total) as long work advances."""
-
-
-def _text(key: bytes | str) -> str:
-    return key if isinstance(key, str) else key.decode("utf-8", "backslashreplace")
-
-
-class NamespaceGrouper:
-    """Which namespace a key belongs to, out of a bounded set.
-
-    A key goes to its registered namespace (longest prefix), else to the
-    domain (first segment) of a registered namespace, such as the limiter's
-    own ``rl:{id}:...`` keys going to ``rl``. Other keys go to ``other``,
-    or with ``open_domains`` to their own first segment (for audits, where a
-    person reads the table; metrics keep the bounded form).
-    """
-
-    def __init__(self, registry: NamespaceRegistry = default_registry, *, open_domains: bool = False) -> None:
-        self.registry = registry
-        self.domains = frozenset(namespace.prefix.split(":", 1)[0] for namespace in registry)
-        self.open_domains = open_domains
-
-    def group(self, key: str) -> str:
-        namespace = self.registry.find(key)
-        if namespace is not None:
-            return namespace.prefix
-        domain, colon, _ = key.partition(":")
-        if colon and (domain in self.domains or (self.open_domains and domain)):
-            return domain
-        return OTHER_NAMESPACE
-
-    def labels(self) -> tuple[str, ...]:
-        """Every group a key can fall into when ``open_domains`` is off."""
-        return (
-            *sorted(namespace.prefix for namespace in self.registry),
-            *sorted(self.domains),
-            OTHER_NAMESPACE,
-        )
-
-    def is_ephemeral(self, group: str) -> bool:
-        for namespace in self.registry:
-            if namespace.prefix == group:
-                return namespace.ephemeral
-        return False
-
-
-# --- cardinality ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NamespaceStats:
-    """Keys and memory of one namespace, as scanned and as estimated for the whole database."""
-
-    namespace: str
-    keys_scanned: int
-    keys_estimated: int
-    memory_sampled: int
-    memory_samples: int
-    memory_estimated: int
-    no_ttl: int
-    ephemeral: bool
-
-
-@dataclass(frozen=True)
-class KeyspaceSample:
-    """What one SCAN pass (complete, or cut at ``max_keys``) found."""
-
-    total_keys: int
-    scanned: int
-    complete: bool
-    namespaces: tuple[NamespaceStats, ...]
-    no_ttl_keys: tuple[str, ...]
-    biggest: tuple[tuple[str, int], ...]
-
-    def namespace(self, name: str) -> NamespaceStats | None:
-        for stats in self.namespaces:
-            if stats.namespace == name:
-                return stats
-        return None
-
-    @property
-    def no_ttl_total(self) -> int:
-        """Keys without a TTL in ephemeral namespaces: each one breaks the TTL policy."""
-        return sum(stats.no_ttl for stats in self.namespaces)
-
-
-class _Tally:
-    """Running counts while a scan goes on."""
-
-    def __init__(self, grouper: NamespaceGrouper, *, memory_samples: int | None, keep: int) -> None:
-        self.grouper = grouper
-        self.memory_samples = memory_samples
-        self.keep = keep
-        self.keys: Counter[str] = Counter()
-        self.memory: Counter[str] = Counter()
-        self.measured: Counter[str] = Counter()
-        self.no_ttl: Counter[str] = Counter()
-        self.no_ttl_keys: list[str] = []
-        self.biggest: list[tuple[int, str]] = []
-
-    def wants_memory(self, group: str) -> bool:
-        return self.memory_samples is None or self.measured[group] < self.memory_samples
-
-    def add(self, key: str, group: str, pttl: int | None, memory: int | None) -> None:
-        self.keys[group] += 1
-        # PTTL -1: the key exists and never expires.
-        if pttl == -1 and self.grouper.is_ephemeral(group):
-            self.no_ttl[group] += 1
-            if len(self.no_ttl_keys) < self.keep:
-                self.no_ttl_keys.append(key)
-        if memory is not None:
-            self.memory[group] += memory
-            self.measured[group] += 1
-            item = (memory, key)
-            if len(self.biggest) < self.keep:
-                heapq.heappush(self.biggest, item)
-            elif item > self.biggest[0]:
-                heapq.heapreplace(self.biggest, item)
-
-    def result(self, total_keys: int, complete: bool) -> KeyspaceSample:
-        scanned = sum(self.keys.values())
-        scale = 1.0 if complete or scanned == 0 else total_keys / scanned
-        stats = []
-        for group, count in self.keys.most_common():
-            estimated = count if complete else round(count * scale)
-            measured = self.measured[group]
-            average = self.memory[group] / measured if measured else 0.0
-            stats.append(
-                NamespaceStats(
-                    namespace=group,
-                    keys_scanned=count,
-                    keys_estimated=estimated,
-                    memory_sampled=self.memory[group],
-                    memory_samples=measured,
-                    memory_estimated=round(average * estimated),
-                    no_ttl=self.no_ttl[group],
-                    ephemeral=self.grouper.is_ephemeral(group),
-                )
-            )
-        biggest = tuple((key, memory) for memory, key in sorted(self.biggest, reverse=True))
-        return KeyspaceSample(
-            total_keys=total_keys,
-            scanned=scanned,
-            complete=complete,
-            namespaces=tuple(stats),
-            no_ttl_keys=tuple(self.no_ttl_keys),
-            biggest=biggest,
-        )
-
-
-def sample_keyspace(
-    client: Any,
-    *,
-    max_keys: int | None = 1000,
-    memory_samples: int | None = 50,
-    grouper: NamespaceGrouper | None = None,
-    batch: int = 500,
-    check_ttl: bool = True,
-    keep: int = 20,
-    progress: Progress | None = None,
-) -> KeyspaceSample:
-    """SCAN at most ``max_keys`` keys (``None``: all) of the client's database.
-
-    For each key the TTL is read (``check_ttl``) and, for up to
-    ``memory_samples`` keys per namespace (``None``: every key), ``MEMORY
-    USAGE``; both in one pipeline per SCAN batch. When the scan stops early
-    the counts are scaled to ``DBSIZE``: SCAN walks the hash table in an
-    order unrelated to key names, so its first keys are a fair sample.
-    """
-    if max_keys is not None and max_keys < 1:
-        raise InvalidArgument(f"max_keys must be >= 1 or None, got {max_keys!r}")
-    tally = _Tally(grouper or NamespaceGrouper(), memory_samples=memory_samples, keep=keep)
-    total_keys = int(client.dbsize())
-    cursor: int = 0
-    scanned = 0
-    while True:
-        cursor, raw_keys = client.scan(cursor, count=batch)
-        if max_keys is not None:
-            raw_keys = raw_keys[: max_keys - scanned]
-        _measure(client, tally, raw_keys, check_ttl)
-        scanned += len(raw_keys)
-        if progress is not None:
-            progress(scanned, max(total_keys, scanned) if max_keys is None else min(max_keys, total_keys))
-        if int(cursor) == 0:
-            return tally.result(total_keys, complete=True)
-        if max_keys is not None and scanned >= max_keys:
-            return tally.result(max(total_keys, scanned), complete=False)
-
-
-def _measure(client: Any, tally: _Tally, raw_keys: Sequence[bytes | str], check_ttl: bool) -> None:
-    if not raw_keys:
-        return
-    pipe = client.pipeline(transaction=False)
-    plan: list[tuple[str, str, bool]] = []
-    for raw in raw_keys:
-        key = _text(raw)
-        group = tally.grouper.group(key)
-        measure = tally.wants_memory(group)
-        if check_ttl:
-            pipe.pttl(raw)
-        if measure:
-            pipe.memory_usage(raw)
-            # Reserve the sample now so one batch does not overshoot the cap.
-            tally.measured[group] += 1
-        plan.append((key, group, measure))
-    answers = iter(pipe.execute(raise_on_error=False))
-    for key, group, measure in plan:
-        pttl = _int_or_none(next(answers)) if check_ttl else None
-        memory = _int_or_none(next(answers)) if measure else None
-        if measure:
-            tally.measured[group] -= 1
-        if pttl == -2:  # expired between SCAN and PTTL
-            continue
-        tally.add(key, group, pttl, memory)
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) else None
-
-
-# --- hot keys: pure parts -------------------------------------------------------------------------------
+from bisman_ratelimit.ops._grouping import NamespaceGrouper, Progress, as_text
 
 
 @dataclass(frozen=True)
@@ -286,8 +39,8 @@ def command_table(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, CommandKeys
     """Key positions per command from redis-py's parsed ``COMMAND`` answer."""
     table = {}
     for name, info in raw.items():
-        flags = {_text(flag) for flag in info.get("flags", ())}
-        table[_text(name).lower()] = CommandKeys(
+        flags = {as_text(flag) for flag in info.get("flags", ())}
+        table[as_text(name).lower()] = CommandKeys(
             first=int(info.get("first_key_pos", 0)),
             last=int(info.get("last_key_pos", 0)),
             step=int(info.get("step_count", 0)),
@@ -345,7 +98,7 @@ def parse_monitor_line(line: str | bytes) -> tuple[int, str, list[str]] | None:
     ``client`` is ``host:port``, ``lua`` for calls made inside scripts, or
     ``unix:path``.
     """
-    text = _text(line)
+    text = as_text(line)
     match = _MONITOR_LINE.match(text)
     if match is None:
         return None
@@ -535,7 +288,7 @@ def audit_hotkeys(
         cpu1, commands1 = _cpu_and_commands(client)
         cost_baseline = (cpu1 - cpu0, commands1 - commands0)
 
-    previous = _text(client.config_get("notify-keyspace-events").get("notify-keyspace-events", ""))
+    previous = as_text(client.config_get("notify-keyspace-events").get("notify-keyspace-events", ""))
     ops: Counter[str] = Counter()
     reads: Counter[str] = Counter()
     writes: Counter[str] = Counter()
@@ -569,8 +322,8 @@ def audit_hotkeys(
                                 ops[key] += 1
                                 (writes if write else reads)[key] += 1
                         while (message := pubsub.get_message(timeout=0)) is not None:
-                            channel = _text(message["channel"]).split(":", 1)[1]
-                            events[(grouper.group(channel), _text(message["data"]))] += 1
+                            channel = as_text(message["channel"]).split(":", 1)[1]
+                            events[(grouper.group(channel), as_text(message["data"]))] += 1
                 except KeyboardInterrupt:
                     interrupted = True
                 elapsed = clock() - start
