@@ -23,6 +23,13 @@ _SAFE_EXTRA = "/@+=,!$&'()"
 _PLAIN = re.compile(r"[A-Za-z0-9_.\-~/@+=,!$&'()]*")
 
 
+def _utf8(text: str) -> bytes:
+    # Lone surrogates (from a decoded header or path, say) cannot be UTF-8:
+    # "surrogatepass" encodes them anyway, still one way only, so they are
+    # escaped like any other character instead of failing deep in quote().
+    return text.encode("utf-8", "surrogatepass")
+
+
 def escape(part: object) -> str:
     """Escape one key part. ``int`` parts are written as they are."""
     if isinstance(part, bool) or not isinstance(part, (str, int)):
@@ -30,7 +37,7 @@ def escape(part: object) -> str:
     text = str(part)
     if _PLAIN.fullmatch(text):
         return text
-    return quote(text, safe=_SAFE_EXTRA)
+    return quote(_utf8(text), safe=_SAFE_EXTRA)
 
 
 _PLAIN_TAG = re.compile(r"[A-Za-z0-9_.\-~/@+=,!$&'():]*")
@@ -44,12 +51,12 @@ def hash_tag(identity: str) -> str:
     """
     if _PLAIN_TAG.fullmatch(identity):
         return "{" + identity + "}"
-    return "{" + quote(identity, safe=_SAFE_EXTRA + ":") + "}"
+    return "{" + quote(_utf8(identity), safe=_SAFE_EXTRA + ":") + "}"
 
 
 def unescape(part: str) -> str:
     """Undo :func:`escape`."""
-    return unquote(part)
+    return unquote(part, errors="surrogatepass")
 
 
 def make_key(*parts: object) -> str:

@@ -8,6 +8,7 @@ are joined with ``;`` or ``,``. Parsing is delegated to ``limits``.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from limits import parse_many as _parse_many
@@ -15,6 +16,16 @@ from limits import parse_many as _parse_many
 from bisman_ratelimit.core._errors import InvalidLimit
 
 __all__ = ["Limit", "LimitLike", "parse_limits"]
+
+# Redis scripts count in doubles, exact for whole numbers up to 2**53: amounts
+# and periods (in microseconds) above it would be counted or timed wrongly
+# there, while the memory backend, in Python numbers, would not notice.
+MAX_AMOUNT = 2**53
+MAX_PERIOD_US = 2**53
+MAX_PERIOD_YEARS_TEXT = f"{MAX_PERIOD_US // (365 * 86400 * 1_000_000)} years"
+
+# ``limits`` reads a period count of 0 ("1/0 seconds") as 1.
+_ZERO_PERIOD = re.compile(r"(?:/|\bper\b)\s*0+\s*[a-z]", re.IGNORECASE)
 
 _NOTATION_HELP = (
     "expected '<amount>/<period>' or '<amount> per [<n>] <period>', e.g. '100/minute', "
@@ -42,6 +53,11 @@ class Limit:
         amount, period, burst = self.amount, self.period, self.burst
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
             raise InvalidLimit(f"limit amount must be a whole number >= 1, got {amount!r}")
+        if amount > MAX_AMOUNT:
+            raise InvalidLimit(
+                f"limit amount must be at most 2**53 ({MAX_AMOUNT}), the largest count a Redis "
+                f"script keeps exactly, got {amount}"
+            )
         if isinstance(period, bool) or not isinstance(period, (int, float)):
             raise InvalidLimit(f"limit period must be a number of seconds, got {period!r}")
         if not math.isfinite(period) or period <= 0:
@@ -49,8 +65,15 @@ class Limit:
         period_us = round(period * 1_000_000)
         if period_us < 1000:
             raise InvalidLimit(f"limit period must be at least 1 millisecond, got {period!r} s")
+        if period_us > MAX_PERIOD_US:
+            raise InvalidLimit(
+                f"limit period must be at most {MAX_PERIOD_YEARS_TEXT} (2**53 microseconds, the longest "
+                f"a Redis script times exactly), got {period!r} s"
+            )
         if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int) or burst < 1):
             raise InvalidLimit(f"limit burst must be a whole number >= 1 or None, got {burst!r}")
+        if burst is not None and burst > MAX_AMOUNT:
+            raise InvalidLimit(f"limit burst must be at most 2**53 ({MAX_AMOUNT}), got {burst}")
         object.__setattr__(self, "period_us", period_us)
         object.__setattr__(self, "capacity", amount if burst is None else burst)
         object.__setattr__(self, "_hash", hash((amount, period, burst)))
@@ -99,6 +122,8 @@ def parse_limits(value: LimitLike | tuple[Limit, ...] | list[LimitLike]) -> tupl
         text = value.strip()
         if not text:
             raise InvalidLimit(f"empty rate limit string {value!r}: {_NOTATION_HELP}")
+        if _ZERO_PERIOD.search(text):
+            raise InvalidLimit(f"invalid rate limit {value!r}: a period of 0 is no period: {_NOTATION_HELP}")
         try:
             items = _parse_many(text)
         except ValueError:
