@@ -152,6 +152,11 @@ _DEDUCT_FIELDS = ("status",)
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 
+# A limits file is a few kilobytes; these bounds keep a hostile or broken one
+# from costing memory, or a RecursionError deep inside the TOML or YAML parser.
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_DEPTH = 32
+
 
 def load_config(path: str | os.PathLike[str]) -> RateLimitConfig:
     """Read and validate a ``.toml``, ``.yaml`` or ``.yml`` limits file."""
@@ -162,17 +167,40 @@ def load_config(path: str | os.PathLike[str]) -> RateLimitConfig:
             name, "", None, f"unknown file type {suffix or '(none)'!r}: expected a .toml, .yaml or .yml file"
         )
     try:
-        raw = Path(name).read_bytes()
+        with open(name, "rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigFileError(name, "", None, "file not found") from None
     except OSError as exc:
         raise ConfigFileError(name, "", None, f"cannot read the file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigFileError(name, "", None, f"larger than {MAX_CONFIG_BYTES} bytes: not a limits file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigFileError(name, "", None, f"not UTF-8 text (bad byte at offset {exc.start})") from None
-    data = _load_yaml(name, text) if suffix in _YAML_SUFFIXES else _load_toml(name, text)
+    try:
+        data = _load_yaml(name, text) if suffix in _YAML_SUFFIXES else _load_toml(name, text)
+    except RecursionError:
+        raise ConfigFileError(name, "", None, _too_deep()) from None
     return parse_config(data, source=name)
+
+
+def _too_deep() -> str:
+    return f"nested more than {MAX_CONFIG_DEPTH} levels deep: not a limits file"
+
+
+def _check_depth(name: str, data: Any) -> None:
+    # Iterative, so that the check itself cannot recurse too deep.
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigFileError(name, "", None, _too_deep())
+        if isinstance(value, Mapping):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def _load_toml(name: str, text: str) -> Any:
@@ -206,6 +234,7 @@ def _load_yaml(name: str, text: str) -> Any:
 
 def parse_config(data: Mapping[str, Any], source: str = "<dict>") -> RateLimitConfig:
     """Validate already-parsed file contents (or a dict written in code)."""
+    _check_depth(source, data)
     return _Parser(source).config(data)
 
 
