@@ -1,7 +1,8 @@
 """The same API in FastAPI, with the limits of ``ratelimits.toml`` plus one declared as a dependency.
 
-    uvicorn --app-dir example_apps fastapi_app:app --host 127.0.0.1 --port 8000
-    BISMAN_RATELIMIT_STORAGE=redis://127.0.0.1:6390/0 uvicorn --app-dir example_apps fastapi_app:app
+    uvicorn --app-dir example_apps fastapi_app:app --host 127.0.0.1 --port 8000 --no-proxy-headers
+    BISMAN_RATELIMIT_STORAGE=redis://127.0.0.1:6390/0 \
+        uvicorn --app-dir example_apps fastapi_app:app --no-proxy-headers
 
 Users are whoever the ``Authorization: Bearer <name>`` header names (a stand-in
 for real authentication).

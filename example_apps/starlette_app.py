@@ -2,11 +2,16 @@
 
 Run it on the in-memory default::
 
-    uvicorn --app-dir example_apps starlette_app:app --host 127.0.0.1 --port 8000
+    uvicorn --app-dir example_apps starlette_app:app --host 127.0.0.1 --port 8000 --no-proxy-headers
 
 or on Redis::
 
-    BISMAN_RATELIMIT_STORAGE=redis://127.0.0.1:6390/0 uvicorn --app-dir example_apps starlette_app:app
+    BISMAN_RATELIMIT_STORAGE=redis://127.0.0.1:6390/0 \
+        uvicorn --app-dir example_apps starlette_app:app --no-proxy-headers
+
+``--no-proxy-headers`` leaves forwarding headers to the middleware, which
+believes them only from the proxies it is told to trust (uvicorn's default
+would let any local client pick its own address).
 
 Users are whoever the ``Authorization: Bearer <name>`` header names (a stand-in
 for real authentication). Behind a proxy, set ``BISMAN_RATELIMIT_TRUSTED_PROXIES``

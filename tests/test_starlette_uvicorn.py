@@ -87,3 +87,52 @@ def test_example_app_over_a_socket_on_redis(server: str) -> None:
         for _ in range(3):
             health = client.get("/health")
             assert health.status_code == 200 and "ratelimit" not in health.headers
+
+
+def start_uvicorn(app: str, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BISMAN_", "FORWARDED_ALLOW_IPS"))}
+    command = [
+        sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), app,
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *flags,
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for_port(port, process)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(10)
+    if process.stderr:
+        process.stderr.close()
+
+
+def admitted_with_forged_addresses(url: str, count: int) -> int:
+    with httpx.Client(base_url=url, timeout=10) as client:
+        return sum(
+            client.get("/", headers={"X-Forwarded-For": f"198.51.100.{n % 250}"}).status_code == 200
+            for n in range(count)
+        )
+
+
+@pytest.mark.parametrize("app", ["starlette_app:app", "fastapi_app:app"])
+def test_the_documented_command_keeps_forged_forwarding_headers_out(app: str) -> None:
+    # uvicorn's own --proxy-headers (on by default, trusting 127.0.0.1) would let
+    # any local client rewrite its address before the middleware sees it.
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    assert f"uvicorn --app-dir example_apps {app} --host 127.0.0.1 --port 8000 --no-proxy-headers" in readme
+    process, url = start_uvicorn(app, "--no-proxy-headers")
+    try:
+        assert admitted_with_forged_addresses(url, 110) == 100  # the example's 100/minute per address
+    finally:
+        stop(process)
+
+
+def test_uvicorn_defaults_let_forwarding_headers_rewrite_the_client() -> None:
+    """What the docs warn about: with uvicorn's defaults a local client picks its own address."""
+    process, url = start_uvicorn("starlette_app:app")
+    try:
+        assert admitted_with_forged_addresses(url, 110) == 110
+    finally:
+        stop(process)

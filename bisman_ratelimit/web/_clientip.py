@@ -14,7 +14,12 @@ Behind proxies, say which ones to believe with ``trusted_proxies``:
   whatever the headers say.
 
 The header read is ``X-Forwarded-For`` or, with ``header="forwarded"``, the
-``for=`` parameters of RFC 7239 ``Forwarded``.
+``for=`` parameters of RFC 7239 ``Forwarded``. Headers are read from the
+right, the end trusted proxies write: whatever a client put at the left end,
+an unterminated quote included, cannot move or swallow what they appended.
+Where a trusted hop vouched for something that is not an address (RFC 7239's
+``unknown``, an obfuscated node, garbage), the client is the last address a
+trusted hop did vouch for.
 
 For counting, IPv6 addresses are masked to a prefix (``/64`` by default):
 one host usually owns a whole /64, and could otherwise rotate addresses to
@@ -67,6 +72,8 @@ def parse_forwarded_for(value: str) -> list[str]:
     """The ``for=`` values of an RFC 7239 ``Forwarded`` field, left to right.
 
     An element without ``for=`` gives ``""`` so that hop counting stays right.
+    Quotes are matched from the right, so the elements trusted proxies
+    appended come out whole whatever a client wrote before them.
     """
     out: list[str] = []
     for element in _split_outside_quotes(value, ","):
@@ -83,21 +90,25 @@ def parse_forwarded_for(value: str) -> list[str]:
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    """``text`` split at ``sep`` outside quoted strings, matching quotes from the right."""
     parts: list[str] = []
-    start = 0
+    end = len(text)
     quoted = False
-    escaped = False
-    for index, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif char == "\\" and quoted:
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
+    index = len(text) - 1
+    while index >= 0:
+        char = text[index]
+        if char == '"':
+            backslashes = 0
+            while index - backslashes - 1 >= 0 and text[index - backslashes - 1] == "\\":
+                backslashes += 1
+            if not (quoted and backslashes % 2):
+                quoted = not quoted
         elif char == sep and not quoted:
-            parts.append(text[start:index])
-            start = index + 1
-    parts.append(text[start:])
+            parts.append(text[index + 1 : end])
+            end = index
+        index -= 1
+    parts.append(text[:end])
+    parts.reverse()
     return parts
 
 
@@ -184,8 +195,13 @@ class ClientIP:
             # The peer is the last proxy; the n-th header entry from the right was written by the first.
             if len(hops) < self.hops:
                 return self._clean(peer)
-            address = _parse_address(hops[-self.hops])
-            return self._clean(peer) if address is None else str(address)
+            vouched = self._clean(peer)
+            for entry in reversed(hops[-self.hops :]):
+                address = _parse_address(entry)
+                if address is None:
+                    break
+                vouched = str(address)
+            return vouched
         peer_address = _parse_address(peer) if peer else None
         if peer_address is None or not self._is_proxy(peer_address):
             return self._clean(peer)

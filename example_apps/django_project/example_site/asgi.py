@@ -1,4 +1,7 @@
-"""ASGI entry point: ``uvicorn --app-dir example_apps/django_project example_site.asgi:application``."""
+"""ASGI entry point.
+
+    uvicorn --app-dir example_apps/django_project example_site.asgi:application --no-proxy-headers
+"""
 
 from __future__ import annotations
 
