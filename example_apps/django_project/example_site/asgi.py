@@ -1,6 +1,6 @@
 """ASGI entry point.
 
-    uvicorn --app-dir example_apps/django_project example_site.asgi:application --no-proxy-headers
+uvicorn --app-dir example_apps/django_project example_site.asgi:application --no-proxy-headers
 """
 
 from __future__ import annotations
