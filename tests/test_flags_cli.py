@@ -81,3 +81,16 @@ def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "list", "--url", f"redis://127.0.0.1:{free_port()}/0")
     assert (code, out) == (1, "")
     assert err.startswith("bisman-ratelimit: error: Redis is unavailable: ")
+
+
+def test_list_shows_a_foreign_field_and_keeps_the_flags(
+    redis_url: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "set", "beta", "on", "--type", "bool", "--url", redis_url)[0] == 0
+    redis_client.hset("flags:config", "darkMode", "true")
+    assert run(capsys, "list", "--url", redis_url) == (
+        0,
+        "beta\tbool\ttrue\n",
+        "darkMode: not written by bisman-ratelimit, skipped by flag readers: 'true'\n",
+    )
+    assert run(capsys, "get", "beta", "--url", redis_url) == (0, "true\n", "")

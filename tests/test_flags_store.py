@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -189,12 +190,31 @@ async def test_async_reader(redis_url: str) -> None:
     admin.close()
 
 
-def test_unknown_stored_values_are_reported(redis_client: redis.Redis) -> None:
-    redis_client.hset("flags:config", "bad", "not json")
-    with pytest.raises(
-        InvalidArgument, match="flag 'bad' holds a value not written by this library: b'not json'"
-    ):
-        FlagAdmin(redis_client).all()
+def test_a_foreign_field_is_skipped_and_logged_once(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The plain-value style the seed suggests, written by hand beside our flags.
+    admin = FlagAdmin(redis_client)
+    admin.set("beta", True)
+    redis_client.hset("flags:config", "darkMode", "true")
+    reader = Flags(redis_client)
+    with caplog.at_level(logging.WARNING, logger="bisman_ratelimit.flags"):
+        assert admin.all() == {"beta": Flag("beta", "bool", True)}
+        assert admin.foreign() == {"darkMode": "true"}
+        assert admin.get("darkMode") is None
+        assert reader.is_enabled("beta") is True
+        assert reader.get("darkMode", "default") == "default"
+        admin.set("gamma", True)  # published: the reader loads every field again
+        eventually(lambda: reader.get("gamma") is True)
+        assert admin.foreign() == {"darkMode": "true"}
+    reader.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bisman_ratelimit.flags"]
+    assert (
+        warnings.count(
+            "flag 'darkMode' holds a value not written by this library: b'true'; flag readers skip it"
+        )
+        == 2
+    )  # once for the admin, once for the reader: once per process each
 
 
 def test_unreachable_redis_serves_the_last_snapshot() -> None:

@@ -13,6 +13,11 @@ may have been missed), and at least every ``max_age`` seconds. A change is
 thus seen by every process at its next read after the message arrives,
 and never later than ``max_age``.
 
+A field of the hash that this library did not write (``HSET flags:config
+darkMode true``, say) is skipped by readers, logged once per process, and
+listed by :meth:`FlagAdmin.foreign` and ``flags list``; the other flags
+keep working.
+
 If Redis cannot be reached, :class:`Flags` keeps serving the last
 snapshot it loaded and tries again every ``retry_interval`` seconds; with
 no snapshot yet it raises :class:`~bisman_ratelimit.core._errors.StorageUnavailable`.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -110,6 +116,9 @@ def _infer(value: Any) -> FlagType:
     return "json"
 
 
+_log = logging.getLogger("bisman_ratelimit.flags")
+
+
 class FlagsCore:
     """Keys, arguments and decoding for feature flags; no I/O."""
 
@@ -118,6 +127,7 @@ class FlagsCore:
         self.channel = self.key
         self.registry = registry
         self._check_policy()
+        self._reported: set[str] = set()
 
     def _check_policy(self) -> None:
         if self.registry.ttl_for(self.key) is not None:
@@ -162,13 +172,25 @@ class FlagsCore:
         changed = yield Call(WRITE, (self.key,), ("del", _name(name), "", self.channel))
         return bool(changed)
 
-    def read_all(self) -> Flow[dict[str, Flag]]:
+    def read_fields(self) -> Flow[tuple[dict[str, Flag], dict[str, str]]]:
+        """Every flag by name, and every field this library did not write (raw text by name)."""
         raw = yield Call(READ, (self.key,))
         flags = {}
+        foreign = {}
         for i in range(0, len(raw), 2):
             name = text(raw[i])
-            flags[name] = self.decode(name, raw[i + 1])
-        return dict(sorted(flags.items()))
+            try:
+                flags[name] = self.decode(name, raw[i + 1])
+            except InvalidArgument as exc:
+                foreign[name] = text(raw[i + 1])
+                if name not in self._reported:
+                    self._reported.add(name)
+                    _log.warning("%s; flag readers skip it", exc)
+        return dict(sorted(flags.items())), dict(sorted(foreign.items()))
+
+    def read_all(self) -> Flow[dict[str, Flag]]:
+        flags, _ = yield from self.read_fields()
+        return flags
 
 
 class _FlagAdminShell(ShellBase):
@@ -200,6 +222,10 @@ class FlagAdmin(_FlagAdminShell, StoreShell):
         """Every flag as stored now (no cache), by name."""
         return self._run(self.core.read_all())
 
+    def foreign(self) -> dict[str, str]:
+        """Fields of the flags hash not written by this library, raw, by name; readers skip them."""
+        return self._run(self.core.read_fields())[1]
+
 
 class AsyncFlagAdmin(_FlagAdminShell, AsyncStoreShell):
     """:class:`FlagAdmin` for asyncio."""
@@ -219,6 +245,10 @@ class AsyncFlagAdmin(_FlagAdminShell, AsyncStoreShell):
     async def all(self) -> dict[str, Flag]:
         """Every flag as stored now (no cache), by name."""
         return await self._run(self.core.read_all())
+
+    async def foreign(self) -> dict[str, str]:
+        """Fields of the flags hash not written by this library, raw, by name; readers skip them."""
+        return (await self._run(self.core.read_fields()))[1]
 
 
 class FlagCache:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from bisman_ratelimit.core import InvalidArgument
@@ -98,6 +99,9 @@ def _get(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         flags: dict[str, Flag] = admin.all()
+        foreign = admin.foreign()
+    for name, raw in foreign.items():
+        print(f"{name}: not written by bisman-ratelimit, skipped by flag readers: {raw!r}", file=sys.stderr)
     if args.json:
         print(_json({name: {"type": flag.type, "value": flag.value} for name, flag in flags.items()}))
         return 0
