@@ -288,19 +288,22 @@ class SessionStore(SessionBase):
         return bool(await self._async(self._exists_flow(session_key)))
 
     def create(self) -> None:
-        self._session_key = None
+        self._session_key = self._get_new_session_key()
         self.save(must_create=True)
         self.modified = True
 
     async def acreate(self) -> None:
-        self._session_key = None
+        self._session_key = await self._aget_new_session_key()
         await self.asave(must_create=True)
         self.modified = True
 
     # _get_session, _aget_session and _session are Django's, missing from its type stubs.
 
     def save(self, must_create: bool = False) -> None:
-        if self.session_key is None and not must_create:
+        # A session without a key is created, and so left modified, as Django's
+        # cache backend does: the middleware then saves it again at the end of
+        # the request, and finds out if it was deleted meanwhile.
+        if self.session_key is None:
             return self.create()
         data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]
         if self.session_key is None and not must_create:
@@ -309,7 +312,7 @@ class SessionStore(SessionBase):
         self._sync(self._save_flow(must_create, data, self.get_expiry_age()))
 
     async def asave(self, must_create: bool = False) -> None:
-        if self.session_key is None and not must_create:
+        if self.session_key is None:
             return await self.acreate()
         data = await self._aget_session(no_load=must_create)  # type: ignore[attr-defined]
         if self.session_key is None and not must_create:

@@ -20,9 +20,12 @@ import django
 import pytest
 import redis
 from django.contrib.sessions.backends.base import UpdateError
+from django.contrib.sessions.exceptions import SessionInterrupted
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signing import TimestampSigner
-from django.test import AsyncClient, Client
+from django.http import HttpRequest, HttpResponse
+from django.test import AsyncClient, Client, RequestFactory
 from django.test.utils import override_settings
 from django.utils import timezone
 from sessions_settings import SECRET, SESSION_SETTINGS
@@ -476,3 +479,34 @@ class TestUnreachableStore:
         with pytest.raises(StorageUnavailable, match="^Redis is unavailable"):
             loaded.load()
         assert loaded.unavailable is not None
+
+
+def test_a_new_session_saved_with_must_create_is_modified() -> None:
+    made = SessionStore()
+    made.save(must_create=True)
+    assert made.modified is True and made.session_key is not None
+    made.delete()
+
+
+@needs_async_session_api
+async def test_a_new_session_asaved_with_must_create_is_modified(closing: None) -> None:
+    made = SessionStore()
+    await made.asave(must_create=True)
+    assert made.modified is True and made.session_key is not None
+    await made.adelete()
+
+
+def test_a_session_deleted_before_the_response_interrupts_it() -> None:
+    """Django's own test_session_update_error_redirect, on this engine."""
+
+    def view(request: HttpRequest) -> HttpResponse:
+        request.session = SessionStore()
+        request.session.save(must_create=True)
+        request.session.delete()
+        return HttpResponse()
+
+    middleware = SessionMiddleware(view)
+    with pytest.raises(
+        SessionInterrupted, match="The request's session was deleted before the request completed"
+    ):
+        middleware(RequestFactory().get("/foo/"))
