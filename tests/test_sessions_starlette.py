@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -63,6 +64,10 @@ async def logout(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
+async def untouched(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
 async def ws(websocket: WebSocket) -> None:
     await websocket.accept()
     await websocket.send_json(dict(websocket.session))
@@ -73,6 +78,7 @@ def make_app(store: AsyncSessionStore, **options: Any) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", show),
+            Route("/untouched", untouched),
             Route("/put", put, methods=["POST"]),
             Route("/drop", drop, methods=["POST"]),
             Route("/race", race, methods=["POST"]),
@@ -106,10 +112,15 @@ def client_for() -> Callable[..., httpx.AsyncClient]:
     return make
 
 
+def session_of(cookie: str) -> str:
+    """The session id a cookie names: ``<id>.<issued>.<signature>``."""
+    return cookie.split(".")[0]
+
+
 def cookie_id(response: httpx.Response) -> str:
     value = response.cookies["session"]
-    session_id, _, signature = value.rpartition(".")
-    assert is_session_id(session_id) and len(signature) == 43
+    session_id, issued, signature = value.split(".")
+    assert is_session_id(session_id) and issued.isdigit() and len(signature) == 43
     return session_id
 
 
@@ -122,7 +133,7 @@ async def test_cookie_carries_only_the_signed_id(store: AsyncSessionStore, clien
         header = response.headers["set-cookie"]
         session_id = cookie_id(response)
         flags = "; Max-Age=43200; Path=/; HttpOnly; SameSite=Lax; Secure"
-        assert re.fullmatch(rf"session={session_id}\.[A-Za-z0-9_-]{{43}}{flags}", header)
+        assert re.fullmatch(rf"session={session_id}\.[0-9]+\.[A-Za-z0-9_-]{{43}}{flags}", header)
         assert response.headers["vary"] == "Cookie"
         stored = await store.load(session_id)
         assert stored is not None and stored.data == {"cart": [1, 2], "name": "Zoë"}
@@ -149,8 +160,9 @@ async def test_only_changed_fields_are_written(store: AsyncSessionStore, client_
     "forge",
     [
         lambda value: value[:-1] + ("A" if value[-1] != "A" else "B"),  # tampered signature
-        lambda value: value.rpartition(".")[0],  # bare id, no signature
+        lambda value: value.rpartition(".")[0],  # id and time, no signature
         lambda value: Signer("x" * 32, salt=SALT).sign(value.rpartition(".")[0]),  # another secret
+        lambda value: Signer(SECRET, salt=SALT).sign(session_of(value)),  # no issue time
         lambda value: "null",
         lambda value: value + "." + value,
     ],
@@ -165,7 +177,7 @@ async def test_tampered_and_forged_cookies_are_rejected(
         assert response.json() == {}
         assert response.headers["set-cookie"].startswith("session=null; Max-Age=0; Expires=Thu, 01 Jan 1970")
     # The real session is untouched.
-    stored = await store.load(good.rpartition(".")[0])
+    stored = await store.load(session_of(good))
     assert stored is not None and stored.data == {"secret": "data"}
 
 
@@ -184,7 +196,7 @@ async def test_rotation_at_login(store: AsyncSessionStore, client_for: Any) -> N
         old_cookie = (await client.post("/put", json={"cart": [7]})).cookies["session"]
         response = await client.post("/login?user=alice")
         new_id = cookie_id(response)
-        assert new_id != old_cookie.rpartition(".")[0]
+        assert new_id != session_of(old_cookie)
         assert (await client.get("/")).json() == {"cart": [7], "user": "alice"}
         assert await store.user_sessions("alice") == [new_id]
     async with client_for(make_app(store)) as attacker:
@@ -371,3 +383,61 @@ def test_sync_redis_client_is_refused() -> None:
             store=AsyncSessionStore(redis.Redis()),
             secret_key=SECRET,
         )
+
+
+def issued_cookie(cookie: str, issued: int) -> str:
+    """``cookie`` re-signed as if issued at ``issued`` (the test knows the secret)."""
+    return Signer(SECRET, salt=SALT).sign(f"{session_of(cookie)}.{issued}")
+
+
+async def test_a_cookie_replayed_after_max_age_names_no_session(
+    store: AsyncSessionStore, client_for: Any
+) -> None:
+    async with client_for(make_app(store, max_age=60)) as client:
+        good = (await client.post("/put", json={"a": 1})).cookies["session"]
+    now = int(time.time())
+    async with client_for(make_app(store, max_age=60)) as replay:
+        fresh = await replay.get("/", headers={"cookie": f"session={issued_cookie(good, now - 50)}"})
+        assert fresh.json() == {"a": 1}
+        stale = await replay.get("/", headers={"cookie": f"session={issued_cookie(good, now - 70)}"})
+        assert stale.json() == {}
+        assert stale.headers["set-cookie"].startswith("session=null; Max-Age=0;")
+
+
+async def test_max_age_none_is_a_browser_session_cookie(store: AsyncSessionStore, client_for: Any) -> None:
+    async with client_for(make_app(store, max_age=None)) as client:
+        response = await client.post("/put", json={"a": 1})
+        assert response.headers["set-cookie"].endswith("; Path=/; HttpOnly; SameSite=Lax; Secure")
+        assert "max-age" not in response.headers["set-cookie"].lower()
+        # Any issue time is accepted; the store's own lifetime still holds.
+        old = issued_cookie(response.cookies["session"], int(time.time()) - 10 * 365 * 86400)
+        assert (await client.get("/", headers={"cookie": f"session={old}"})).json() == {"a": 1}
+
+
+async def test_max_age_none_still_ends_at_the_absolute_lifetime(clock: ManualClock, client_for: Any) -> None:
+    store = AsyncSessionStore(MemoryBackend(clock=clock), idle_ttl=3600, absolute_lifetime=7200)
+    async with client_for(make_app(store, max_age=None)) as client:
+        await client.post("/put", json={"a": 1})
+        seen = []
+        for _ in range(3):
+            clock.advance(3000)  # each read renews the idle TTL; the absolute lifetime is not renewed
+            seen.append((await client.get("/")).json())
+        assert seen == [{"a": 1}, {"a": 1}, {}]
+
+
+@pytest.mark.parametrize("max_age", [0, -1, 1.5, True, "60"])
+def test_max_age_must_be_whole_seconds(store: AsyncSessionStore, max_age: object) -> None:
+    with pytest.raises(InvalidArgument, match="max_age must be a whole number of seconds >= 1, or None"):
+        SessionMiddleware(show, store=store, secret_key=SECRET, max_age=max_age)  # type: ignore[arg-type]
+
+
+async def test_vary_cookie_only_when_the_session_was_used(store: AsyncSessionStore, client_for: Any) -> None:
+    async with client_for(make_app(store)) as client:
+        await client.post("/put", json={"a": 1})
+        untouched_response = await client.get("/untouched")
+        assert "vary" not in untouched_response.headers and "set-cookie" not in untouched_response.headers
+        read = await client.get("/")
+        assert read.headers["vary"] == "Cookie"
+    async with client_for(make_app(store)) as anonymous:
+        assert "vary" not in (await anonymous.get("/untouched")).headers
+        assert (await anonymous.get("/")).headers["vary"] == "Cookie"

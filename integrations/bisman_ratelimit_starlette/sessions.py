@@ -16,13 +16,21 @@ at login moves the data to a new id. If the store cannot be reached the
 request is answered ``503`` and the app is not called with an empty
 session: a user is never silently logged out, and a write is never lost
 without the client being told.
+
+``max_age`` means what it means for Starlette's middleware, and holds on
+the server too: the signed cookie carries the time it was issued, and a
+cookie replayed after ``max_age`` seconds names no session, whatever the
+browser was told. ``max_age=None`` makes a browser-session cookie; the
+store's absolute lifetime still ends the session on the server.
+``Vary: Cookie`` is sent only when the app used the session.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, Literal
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
@@ -31,6 +39,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bisman_ratelimit.core import InvalidArgument, StorageUnavailable
 from bisman_ratelimit.stores import AsyncSessionStore, Secret, Signer, encode_json
+
+if TYPE_CHECKING:
+    from _collections_abc import dict_items, dict_keys, dict_values
 
 __all__ = ["ServerSession", "SessionMiddleware"]
 
@@ -49,6 +60,66 @@ class ServerSession(dict[str, Any]):
         self.id = session_id
         self.user_id = user_id
         self.rotation: tuple[bool, str | None] = (False, None)
+        #: Whether the app read or wrote the session (responses then vary by cookie).
+        self.accessed = False
+
+    # Every way in marks the session accessed; the middleware reads it through
+    # dict's own methods so as not to.
+    def __getitem__(self, name: str) -> Any:
+        self.accessed = True
+        return super().__getitem__(name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.accessed = True
+        super().__setitem__(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        self.accessed = True
+        super().__delitem__(name)
+
+    def __contains__(self, name: object) -> bool:
+        self.accessed = True
+        return super().__contains__(name)
+
+    def __iter__(self) -> Iterator[str]:
+        self.accessed = True
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self.accessed = True
+        return super().__len__()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().get(name, default)
+
+    def keys(self) -> dict_keys[str, Any]:
+        self.accessed = True
+        return super().keys()
+
+    def values(self) -> dict_values[str, Any]:
+        self.accessed = True
+        return super().values()
+
+    def items(self) -> dict_items[str, Any]:
+        self.accessed = True
+        return super().items()
+
+    def pop(self, name: str, *default: Any) -> Any:
+        self.accessed = True
+        return super().pop(name, *default)
+
+    def setdefault(self, name: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().setdefault(name, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.accessed = True
+        super().update(*args, **kwargs)
+
+    def clear(self) -> None:
+        self.accessed = True
+        super().clear()
 
     def rotate(self, *, user_id: object = None) -> None:
         """Move the data to a new session id when the response starts.
@@ -56,11 +127,12 @@ class ServerSession(dict[str, Any]):
         Call it at login (with the user's id, so "log out everywhere" finds
         the session) and at any change of privilege.
         """
+        self.accessed = True
         self.rotation = (True, None if user_id is None else str(user_id))
 
 
 def _encoded(data: dict[str, Any]) -> dict[str, str]:
-    return {name: encode_json(value, f"request.session[{name!r}]") for name, value in data.items()}
+    return {name: encode_json(value, f"request.session[{name!r}]") for name, value in dict.items(data)}
 
 
 class SessionMiddleware:
@@ -73,7 +145,7 @@ class SessionMiddleware:
         store: AsyncSessionStore | str,
         secret_key: str | Secret | Sequence[str | Secret],
         session_cookie: str = "session",
-        max_age: int | None = None,
+        max_age: int | None = 14 * 24 * 3600,
         path: str = "/",
         same_site: Literal["lax", "strict", "none"] = "lax",
         https_only: bool = True,
@@ -90,9 +162,9 @@ class SessionMiddleware:
             raise InvalidArgument(
                 "same_site='none' needs https_only=True: browsers drop such cookies otherwise"
             )
-        if max_age is None:
-            # The cookie need not outlive the longest a session can live.
-            max_age = int(self.store.core.absolute_lifetime)
+        if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 1):
+            raise InvalidArgument(f"max_age must be a whole number of seconds >= 1, or None, got {max_age!r}")
+        self.max_age = max_age
         flags = f"; Path={path}; HttpOnly; SameSite={same_site.capitalize()}"
         if https_only:
             flags += "; Secure"
@@ -100,7 +172,11 @@ class SessionMiddleware:
             flags += f"; Domain={domain}"
         if partitioned:
             flags += "; Partitioned"
-        self._set_flags = f"; Max-Age={max_age}{flags}"
+        if max_age is None:
+            self._set_flags = flags  # a browser-session cookie
+        else:
+            # The cookie need not outlive the longest a session can live.
+            self._set_flags = f"; Max-Age={min(max_age, int(self.store.core.absolute_lifetime))}{flags}"
         self._clear_flags = f"; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT{flags}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -109,7 +185,7 @@ class SessionMiddleware:
             return
 
         cookie = HTTPConnection(scope).cookies.get(self.session_cookie)
-        session_id = None if cookie is None else self.signer.unsign(cookie)
+        session_id = None if cookie is None else self._session_id(cookie)
         try:
             loaded = None if session_id is None else await self.store.load(session_id)
         except StorageUnavailable as exc:
@@ -140,7 +216,7 @@ class SessionMiddleware:
                     await self._unavailable(scope, receive, send, exc)
                     return
                 headers = MutableHeaders(scope=message)
-                if cookie is not None or cookie_value is not None:
+                if session.accessed:
                     headers.add_vary_header("Cookie")
                 if cookie_value == "":
                     headers.append("Set-Cookie", f"{self.session_cookie}=null{self._clear_flags}")
@@ -153,18 +229,33 @@ class SessionMiddleware:
 
         await self.app(scope, receive, send_wrapper)
 
+    def _cookie(self, session_id: str) -> str:
+        return self.signer.sign(f"{session_id}.{int(time.time())}")
+
+    def _session_id(self, cookie: str) -> str | None:
+        """The id a cookie names, if it is ours and no older than ``max_age``."""
+        value = self.signer.unsign(cookie)
+        if value is None:
+            return None
+        session_id, _, issued = value.rpartition(".")
+        if not issued.isdigit():
+            return None
+        if self.max_age is not None and time.time() - int(issued) > self.max_age:
+            return None
+        return session_id
+
     async def _commit(self, session: ServerSession, initial: dict[str, str]) -> str | None:
         """Write what changed. Returns the signed id for a new cookie, ``""`` to clear it, else ``None``."""
         current = _encoded(session)
         rotate, user_id = session.rotation
         store = self.store
         if session.id is None:
-            if not session:
+            if not dict.__len__(session):
                 return None
-            created = await store.create(dict(session), user_id=user_id)
+            created = await store.create(dict(dict.items(session)), user_id=user_id)
             session.id, session.user_id = created.id, created.user_id
-            return self.signer.sign(created.id)
-        if not session and not rotate:
+            return self._cookie(created.id)
+        if not dict.__len__(session) and not rotate:
             await store.delete(session.id)
             session.id = None
             return ""
@@ -177,8 +268,12 @@ class SessionMiddleware:
                 return ""
             session.id = new_id
             session.user_id = user_id or session.user_id
-            new_cookie = self.signer.sign(new_id)
-        values = {name: session[name] for name, value in current.items() if initial.get(name) != value}
+            new_cookie = self._cookie(new_id)
+        values = {
+            name: dict.__getitem__(session, name)
+            for name, value in current.items()
+            if initial.get(name) != value
+        }
         removed = [name for name in initial if name not in current]
         if (values or removed) and not await store.update(session.id, values=values, remove=removed):
             session.id = None
