@@ -6,6 +6,7 @@ Each test that restarts or bounds a server starts its own.
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing
 import signal
 import threading
@@ -16,10 +17,12 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, Limiter
-from bisman_ratelimit.backends import AsyncRedisStorage, RedisStorage
+from bisman_ratelimit.backends import AsyncRedisStorage, RedisStorage, _wire
 from bisman_ratelimit.backends._wire import async_lender_for, lender_for
+from bisman_ratelimit.core import Decision
 from bisman_ratelimit.testing import RedisServer
 
 LIMIT = "1000/minute"
@@ -228,3 +231,115 @@ async def test_an_async_write_the_server_does_not_take_is_bounded_by_the_socket_
     assert [conn.is_connected for conn in lender.idle] == [False]
     assert await lender.call("PING") == b"PONG"
     await client.aclose()
+
+
+# redis-py's private fields (backends/_wire.py): read on the supported
+# releases, and never needed for a right answer.
+
+
+def test_the_installed_redis_py_has_the_fields_the_lenders_read(redis_url: str) -> None:
+    assert _wire.internals_hold(redis.Redis) and _wire.internals_hold(redis.asyncio.Redis)
+    client = redis.Redis.from_url(redis_url)
+    limiter = Limiter(client)
+    assert limiter.hit("a", LIMIT).allowed
+    # The connection stays on the lender's stack, in use in the pool's books.
+    lender = lender_for(client)
+    assert lender is not None and len(lender.idle) == 1 and in_use(client.connection_pool) == 1
+    assert async_lender_for(redis.asyncio.Redis.from_url(redis_url)) is not None
+    limiter.close()
+
+
+def test_a_field_redis_py_no_longer_has_turns_the_lenders_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(_wire.PRIVATE_FIELDS, redis.Redis, "_renamed_socket")
+    monkeypatch.setattr(_wire, "fields_hold", {})
+    with caplog.at_level(logging.DEBUG, logger="bisman_ratelimit.wire"):
+        assert _wire.internals_hold(redis.Redis) is False
+        assert _wire.internals_hold(redis.Redis) is False
+        assert lender_for(redis.Redis()) is None
+        assert _wire.internals_hold(redis.asyncio.Redis) is True
+    # Said once, at the check, and never per command.
+    assert [record.getMessage() for record in caplog.records] == [
+        f"redis-py {redis.__version__} connections have no _renamed_socket as expected: "
+        "commands go through execute_command"
+    ]
+
+
+# What _decisions gives: three hits fill the minute, the fourth waits for the next one.
+SCRIPT = [(True, 2, 0.0), (True, 1, 0.0), (True, 0, 0.0), (False, 0, 50.0), (True, 2, 0.0)]
+
+
+def _decisions(limiter: Limiter, clock: ManualClock) -> list[Decision]:
+    found = []
+    for step in (0, 10, 0, 0, 50):
+        clock.advance(step)
+        found.append(limiter.hit("door", "3/minute", "fixed_window"))
+    return found
+
+
+def test_without_the_fields_the_same_decisions_come_through_execute_command(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = ManualClock()
+    client = redis.Redis.from_url(redis_url)
+    fast = Limiter(RedisStorage(client, clock=clock))
+    expected = _decisions(fast, clock)
+    fast.close()
+    client.flushall()
+
+    monkeypatch.setitem(_wire.fields_hold, redis.Redis, False)
+    clock = ManualClock()
+    plain = redis.Redis.from_url(redis_url)
+    assert lender_for(plain) is None
+    limiter = Limiter(RedisStorage(plain, clock=clock))
+    assert _decisions(limiter, clock) == expected
+    assert [(d.allowed, d.remaining, d.retry_after) for d in expected] == SCRIPT
+    # execute_command hands its connection back after every command.
+    assert in_use(plain.connection_pool) == 0
+    limiter.close()
+    client.close()
+
+
+async def _async_decisions(limiter: AsyncLimiter, clock: ManualClock) -> list[Decision]:
+    found = []
+    for step in (0, 10, 0, 0, 50):
+        clock.advance(step)
+        found.append(await limiter.hit("door", "3/minute", "fixed_window"))
+    return found
+
+
+async def test_without_the_fields_the_same_async_decisions_come_through_execute_command(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = ManualClock()
+    client = redis.asyncio.Redis.from_url(redis_url)
+    assert async_lender_for(client) is not None
+    fast = AsyncLimiter(AsyncRedisStorage(client, clock=clock))
+    expected = await _async_decisions(fast, clock)
+    await fast.close()
+    await client.flushall()
+
+    monkeypatch.setitem(_wire.fields_hold, redis.asyncio.Redis, False)
+    clock = ManualClock()
+    plain = redis.asyncio.Redis.from_url(redis_url)
+    assert async_lender_for(plain) is None
+    limiter = AsyncLimiter(AsyncRedisStorage(plain, clock=clock))
+    assert await _async_decisions(limiter, clock) == expected
+    assert [(d.allowed, d.remaining, d.retry_after) for d in expected] == SCRIPT
+    assert in_use(plain.connection_pool) == 0
+    await limiter.close()
+    await plain.aclose()
+    await client.aclose()
+
+
+class _Elsewhere:
+    """A connection class that is not redis-py's: where its socket lives is its own affair."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+
+def test_pools_of_other_connection_classes_keep_execute_command() -> None:
+    pool = redis.ConnectionPool(connection_class=_Elsewhere)
+    assert lender_for(redis.Redis(connection_pool=pool)) is None

@@ -25,12 +25,21 @@ or wrapper with an ``execute_command`` of its own, such as
 :class:`~bisman_ratelimit.metrics._instrument.InstrumentedRedis`, or an
 ``execute_command`` that tracing wrapped in place) are served by
 ``execute_command``. redis-py's own command metrics do not see the checks.
+
+This module is the one place that reads redis-py's private fields: a
+connection's socket (``_sock``) and an asyncio connection's stream writer
+(``_writer``). Before the first lender is made, :func:`internals_hold`
+checks on a fresh connection that the field is there; when a redis-py
+release has changed it, no lender is made and every command goes through
+``execute_command``, slower by that fifth but just as correct (one debug
+line on the ``bisman_ratelimit.wire`` logger says so).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import weakref
 from typing import Any
@@ -43,9 +52,45 @@ try:
 except ImportError:  # pragma: no cover - hiredis is in the test extra
     pack_command = None  # type: ignore[assignment]
 
-__all__ = ["AsyncLender", "Lender", "async_lender_for", "lender_for"]
+__all__ = ["AsyncLender", "Lender", "async_lender_for", "internals_hold", "lender_for"]
+
+_log = logging.getLogger("bisman_ratelimit.wire")
 
 _KEEP = 16
+
+# The private field of a client's connections that a lender reads, by
+# client class: ``None`` until the connection connects.
+PRIVATE_FIELDS: dict[Any, str] = {redis.Redis: "_sock", redis.asyncio.Redis: "_writer"}
+# Where that field is set, by client class: the pools served must make
+# connections of these classes.
+_CONNECTIONS: dict[Any, tuple[type[Any], type[Any]]] = {
+    redis.Redis: (redis.connection.AbstractConnection, redis.Connection),
+    redis.asyncio.Redis: (redis.asyncio.connection.AbstractConnection, redis.asyncio.Connection),
+}
+# Whether the field is there on the installed redis-py, by client class:
+# found once, before the first lender of that kind.
+fields_hold: dict[Any, bool] = {}
+_MISSING = object()
+
+
+def internals_hold(plain: Any) -> bool:
+    """Whether connections of ``plain`` (``redis.Redis`` or ``redis.asyncio.Redis``)
+    have the private field a lender reads: checked once, on a connection that never connects."""
+    found = fields_hold.get(plain)
+    if found is None:
+        field = PRIVATE_FIELDS[plain]
+        try:
+            found = getattr(_CONNECTIONS[plain][1](), field, _MISSING) is None
+        except Exception:  # a constructor of another shape
+            found = False
+        fields_hold[plain] = found
+        if not found:
+            _log.debug(
+                "redis-py %s connections have no %s as expected: commands go through execute_command",
+                redis.__version__,
+                field,
+            )
+    return found
 
 
 # execute_command as redis-py defines it, before anything wraps it later.
@@ -59,10 +104,9 @@ def _pool_of(client: Any, plain: Any) -> Any:
     # keeps the original as __wrapped__): those want to see every command.
     if command is not _ORIGINAL.get(plain, command) or hasattr(command, "__wrapped__"):
         return None
-    single = getattr(client, "single_connection_client", False) or getattr(
-        client, "_single_connection_client", False
-    )
-    if single or getattr(client, "connection", None) is not None:
+    # A synchronous single-connection client holds its connection from the start;
+    # an asyncio one opens it with its first command.
+    if getattr(client, "single_connection_client", False) or getattr(client, "connection", None) is not None:
         return None
     pool = client.connection_pool
     # RESP3 brings push messages (client-side caching, maintenance
@@ -118,7 +162,10 @@ def _lender(client: Any, plain: Any, kind: type[_LenderBase]) -> Any:
     if not isinstance(client, plain):
         return None
     pool = _pool_of(client, plain)
-    if pool is None:
+    if pool is None or not internals_hold(plain):
+        return None
+    # A connection class of its own may keep its socket elsewhere.
+    if not issubclass(getattr(pool, "connection_class", object), _CONNECTIONS[plain][0]):
         return None
     lender = _lenders.get(pool)
     if lender is None:

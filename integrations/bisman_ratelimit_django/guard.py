@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.utils.functional import SimpleLazyObject, empty
 
 from bisman_ratelimit.core import ConfigurationError, Decision, InvalidArgument, StorageError
 from bisman_ratelimit.web import CONTENT_TYPE, Evaluation, RoutePlan, Rule, SingleCheck, Verdict
 
+from ._django_internals import header_store, unevaluated
 from .runtime import Runtime
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def apply_headers(response: HttpResponseBase, headers: Sequence[tuple[str, str]]
     fields = response.headers
     # Our names and values are printable ASCII built here, so Django's per-field charset and
     # newline checks (a third of this function's time) are skipped when its store is at hand.
-    store: dict[str, tuple[str, str]] | None = getattr(fields, "_store", None)
+    store = header_store(response)
     for name, value in headers:
         lower = _LOWER.get(name) or name.lower()
         # The store is keyed by lower-case name: asking it spares the mapping's raise-and-catch lookup.
@@ -203,7 +203,7 @@ def apply_passed(response: HttpResponseBase, passed: Passed) -> None:
     """The headers of a request let through by a quick single check."""
     single = passed.single
     item = single.ratelimit(passed.decision)
-    store: dict[str, tuple[str, str]] | None = getattr(response.headers, "_store", None)
+    store = header_store(response)
     if store is None or "ratelimit-policy" in store or "ratelimit" in store:
         apply_headers(response, (("RateLimit-Policy", single.policy_header), ("RateLimit", item)))
     else:
@@ -247,7 +247,7 @@ _NO_USER = (
 
 async def _user_async(request: HttpRequest) -> str | None:
     user = request.__dict__.get("user")
-    if isinstance(user, SimpleLazyObject) and user._wrapped is empty:
+    if unevaluated(user):
         auser = getattr(request, "auser", None)
         if auser is not None:
             return _username(await auser())

@@ -14,6 +14,8 @@ from typing import Any
 from starlette.routing import BaseRoute, Host, Match, Mount, compile_path
 from starlette.types import Scope
 
+from ._fastapi_internals import included_matcher, template_of
+
 __all__ = ["Resolved", "resolve", "uses_hosts"]
 
 # (template or None, the leaf route or None): the leaf has .endpoint, and .dependant in FastAPI.
@@ -35,8 +37,8 @@ def resolve(routes: Sequence[BaseRoute], scope: Scope) -> Resolved:
 
 
 def _leaf(route: BaseRoute, scope: Scope, child: Scope) -> Resolved:
-    select = getattr(route, "_match", None)
-    if select is not None and not isinstance(route, (Mount, Host)):
+    select = None if isinstance(route, (Mount, Host)) else included_matcher(route)
+    if select is not None:
         return _included(select, scope)
     if isinstance(route, (Mount, Host)):
         prefix = compile_path(route.path)[1] if isinstance(route, Mount) else ""
@@ -61,8 +63,7 @@ def _included(select: Any, scope: Scope) -> Resolved:
     if match is Match.NONE:
         return None, None
     if context is not None:
-        template = getattr(context.starlette_route, "path_format", None) or context.path_format
-        return template, context
+        return template_of(context), context
     if route is not None:
         return _leaf(route, {**scope, **child}, {})
     return None, None
