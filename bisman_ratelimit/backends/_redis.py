@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from importlib import resources
 from types import TracebackType
 from typing import Any, TypeVar
@@ -51,11 +52,11 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from bisman_ratelimit.backends._base import Check, Spec
 from bisman_ratelimit.backends._blocked import BlockedKeys
 from bisman_ratelimit.backends._cluster import (
+    BatchResult,
     GroupResult,
-    Outcome,
-    drive,
-    drive_async,
+    arun_step,
     grouped_check,
+    run_step,
     slot_groups,
 )
 from bisman_ratelimit.backends._wire import async_lender_for, lender_for
@@ -65,6 +66,8 @@ from bisman_ratelimit.core import (
     StorageError,
     StorageResponseError,
     StorageUnavailable,
+    adrive,
+    drive,
     hash_tag,
     make_decision,
 )
@@ -293,7 +296,7 @@ class _RedisBase:
             at += 4
         return raw[0] == 1, decisions, int(raw[at])
 
-    def cached(self, checks: list[Check]) -> Outcome | None:
+    def cached(self, checks: list[Check]) -> BatchResult | None:
         """A denial for every check from the blocked-keys cache, else ``None`` (no I/O)."""
         blocked = self.blocked
         if not blocked:  # none, or nothing blocked
@@ -403,14 +406,15 @@ class RedisStorage(_RedisBase):
         blocked.record(spec, cost, decision, asked_at)
         return decision
 
-    def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+    def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
         cached = self.cached(checks)
         if cached is not None:
             return cached
         groups = self._slot_groups(checks)
         if groups is not None:
             return drive(
-                grouped_check(checks, groups, commit), self._group_check, self._group_refund, self._all
+                grouped_check(checks, groups, commit),
+                partial(run_step, check=self._group_check, refund=self._group_refund, run_all=self._all),
             )
         ok, decisions, _ = self.check_timed(checks, commit)
         return ok, decisions
@@ -542,14 +546,15 @@ class AsyncRedisStorage(_RedisBase):
         blocked.record(spec, cost, decision, asked_at)
         return decision
 
-    async def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+    async def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
         cached = self.cached(checks)
         if cached is not None:
             return cached
         groups = self._slot_groups(checks)
         if groups is not None:
-            return await drive_async(
-                grouped_check(checks, groups, commit), self._group_check, self._group_refund
+            return await adrive(
+                grouped_check(checks, groups, commit),
+                partial(arun_step, check=self._group_check, refund=self._group_refund),
             )
         ok, decisions, _ = await self.check_timed(checks, commit)
         return ok, decisions

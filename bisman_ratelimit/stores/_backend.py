@@ -1,8 +1,9 @@
 """How a store talks to its backend: one call, one round trip.
 
 A store's core is I/O-free. Each operation is a generator that yields
-:class:`Call` objects and returns the decoded result; :func:`drive` and
-:func:`adrive` run it against a backend, so the sync and async stores are
+:class:`Call` objects and returns the decoded result;
+:func:`bisman_ratelimit.core.drive` and :func:`~bisman_ratelimit.core.adrive`
+run it against a backend's ``run``, so the sync and async stores are
 thin shells over the same code (the pattern of httpx's auth flows).
 
 A :class:`Call` names an :class:`Op`: a Lua script shipped in
@@ -28,7 +29,7 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from bisman_ratelimit.backends import Script, translate_errors
-from bisman_ratelimit.core import InvalidArgument
+from bisman_ratelimit.core import InvalidArgument, adrive, drive
 
 __all__ = [
     "AsyncMemoryRunner",
@@ -42,10 +43,8 @@ __all__ = [
     "ShellBase",
     "StoreScript",
     "StoreShell",
-    "adrive",
     "async_runner",
     "backend_from_url",
-    "drive",
     "sync_runner",
     "translate",
 ]
@@ -296,28 +295,6 @@ SyncRunner = RedisRunner | MemoryBackend
 AsyncRunner = AsyncRedisRunner | AsyncMemoryRunner
 
 
-def drive(runner: SyncRunner, flow: Flow[T]) -> T:
-    """Run an operation's calls one after the other and return its result."""
-    try:
-        call = next(flow)
-        while True:
-            call = flow.send(runner.run(call))
-    except StopIteration as stop:
-        result: T = stop.value
-        return result
-
-
-async def adrive(runner: AsyncRunner, flow: Flow[T]) -> T:
-    """:func:`drive`, awaiting each call."""
-    try:
-        call = next(flow)
-        while True:
-            call = flow.send(await runner.run(call))
-    except StopIteration as stop:
-        result: T = stop.value
-        return result
-
-
 def _describe(backend: object) -> str:
     return f"{type(backend).__module__}.{type(backend).__qualname__}"
 
@@ -398,11 +375,11 @@ class StoreShell(ShellBase):
         return runner if isinstance(runner, MemoryBackend) else runner.client
 
     def _run(self, flow: Flow[T]) -> T:
-        return drive(self._runner, flow)
+        return drive(flow, self._runner.run)
 
     def run(self, flow: Flow[T]) -> T:
         """Run an operation built by the store's ``core`` (for integrations composing them)."""
-        return drive(self._runner, flow)
+        return drive(flow, self._runner.run)
 
     def close(self) -> None:
         """Close the Redis client if this store built it from a URL."""
@@ -430,11 +407,11 @@ class AsyncStoreShell(ShellBase):
         return runner.backend if isinstance(runner, AsyncMemoryRunner) else runner.client
 
     async def _run(self, flow: Flow[T]) -> T:
-        return await adrive(self._runner, flow)
+        return await adrive(flow, self._runner.run)
 
     async def run(self, flow: Flow[T]) -> T:
         """Run an operation built by the store's ``core`` (for integrations composing them)."""
-        return await adrive(self._runner, flow)
+        return await adrive(flow, self._runner.run)
 
     async def aclose(self) -> None:
         """Close the Redis client if this store built it from a URL."""
