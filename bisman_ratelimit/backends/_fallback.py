@@ -338,9 +338,9 @@ class AsyncFallbackStorage(_FallbackBase):
         await self._guard(lambda: self.primary.release(key, lease_id), _nothing)
         self.local.release(key, lease_id)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         with contextlib.suppress(StorageError):
-            await self.primary.close()
+            await self.primary.aclose()
         self.local.close()
 
 

@@ -590,9 +590,9 @@ class AsyncRedisStorage(_RedisBase):
     async def release(self, key: str, lease_id: str) -> None:
         await self._run(self.client.zrem, self.lease_key(key), lease_id)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._lender is not None:
-            await self._lender.close()
+            await self._lender.aclose()
         await self.client.aclose()
         for other in self._closing:
             await other.aclose()

@@ -70,7 +70,7 @@ class _RoutingBase:
     def __init__(self, routes: Mapping[str, Any], default: Any, want_async: bool) -> None:
         for where, backend in [*((f"route {p!r}", b) for p, b in routes.items()), ("default", default)]:
             is_async = isinstance(backend, AsyncStorage) and inspect.iscoroutinefunction(backend.check)
-            if not isinstance(backend, Storage) or is_async != want_async:
+            if not isinstance(backend, AsyncStorage if want_async else Storage) or is_async != want_async:
                 kind = "an asynchronous" if want_async else "a synchronous"
                 raise InvalidArgument(f"{where} must be {kind} storage, got {backend!r}")
         self.router: NamespaceRouter[Any] = NamespaceRouter(routes, default=default)
@@ -182,9 +182,9 @@ class AsyncRoutingStorage(_RoutingBase):
     async def release(self, key: str, lease_id: str) -> None:
         await self.router.route(key).release(key, lease_id)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         for backend in self.backends:
-            await backend.close()
+            await backend.aclose()
 
 
 def routed_storage(

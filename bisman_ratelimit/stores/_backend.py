@@ -128,7 +128,7 @@ class AsyncRedisRunner:
                 await self.client.script_load(script.source)
                 return await self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self.client.aclose()
 
 
@@ -287,7 +287,7 @@ class AsyncMemoryRunner:
     async def run(self, call: Call) -> Any:
         return self.backend.run(call)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         self.backend.close()
 
 
@@ -416,7 +416,7 @@ class AsyncStoreShell(ShellBase):
     async def aclose(self) -> None:
         """Close the Redis client if this store built it from a URL."""
         if self._owns_client:
-            await self._runner.close()
+            await self._runner.aclose()
 
     async def __aenter__(self: A) -> A:
         return self

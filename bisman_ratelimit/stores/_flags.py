@@ -344,7 +344,7 @@ class _AsyncRedisSubscription:
         self.reconnected = False
         return changed
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self.pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
 
@@ -495,7 +495,7 @@ class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], Asy
                 if isinstance(subscription, _MemorySubscription):
                     subscription.close()
                 else:
-                    await subscription.close()
+                    await subscription.aclose()
 
     async def get(self, name: str, default: Any = None) -> Any:
         """The flag's value, or ``default`` if there is no such flag."""
