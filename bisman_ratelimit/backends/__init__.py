@@ -4,6 +4,7 @@ routing by namespace, and the fallback behind a circuit breaker, chosen by URL."
 from __future__ import annotations
 
 from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Check, Spec, Storage
+from bisman_ratelimit.backends._bounded import BoundedMap
 from bisman_ratelimit.backends._fallback import AsyncFallbackStorage, FallbackStorage
 from bisman_ratelimit.backends._memory import MemoryStorage
 from bisman_ratelimit.backends._redis import (
@@ -32,6 +33,7 @@ __all__ = [
     "AsyncRedisStorage",
     "AsyncRoutingStorage",
     "AsyncStorage",
+    "BoundedMap",
     "Check",
     "FallbackStorage",
     "MemoryStorage",

@@ -28,7 +28,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from bisman_ratelimit.backends import Script, translate_errors
+from bisman_ratelimit.backends import BoundedMap, Script, translate_errors
 from bisman_ratelimit.core import InvalidArgument, adrive, drive
 
 __all__ = [
@@ -156,24 +156,24 @@ class MemorySubscription:
 class MemoryBackend:
     """Store data in this process, with Redis semantics and lazy expiry.
 
-    ``clock`` returns seconds (default ``time.time``). It starts no thread:
-    an entry expires when next touched, and a sweep drops expired entries
-    once the new keys since the last sweep reach half of those held. At
-    ``max_keys`` the oldest created keys are dropped down to seven eighths
-    of the cap, so memory stays bounded.
+    ``clock`` returns seconds (default ``time.time``). It starts no thread
+    and holds at most ``max_keys`` keys, in the
+    :class:`~bisman_ratelimit.backends.BoundedMap` that the memory storage
+    of limits uses too: an entry expires when next touched, an amortised
+    sweep drops expired ones, and at the cap the oldest created go first.
     """
 
     def __init__(self, *, clock: Clock = time.time, max_keys: int = 100_000) -> None:
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 8:
-            raise InvalidArgument(f"max_keys must be a whole number >= 8, got {max_keys!r}")
         self.clock = clock
-        self.max_keys = max_keys
         # key -> [expires_at_ms or None, value]; value is a dict (hash), a
         # list (head first), a dict of scores (sorted set) or a str.
-        self._data: dict[str, list[Any]] = {}
+        self._map: BoundedMap[str] = BoundedMap(max_keys=max_keys)
         self._lock = threading.Lock()
-        self._new_since_sweep = 0
         self._subscriptions: dict[str, list[MemorySubscription]] = {}
+
+    @property
+    def max_keys(self) -> int:
+        return self._map.max_keys
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -188,74 +188,53 @@ class MemoryBackend:
     # Key space primitives, used by the stores' in-memory operations.
 
     def get(self, key: str, now: int) -> Any:
-        entry = self._data.get(key)
-        if entry is None:
-            return None
-        if entry[0] is not None and entry[0] <= now:
-            del self._data[key]
-            return None
-        return entry[1]
+        entry = self._map.entry(key, now)
+        return None if entry is None else entry[1]
 
     def put(self, key: str, value: Any, now: int) -> None:
         """Write ``key``, keeping its TTL if it exists (as Redis does for HSET, LPUSH...)."""
-        entry = self._data.get(key)
-        if entry is not None and (entry[0] is None or entry[0] > now):
+        entry = self._map.entry(key, now)
+        if entry is None:
+            self._map.add(key, [None, value], now)
+        else:
             entry[1] = value
-            return
-        self._data.pop(key, None)
-        self._new_since_sweep += 1
-        if len(self._data) >= self.max_keys:
-            self._sweep(now, evict=True)
-        elif self._new_since_sweep > max(1024, len(self._data) // 2):
-            self._sweep(now, evict=False)
-        self._data[key] = [None, value]
 
     def expire(self, key: str, ttl_ms: int, now: int) -> None:
-        if self.get(key, now) is not None:
-            self._data[key][0] = now + ttl_ms
+        entry = self._map.entry(key, now)
+        if entry is not None:
+            entry[0] = now + ttl_ms
 
     def pttl(self, key: str, now: int) -> int:
         """Milliseconds left, ``-1`` for a key without TTL, ``-2`` for a missing key."""
-        if self.get(key, now) is None:
+        entry = self._map.entry(key, now)
+        if entry is None:
             return -2
-        expires = self._data[key][0]
-        return -1 if expires is None else int(expires - now)
+        return -1 if entry[0] is None else int(entry[0] - now)
 
     def delete(self, key: str, now: int) -> bool:
-        found = self.get(key, now) is not None
-        self._data.pop(key, None)
+        found = self._map.entry(key, now) is not None
+        self._map.pop(key)
         return found
 
-    def drop_if_empty(self, key: str) -> None:
+    def drop_if_empty(self, key: str, now: int) -> None:
         """Redis removes a hash, list or set when its last element goes."""
-        entry = self._data.get(key)
+        entry = self._map.entry(key, now)
         if entry is not None and not entry[1]:
-            del self._data[key]
+            self._map.pop(key)
 
     def rename(self, old: str, new: str) -> None:
-        self._data[new] = self._data.pop(old)
+        self._map.rename(old, new)
 
     def live_keys(self) -> list[str]:
         """Every live key, for inspection and tests."""
         with self._lock:
             now = self.now_ms()
-            return [key for key in list(self._data) if self.get(key, now) is not None]
+            return [key for key in self._map if self._map.entry(key, now) is not None]
 
     def ttl(self, key: str) -> int:
         """:meth:`pttl` at the clock's current time."""
         with self._lock:
             return self.pttl(key, self.now_ms())
-
-    def _sweep(self, now: int, evict: bool) -> None:
-        data = self._data
-        self._new_since_sweep = 0
-        for key in [k for k, entry in data.items() if entry[0] is not None and entry[0] <= now]:
-            del data[key]
-        low_mark = self.max_keys * 7 // 8
-        if evict and len(data) > low_mark:
-            # dicts keep insertion order: the first keys are the oldest.
-            for key in list(data)[: len(data) - low_mark]:
-                del data[key]
 
     # Publish and subscribe, within this process.
 

@@ -186,7 +186,7 @@ def _mem_append(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[
     kept: list[str] | None = m.get(window(oldest), now)
     if kept is not None:
         del kept[min(seq, (first + 1) * size) - oldest + 1 :]
-        m.drop_if_empty(window(oldest))
+        m.drop_if_empty(window(oldest), now)
     for w in range(first, (seq - 1) // size + 1):
         m.expire(f"{base}:w:{w}", ttl, now)
     return seq

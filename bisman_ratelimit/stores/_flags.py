@@ -531,7 +531,7 @@ def _mem_write(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[A
         m.put(keys[0], flags, now)
     else:
         changed = flags.pop(name, None) is not None
-        m.drop_if_empty(keys[0])
+        m.drop_if_empty(keys[0], now)
     m.publish(channel, name)
     return int(changed)
 

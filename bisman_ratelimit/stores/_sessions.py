@@ -477,7 +477,7 @@ def _remove_from_index(m: MemoryBackend, index: str, session_id: str, now: int) 
     members: set[str] | None = m.get(index, now)
     if members is not None:
         members.discard(session_id)
-        m.drop_if_empty(index)
+        m.drop_if_empty(index, now)
 
 
 def _mem_load(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -576,7 +576,7 @@ def _mem_user(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[An
     if action == "delete":
         m.delete(keys[0], now)
     else:
-        m.drop_if_empty(keys[0])
+        m.drop_if_empty(keys[0], now)
     return live
 
 
