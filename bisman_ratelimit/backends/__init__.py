@@ -12,7 +12,6 @@ from bisman_ratelimit.backends._redis import (
     RATELIMIT,
     AsyncRedisStorage,
     RedisStorage,
-    Script,
     is_async_client,
     is_sync_client,
     translate_errors,
@@ -23,6 +22,7 @@ from bisman_ratelimit.backends._routing import (
     RoutingStorage,
     routed_storage,
 )
+from bisman_ratelimit.backends._scripts import Script
 from bisman_ratelimit.backends._urls import register_backend, storage_from_url
 
 __all__ = [

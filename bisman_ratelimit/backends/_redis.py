@@ -32,14 +32,12 @@ that touch the network.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from importlib import resources
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -59,6 +57,7 @@ from bisman_ratelimit.backends._cluster import (
     run_step,
     slot_groups,
 )
+from bisman_ratelimit.backends._scripts import Script
 from bisman_ratelimit.backends._wire import async_lender_for, lender_for
 from bisman_ratelimit.core import (
     Decision,
@@ -76,7 +75,6 @@ __all__ = [
     "DEFAULT_BUDGET",
     "AsyncRedisStorage",
     "RedisStorage",
-    "Script",
     "is_async_client",
     "is_cluster_client",
     "is_sync_client",
@@ -103,23 +101,6 @@ _FORMS = 1024
 
 # Exceptions a Redis call can raise that are Redis's fault, not ours.
 _FAULTS = (redis.RedisError, RedisClusterException, OSError)
-
-
-class Script:
-    """A Lua script assembled from package files: the shared head, then ``parts``.
-
-    ``bind`` adds ``local check = <name>`` before the last part, which is how
-    ``single.lua`` is pointed at one algorithm.
-    """
-
-    def __init__(self, *parts: str, bind: str | None = None) -> None:
-        folder = resources.files(__package__).joinpath("lua")
-        texts = [folder.joinpath(name).read_text() for name in ("common.lua", *parts)]
-        if bind is not None:
-            texts.insert(-1, f"local check = {bind}\n")
-        self.name = parts[-1]
-        self.source = "".join(texts)
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
 _ALGORITHM_FILES = tuple(f"algo_{name}.lua" for name in _CODES)
@@ -371,11 +352,7 @@ class RedisStorage(_RedisBase):
                 pool.disconnect()
 
     def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            self.client.script_load(script.source)
-            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        return script.run(self._call, self.client.script_load, keys, args)
 
     def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         # The first try is inline: the retry loop costs frames on every call.
@@ -509,11 +486,7 @@ class AsyncRedisStorage(_RedisBase):
                 await pool.disconnect()
 
     async def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await self.client.script_load(script.source)
-            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await script.arun(self._call, self.client.script_load, keys, args)
 
     async def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         # The first try is inline: the retry loop costs frames on every call.

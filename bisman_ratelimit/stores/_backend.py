@@ -15,18 +15,15 @@ runs under a lock, with the time from an injectable clock.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
-from redis.exceptions import NoScriptError
 
 from bisman_ratelimit.backends import BoundedMap, Script, translate_errors
 from bisman_ratelimit.core import InvalidArgument, adrive, drive
@@ -41,12 +38,11 @@ __all__ = [
     "Op",
     "RedisRunner",
     "ShellBase",
-    "StoreScript",
     "StoreShell",
     "async_runner",
     "backend_from_url",
+    "store_script",
     "sync_runner",
-    "translate",
 ]
 
 T = TypeVar("T")
@@ -56,26 +52,20 @@ Clock = Callable[[], float]
 MemoryImpl = Callable[["MemoryBackend", int, Sequence[str], Sequence[Any]], Any]
 
 
-class StoreScript(Script):
-    """A store script from ``stores/lua/``, after the engine's shared head.
+def store_script(name: str) -> Script:
+    """A script from ``stores/lua/``, after the engine's shared head.
 
-    The head (``backends/lua/common.lua``) reads the time from ``ARGV[1]``,
-    which the Redis runner always sends empty: the server's clock is used.
+    The head reads the time from ``ARGV[1]``, which the Redis runner always
+    sends empty: the server's clock is used.
     """
-
-    def __init__(self, name: str) -> None:
-        head = resources.files("bisman_ratelimit.backends").joinpath("lua/common.lua").read_text()
-        body = resources.files(__package__).joinpath(f"lua/{name}").read_text()
-        self.name = name
-        self.source = head + body
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+    return Script(name, package=__package__)
 
 
 @dataclass(frozen=True)
 class Op:
     """One backend operation: a Lua script and its in-memory twin."""
 
-    script: StoreScript
+    script: Script
     memory: MemoryImpl
 
 
@@ -90,9 +80,6 @@ class Call:
 
 Flow = Generator[Call, Any, T]
 
-translate = translate_errors()
-"""The choke point where redis-py exceptions become this library's."""
-
 
 class RedisRunner:
     """Runs calls on a ``redis.Redis`` client."""
@@ -101,13 +88,10 @@ class RedisRunner:
         self.client = client
 
     def run(self, call: Call) -> Any:
-        script = call.op.script
-        with translate:
-            try:
-                return self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
-            except NoScriptError:
-                self.client.script_load(script.source)
-                return self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
+        with translate_errors():
+            return call.op.script.run(
+                self.client.execute_command, self.client.script_load, call.keys, ("", *call.args)
+            )
 
     def close(self) -> None:
         self.client.close()
@@ -120,13 +104,10 @@ class AsyncRedisRunner:
         self.client = client
 
     async def run(self, call: Call) -> Any:
-        script = call.op.script
-        with translate:
-            try:
-                return await self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
-            except NoScriptError:
-                await self.client.script_load(script.source)
-                return await self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
+        with translate_errors():
+            return await call.op.script.arun(
+                self.client.execute_command, self.client.script_load, call.keys, ("", *call.args)
+            )
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -25,8 +25,8 @@ from bisman_ratelimit.stores._backend import (
     MemoryBackend,
     Op,
     ShellBase,
-    StoreScript,
     StoreShell,
+    store_script,
 )
 from bisman_ratelimit.stores._common import (
     decode_json,
@@ -207,5 +207,5 @@ def _mem_read(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[An
     return out
 
 
-APPEND = Op(StoreScript("chat_append.lua"), _mem_append)
-READ = Op(StoreScript("chat_read.lua"), _mem_read)
+APPEND = Op(store_script("chat_append.lua"), _mem_append)
+READ = Op(store_script("chat_read.lua"), _mem_read)

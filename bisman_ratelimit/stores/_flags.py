@@ -31,6 +31,7 @@ from typing import Any, Generic, Literal, TypeVar, get_args
 import redis
 import redis.asyncio
 
+from bisman_ratelimit.backends import translate_errors
 from bisman_ratelimit.core import InvalidArgument, StorageUnavailable, TTLPolicyError
 from bisman_ratelimit.stores._backend import (
     AsyncMemoryRunner,
@@ -41,9 +42,8 @@ from bisman_ratelimit.stores._backend import (
     MemorySubscription,
     Op,
     ShellBase,
-    StoreScript,
     StoreShell,
-    translate,
+    store_script,
 )
 from bisman_ratelimit.stores._common import encode_json, positive_seconds, text, valid_prefix
 from bisman_ratelimit.stores._namespaces import NamespaceRegistry, default_registry
@@ -279,7 +279,7 @@ class _RedisSubscription:
     def __init__(self, client: redis.Redis, channel: str, timeout: float) -> None:
         self.reconnected = False
         self.pubsub = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
-        with translate:
+        with translate_errors():
             self.pubsub.subscribe(channel)
             # Until the server confirms, a change could be missed.
             deadline = time.monotonic() + timeout
@@ -298,7 +298,7 @@ class _RedisSubscription:
 
     def changed(self) -> bool:
         changed = False
-        with translate:
+        with translate_errors():
             while (message := self.pubsub.get_message(timeout=0.0)) is not None:
                 changed = changed or message["type"] == "message"
         # Read after draining: reading may have reconnected, and missed messages meanwhile.
@@ -318,7 +318,7 @@ class _AsyncRedisSubscription:
         self.pubsub = client.pubsub()
 
     async def subscribe(self, channel: str, timeout: float) -> None:
-        with translate:
+        with translate_errors():
             await self.pubsub.subscribe(channel)
             deadline = time.monotonic() + timeout
             while True:
@@ -336,7 +336,7 @@ class _AsyncRedisSubscription:
 
     async def changed(self) -> bool:
         changed = False
-        with translate:
+        with translate_errors():
             while (message := await self.pubsub.get_message(timeout=0.0)) is not None:
                 changed = changed or message["type"] == "message"
         # Read after draining: reading may have reconnected, and missed messages meanwhile.
@@ -541,5 +541,5 @@ def _mem_read(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[An
     return [item for pair in flags.items() for item in pair]
 
 
-WRITE = Op(StoreScript("flag_write.lua"), _mem_write)
-READ = Op(StoreScript("flag_read.lua"), _mem_read)
+WRITE = Op(store_script("flag_write.lua"), _mem_write)
+READ = Op(store_script("flag_read.lua"), _mem_read)

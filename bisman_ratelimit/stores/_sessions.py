@@ -32,8 +32,8 @@ from bisman_ratelimit.stores._backend import (
     MemoryBackend,
     Op,
     ShellBase,
-    StoreScript,
     StoreShell,
+    store_script,
 )
 from bisman_ratelimit.stores._common import (
     decode_json,
@@ -580,9 +580,9 @@ def _mem_user(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[An
     return live
 
 
-LOAD = Op(StoreScript("session_load.lua"), _mem_load)
-CREATE = Op(StoreScript("session_create.lua"), _mem_create)
-WRITE = Op(StoreScript("session_write.lua"), _mem_write)
-ROTATE = Op(StoreScript("session_rotate.lua"), _mem_rotate)
-DELETE = Op(StoreScript("session_delete.lua"), _mem_delete)
-USER = Op(StoreScript("session_user.lua"), _mem_user)
+LOAD = Op(store_script("session_load.lua"), _mem_load)
+CREATE = Op(store_script("session_create.lua"), _mem_create)
+WRITE = Op(store_script("session_write.lua"), _mem_write)
+ROTATE = Op(store_script("session_rotate.lua"), _mem_rotate)
+DELETE = Op(store_script("session_delete.lua"), _mem_delete)
+USER = Op(store_script("session_user.lua"), _mem_user)
