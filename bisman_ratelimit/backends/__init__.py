@@ -13,6 +13,7 @@ from bisman_ratelimit.backends._redis import (
     AsyncRedisStorage,
     RedisStorage,
     is_async_client,
+    is_cluster_client,
     is_sync_client,
     translate_errors,
 )
@@ -23,11 +24,18 @@ from bisman_ratelimit.backends._routing import (
     routed_storage,
 )
 from bisman_ratelimit.backends._scripts import Script
-from bisman_ratelimit.backends._urls import register_backend, storage_from_url
+from bisman_ratelimit.backends._urls import (
+    REDIS_SCHEMES,
+    RedisConnection,
+    redis_from_url,
+    register_backend,
+    storage_from_url,
+)
 
 __all__ = [
     "DEFAULT_BUDGET",
     "RATELIMIT",
+    "REDIS_SCHEMES",
     "AsyncAdapter",
     "AsyncFallbackStorage",
     "AsyncRedisStorage",
@@ -38,13 +46,16 @@ __all__ = [
     "FallbackStorage",
     "MemoryStorage",
     "NamespaceRouter",
+    "RedisConnection",
     "RedisStorage",
     "RoutingStorage",
     "Script",
     "Spec",
     "Storage",
     "is_async_client",
+    "is_cluster_client",
     "is_sync_client",
+    "redis_from_url",
     "register_backend",
     "routed_storage",
     "storage_from_url",

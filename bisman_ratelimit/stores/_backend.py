@@ -20,13 +20,25 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
-from bisman_ratelimit.backends import BoundedMap, Script, translate_errors
-from bisman_ratelimit.core import InvalidArgument, adrive, drive
+from bisman_ratelimit.backends import (
+    REDIS_SCHEMES,
+    BoundedMap,
+    RedisConnection,
+    Script,
+    is_async_client,
+    is_cluster_client,
+    is_sync_client,
+    redis_from_url,
+    translate_errors,
+)
+from bisman_ratelimit.core import ConfigurationError, InvalidArgument, adrive, drive
 
 __all__ = [
     "AsyncMemoryRunner",
@@ -49,6 +61,8 @@ T = TypeVar("T")
 S = TypeVar("S", bound="StoreShell")
 A = TypeVar("A", bound="AsyncStoreShell")
 Clock = Callable[[], float]
+SyncClient = redis.Redis | redis.cluster.RedisCluster
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 MemoryImpl = Callable[["MemoryBackend", int, Sequence[str], Sequence[Any]], Any]
 
 
@@ -82,10 +96,15 @@ Flow = Generator[Call, Any, T]
 
 
 class RedisRunner:
-    """Runs calls on a ``redis.Redis`` client."""
+    """Runs calls on a ``redis.Redis`` or ``RedisCluster`` client.
 
-    def __init__(self, client: redis.Redis) -> None:
+    ``closing`` are clients closed with it (the sentinels', for a client
+    built from a ``redis+sentinel://`` URL).
+    """
+
+    def __init__(self, client: SyncClient, *, closing: tuple[Any, ...] = ()) -> None:
         self.client = client
+        self._closing = closing
 
     def run(self, call: Call) -> Any:
         with translate_errors():
@@ -95,13 +114,16 @@ class RedisRunner:
 
     def close(self) -> None:
         self.client.close()
+        for other in self._closing:
+            other.close()
 
 
 class AsyncRedisRunner:
-    """Runs calls on a ``redis.asyncio.Redis`` client."""
+    """Runs calls on a ``redis.asyncio.Redis`` or ``RedisCluster`` client."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: AsyncClient, *, closing: tuple[Any, ...] = ()) -> None:
         self.client = client
+        self._closing = closing
 
     async def run(self, call: Call) -> Any:
         with translate_errors():
@@ -111,6 +133,8 @@ class AsyncRedisRunner:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        for other in self._closing:
+            await other.aclose()
 
 
 class MemorySubscription:
@@ -259,32 +283,46 @@ def _describe(backend: object) -> str:
     return f"{type(backend).__module__}.{type(backend).__qualname__}"
 
 
-def sync_runner(backend: object) -> SyncRunner:
+def _on_cluster(client: object, store: type[ShellBase] | None) -> None:
+    """Refuse a Redis Cluster client for a store that cannot run there."""
+    if store is not None and store.cluster_refusal is not None and is_cluster_client(client):
+        raise ConfigurationError(f"{store.__name__} cannot run on Redis Cluster: {store.cluster_refusal}")
+
+
+def sync_runner(backend: object, store: type[ShellBase] | None = None) -> SyncRunner:
     """A runner for ``backend``: a URL, a ``redis.Redis`` client or a :class:`MemoryBackend`."""
     if isinstance(backend, str):
-        backend = backend_from_url(backend, use_async=False)
+        if _scheme(backend) != "memory":
+            connection = _connect(backend, asyncio=False, store=store)
+            return RedisRunner(connection.client, closing=connection.closing)
+        backend = _memory(backend)
     if isinstance(backend, MemoryBackend):
         return backend
-    if isinstance(backend, redis.asyncio.Redis):
+    if is_async_client(backend):
         raise InvalidArgument(
             "this store is synchronous: give it a redis.Redis client, or use the Async store"
         )
-    if isinstance(backend, redis.Redis):
-        return RedisRunner(backend)
+    if is_sync_client(backend):
+        _on_cluster(backend, store)
+        return RedisRunner(cast(SyncClient, backend))
     raise InvalidArgument(
         f"a store needs a URL, a redis.Redis client or a MemoryBackend, got {_describe(backend)}"
     )
 
 
-def async_runner(backend: object) -> AsyncRunner:
+def async_runner(backend: object, store: type[ShellBase] | None = None) -> AsyncRunner:
     """A runner for ``backend``: a URL, a ``redis.asyncio.Redis`` client or a :class:`MemoryBackend`."""
     if isinstance(backend, str):
-        backend = backend_from_url(backend, use_async=True)
+        if _scheme(backend) != "memory":
+            connection = _connect(backend, asyncio=True, store=store)
+            return AsyncRedisRunner(connection.client, closing=connection.closing)
+        backend = _memory(backend)
     if isinstance(backend, MemoryBackend):
         return AsyncMemoryRunner(backend)
-    if isinstance(backend, redis.asyncio.Redis):
-        return AsyncRedisRunner(backend)
-    if isinstance(backend, redis.Redis):
+    if is_async_client(backend):
+        _on_cluster(backend, store)
+        return AsyncRedisRunner(cast(AsyncClient, backend))
+    if is_sync_client(backend):
         raise InvalidArgument("this store is asynchronous: give it a redis.asyncio.Redis client")
     raise InvalidArgument(
         f"an async store needs a URL, a redis.asyncio.Redis client or a MemoryBackend, "
@@ -292,21 +330,47 @@ def async_runner(backend: object) -> AsyncRunner:
     )
 
 
-def backend_from_url(url: str, *, use_async: bool) -> MemoryBackend | redis.Redis | redis.asyncio.Redis:
-    """``memory://`` or ``redis://host:port/db`` (also ``rediss://``, ``unix://``)."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "memory":
-        if url.split("://", 1)[1] not in ("", "/"):
-            raise InvalidArgument(f"bad store URL {url!r}: memory:// takes no host or path")
-        return MemoryBackend()
-    if scheme in ("redis", "rediss", "unix"):
-        try:
-            if use_async:
-                return redis.asyncio.Redis.from_url(url)
-            return redis.Redis.from_url(url)
-        except ValueError as exc:
-            raise InvalidArgument(f"bad store URL {url!r}: {exc}") from None
-    raise InvalidArgument(f"bad store URL {url!r}: expected memory:// or redis://host:port/db")
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _memory(url: str) -> MemoryBackend:
+    if url.split("://", 1)[1] not in ("", "/"):
+        raise InvalidArgument(f"bad store URL {url!r}: memory:// takes no host or path")
+    return MemoryBackend()
+
+
+def _connect(url: str, *, asyncio: bool, store: type[ShellBase] | None) -> RedisConnection:
+    """The client of a Redis URL, built as the rate limits build theirs (budget, Sentinel, TLS)."""
+    if _scheme(url) not in REDIS_SCHEMES:
+        raise InvalidArgument(
+            f"bad store URL {url!r}: expected memory:// or {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+        )
+    return redis_from_url(
+        url,
+        asyncio=asyncio,
+        store="a store" if store is None else store.__name__,
+        cluster_refusal=None if store is None else store.cluster_refusal,
+    )
+
+
+def backend_from_url(
+    url: str, *, use_async: bool, store: type[ShellBase] | None = None
+) -> MemoryBackend | SyncClient | AsyncClient:
+    """A :class:`MemoryBackend` for ``memory://``, else the Redis client the URL names.
+
+    Redis URLs are read as the rate limits read them (``redis://``,
+    ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``,
+    with ``?timeout=`` the time budget of one call, 50 ms by default).
+    Given the ``store`` class the client is for, a URL that store cannot
+    use is refused now, with the reason. A store given a URL itself also
+    closes the sentinels' clients; here they are left to the garbage
+    collector.
+    """
+    if _scheme(url) == "memory":
+        return _memory(url)
+    client: SyncClient | AsyncClient = _connect(url, asyncio=use_async, store=store).client
+    return client
 
 
 class ShellBase:
@@ -317,6 +381,9 @@ class ShellBase:
     :class:`AsyncStoreShell` comes next in the class's bases.
     """
 
+    # Why the store cannot run on Redis Cluster, or None if it can.
+    cluster_refusal: ClassVar[str | None] = None
+
     def __init__(self, backend: object) -> None:
         self._owns_client = isinstance(backend, str)
 
@@ -325,11 +392,11 @@ class StoreShell(ShellBase):
     """Base of the synchronous stores: holds the runner, closes what it opened."""
 
     def __init__(self, backend: object) -> None:
-        self._runner = sync_runner(backend)
+        self._runner = sync_runner(backend, type(self))
         super().__init__(backend)
 
     @property
-    def backend(self) -> MemoryBackend | redis.Redis:
+    def backend(self) -> MemoryBackend | SyncClient:
         """The memory backend or Redis client in use."""
         runner = self._runner
         return runner if isinstance(runner, MemoryBackend) else runner.client
@@ -357,11 +424,11 @@ class AsyncStoreShell(ShellBase):
     """Base of the asynchronous stores."""
 
     def __init__(self, backend: object) -> None:
-        self._runner = async_runner(backend)
+        self._runner = async_runner(backend, type(self))
         super().__init__(backend)
 
     @property
-    def backend(self) -> MemoryBackend | redis.asyncio.Redis:
+    def backend(self) -> MemoryBackend | AsyncClient:
         """The memory backend or Redis client in use."""
         runner = self._runner
         return runner.backend if isinstance(runner, AsyncMemoryRunner) else runner.client

@@ -107,6 +107,11 @@ class ChatCore:
 class _ChatShell(ShellBase):
     """The constructor :class:`ChatContext` and :class:`AsyncChatContext` share."""
 
+    cluster_refusal = (
+        "its scripts name a thread's message windows at run time, "
+        "keys that Redis Cluster cannot route or keep in one slot"
+    )
+
     def __init__(
         self,
         backend: object,

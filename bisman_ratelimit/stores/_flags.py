@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import Any, Generic, Literal, TypeVar, cast, get_args
 
 import redis
 import redis.asyncio
@@ -362,6 +362,11 @@ class _MemorySubscription:
 class _FlagsShell(ShellBase, Generic[Sub]):
     """The constructor :class:`Flags` and :class:`AsyncFlags` share."""
 
+    cluster_refusal = (
+        "the flags cache listens for changes over pub/sub, "
+        "which it does on a single primary (or through Sentinel) only"
+    )
+
     def __init__(
         self,
         backend: object,
@@ -394,7 +399,8 @@ class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
         runner = self._runner
         if isinstance(runner, MemoryBackend):
             return _MemorySubscription(runner.subscribe(self.core.channel))
-        return _RedisSubscription(runner.client, self.core.channel, self.subscribe_timeout)
+        # cluster_refusal keeps Cluster clients out.
+        return _RedisSubscription(cast(redis.Redis, runner.client), self.core.channel, self.subscribe_timeout)
 
     def _snapshot(self) -> dict[str, Flag]:
         with self._lock:
@@ -467,7 +473,7 @@ class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], Asy
             if isinstance(runner, AsyncMemoryRunner):
                 self._subscription = _MemorySubscription(runner.backend.subscribe(self.core.channel))
             else:
-                subscribing = _AsyncRedisSubscription(runner.client)
+                subscribing = _AsyncRedisSubscription(cast(redis.asyncio.Redis, runner.client))
                 await subscribing.subscribe(self.core.channel, self.subscribe_timeout)
                 self._subscription = subscribing
         return True

@@ -288,6 +288,11 @@ class SessionCore:
 class _SessionShell(ShellBase):
     """The constructor :class:`SessionStore` and :class:`AsyncSessionStore` share."""
 
+    cluster_refusal = (
+        "its scripts find a user's session index and the sessions it lists from stored values, "
+        "keys that Redis Cluster cannot route or keep in one slot"
+    )
+
     def __init__(
         self,
         backend: object,
