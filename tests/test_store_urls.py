@@ -123,11 +123,11 @@ def test_bad_store_urls_are_named() -> None:
     with pytest.raises(
         InvalidArgument,
         match=re.escape(
-            "bad store URL 'mysql://x': expected memory:// or redis://, rediss://, unix://, "
+            "bad store URL 'mysql://u:***@x': expected memory:// or redis://, rediss://, unix://, "
             "redis+sentinel://, redis+cluster://"
         ),
     ):
-        backend_from_url("mysql://x", use_async=False)
+        backend_from_url("mysql://u:pw@x", use_async=False)
 
 
 STORE_CALLS: dict[str, Callable[[str], tuple[Any, Callable[[], object]]]] = {

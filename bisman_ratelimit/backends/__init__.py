@@ -27,6 +27,7 @@ from bisman_ratelimit.backends._scripts import Script
 from bisman_ratelimit.backends._urls import (
     REDIS_SCHEMES,
     RedisConnection,
+    masked_url,
     redis_from_url,
     register_backend,
     storage_from_url,
@@ -55,6 +56,7 @@ __all__ = [
     "is_async_client",
     "is_cluster_client",
     "is_sync_client",
+    "masked_url",
     "redis_from_url",
     "register_backend",
     "routed_storage",

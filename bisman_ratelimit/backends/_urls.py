@@ -59,6 +59,7 @@ __all__ = [
     "RedisConnection",
     "Spec",
     "Storage",
+    "masked_url",
     "redis_from_url",
     "register_backend",
     "storage_from_url",
@@ -133,10 +134,10 @@ def _memory(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
 
 
 def _bad(url: str, problem: str) -> InvalidArgument:
-    return InvalidArgument(f"bad storage URL {_masked(url)!r}: {problem}")
+    return InvalidArgument(f"bad storage URL {masked_url(url)!r}: {problem}")
 
 
-def _masked(url: str) -> str:
+def masked_url(url: str) -> str:
     """``url`` with any password replaced, for error messages."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
@@ -296,7 +297,7 @@ def redis_from_url(
     if connect is None:
         schemes = ", ".join(f"{name}://" for name in _CONNECTORS)
         raise InvalidArgument(
-            f"bad {'store' if store else 'storage'} URL {_masked(str(url))!r}: expected one of {schemes}"
+            f"bad {'store' if store else 'storage'} URL {masked_url(str(url))!r}: expected one of {schemes}"
         )
     names = (*_REDIS_OPTIONS, *(_SENTINEL_OPTIONS if scheme == "redis+sentinel" else ()))
     client_url, ours = _split_options(url, names, ("on_outage.",))
@@ -307,7 +308,7 @@ def redis_from_url(
             raise _bad(url, f"{', '.join(foreign)} {verb} of rate limit storage, not of {store}")
         if scheme == "redis+cluster" and cluster_refusal is not None:
             raise ConfigurationError(
-                f"{store} cannot run on Redis Cluster ({_masked(url)!r}): {cluster_refusal}"
+                f"{store} cannot run on Redis Cluster ({masked_url(url)!r}): {cluster_refusal}"
             )
     return connect(url, client_url, ours, options, asyncio)
 
@@ -463,7 +464,7 @@ def _cluster(
         client = cluster.RedisCluster(startup_nodes=nodes, **client_options)
     except (RedisError, RedisClusterException) as exc:
         # The synchronous client reads the slot map when made.
-        raise StorageUnavailable(f"Redis Cluster at {_masked(url)!r} is unavailable: {exc}") from exc
+        raise StorageUnavailable(f"Redis Cluster at {masked_url(url)!r} is unavailable: {exc}") from exc
     return RedisConnection(client=client, settings=settings)
 
 
@@ -503,7 +504,7 @@ def storage_from_url(url: str, *, asyncio: bool = False, **options: Any) -> Any:
     factory = _BACKENDS.get(scheme)
     if factory is None:
         raise InvalidArgument(
-            f"unsupported storage URL scheme {scheme + '://'!r} in {_masked(url)!r}: "
+            f"unsupported storage URL scheme {scheme + '://'!r} in {masked_url(url)!r}: "
             f"expected one of {', '.join(s + '://' for s in sorted(_BACKENDS))}"
         )
     return factory(url, asyncio, dict(options))

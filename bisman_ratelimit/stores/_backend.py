@@ -35,6 +35,7 @@ from bisman_ratelimit.backends import (
     is_async_client,
     is_cluster_client,
     is_sync_client,
+    masked_url,
     redis_from_url,
     translate_errors,
 )
@@ -344,7 +345,8 @@ def _connect(url: str, *, asyncio: bool, store: type[ShellBase] | None) -> Redis
     """The client of a Redis URL, built as the rate limits build theirs (budget, Sentinel, TLS)."""
     if _scheme(url) not in REDIS_SCHEMES:
         raise InvalidArgument(
-            f"bad store URL {url!r}: expected memory:// or {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+            f"bad store URL {masked_url(url)!r}: "
+            f"expected memory:// or {', '.join(s + '://' for s in REDIS_SCHEMES)}"
         )
     return redis_from_url(
         url,
