@@ -26,6 +26,7 @@ from bisman_ratelimit.stores import (
     ChatContext,
     FlagAdmin,
     Flags,
+    MemoryBackend,
     Presence,
     SessionStore,
     backend_from_url,
@@ -128,6 +129,21 @@ def test_bad_store_urls_are_named() -> None:
         ),
     ):
         backend_from_url("mysql://u:pw@x", use_async=False)
+
+
+def test_a_memory_url_takes_max_keys_as_for_limits() -> None:
+    backend = backend_from_url("memory://?max_keys=64", use_async=False)
+    assert isinstance(backend, MemoryBackend) and backend.max_keys == 64
+    with pytest.raises(
+        InvalidArgument,
+        match=re.escape("bad store URL 'memory://?max_keys=lots': max_keys must be a whole number"),
+    ):
+        SessionStore("memory://?max_keys=lots")
+    with pytest.raises(
+        InvalidArgument,
+        match=re.escape("bad store URL 'memory://here': memory:// takes no host or path, only ?max_keys=N"),
+    ):
+        AsyncSessionStore("memory://here")
 
 
 STORE_CALLS: dict[str, Callable[[str], tuple[Any, Callable[[], object]]]] = {

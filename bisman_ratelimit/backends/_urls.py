@@ -60,6 +60,7 @@ __all__ = [
     "Spec",
     "Storage",
     "masked_url",
+    "memory_options",
     "redis_from_url",
     "register_backend",
     "storage_from_url",
@@ -119,17 +120,22 @@ def _split_options(
     return urlunsplit(parts._replace(query=urlencode(rest))), ours
 
 
-def _memory(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
+def memory_options(url: str, *, what: str = "storage") -> dict[str, Any]:
+    """The settings of a ``memory://`` URL (``?max_keys=N``), for either in-memory twin."""
     _, ours = _split_options(url, ("max_keys",))
     parts = urlsplit(url)
     if parts.netloc or parts.path not in ("", "/"):
-        raise InvalidArgument(f"bad storage URL {url!r}: memory:// takes no host or path, only ?max_keys=N")
-    if "max_keys" in ours:
-        try:
-            options.setdefault("max_keys", int(ours["max_keys"]))
-        except ValueError:
-            raise InvalidArgument(f"bad storage URL {url!r}: max_keys must be a whole number") from None
-    storage = MemoryStorage(**options)
+        raise InvalidArgument(f"bad {what} URL {url!r}: memory:// takes no host or path, only ?max_keys=N")
+    if "max_keys" not in ours:
+        return {}
+    try:
+        return {"max_keys": int(ours["max_keys"])}
+    except ValueError:
+        raise InvalidArgument(f"bad {what} URL {url!r}: max_keys must be a whole number") from None
+
+
+def _memory(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
+    storage = MemoryStorage(**{**memory_options(url), **options})
     return AsyncAdapter(storage) if asyncio else storage
 
 

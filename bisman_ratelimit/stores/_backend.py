@@ -36,6 +36,7 @@ from bisman_ratelimit.backends import (
     is_cluster_client,
     is_sync_client,
     masked_url,
+    memory_options,
     redis_from_url,
     translate_errors,
 )
@@ -336,9 +337,7 @@ def _scheme(url: str) -> str:
 
 
 def _memory(url: str) -> MemoryBackend:
-    if url.split("://", 1)[1] not in ("", "/"):
-        raise InvalidArgument(f"bad store URL {url!r}: memory:// takes no host or path")
-    return MemoryBackend()
+    return MemoryBackend(**memory_options(url, what="store"))
 
 
 def _connect(url: str, *, asyncio: bool, store: type[ShellBase] | None) -> RedisConnection:
