@@ -233,7 +233,7 @@ async def redis_section(url: str, plan: Plan, notes: list[str]) -> str:
         results = await measure_async(contenders, CLIENTS, plan, concurrency=1)
     finally:
         for made in (limiter, core):
-            await made.close()
+            await made.aclose()
         await client.aclose()
     floor_name = "EVALSHA floor (redis.asyncio, return 1)"
     # Rounds interleave the contenders, so round i of each ran under much the same load: the
@@ -332,7 +332,7 @@ async def lag_section(url: str, requests: int, rounds: int) -> str:
             for name, app in [*apps[shift:], *apps[:shift]]:
                 samples[name].append(await _lag_under_load(app, requests, 64))
     finally:
-        await limiter.close()
+        await limiter.aclose()
     rows = []
     for name, runs in samples.items():
         lags = sorted(lag for run, _ in runs for lag in run)

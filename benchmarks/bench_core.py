@@ -458,7 +458,7 @@ async def _redis_async_rows(url: str, plan: Plan, notes: list[str]) -> list[list
                 ]
             )
     finally:
-        await limiter.close()
+        await limiter.aclose()
     return rows
 
 

@@ -311,14 +311,14 @@ class AsyncLimiter(_LimiterBase):
             return AsyncLease(self, key, lease_id)
         return None
 
-    async def close(self) -> None:
-        await self.storage.close()
+    async def aclose(self) -> None:
+        await self.storage.aclose()
 
     async def __aenter__(self) -> AsyncLimiter:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        await self.aclose()
 
 
 class Lease:

@@ -34,7 +34,7 @@ limiter = AsyncLimiter.from_url(STORAGE)
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
-    await limiter.close()
+    await limiter.aclose()
 
 
 app = FastAPI(title="bisman-ratelimit example", lifespan=lifespan)

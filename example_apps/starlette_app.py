@@ -105,7 +105,7 @@ limiter = AsyncLimiter.from_url(STORAGE)
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
-    await limiter.close()
+    await limiter.aclose()
 
 
 app = Starlette(

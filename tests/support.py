@@ -78,7 +78,7 @@ class SyncFacade:
         return call
 
     def shutdown(self) -> None:
-        self._loop.run_until_complete(self._limiter.close())
+        self._loop.run_until_complete(self._limiter.aclose())
         self._loop.close()
 
 

@@ -163,7 +163,7 @@ async def test_groups_run_at_the_same_time(redis_cluster: RedisClusterServers, m
     if mode == "sync":
         limiter.close()
     else:
-        await limiter.close()
+        await limiter.aclose()
 
 
 def test_cluster_url_with_fallback(redis_cluster: RedisClusterServers) -> None:
@@ -188,7 +188,7 @@ async def test_async_cluster_url(redis_cluster: RedisClusterServers) -> None:
     assert many.allowed
     again = await limiter.hit_many([("a", "1/hour"), ("b", "1/hour"), ("c", "1/hour")])
     assert [d.allowed for d in again.decisions] == [False, False, False]
-    await limiter.close()
+    await limiter.aclose()
 
 
 def test_existing_cluster_clients_are_accepted(redis_cluster: RedisClusterServers) -> None:

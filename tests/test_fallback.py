@@ -112,7 +112,7 @@ async def test_kill_mid_stream_no_errors_limits_enforced_breaker_opens(
         "rate-limit storage unavailable (3 failure(s) within 10 s: Redis is unavailable:"
     )
     assert warnings[0].endswith("deciding limits without it for 5 s, then probing")
-    await settle(limiter.close())
+    await settle(limiter.close() if mode == "sync" else limiter.aclose())
 
 
 def test_restart_closes_the_breaker_and_redis_decides_again(
@@ -206,7 +206,7 @@ async def test_debug_sleep_beyond_the_budget_waits_no_longer_than_the_budget(
     assert budget <= elapsed < budget + MARGIN, elapsed
     assert guard.stats().failures == 1
     sleeper.close()
-    await settle(limiter.close())
+    await settle(limiter.close() if mode == "sync" else limiter.aclose())
 
 
 def test_debug_sleep_without_fallback_raises_within_the_budget(server: RedisServer) -> None:

@@ -97,7 +97,7 @@ async def test_one_round_trip_per_request_on_redis(redis_url: str) -> None:
             assert stats["cmdstat_evalsha"]["calls"] == 3
             assert not {"cmdstat_eval", "cmdstat_script|load", "cmdstat_get", "cmdstat_incr"} & set(stats)
     finally:
-        await limiter.close()
+        await limiter.aclose()
 
 
 async def test_limit_decorator_on_a_fastapi_endpoint_in_either_order(clock: ManualClock) -> None:

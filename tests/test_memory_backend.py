@@ -27,7 +27,7 @@ def test_entries_vanish_once_replenished(clock: ManualClock) -> None:
     clock.advance(6)  # one token back: full again
     for i in range(2000):
         limiter.hit(f"other:{i}", "10/minute", "token_bucket")
-    assert ("k",) not in {key[:1] for key in storage._data}
+    assert ("k",) not in {key[:1] for key in storage._map}
 
 
 def test_never_holds_more_than_max_keys(clock: ManualClock) -> None:

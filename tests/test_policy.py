@@ -343,7 +343,7 @@ async def test_run_async_on_redis_peeks_and_hits_in_one_call_each(
         assert refused.retry_after == 60
         assert ("Retry-After", str(refused.retry_after)) in refused.headers
     finally:
-        await limiter.close()
+        await limiter.aclose()
 
 
 async def _one(limiter: AsyncLimiter, op: tuple[object, ...]) -> MultiDecision:

@@ -62,7 +62,7 @@ async def test_async_sentinel_url_reaches_the_primary(sentinel_setup: SentinelSe
         True,
         False,
     ]
-    await limiter.close()
+    await limiter.aclose()
     assert count_on(sentinel_setup, sentinel_setup.primary_port()) == 2
 
 
@@ -175,6 +175,6 @@ async def test_forced_failover_during_an_async_stream_of_hits(sentinel_setup: Se
     await asyncio.to_thread(wait_until_served_by, sentinel_setup, new, stream)
     stream.stop.set()
     await task
-    await limiter.close()
+    await limiter.aclose()
     assert stream.errors == []
     assert stream.longest_gap() < 0.5

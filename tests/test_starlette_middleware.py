@@ -342,7 +342,7 @@ async def test_storage_down_fails_open_or_closed(client_for: Any, caplog: Any) -
         )
         assert "rate-limit storage failed, refusing GET /items/1: Redis is unavailable" in caplog.text
     finally:
-        await limiter.close()
+        await limiter.aclose()
 
 
 async def test_user_key_without_authentication_middleware_says_what_to_do(client_for: Any) -> None:
@@ -402,7 +402,7 @@ async def test_redis_backend_counts_across_app_instances(redis_url: str, client_
         assert 1 <= int(refused.headers["retry-after"]) <= 120
     finally:
         for limiter in limiters:
-            await limiter.close()
+            await limiter.aclose()
 
 
 async def test_head_requests_fall_under_the_get_entry(clock: ManualClock, client_for: Any) -> None:

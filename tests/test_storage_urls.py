@@ -100,7 +100,7 @@ async def test_async_fallback_from_the_url() -> None:
     assert isinstance(storage, AsyncFallbackStorage)
     assert isinstance(storage.primary, AsyncRedisStorage) and storage.primary.budget == 0.02
     assert isinstance(storage.primary.client.connection_pool, redis.asyncio.BlockingConnectionPool)
-    await storage.close()
+    await storage.aclose()
 
 
 def test_sentinel_url_is_parsed_without_connecting() -> None:

@@ -191,7 +191,7 @@ async def test_async_lender(redis_url: str) -> None:
     assert [(await limiter.hit("a", "2/minute")).allowed for _ in range(3)] == [True, True, False]
     pool = client.connection_pool
     assert in_use(pool) == 1
-    await limiter.close()
+    await limiter.aclose()
     assert in_use(pool) == 0
 
 
@@ -206,7 +206,7 @@ async def test_async_stale_connections_after_a_restart_cost_one_retry(server: Re
     server.start()
     assert (await limiter.hit("a", "2/minute")).remaining == 1
     assert [conn.is_connected for conn in conns] == [False, False, True]
-    await limiter.close()
+    await limiter.aclose()
 
 
 async def test_an_async_write_the_server_does_not_take_is_bounded_by_the_socket_timeout(

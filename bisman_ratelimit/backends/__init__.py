@@ -4,6 +4,7 @@ routing by namespace, and the fallback behind a circuit breaker, chosen by URL."
 from __future__ import annotations
 
 from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Check, Spec, Storage
+from bisman_ratelimit.backends._bounded import BoundedMap
 from bisman_ratelimit.backends._fallback import AsyncFallbackStorage, FallbackStorage
 from bisman_ratelimit.backends._memory import MemoryStorage
 from bisman_ratelimit.backends._redis import (
@@ -11,8 +12,8 @@ from bisman_ratelimit.backends._redis import (
     RATELIMIT,
     AsyncRedisStorage,
     RedisStorage,
-    Script,
     is_async_client,
+    is_cluster_client,
     is_sync_client,
     translate_errors,
 )
@@ -22,27 +23,43 @@ from bisman_ratelimit.backends._routing import (
     RoutingStorage,
     routed_storage,
 )
-from bisman_ratelimit.backends._urls import register_backend, storage_from_url
+from bisman_ratelimit.backends._scripts import Script
+from bisman_ratelimit.backends._urls import (
+    REDIS_SCHEMES,
+    RedisConnection,
+    masked_url,
+    memory_options,
+    redis_from_url,
+    register_backend,
+    storage_from_url,
+)
 
 __all__ = [
     "DEFAULT_BUDGET",
     "RATELIMIT",
+    "REDIS_SCHEMES",
     "AsyncAdapter",
     "AsyncFallbackStorage",
     "AsyncRedisStorage",
     "AsyncRoutingStorage",
     "AsyncStorage",
+    "BoundedMap",
     "Check",
     "FallbackStorage",
     "MemoryStorage",
     "NamespaceRouter",
+    "RedisConnection",
     "RedisStorage",
     "RoutingStorage",
     "Script",
     "Spec",
     "Storage",
     "is_async_client",
+    "is_cluster_client",
     "is_sync_client",
+    "masked_url",
+    "memory_options",
+    "redis_from_url",
     "register_backend",
     "routed_storage",
     "storage_from_url",

@@ -65,7 +65,7 @@ class AsyncStorage(Protocol):
 
     async def release(self, key: str, lease_id: str) -> None: ...
 
-    async def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class AsyncAdapter:
@@ -89,5 +89,5 @@ class AsyncAdapter:
     async def release(self, key: str, lease_id: str) -> None:
         self.sync.release(key, lease_id)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         self.sync.close()

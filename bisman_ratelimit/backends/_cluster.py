@@ -24,8 +24,9 @@ Keep the limits of one request under one identity (the key given to
 the guarantee matters.
 
 The flow is written once, I/O-free, as a generator (:func:`grouped_check`)
-that yields the calls to make; :func:`drive` and :func:`drive_async` make
-them.
+that yields the calls to make; :func:`bisman_ratelimit.core.drive` with
+:func:`run_step` and :func:`bisman_ratelimit.core.adrive` with
+:func:`arun_step` make them.
 """
 
 from __future__ import annotations
@@ -44,21 +45,22 @@ from bisman_ratelimit.core import Decision, StorageError
 
 __all__ = [
     "AsyncRefundable",
+    "BatchResult",
     "Commit",
     "GroupResult",
-    "Outcome",
     "Refund",
     "Refundable",
-    "drive",
-    "drive_async",
+    "arun_step",
     "grouped_check",
+    "run_in_turn",
+    "run_step",
     "slot_groups",
 ]
 
 _log = logging.getLogger("bisman_ratelimit.cluster")
 
 # (all allowed, decisions)
-Outcome = tuple[bool, list[Decision]]
+BatchResult = tuple[bool, list[Decision]]
 # (all allowed, decisions, when the hits were consumed: a server time in
 # microseconds, or None when they cannot be refunded)
 GroupResult = tuple[bool, list[Decision], int | None]
@@ -121,7 +123,7 @@ Answers = list[Any]
 
 def grouped_check(
     checks: list[Check], groups: list[list[int]], commit: bool
-) -> Generator[Step, Answers, Outcome]:
+) -> Generator[Step, Answers, BatchResult]:
     """The grouped ``check_many``: yields steps, receives their answers, returns the outcome."""
     parts = [[checks[i] for i in group] for group in groups]
     results: Answers = yield Commit(list(enumerate(parts)), commit)
@@ -157,20 +159,15 @@ def _calls(step: Step, check: CheckGroup, refund: RefundGroup) -> list[Callable[
     return [partial(refund, k, part, at) for k, part, at in step.parts]
 
 
-def drive(
-    flow: Generator[Step, Answers, Outcome],
+def run_step(
+    step: Step,
+    *,
     check: CheckGroup,
     refund: RefundGroup,
     run_all: Callable[[list[Callable[[], Any]]], Answers],
-) -> Outcome:
-    """Run ``flow`` with blocking calls; ``run_all`` runs a step's calls (at once, ideally)."""
-    try:
-        step = next(flow)
-        while True:
-            step = flow.send(run_all(_calls(step, check, refund)))
-    except StopIteration as stop:
-        outcome: Outcome = stop.value
-        return outcome
+) -> Answers:
+    """Make a step's blocking calls; ``run_all`` runs them (at once, ideally)."""
+    return run_all(_calls(step, check, refund))
 
 
 def run_in_turn(calls: list[Callable[[], Any]]) -> Answers:
@@ -184,18 +181,12 @@ def run_in_turn(calls: list[Callable[[], Any]]) -> Answers:
     return answers
 
 
-async def drive_async(
-    flow: Generator[Step, Answers, Outcome],
+async def arun_step(
+    step: Step,
+    *,
     check: Callable[[int, list[Check], bool], Awaitable[Any]],
     refund: Callable[[int, list[Check], int | None], Awaitable[Any]],
-) -> Outcome:
-    """Run ``flow`` with coroutines, each step's calls concurrently."""
-    try:
-        step = next(flow)
-        while True:
-            calls = _calls(step, check, refund)
-            answers = await asyncio.gather(*(call() for call in calls), return_exceptions=True)
-            step = flow.send(list(answers))
-    except StopIteration as stop:
-        outcome: Outcome = stop.value
-        return outcome
+) -> Answers:
+    """Make a step's calls as coroutines, concurrently."""
+    calls = _calls(step, check, refund)
+    return list(await asyncio.gather(*(call() for call in calls), return_exceptions=True))

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar, cast, get_args
 
 from bisman_ratelimit.backends._base import AsyncStorage, Check, Spec, Storage
-from bisman_ratelimit.backends._cluster import AsyncRefundable, GroupResult, Outcome, Refundable
+from bisman_ratelimit.backends._cluster import AsyncRefundable, BatchResult, GroupResult, Refundable
 from bisman_ratelimit.backends._memory import MemoryStorage
 from bisman_ratelimit.backends._routing import NamespaceRouter
 from bisman_ratelimit.core import (
@@ -115,7 +115,7 @@ class _FallbackBase:
         # The primary's blocked-keys cache answers without Redis, so it is
         # asked before the breaker: such answers must not count as probes.
         cached = getattr(primary, "cached", None)
-        self._cached: Callable[[list[Check]], Outcome | None] = cached if callable(cached) else _no_cache
+        self._cached: Callable[[list[Check]], BatchResult | None] = cached if callable(cached) else _no_cache
 
     def _log_transition(self, change: Transition) -> None:
         if change.new == "open":
@@ -136,7 +136,7 @@ class _FallbackBase:
             return spec
         return Spec(spec.algorithm, max(1, spec.amount // n), spec.period_us, max(1, spec.capacity // n))
 
-    def _local(self, checks: list[Check], commit: bool) -> Outcome:
+    def _local(self, checks: list[Check], commit: bool) -> BatchResult:
         self.answered_locally += 1
         reactions = [self._reaction(key, spec) for key, spec, _ in checks]
         closed = "closed" in reactions
@@ -185,7 +185,7 @@ def _nothing() -> None:
     return None
 
 
-def _no_cache(checks: list[Check]) -> Outcome | None:
+def _no_cache(checks: list[Check]) -> BatchResult | None:
     return None
 
 
@@ -224,7 +224,7 @@ class FallbackStorage(_FallbackBase):
             lambda: self._local([(key, spec, cost)], commit)[1][0],
         )
 
-    def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+    def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
         cached = self._cached(checks)
         if cached is not None:
             return cached
@@ -301,7 +301,7 @@ class AsyncFallbackStorage(_FallbackBase):
             lambda: self._local([(key, spec, cost)], commit)[1][0],
         )
 
-    async def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+    async def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
         cached = self._cached(checks)
         if cached is not None:
             return cached
@@ -338,9 +338,9 @@ class AsyncFallbackStorage(_FallbackBase):
         await self._guard(lambda: self.primary.release(key, lease_id), _nothing)
         self.local.release(key, lease_id)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         with contextlib.suppress(StorageError):
-            await self.primary.close()
+            await self.primary.aclose()
         self.local.close()
 
 

@@ -32,13 +32,12 @@ that touch the network.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -51,13 +50,14 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from bisman_ratelimit.backends._base import Check, Spec
 from bisman_ratelimit.backends._blocked import BlockedKeys
 from bisman_ratelimit.backends._cluster import (
+    BatchResult,
     GroupResult,
-    Outcome,
-    drive,
-    drive_async,
+    arun_step,
     grouped_check,
+    run_step,
     slot_groups,
 )
+from bisman_ratelimit.backends._scripts import Script
 from bisman_ratelimit.backends._wire import async_lender_for, lender_for
 from bisman_ratelimit.core import (
     Decision,
@@ -65,6 +65,8 @@ from bisman_ratelimit.core import (
     StorageError,
     StorageResponseError,
     StorageUnavailable,
+    adrive,
+    drive,
     hash_tag,
     make_decision,
 )
@@ -73,7 +75,6 @@ __all__ = [
     "DEFAULT_BUDGET",
     "AsyncRedisStorage",
     "RedisStorage",
-    "Script",
     "is_async_client",
     "is_cluster_client",
     "is_sync_client",
@@ -100,23 +101,6 @@ _FORMS = 1024
 
 # Exceptions a Redis call can raise that are Redis's fault, not ours.
 _FAULTS = (redis.RedisError, RedisClusterException, OSError)
-
-
-class Script:
-    """A Lua script assembled from package files: the shared head, then ``parts``.
-
-    ``bind`` adds ``local check = <name>`` before the last part, which is how
-    ``single.lua`` is pointed at one algorithm.
-    """
-
-    def __init__(self, *parts: str, bind: str | None = None) -> None:
-        folder = resources.files(__package__).joinpath("lua")
-        texts = [folder.joinpath(name).read_text() for name in ("common.lua", *parts)]
-        if bind is not None:
-            texts.insert(-1, f"local check = {bind}\n")
-        self.name = parts[-1]
-        self.source = "".join(texts)
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
 _ALGORITHM_FILES = tuple(f"algo_{name}.lua" for name in _CODES)
@@ -293,7 +277,7 @@ class _RedisBase:
             at += 4
         return raw[0] == 1, decisions, int(raw[at])
 
-    def cached(self, checks: list[Check]) -> Outcome | None:
+    def cached(self, checks: list[Check]) -> BatchResult | None:
         """A denial for every check from the blocked-keys cache, else ``None`` (no I/O)."""
         blocked = self.blocked
         if not blocked:  # none, or nothing blocked
@@ -368,11 +352,7 @@ class RedisStorage(_RedisBase):
                 pool.disconnect()
 
     def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            self.client.script_load(script.source)
-            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        return script.run(self._call, self.client.script_load, keys, args)
 
     def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         # The first try is inline: the retry loop costs frames on every call.
@@ -403,14 +383,15 @@ class RedisStorage(_RedisBase):
         blocked.record(spec, cost, decision, asked_at)
         return decision
 
-    def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+    def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
         cached = self.cached(checks)
         if cached is not None:
             return cached
         groups = self._slot_groups(checks)
         if groups is not None:
             return drive(
-                grouped_check(checks, groups, commit), self._group_check, self._group_refund, self._all
+                grouped_check(checks, groups, commit),
+                partial(run_step, check=self._group_check, refund=self._group_refund, run_all=self._all),
             )
         ok, decisions, _ = self.check_timed(checks, commit)
         return ok, decisions
@@ -505,11 +486,7 @@ class AsyncRedisStorage(_RedisBase):
                 await pool.disconnect()
 
     async def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await self.client.script_load(script.source)
-            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await script.arun(self._call, self.client.script_load, keys, args)
 
     async def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         # The first try is inline: the retry loop costs frames on every call.
@@ -542,14 +519,15 @@ class AsyncRedisStorage(_RedisBase):
         blocked.record(spec, cost, decision, asked_at)
         return decision
 
-    async def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+    async def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
         cached = self.cached(checks)
         if cached is not None:
             return cached
         groups = self._slot_groups(checks)
         if groups is not None:
-            return await drive_async(
-                grouped_check(checks, groups, commit), self._group_check, self._group_refund
+            return await adrive(
+                grouped_check(checks, groups, commit),
+                partial(arun_step, check=self._group_check, refund=self._group_refund),
             )
         ok, decisions, _ = await self.check_timed(checks, commit)
         return ok, decisions
@@ -585,9 +563,9 @@ class AsyncRedisStorage(_RedisBase):
     async def release(self, key: str, lease_id: str) -> None:
         await self._run(self.client.zrem, self.lease_key(key), lease_id)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._lender is not None:
-            await self._lender.close()
+            await self._lender.aclose()
         await self.client.aclose()
         for other in self._closing:
             await other.aclose()

@@ -21,21 +21,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from bisman_ratelimit.backends._base import AsyncStorage, Check, Spec, Storage
 from bisman_ratelimit.backends._cluster import (
     AsyncRefundable,
+    BatchResult,
     GroupResult,
-    Outcome,
     Refundable,
-    drive,
-    drive_async,
+    arun_step,
     grouped_check,
     groups_by,
     run_in_turn,
+    run_step,
 )
-from bisman_ratelimit.core import Decision, InvalidArgument
+from bisman_ratelimit.core import Decision, InvalidArgument, adrive, drive
 
 __all__ = ["AsyncRoutingStorage", "NamespaceRouter", "RoutingStorage", "routed_storage"]
 
@@ -69,7 +70,7 @@ class _RoutingBase:
     def __init__(self, routes: Mapping[str, Any], default: Any, want_async: bool) -> None:
         for where, backend in [*((f"route {p!r}", b) for p, b in routes.items()), ("default", default)]:
             is_async = isinstance(backend, AsyncStorage) and inspect.iscoroutinefunction(backend.check)
-            if not isinstance(backend, Storage) or is_async != want_async:
+            if not isinstance(backend, AsyncStorage if want_async else Storage) or is_async != want_async:
                 kind = "an asynchronous" if want_async else "a synchronous"
                 raise InvalidArgument(f"{where} must be {kind} storage, got {backend!r}")
         self.router: NamespaceRouter[Any] = NamespaceRouter(routes, default=default)
@@ -93,10 +94,10 @@ class RoutingStorage(_RoutingBase):
         backend: Storage = self.router.route(key)
         return backend.check(key, spec, cost, commit)
 
-    def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+    def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
         backends, groups = self._split(checks)
         if len(groups) == 1:
-            result: Outcome = backends[0].check_many(checks, commit)
+            result: BatchResult = backends[0].check_many(checks, commit)
             return result
 
         def check(group: int, part: list[Check], commit: bool) -> GroupResult:
@@ -115,7 +116,10 @@ class RoutingStorage(_RoutingBase):
             looked: list[Decision] = backend.check_many(part, False)[1]
             return looked
 
-        return drive(grouped_check(checks, groups, commit), check, refund, run_in_turn)
+        return drive(
+            grouped_check(checks, groups, commit),
+            partial(run_step, check=check, refund=refund, run_all=run_in_turn),
+        )
 
     def reset(self, key: str, spec: Spec) -> None:
         self.router.route(key).reset(key, spec)
@@ -142,10 +146,10 @@ class AsyncRoutingStorage(_RoutingBase):
         backend: AsyncStorage = self.router.route(key)
         return await backend.check(key, spec, cost, commit)
 
-    async def check_many(self, checks: list[Check], commit: bool) -> Outcome:
+    async def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
         backends, groups = self._split(checks)
         if len(groups) == 1:
-            result: Outcome = await backends[0].check_many(checks, commit)
+            result: BatchResult = await backends[0].check_many(checks, commit)
             return result
 
         async def check(group: int, part: list[Check], commit: bool) -> GroupResult:
@@ -164,7 +168,9 @@ class AsyncRoutingStorage(_RoutingBase):
             looked: list[Decision] = (await backend.check_many(part, False))[1]
             return looked
 
-        return await drive_async(grouped_check(checks, groups, commit), check, refund)
+        return await adrive(
+            grouped_check(checks, groups, commit), partial(arun_step, check=check, refund=refund)
+        )
 
     async def reset(self, key: str, spec: Spec) -> None:
         await self.router.route(key).reset(key, spec)
@@ -176,9 +182,9 @@ class AsyncRoutingStorage(_RoutingBase):
     async def release(self, key: str, lease_id: str) -> None:
         await self.router.route(key).release(key, lease_id)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         for backend in self.backends:
-            await backend.close()
+            await backend.aclose()
 
 
 def routed_storage(

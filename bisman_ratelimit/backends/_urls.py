@@ -32,26 +32,36 @@ The same settings can be given as keyword arguments (``timeout=0.05``,
 ``fallback=True``, ``on_outage=...`` also a function, ``on_outage_by_prefix``,
 ``instances``, ``breaker=CircuitBreaker(...)``, ``blocked_cache=False``).
 Third parties add schemes with :func:`register_backend`.
+
+:func:`redis_from_url` is where a Redis URL becomes a client and these
+settings, for rate limits and for the stores alike (which take only
+``timeout`` of them).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Check, Spec, Storage
 from bisman_ratelimit.backends._memory import MemoryStorage
-from bisman_ratelimit.core import InvalidArgument
+from bisman_ratelimit.core import ConfigurationError, InvalidArgument
 
 __all__ = [
+    "REDIS_SCHEMES",
     "AsyncAdapter",
     "AsyncStorage",
     "Check",
     "MemoryStorage",
+    "RedisConnection",
     "Spec",
     "Storage",
+    "masked_url",
+    "memory_options",
+    "redis_from_url",
     "register_backend",
     "storage_from_url",
 ]
@@ -71,6 +81,7 @@ _REDIS_OPTIONS = (
     "breaker_open",
     "breaker_probes",
 )
+_SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
 _FALLBACK_OPTIONS = (
     "on_outage",
     "on_outage_by_prefix",
@@ -109,25 +120,30 @@ def _split_options(
     return urlunsplit(parts._replace(query=urlencode(rest))), ours
 
 
-def _memory(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
+def memory_options(url: str, *, what: str = "storage") -> dict[str, Any]:
+    """The settings of a ``memory://`` URL (``?max_keys=N``), for either in-memory twin."""
     _, ours = _split_options(url, ("max_keys",))
     parts = urlsplit(url)
     if parts.netloc or parts.path not in ("", "/"):
-        raise InvalidArgument(f"bad storage URL {url!r}: memory:// takes no host or path, only ?max_keys=N")
-    if "max_keys" in ours:
-        try:
-            options.setdefault("max_keys", int(ours["max_keys"]))
-        except ValueError:
-            raise InvalidArgument(f"bad storage URL {url!r}: max_keys must be a whole number") from None
-    storage = MemoryStorage(**options)
+        raise InvalidArgument(f"bad {what} URL {url!r}: memory:// takes no host or path, only ?max_keys=N")
+    if "max_keys" not in ours:
+        return {}
+    try:
+        return {"max_keys": int(ours["max_keys"])}
+    except ValueError:
+        raise InvalidArgument(f"bad {what} URL {url!r}: max_keys must be a whole number") from None
+
+
+def _memory(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
+    storage = MemoryStorage(**{**memory_options(url), **options})
     return AsyncAdapter(storage) if asyncio else storage
 
 
 def _bad(url: str, problem: str) -> InvalidArgument:
-    return InvalidArgument(f"bad storage URL {_masked(url)!r}: {problem}")
+    return InvalidArgument(f"bad storage URL {masked_url(url)!r}: {problem}")
 
 
-def _masked(url: str) -> str:
+def masked_url(url: str) -> str:
     """``url`` with any password replaced, for error messages."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
@@ -246,25 +262,88 @@ def _client_options(settings: _Settings, options: dict[str, Any], asyncio: bool)
     }
 
 
-def _storage(client: Any, settings: _Settings, asyncio: bool, closing: tuple[Any, ...] = ()) -> Any:
+@dataclass(frozen=True)
+class RedisConnection:
+    """A Redis client built from a URL, with this library's settings from it.
+
+    ``closing`` are clients to close with ``client``: those of the
+    sentinels, for a ``redis+sentinel://`` URL.
+    """
+
+    client: Any
+    settings: _Settings
+    closing: tuple[Any, ...] = ()
+
+    @property
+    def budget(self) -> float:
+        """The time budget of one call, in seconds."""
+        return self.settings.budget
+
+
+def redis_from_url(
+    url: str,
+    *,
+    asyncio: bool,
+    options: dict[str, Any] | None = None,
+    store: str | None = None,
+    cluster_refusal: str | None = None,
+) -> RedisConnection:
+    """The Redis client (sync or async) and the settings that a Redis URL names.
+
+    Limits and stores both build their clients here, so both get the time
+    budget, Sentinel, Cluster, TLS and the pool options alike. ``options``
+    are keyword settings (taken out as they are read; the rest go to
+    redis-py). ``store`` names a store building the client: the settings
+    of rate limits are refused for it, and so is Redis Cluster when
+    ``cluster_refusal`` says why the store cannot run there.
+    """
+    options = {} if options is None else options
+    scheme = url.split("://", 1)[0].lower() if isinstance(url, str) and "://" in url else ""
+    connect = _CONNECTORS.get(scheme)
+    if connect is None:
+        schemes = ", ".join(f"{name}://" for name in _CONNECTORS)
+        raise InvalidArgument(
+            f"bad {'store' if store else 'storage'} URL {masked_url(str(url))!r}: expected one of {schemes}"
+        )
+    names = (*_REDIS_OPTIONS, *(_SENTINEL_OPTIONS if scheme == "redis+sentinel" else ()))
+    client_url, ours = _split_options(url, names, ("on_outage.",))
+    if store is not None:
+        foreign = sorted(name for name in ours if name not in ("timeout", *_SENTINEL_OPTIONS))
+        if foreign:
+            verb = "is a setting" if len(foreign) == 1 else "are settings"
+            raise _bad(url, f"{', '.join(foreign)} {verb} of rate limit storage, not of {store}")
+        if scheme == "redis+cluster" and cluster_refusal is not None:
+            raise ConfigurationError(
+                f"{store} cannot run on Redis Cluster ({masked_url(url)!r}): {cluster_refusal}"
+            )
+    return connect(url, client_url, ours, options, asyncio)
+
+
+def _storage(connection: RedisConnection, asyncio: bool) -> Any:
     from bisman_ratelimit.backends._redis import AsyncRedisStorage, RedisStorage
 
+    settings = connection.settings
     storage_class = AsyncRedisStorage if asyncio else RedisStorage
     storage = storage_class(
-        client,
+        connection.client,
         prefix=settings.prefix,
         budget=settings.budget,
         blocked_cache=settings.blocked_cache,
-        closing=closing,
+        closing=connection.closing,
     )
     return settings.wrap(storage, asyncio)
 
 
-def _redis(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
+def _redis_storage(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
+    return _storage(redis_from_url(url, asyncio=asyncio, options=options), asyncio)
+
+
+def _plain(
+    url: str, client_url: str, ours: dict[str, str], options: dict[str, Any], asyncio: bool
+) -> RedisConnection:
     import redis
     import redis.asyncio
 
-    client_url, ours = _split_options(url, _REDIS_OPTIONS, ("on_outage.",))
     parts = urlsplit(client_url)
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -285,7 +364,7 @@ def _redis(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
         pool = module.BlockingConnectionPool.from_url(client_url, **pool_options)
     except ValueError as exc:
         raise _bad(url, str(exc)) from None
-    return _storage(module.Redis.from_pool(pool), settings, asyncio)
+    return RedisConnection(client=module.Redis.from_pool(pool), settings=settings)
 
 
 def _hosts(url: str, netloc: str, default_port: int) -> tuple[dict[str, str], list[tuple[str, int]]]:
@@ -319,10 +398,9 @@ def _query_options(url: str, query: str) -> dict[str, Any]:
         raise _bad(url, str(exc)) from None
 
 
-def _sentinel(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
-    client_url, ours = _split_options(
-        url, (*_REDIS_OPTIONS, "sentinel_username", "sentinel_password"), ("on_outage.",)
-    )
+def _sentinel(
+    url: str, client_url: str, ours: dict[str, str], options: dict[str, Any], asyncio: bool
+) -> RedisConnection:
     settings = _Settings(url, ours, options)
     parts = urlsplit(client_url)
     auth, hosts = _hosts(url, parts.netloc, 26379)
@@ -359,16 +437,17 @@ def _sentinel(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
     client = sentinel.master_for(
         path[0], redis_class=redis_class, **_client_options(settings, client_options, asyncio)
     )
-    # The clients of the sentinels themselves: closed with the storage.
-    return _storage(client, settings, asyncio, closing=tuple(sentinel.sentinels))
+    # The clients of the sentinels themselves: closed with the primary's.
+    return RedisConnection(client=client, settings=settings, closing=tuple(sentinel.sentinels))
 
 
-def _cluster(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
+def _cluster(
+    url: str, client_url: str, ours: dict[str, str], options: dict[str, Any], asyncio: bool
+) -> RedisConnection:
     from redis.exceptions import RedisClusterException, RedisError
 
     from bisman_ratelimit.core import StorageUnavailable
 
-    client_url, ours = _split_options(url, _REDIS_OPTIONS, ("on_outage.",))
     settings = _Settings(url, ours, options)
     parts = urlsplit(client_url)
     auth, hosts = _hosts(url, parts.netloc, 6379)
@@ -391,17 +470,25 @@ def _cluster(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
         client = cluster.RedisCluster(startup_nodes=nodes, **client_options)
     except (RedisError, RedisClusterException) as exc:
         # The synchronous client reads the slot map when made.
-        raise StorageUnavailable(f"Redis Cluster at {_masked(url)!r} is unavailable: {exc}") from exc
-    return _storage(client, settings, asyncio)
+        raise StorageUnavailable(f"Redis Cluster at {masked_url(url)!r} is unavailable: {exc}") from exc
+    return RedisConnection(client=client, settings=settings)
+
+
+# Schemes whose URLs name a Redis client (the stores take these too).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+Connector = Callable[[str, str, dict[str, str], dict[str, Any], bool], RedisConnection]
+_CONNECTORS: dict[str, Connector] = {
+    "redis": _plain,
+    "rediss": _plain,
+    "unix": _plain,
+    "redis+sentinel": _sentinel,
+    "redis+cluster": _cluster,
+}
 
 
 _BACKENDS: dict[str, BackendFactory] = {
     "memory": _memory,
-    "redis": _redis,
-    "rediss": _redis,
-    "unix": _redis,
-    "redis+sentinel": _sentinel,
-    "redis+cluster": _cluster,
+    **{scheme: _redis_storage for scheme in _CONNECTORS},
 }
 
 
@@ -423,7 +510,7 @@ def storage_from_url(url: str, *, asyncio: bool = False, **options: Any) -> Any:
     factory = _BACKENDS.get(scheme)
     if factory is None:
         raise InvalidArgument(
-            f"unsupported storage URL scheme {scheme + '://'!r} in {_masked(url)!r}: "
+            f"unsupported storage URL scheme {scheme + '://'!r} in {masked_url(url)!r}: "
             f"expected one of {', '.join(s + '://' for s in sorted(_BACKENDS))}"
         )
     return factory(url, asyncio, dict(options))

@@ -271,7 +271,7 @@ class AsyncLender(_LenderBase):
             if not self._shelve(conn):
                 await self.pool.release(conn)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         pool, idle = self.pool, self.idle
         while idle:
             await pool.release(idle.pop())

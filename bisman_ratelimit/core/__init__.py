@@ -1,5 +1,5 @@
 """The engine's vocabulary and pure decision math: errors, rates, decisions,
-algorithms, keys and the circuit breaker. No I/O."""
+algorithms, keys, the circuit breaker and the generator drivers. No I/O."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from bisman_ratelimit.core._errors import (
     StorageUnavailable,
     TTLPolicyError,
 )
+from bisman_ratelimit.core._flows import adrive, drive
 from bisman_ratelimit.core._keys import escape, hash_tag, make_key, redis_keys, scan_pattern
 from bisman_ratelimit.core._rate import Limit, LimitLike, parse_limits
 
@@ -41,6 +42,8 @@ __all__ = [
     "StorageUnavailable",
     "TTLPolicyError",
     "Transition",
+    "adrive",
+    "drive",
     "escape",
     "hash_tag",
     "make_decision",

@@ -24,13 +24,14 @@ from collections.abc import Callable
 from math import ceil, floor
 from typing import Any, Literal
 
-__all__ = ["ALGORITHMS", "DEFAULT_ALGORITHM", "Algorithm", "Outcome"]
+__all__ = ["ALGORITHMS", "DEFAULT_ALGORITHM", "Algorithm", "AlgorithmResult"]
 
 Algorithm = Literal["fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra"]
 DEFAULT_ALGORITHM: Algorithm = "sliding_window"
 
-Outcome = tuple[bool, int, int, int, Any]
-AlgorithmFn = Callable[[Any, int, int, int, int, int, bool], Outcome]
+# (allowed, remaining, reset, retry after, new state)
+AlgorithmResult = tuple[bool, int, int, int, Any]
+AlgorithmFn = Callable[[Any, int, int, int, int, int, bool], AlgorithmResult]
 
 # Tolerance for float comparisons, so a hit made exactly at retry_after passes.
 _EPS = 1e-9
@@ -38,7 +39,7 @@ _EPS = 1e-9
 
 def fixed_window(
     state: tuple[int, int] | None, now: int, amount: int, period: int, capacity: int, cost: int, commit: bool
-) -> Outcome:
+) -> AlgorithmResult:
     window = now // period
     count = state[1] if state is not None and state[0] == window else 0
     until_end = (window + 1) * period - now
@@ -58,7 +59,7 @@ def sliding_window(
     capacity: int,
     cost: int,
     commit: bool,
-) -> Outcome:
+) -> AlgorithmResult:
     window = now // period
     elapsed = now - window * period
     cur = prev = 0
@@ -95,7 +96,7 @@ def sliding_window(
 
 def sliding_log(
     log: list[int] | None, now: int, amount: int, period: int, capacity: int, cost: int, commit: bool
-) -> Outcome:
+) -> AlgorithmResult:
     if log is None:
         log = []
     else:
@@ -122,7 +123,7 @@ def token_bucket(
     capacity: int,
     cost: int,
     commit: bool,
-) -> Outcome:
+) -> AlgorithmResult:
     if state is None:
         tokens = float(capacity)
     else:
@@ -148,7 +149,7 @@ def gcra(
     capacity: int,
     cost: int,
     commit: bool,
-) -> Outcome:
+) -> AlgorithmResult:
     # The theoretical arrival time is kept as `debt`, its distance ahead of
     # the last update: small numbers keep full precision where absolute
     # microsecond timestamps (~1.7e15) would lose a quarter microsecond.

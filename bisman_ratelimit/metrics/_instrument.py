@@ -101,8 +101,8 @@ class AsyncInstrumentedStorage(_StorageShell):
         with self.metrics.time("release"):
             await self.inner.release(key, lease_id)
 
-    async def close(self) -> None:
-        await self.inner.close()
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def instrument_storage(storage: Any, *, metrics: CacheMetrics) -> Any:

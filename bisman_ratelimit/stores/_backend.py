@@ -1,8 +1,9 @@
 """How a store talks to its backend: one call, one round trip.
 
 A store's core is I/O-free. Each operation is a generator that yields
-:class:`Call` objects and returns the decoded result; :func:`drive` and
-:func:`adrive` run it against a backend, so the sync and async stores are
+:class:`Call` objects and returns the decoded result;
+:func:`bisman_ratelimit.core.drive` and :func:`~bisman_ratelimit.core.adrive`
+run it against a backend's ``run``, so the sync and async stores are
 thin shells over the same code (the pattern of httpx's auth flows).
 
 A :class:`Call` names an :class:`Op`: a Lua script shipped in
@@ -14,21 +15,32 @@ runs under a lock, with the time from an injectable clock.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import redis
 import redis.asyncio
-from redis.exceptions import NoScriptError
+import redis.asyncio.cluster
+import redis.cluster
 
-from bisman_ratelimit.backends import Script, translate_errors
-from bisman_ratelimit.core import InvalidArgument
+from bisman_ratelimit.backends import (
+    REDIS_SCHEMES,
+    BoundedMap,
+    RedisConnection,
+    Script,
+    is_async_client,
+    is_cluster_client,
+    is_sync_client,
+    masked_url,
+    memory_options,
+    redis_from_url,
+    translate_errors,
+)
+from bisman_ratelimit.core import ConfigurationError, InvalidArgument, adrive, drive
 
 __all__ = [
     "AsyncMemoryRunner",
@@ -40,43 +52,36 @@ __all__ = [
     "Op",
     "RedisRunner",
     "ShellBase",
-    "StoreScript",
     "StoreShell",
-    "adrive",
     "async_runner",
     "backend_from_url",
-    "drive",
+    "store_script",
     "sync_runner",
-    "translate",
 ]
 
 T = TypeVar("T")
 S = TypeVar("S", bound="StoreShell")
 A = TypeVar("A", bound="AsyncStoreShell")
 Clock = Callable[[], float]
+SyncClient = redis.Redis | redis.cluster.RedisCluster
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 MemoryImpl = Callable[["MemoryBackend", int, Sequence[str], Sequence[Any]], Any]
 
 
-class StoreScript(Script):
-    """A store script from ``stores/lua/``, after the engine's shared head.
+def store_script(name: str) -> Script:
+    """A script from ``stores/lua/``, after the engine's shared head.
 
-    The head (``backends/lua/common.lua``) reads the time from ``ARGV[1]``,
-    which the Redis runner always sends empty: the server's clock is used.
+    The head reads the time from ``ARGV[1]``, which the Redis runner always
+    sends empty: the server's clock is used.
     """
-
-    def __init__(self, name: str) -> None:
-        head = resources.files("bisman_ratelimit.backends").joinpath("lua/common.lua").read_text()
-        body = resources.files(__package__).joinpath(f"lua/{name}").read_text()
-        self.name = name
-        self.source = head + body
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+    return Script(name, package=__package__)
 
 
 @dataclass(frozen=True)
 class Op:
     """One backend operation: a Lua script and its in-memory twin."""
 
-    script: StoreScript
+    script: Script
     memory: MemoryImpl
 
 
@@ -91,46 +96,47 @@ class Call:
 
 Flow = Generator[Call, Any, T]
 
-translate = translate_errors()
-"""The choke point where redis-py exceptions become this library's."""
-
 
 class RedisRunner:
-    """Runs calls on a ``redis.Redis`` client."""
+    """Runs calls on a ``redis.Redis`` or ``RedisCluster`` client.
 
-    def __init__(self, client: redis.Redis) -> None:
+    ``closing`` are clients closed with it (the sentinels', for a client
+    built from a ``redis+sentinel://`` URL).
+    """
+
+    def __init__(self, client: SyncClient, *, closing: tuple[Any, ...] = ()) -> None:
         self.client = client
+        self._closing = closing
 
     def run(self, call: Call) -> Any:
-        script = call.op.script
-        with translate:
-            try:
-                return self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
-            except NoScriptError:
-                self.client.script_load(script.source)
-                return self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
+        with translate_errors():
+            return call.op.script.run(
+                self.client.execute_command, self.client.script_load, call.keys, ("", *call.args)
+            )
 
     def close(self) -> None:
         self.client.close()
+        for other in self._closing:
+            other.close()
 
 
 class AsyncRedisRunner:
-    """Runs calls on a ``redis.asyncio.Redis`` client."""
+    """Runs calls on a ``redis.asyncio.Redis`` or ``RedisCluster`` client."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: AsyncClient, *, closing: tuple[Any, ...] = ()) -> None:
         self.client = client
+        self._closing = closing
 
     async def run(self, call: Call) -> Any:
-        script = call.op.script
-        with translate:
-            try:
-                return await self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
-            except NoScriptError:
-                await self.client.script_load(script.source)
-                return await self.client.evalsha(script.sha, len(call.keys), *call.keys, "", *call.args)
+        with translate_errors():
+            return await call.op.script.arun(
+                self.client.execute_command, self.client.script_load, call.keys, ("", *call.args)
+            )
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self.client.aclose()
+        for other in self._closing:
+            await other.aclose()
 
 
 class MemorySubscription:
@@ -157,24 +163,24 @@ class MemorySubscription:
 class MemoryBackend:
     """Store data in this process, with Redis semantics and lazy expiry.
 
-    ``clock`` returns seconds (default ``time.time``). It starts no thread:
-    an entry expires when next touched, and a sweep drops expired entries
-    once the new keys since the last sweep reach half of those held. At
-    ``max_keys`` the oldest created keys are dropped down to seven eighths
-    of the cap, so memory stays bounded.
+    ``clock`` returns seconds (default ``time.time``). It starts no thread
+    and holds at most ``max_keys`` keys, in the
+    :class:`~bisman_ratelimit.backends.BoundedMap` that the memory storage
+    of limits uses too: an entry expires when next touched, an amortised
+    sweep drops expired ones, and at the cap the oldest created go first.
     """
 
     def __init__(self, *, clock: Clock = time.time, max_keys: int = 100_000) -> None:
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 8:
-            raise InvalidArgument(f"max_keys must be a whole number >= 8, got {max_keys!r}")
         self.clock = clock
-        self.max_keys = max_keys
         # key -> [expires_at_ms or None, value]; value is a dict (hash), a
         # list (head first), a dict of scores (sorted set) or a str.
-        self._data: dict[str, list[Any]] = {}
+        self._map: BoundedMap[str] = BoundedMap(max_keys=max_keys)
         self._lock = threading.Lock()
-        self._new_since_sweep = 0
         self._subscriptions: dict[str, list[MemorySubscription]] = {}
+
+    @property
+    def max_keys(self) -> int:
+        return self._map.max_keys
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -189,74 +195,53 @@ class MemoryBackend:
     # Key space primitives, used by the stores' in-memory operations.
 
     def get(self, key: str, now: int) -> Any:
-        entry = self._data.get(key)
-        if entry is None:
-            return None
-        if entry[0] is not None and entry[0] <= now:
-            del self._data[key]
-            return None
-        return entry[1]
+        entry = self._map.entry(key, now)
+        return None if entry is None else entry[1]
 
     def put(self, key: str, value: Any, now: int) -> None:
         """Write ``key``, keeping its TTL if it exists (as Redis does for HSET, LPUSH...)."""
-        entry = self._data.get(key)
-        if entry is not None and (entry[0] is None or entry[0] > now):
+        entry = self._map.entry(key, now)
+        if entry is None:
+            self._map.add(key, [None, value], now)
+        else:
             entry[1] = value
-            return
-        self._data.pop(key, None)
-        self._new_since_sweep += 1
-        if len(self._data) >= self.max_keys:
-            self._sweep(now, evict=True)
-        elif self._new_since_sweep > max(1024, len(self._data) // 2):
-            self._sweep(now, evict=False)
-        self._data[key] = [None, value]
 
     def expire(self, key: str, ttl_ms: int, now: int) -> None:
-        if self.get(key, now) is not None:
-            self._data[key][0] = now + ttl_ms
+        entry = self._map.entry(key, now)
+        if entry is not None:
+            entry[0] = now + ttl_ms
 
     def pttl(self, key: str, now: int) -> int:
         """Milliseconds left, ``-1`` for a key without TTL, ``-2`` for a missing key."""
-        if self.get(key, now) is None:
+        entry = self._map.entry(key, now)
+        if entry is None:
             return -2
-        expires = self._data[key][0]
-        return -1 if expires is None else int(expires - now)
+        return -1 if entry[0] is None else int(entry[0] - now)
 
     def delete(self, key: str, now: int) -> bool:
-        found = self.get(key, now) is not None
-        self._data.pop(key, None)
+        found = self._map.entry(key, now) is not None
+        self._map.pop(key)
         return found
 
-    def drop_if_empty(self, key: str) -> None:
+    def drop_if_empty(self, key: str, now: int) -> None:
         """Redis removes a hash, list or set when its last element goes."""
-        entry = self._data.get(key)
+        entry = self._map.entry(key, now)
         if entry is not None and not entry[1]:
-            del self._data[key]
+            self._map.pop(key)
 
     def rename(self, old: str, new: str) -> None:
-        self._data[new] = self._data.pop(old)
+        self._map.rename(old, new)
 
     def live_keys(self) -> list[str]:
         """Every live key, for inspection and tests."""
         with self._lock:
             now = self.now_ms()
-            return [key for key in list(self._data) if self.get(key, now) is not None]
+            return [key for key in self._map if self._map.entry(key, now) is not None]
 
     def ttl(self, key: str) -> int:
         """:meth:`pttl` at the clock's current time."""
         with self._lock:
             return self.pttl(key, self.now_ms())
-
-    def _sweep(self, now: int, evict: bool) -> None:
-        data = self._data
-        self._new_since_sweep = 0
-        for key in [k for k, entry in data.items() if entry[0] is not None and entry[0] <= now]:
-            del data[key]
-        low_mark = self.max_keys * 7 // 8
-        if evict and len(data) > low_mark:
-            # dicts keep insertion order: the first keys are the oldest.
-            for key in list(data)[: len(data) - low_mark]:
-                del data[key]
 
     # Publish and subscribe, within this process.
 
@@ -288,7 +273,7 @@ class AsyncMemoryRunner:
     async def run(self, call: Call) -> Any:
         return self.backend.run(call)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         self.backend.close()
 
 
@@ -296,58 +281,50 @@ SyncRunner = RedisRunner | MemoryBackend
 AsyncRunner = AsyncRedisRunner | AsyncMemoryRunner
 
 
-def drive(runner: SyncRunner, flow: Flow[T]) -> T:
-    """Run an operation's calls one after the other and return its result."""
-    try:
-        call = next(flow)
-        while True:
-            call = flow.send(runner.run(call))
-    except StopIteration as stop:
-        result: T = stop.value
-        return result
-
-
-async def adrive(runner: AsyncRunner, flow: Flow[T]) -> T:
-    """:func:`drive`, awaiting each call."""
-    try:
-        call = next(flow)
-        while True:
-            call = flow.send(await runner.run(call))
-    except StopIteration as stop:
-        result: T = stop.value
-        return result
-
-
 def _describe(backend: object) -> str:
     return f"{type(backend).__module__}.{type(backend).__qualname__}"
 
 
-def sync_runner(backend: object) -> SyncRunner:
+def _on_cluster(client: object, store: type[ShellBase] | None) -> None:
+    """Refuse a Redis Cluster client for a store that cannot run there."""
+    if store is not None and store.cluster_refusal is not None and is_cluster_client(client):
+        raise ConfigurationError(f"{store.__name__} cannot run on Redis Cluster: {store.cluster_refusal}")
+
+
+def sync_runner(backend: object, store: type[ShellBase] | None = None) -> SyncRunner:
     """A runner for ``backend``: a URL, a ``redis.Redis`` client or a :class:`MemoryBackend`."""
     if isinstance(backend, str):
-        backend = backend_from_url(backend, use_async=False)
+        if _scheme(backend) != "memory":
+            connection = _connect(backend, asyncio=False, store=store)
+            return RedisRunner(connection.client, closing=connection.closing)
+        backend = _memory(backend)
     if isinstance(backend, MemoryBackend):
         return backend
-    if isinstance(backend, redis.asyncio.Redis):
+    if is_async_client(backend):
         raise InvalidArgument(
             "this store is synchronous: give it a redis.Redis client, or use the Async store"
         )
-    if isinstance(backend, redis.Redis):
-        return RedisRunner(backend)
+    if is_sync_client(backend):
+        _on_cluster(backend, store)
+        return RedisRunner(cast(SyncClient, backend))
     raise InvalidArgument(
         f"a store needs a URL, a redis.Redis client or a MemoryBackend, got {_describe(backend)}"
     )
 
 
-def async_runner(backend: object) -> AsyncRunner:
+def async_runner(backend: object, store: type[ShellBase] | None = None) -> AsyncRunner:
     """A runner for ``backend``: a URL, a ``redis.asyncio.Redis`` client or a :class:`MemoryBackend`."""
     if isinstance(backend, str):
-        backend = backend_from_url(backend, use_async=True)
+        if _scheme(backend) != "memory":
+            connection = _connect(backend, asyncio=True, store=store)
+            return AsyncRedisRunner(connection.client, closing=connection.closing)
+        backend = _memory(backend)
     if isinstance(backend, MemoryBackend):
         return AsyncMemoryRunner(backend)
-    if isinstance(backend, redis.asyncio.Redis):
-        return AsyncRedisRunner(backend)
-    if isinstance(backend, redis.Redis):
+    if is_async_client(backend):
+        _on_cluster(backend, store)
+        return AsyncRedisRunner(cast(AsyncClient, backend))
+    if is_sync_client(backend):
         raise InvalidArgument("this store is asynchronous: give it a redis.asyncio.Redis client")
     raise InvalidArgument(
         f"an async store needs a URL, a redis.asyncio.Redis client or a MemoryBackend, "
@@ -355,21 +332,46 @@ def async_runner(backend: object) -> AsyncRunner:
     )
 
 
-def backend_from_url(url: str, *, use_async: bool) -> MemoryBackend | redis.Redis | redis.asyncio.Redis:
-    """``memory://`` or ``redis://host:port/db`` (also ``rediss://``, ``unix://``)."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "memory":
-        if url.split("://", 1)[1] not in ("", "/"):
-            raise InvalidArgument(f"bad store URL {url!r}: memory:// takes no host or path")
-        return MemoryBackend()
-    if scheme in ("redis", "rediss", "unix"):
-        try:
-            if use_async:
-                return redis.asyncio.Redis.from_url(url)
-            return redis.Redis.from_url(url)
-        except ValueError as exc:
-            raise InvalidArgument(f"bad store URL {url!r}: {exc}") from None
-    raise InvalidArgument(f"bad store URL {url!r}: expected memory:// or redis://host:port/db")
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _memory(url: str) -> MemoryBackend:
+    return MemoryBackend(**memory_options(url, what="store"))
+
+
+def _connect(url: str, *, asyncio: bool, store: type[ShellBase] | None) -> RedisConnection:
+    """The client of a Redis URL, built as the rate limits build theirs (budget, Sentinel, TLS)."""
+    if _scheme(url) not in REDIS_SCHEMES:
+        raise InvalidArgument(
+            f"bad store URL {masked_url(url)!r}: "
+            f"expected memory:// or {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+        )
+    return redis_from_url(
+        url,
+        asyncio=asyncio,
+        store="a store" if store is None else store.__name__,
+        cluster_refusal=None if store is None else store.cluster_refusal,
+    )
+
+
+def backend_from_url(
+    url: str, *, use_async: bool, store: type[ShellBase] | None = None
+) -> MemoryBackend | SyncClient | AsyncClient:
+    """A :class:`MemoryBackend` for ``memory://``, else the Redis client the URL names.
+
+    Redis URLs are read as the rate limits read them (``redis://``,
+    ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``,
+    with ``?timeout=`` the time budget of one call, 50 ms by default).
+    Given the ``store`` class the client is for, a URL that store cannot
+    use is refused now, with the reason. A store given a URL itself also
+    closes the sentinels' clients; here they are left to the garbage
+    collector.
+    """
+    if _scheme(url) == "memory":
+        return _memory(url)
+    client: SyncClient | AsyncClient = _connect(url, asyncio=use_async, store=store).client
+    return client
 
 
 class ShellBase:
@@ -380,6 +382,9 @@ class ShellBase:
     :class:`AsyncStoreShell` comes next in the class's bases.
     """
 
+    # Why the store cannot run on Redis Cluster, or None if it can.
+    cluster_refusal: ClassVar[str | None] = None
+
     def __init__(self, backend: object) -> None:
         self._owns_client = isinstance(backend, str)
 
@@ -388,21 +393,21 @@ class StoreShell(ShellBase):
     """Base of the synchronous stores: holds the runner, closes what it opened."""
 
     def __init__(self, backend: object) -> None:
-        self._runner = sync_runner(backend)
+        self._runner = sync_runner(backend, type(self))
         super().__init__(backend)
 
     @property
-    def backend(self) -> MemoryBackend | redis.Redis:
+    def backend(self) -> MemoryBackend | SyncClient:
         """The memory backend or Redis client in use."""
         runner = self._runner
         return runner if isinstance(runner, MemoryBackend) else runner.client
 
     def _run(self, flow: Flow[T]) -> T:
-        return drive(self._runner, flow)
+        return drive(flow, self._runner.run)
 
     def run(self, flow: Flow[T]) -> T:
         """Run an operation built by the store's ``core`` (for integrations composing them)."""
-        return drive(self._runner, flow)
+        return drive(flow, self._runner.run)
 
     def close(self) -> None:
         """Close the Redis client if this store built it from a URL."""
@@ -420,26 +425,26 @@ class AsyncStoreShell(ShellBase):
     """Base of the asynchronous stores."""
 
     def __init__(self, backend: object) -> None:
-        self._runner = async_runner(backend)
+        self._runner = async_runner(backend, type(self))
         super().__init__(backend)
 
     @property
-    def backend(self) -> MemoryBackend | redis.asyncio.Redis:
+    def backend(self) -> MemoryBackend | AsyncClient:
         """The memory backend or Redis client in use."""
         runner = self._runner
         return runner.backend if isinstance(runner, AsyncMemoryRunner) else runner.client
 
     async def _run(self, flow: Flow[T]) -> T:
-        return await adrive(self._runner, flow)
+        return await adrive(flow, self._runner.run)
 
     async def run(self, flow: Flow[T]) -> T:
         """Run an operation built by the store's ``core`` (for integrations composing them)."""
-        return await adrive(self._runner, flow)
+        return await adrive(flow, self._runner.run)
 
     async def aclose(self) -> None:
         """Close the Redis client if this store built it from a URL."""
         if self._owns_client:
-            await self._runner.close()
+            await self._runner.aclose()
 
     async def __aenter__(self: A) -> A:
         return self

@@ -25,8 +25,8 @@ from bisman_ratelimit.stores._backend import (
     MemoryBackend,
     Op,
     ShellBase,
-    StoreScript,
     StoreShell,
+    store_script,
 )
 from bisman_ratelimit.stores._common import (
     decode_json,
@@ -107,6 +107,11 @@ class ChatCore:
 class _ChatShell(ShellBase):
     """The constructor :class:`ChatContext` and :class:`AsyncChatContext` share."""
 
+    cluster_refusal = (
+        "its scripts name a thread's message windows at run time, "
+        "keys that Redis Cluster cannot route or keep in one slot"
+    )
+
     def __init__(
         self,
         backend: object,
@@ -186,7 +191,7 @@ def _mem_append(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[
     kept: list[str] | None = m.get(window(oldest), now)
     if kept is not None:
         del kept[min(seq, (first + 1) * size) - oldest + 1 :]
-        m.drop_if_empty(window(oldest))
+        m.drop_if_empty(window(oldest), now)
     for w in range(first, (seq - 1) // size + 1):
         m.expire(f"{base}:w:{w}", ttl, now)
     return seq
@@ -207,5 +212,5 @@ def _mem_read(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[An
     return out
 
 
-APPEND = Op(StoreScript("chat_append.lua"), _mem_append)
-READ = Op(StoreScript("chat_read.lua"), _mem_read)
+APPEND = Op(store_script("chat_append.lua"), _mem_append)
+READ = Op(store_script("chat_read.lua"), _mem_read)

@@ -32,11 +32,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import Any, Generic, Literal, TypeVar, cast, get_args
 
 import redis
 import redis.asyncio
 
+from bisman_ratelimit.backends import translate_errors
 from bisman_ratelimit.core import InvalidArgument, StorageUnavailable, TTLPolicyError
 from bisman_ratelimit.stores._backend import (
     AsyncMemoryRunner,
@@ -47,9 +48,8 @@ from bisman_ratelimit.stores._backend import (
     MemorySubscription,
     Op,
     ShellBase,
-    StoreScript,
     StoreShell,
-    translate,
+    store_script,
 )
 from bisman_ratelimit.stores._common import encode_json, positive_seconds, text, valid_prefix
 from bisman_ratelimit.stores._namespaces import NamespaceRegistry, default_registry
@@ -309,7 +309,7 @@ class _RedisSubscription:
     def __init__(self, client: redis.Redis, channel: str, timeout: float) -> None:
         self.reconnected = False
         self.pubsub = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
-        with translate:
+        with translate_errors():
             self.pubsub.subscribe(channel)
             # Until the server confirms, a change could be missed.
             deadline = time.monotonic() + timeout
@@ -328,7 +328,7 @@ class _RedisSubscription:
 
     def changed(self) -> bool:
         changed = False
-        with translate:
+        with translate_errors():
             while (message := self.pubsub.get_message(timeout=0.0)) is not None:
                 changed = changed or message["type"] == "message"
         # Read after draining: reading may have reconnected, and missed messages meanwhile.
@@ -348,7 +348,7 @@ class _AsyncRedisSubscription:
         self.pubsub = client.pubsub()
 
     async def subscribe(self, channel: str, timeout: float) -> None:
-        with translate:
+        with translate_errors():
             await self.pubsub.subscribe(channel)
             deadline = time.monotonic() + timeout
             while True:
@@ -366,7 +366,7 @@ class _AsyncRedisSubscription:
 
     async def changed(self) -> bool:
         changed = False
-        with translate:
+        with translate_errors():
             while (message := await self.pubsub.get_message(timeout=0.0)) is not None:
                 changed = changed or message["type"] == "message"
         # Read after draining: reading may have reconnected, and missed messages meanwhile.
@@ -374,7 +374,7 @@ class _AsyncRedisSubscription:
         self.reconnected = False
         return changed
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self.pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
 
@@ -391,6 +391,11 @@ class _MemorySubscription:
 
 class _FlagsShell(ShellBase, Generic[Sub]):
     """The constructor :class:`Flags` and :class:`AsyncFlags` share."""
+
+    cluster_refusal = (
+        "the flags cache listens for changes over pub/sub, "
+        "which it does on a single primary (or through Sentinel) only"
+    )
 
     def __init__(
         self,
@@ -424,7 +429,8 @@ class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
         runner = self._runner
         if isinstance(runner, MemoryBackend):
             return _MemorySubscription(runner.subscribe(self.core.channel))
-        return _RedisSubscription(runner.client, self.core.channel, self.subscribe_timeout)
+        # cluster_refusal keeps Cluster clients out.
+        return _RedisSubscription(cast(redis.Redis, runner.client), self.core.channel, self.subscribe_timeout)
 
     def _snapshot(self) -> dict[str, Flag]:
         with self._lock:
@@ -497,7 +503,7 @@ class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], Asy
             if isinstance(runner, AsyncMemoryRunner):
                 self._subscription = _MemorySubscription(runner.backend.subscribe(self.core.channel))
             else:
-                subscribing = _AsyncRedisSubscription(runner.client)
+                subscribing = _AsyncRedisSubscription(cast(redis.asyncio.Redis, runner.client))
                 await subscribing.subscribe(self.core.channel, self.subscribe_timeout)
                 self._subscription = subscribing
         return True
@@ -525,7 +531,7 @@ class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], Asy
                 if isinstance(subscription, _MemorySubscription):
                     subscription.close()
                 else:
-                    await subscription.close()
+                    await subscription.aclose()
 
     async def get(self, name: str, default: Any = None) -> Any:
         """The flag's value, or ``default`` if there is no such flag."""
@@ -561,7 +567,7 @@ def _mem_write(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[A
         m.put(keys[0], flags, now)
     else:
         changed = flags.pop(name, None) is not None
-        m.drop_if_empty(keys[0])
+        m.drop_if_empty(keys[0], now)
     m.publish(channel, name)
     return int(changed)
 
@@ -571,5 +577,5 @@ def _mem_read(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[An
     return [item for pair in flags.items() for item in pair]
 
 
-WRITE = Op(StoreScript("flag_write.lua"), _mem_write)
-READ = Op(StoreScript("flag_read.lua"), _mem_read)
+WRITE = Op(store_script("flag_write.lua"), _mem_write)
+READ = Op(store_script("flag_read.lua"), _mem_read)

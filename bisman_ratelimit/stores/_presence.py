@@ -24,8 +24,8 @@ from bisman_ratelimit.stores._backend import (
     MemoryBackend,
     Op,
     ShellBase,
-    StoreScript,
     StoreShell,
+    store_script,
 )
 from bisman_ratelimit.stores._common import positive_seconds, text, to_ms, valid_prefix
 from bisman_ratelimit.stores._namespaces import NamespaceRegistry, default_registry
@@ -195,5 +195,5 @@ def _mem_read(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[An
     return [item for seen, name in alive for item in (name, str(seen))]
 
 
-TOUCH = Op(StoreScript("presence_touch.lua"), _mem_touch)
-READ = Op(StoreScript("presence_read.lua"), _mem_read)
+TOUCH = Op(store_script("presence_touch.lua"), _mem_touch)
+READ = Op(store_script("presence_read.lua"), _mem_read)

@@ -32,8 +32,8 @@ from bisman_ratelimit.stores._backend import (
     MemoryBackend,
     Op,
     ShellBase,
-    StoreScript,
     StoreShell,
+    store_script,
 )
 from bisman_ratelimit.stores._common import (
     decode_json,
@@ -288,6 +288,11 @@ class SessionCore:
 class _SessionShell(ShellBase):
     """The constructor :class:`SessionStore` and :class:`AsyncSessionStore` share."""
 
+    cluster_refusal = (
+        "its scripts find a user's session index and the sessions it lists from stored values, "
+        "keys that Redis Cluster cannot route or keep in one slot"
+    )
+
     def __init__(
         self,
         backend: object,
@@ -477,7 +482,7 @@ def _remove_from_index(m: MemoryBackend, index: str, session_id: str, now: int) 
     members: set[str] | None = m.get(index, now)
     if members is not None:
         members.discard(session_id)
-        m.drop_if_empty(index)
+        m.drop_if_empty(index, now)
 
 
 def _mem_load(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -576,13 +581,13 @@ def _mem_user(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[An
     if action == "delete":
         m.delete(keys[0], now)
     else:
-        m.drop_if_empty(keys[0])
+        m.drop_if_empty(keys[0], now)
     return live
 
 
-LOAD = Op(StoreScript("session_load.lua"), _mem_load)
-CREATE = Op(StoreScript("session_create.lua"), _mem_create)
-WRITE = Op(StoreScript("session_write.lua"), _mem_write)
-ROTATE = Op(StoreScript("session_rotate.lua"), _mem_rotate)
-DELETE = Op(StoreScript("session_delete.lua"), _mem_delete)
-USER = Op(StoreScript("session_user.lua"), _mem_user)
+LOAD = Op(store_script("session_load.lua"), _mem_load)
+CREATE = Op(store_script("session_create.lua"), _mem_create)
+WRITE = Op(store_script("session_write.lua"), _mem_write)
+ROTATE = Op(store_script("session_rotate.lua"), _mem_rotate)
+DELETE = Op(store_script("session_delete.lua"), _mem_delete)
+USER = Op(store_script("session_user.lua"), _mem_user)

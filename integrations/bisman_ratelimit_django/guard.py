@@ -33,7 +33,7 @@ __all__ = [
     "COVERED",
     "STATE",
     "Guard",
-    "Outcome",
+    "GuardResult",
     "Passed",
     "RateLimitResult",
     "State",
@@ -145,7 +145,7 @@ class State:
 
     __slots__ = ("counted", "refused", "target")
 
-    def __init__(self, target: Target, counted: Outcome, refused: bool) -> None:
+    def __init__(self, target: Target, counted: GuardResult, refused: bool) -> None:
         self.target = target
         self.counted = counted
         self.refused = refused
@@ -162,7 +162,7 @@ class Passed:
 
 
 # What checking a request gives: a verdict to act on, or an allowed quick check.
-Outcome = Counted | Evaluation | Passed
+GuardResult = Counted | Evaluation | Passed
 
 
 def view_identity(view: Callable[..., Any]) -> str:
@@ -332,7 +332,7 @@ class Guard:
             costs=costs,
         )
 
-    def decide(self, request: HttpRequest, target: Target, counted: Outcome) -> HttpResponseBase | None:
+    def decide(self, request: HttpRequest, target: Target, counted: GuardResult) -> HttpResponseBase | None:
         """Annotate ``request.ratelimit`` if asked; the refusal to send, or None to go on."""
         if isinstance(counted, Passed):
             return None  # allowed by a quick check: nothing to record or annotate
@@ -412,7 +412,7 @@ class Guard:
 
     # -- sync shell
 
-    def check(self, request: HttpRequest, target: Target) -> Outcome:
+    def check(self, request: HttpRequest, target: Target) -> GuardResult:
         """Count ``request`` against ``target``: a :class:`Passed` when a quick check
         allowed it (:func:`apply_passed` makes its headers), else a result whose
         ``.verdict`` says what to do."""
@@ -421,7 +421,7 @@ class Guard:
         except StorageError as exc:
             return self.failed(request, exc)
 
-    def _count(self, request: HttpRequest, target: Target) -> Outcome:
+    def _count(self, request: HttpRequest, target: Target) -> GuardResult:
         single = target.single
         if single is not None:
             key = self.single_key(request, target, single)
@@ -446,7 +446,7 @@ class Guard:
         self,
         request: HttpRequest,
         target: Target,
-        counted: Outcome,
+        counted: GuardResult,
         response: HttpResponseBase,
     ) -> None:
         """Count a ``deduct_when`` response, then add the headers."""
@@ -467,13 +467,13 @@ class Guard:
 
     # -- async shell
 
-    async def acheck(self, request: HttpRequest, target: Target) -> Outcome:
+    async def acheck(self, request: HttpRequest, target: Target) -> GuardResult:
         try:
             return await self._acount(request, target)
         except StorageError as exc:
             return self.failed(request, exc)
 
-    async def _acount(self, request: HttpRequest, target: Target) -> Outcome:
+    async def _acount(self, request: HttpRequest, target: Target) -> GuardResult:
         single = target.single
         if single is not None:
             key = self.single_key(request, target, single)
@@ -492,7 +492,7 @@ class Guard:
         self,
         request: HttpRequest,
         target: Target,
-        counted: Outcome,
+        counted: GuardResult,
         response: HttpResponseBase,
     ) -> None:
         if isinstance(counted, Passed):

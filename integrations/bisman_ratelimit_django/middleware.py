@@ -25,7 +25,18 @@ from bisman_ratelimit.core import Decision, StorageError
 from bisman_ratelimit.web import SingleCheck
 
 from .decorators import DECLARED, EXEMPT, Declaration
-from .guard import COVERED, STATE, Counted, Guard, Outcome, Passed, State, Target, apply_passed, view_identity
+from .guard import (
+    COVERED,
+    STATE,
+    Counted,
+    Guard,
+    GuardResult,
+    Passed,
+    State,
+    Target,
+    apply_passed,
+    view_identity,
+)
 from .runtime import get_runtime
 
 __all__ = ["RateLimitMiddleware"]
@@ -108,7 +119,7 @@ class RateLimitMiddleware:
             return None
         return self._settle(request, target, Counted(single.verdict(decision)))
 
-    def _settle(self, request: HttpRequest, target: Target, counted: Outcome) -> HttpResponseBase | None:
+    def _settle(self, request: HttpRequest, target: Target, counted: GuardResult) -> HttpResponseBase | None:
         """The refusal for a counted request, if any; remembered for the response on the way out."""
         refusal = self.guard.decide(request, target, counted)
         request.__dict__[STATE] = State(target, counted, refusal is not None)

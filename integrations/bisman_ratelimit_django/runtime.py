@@ -143,7 +143,7 @@ class Runtime:
         if self._last_loop is loop:
             self._last_loop = self._last_async = None
         if limiter is not None:
-            await limiter.close()
+            await limiter.aclose()
 
     def close(self) -> None:
         """Close the clients built from ``STORAGE_URL`` (handed-over limiters are left open)."""

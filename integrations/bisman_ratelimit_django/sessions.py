@@ -86,7 +86,7 @@ class _Engine:
     def store(self) -> _Store:
         if self.sync_store is None:
             self.sync_store = _Store(
-                self.memory or backend_from_url(self.url, use_async=False),
+                self.memory or backend_from_url(self.url, use_async=False, store=_Store),
                 absolute_lifetime=self.absolute_lifetime,
                 prefix=self.prefix,
             )
@@ -100,7 +100,7 @@ class _Engine:
         store = self.async_stores.get(loop)
         if store is None:
             store = self.async_stores[loop] = AsyncSessionStore(
-                self.memory or backend_from_url(self.url, use_async=True),
+                self.memory or backend_from_url(self.url, use_async=True, store=AsyncSessionStore),
                 absolute_lifetime=self.absolute_lifetime,
                 prefix=self.prefix,
             )

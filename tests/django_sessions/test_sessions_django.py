@@ -430,6 +430,15 @@ def test_missing_or_bad_settings_are_reported() -> None:
         ),
     ):
         SessionStore().load()
+    with (
+        override_settings(BISMAN_SESSIONS={"URL": "redis+cluster://127.0.0.1:1"}),
+        pytest.raises(
+            ImproperlyConfigured,
+            match=r"settings.BISMAN_SESSIONS: SessionStore cannot run on Redis Cluster "
+            r"\('redis\+cluster://127.0.0.1:1'\): its scripts find a user's session index",
+        ),
+    ):
+        SessionStore().load()
 
 
 class TestUnreachableStore:

@@ -74,7 +74,7 @@ async def test_async_views_never_touch_the_sync_client(configure, redis_url: str
         assert codes == [200, 200, 200, 429]
     finally:
         assert runtime.async_limiter is not None
-        await runtime.async_limiter.close()
+        await runtime.async_limiter.aclose()
 
 
 def test_sync_and_async_views_share_counters_on_redis(configure, redis_url: str) -> None:
