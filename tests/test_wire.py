@@ -317,7 +317,7 @@ async def test_without_the_fields_the_same_async_decisions_come_through_execute_
     assert async_lender_for(client) is not None
     fast = AsyncLimiter(AsyncRedisStorage(client, clock=clock))
     expected = await _async_decisions(fast, clock)
-    await fast.close()
+    await fast.aclose()
     await client.flushall()
 
     monkeypatch.setitem(_wire.fields_hold, redis.asyncio.Redis, False)
@@ -328,7 +328,7 @@ async def test_without_the_fields_the_same_async_decisions_come_through_execute_
     assert await _async_decisions(limiter, clock) == expected
     assert [(d.allowed, d.remaining, d.retry_after) for d in expected] == SCRIPT
     assert in_use(plain.connection_pool) == 0
-    await limiter.close()
+    await limiter.aclose()
     await plain.aclose()
     await client.aclose()
 
