@@ -28,8 +28,8 @@ def test_bad_fields_are_each_reported() -> None:
             "bisman_ratelimit.E001",
             "BISMAN_RATELIMIT['STORAGE_URLS']: unknown field (did you mean 'STORAGE_URL'?); allowed: "
             "STORAGE_URL, CONFIG, DEFAULT_LIMITS, DEFAULT_KEY, DEFAULT_ALGORITHM, GLOBAL_LIMITS, HEADERS, "
-            "RESPONSE, USER, API_KEY_HEADER, FAIL_OPEN, METRICS, LIMITER, ASYNC_LIMITER, TRUSTED_PROXIES, "
-            "FORWARDED_HEADER, IPV6_PREFIX, IPV4_PREFIX",
+            "RESPONSE, USER, API_KEY_HEADER, FAIL_OPEN, ON_OUTAGE, METRICS, LIMITER, ASYNC_LIMITER, "
+            "TRUSTED_PROXIES, FORWARDED_HEADER, IPV6_PREFIX, IPV4_PREFIX",
         ),
         (
             "bisman_ratelimit.E001",
