@@ -10,6 +10,7 @@ from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, InvalidLimit, Limiter, MultiDecision
 from bisman_ratelimit.backends import AsyncRedisStorage, MemoryStorage
+from bisman_ratelimit.core import escape
 from bisman_ratelimit.web import ClientIP, Evaluation, LimitOptions, SingleCheck, parse_config
 from bisman_ratelimit.web._evaluate import Verdict, adecide, decide
 from bisman_ratelimit.web._plan import GLOBAL_KEY, Planner, RoutePlan, Rule
@@ -380,6 +381,76 @@ def test_single_check_fast_path_agrees_with_the_general_path(clock: ManualClock)
             slow, Evaluation.start(plan, ip="198.51.100.7", ip_key="198.51.100.7")
         )
     assert single.ratelimit(decision) == '"default";r=0;t=60'
+
+
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window", "token_bucket", "gcra"])
+def test_the_fast_path_gives_the_headers_of_the_general_path(clock: ManualClock, algorithm: str) -> None:
+    plan = Planner(default_limits="3/minute", algorithm=algorithm).plan("/items/{id}", "GET")  # type: ignore[arg-type]
+    single = SingleCheck.of(plan, ClientIP())
+    assert single is not None
+    fast = Limiter(MemoryStorage(clock=clock))
+    slow = Limiter(MemoryStorage(clock=clock))
+    for _ in range(5):
+        decision = fast.hit(*single.hit_args("198.51.100.7"))
+        general = decide(slow, Evaluation.start(plan, ip="198.51.100.7", ip_key="198.51.100.7"))
+        assert single.verdict(decision) == general
+        if decision.allowed:
+            # What a plugin adds to an allowed response without building a Verdict.
+            assert (
+                ("RateLimit-Policy", single.policy_header),
+                ("RateLimit", single.ratelimit(decision)),
+            ) == (general.headers)
+        clock.advance(7)
+
+
+def test_fast_path_arguments_follow_the_client_address() -> None:
+    plan = Planner(default_limits="3/minute").plan("/items/{id}", "GET")
+    direct = SingleCheck.of(plan, ClientIP())
+    assert direct is not None
+    assert direct.hit_args("198.51.100.7") == (
+        "rl:ip:198.51.100.7:api:default",
+        direct.limit,
+        "sliding_window",
+        1,
+    )
+    # Remembered per peer: the same tuple, not built again.
+    assert direct.hit_args("198.51.100.7") is direct.hit_args("198.51.100.7")
+    assert direct.hit_args("2001:db8::1")[0] == "rl:ip:" + escape("2001:db8::/64") + ":api:default"
+    assert direct.hit_args(None)[0] == "rl:ip:unknown:api:default"
+    # Behind a trusted proxy the forwarded address names the client.
+    proxied = SingleCheck.of(plan, ClientIP(trusted_proxies=1))
+    assert proxied is not None
+    assert proxied.hit_args("10.0.0.1", "203.0.113.9")[0] == "rl:ip:203.0.113.9:api:default"
+    assert proxied.hit_args("10.0.0.1", "198.51.100.1")[0] == "rl:ip:198.51.100.1:api:default"
+    with pytest.raises(InvalidArgument, match="is not one limit on the client address"):
+        SingleCheck(Planner(default_limits="3/minute", key="user").plan("/x", "GET"), ClientIP())
+
+
+def test_limit_options_are_validated_once_and_compare_by_value() -> None:
+    options = LimitOptions(
+        "3/minute", exempt_ips="10.0.0.0/8", exempt_users=["admin"], deduct_when=[403, 401, 401], group="g"
+    )
+    assert options == LimitOptions(
+        ["3/minute"], exempt_ips=("10.0.0.0/8",), exempt_users=("admin",), deduct_when=(401, 403), group="g"
+    )
+    assert (options.exempt_ips, options.exempt_users, options.deduct_when) == (
+        ("10.0.0.0/8",),
+        ("admin",),
+        (401, 403),
+    )
+    assert options.exempt.matches("10.1.2.3", None) and options.exempt.matches(None, "admin")
+    rule = Rule.declared(options, scope="/login")
+    assert (rule.name, rule.scope, rule.limits, rule.deduct_when) == (
+        "/login",
+        "/login",
+        options.parsed,
+        (401, 403),
+    )
+    hash(options)
+    with pytest.raises(InvalidArgument, match="group must be a non-empty string, got ''"):
+        LimitOptions("3/minute", group="")
+    with pytest.raises(InvalidArgument, match="shadow must be True or False, got 'yes'"):
+        LimitOptions("3/minute", shadow="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
