@@ -329,7 +329,7 @@ def test_bad_declarations_are_refused(make: object, error: type[Exception], mess
         make()  # type: ignore[operator]
 
 
-async def test_run_async_on_redis_peeks_and_hits_in_one_call_each(
+async def test_adecide_on_redis_peeks_and_hits_in_one_call_each(
     async_redis_client: redis.asyncio.Redis, clock: ManualClock
 ) -> None:
     limiter = AsyncLimiter(AsyncRedisStorage(async_redis_client, clock=clock))
