@@ -226,7 +226,7 @@ def test_deduct_when_counts_only_listed_statuses(mem: Limiter) -> None:
 
 def test_declared_rules_join_a_route_entry_and_replace_defaults(mem: Limiter) -> None:
     planner = Planner(config=parse_config(CONFIG))
-    rule = Rule.declared(LimitOptions("1/minute", algorithm="fixed_window"), scope="/export")
+    rule = Rule.declared(LimitOptions(limits="1/minute", algorithm="fixed_window"), scope="/export")
     plan = planner.plan("/export", "GET", (rule,))
     assert [r.name for r in plan.rules] == ["/export"]
     both = planner.plan("/api/calls", "POST", (rule,))
@@ -236,7 +236,7 @@ def test_declared_rules_join_a_route_entry_and_replace_defaults(mem: Limiter) ->
 
 
 def test_declared_rule_costs_and_custom_keys(mem: Limiter) -> None:
-    rule = Rule.declared(LimitOptions("10/minute", algorithm="fixed_window", cost=4), scope="upload")
+    rule = Rule.declared(LimitOptions(limits="10/minute", algorithm="fixed_window", cost=4), scope="upload")
     plan = Planner().plan("/upload", "POST", (rule,))
     assert [check(plan, mem).status for _ in range(3)] == [200, 200, 429]
 
@@ -244,7 +244,7 @@ def test_declared_rule_costs_and_custom_keys(mem: Limiter) -> None:
         return "acme"
 
     dynamic = Rule.declared(
-        LimitOptions("10/minute", algorithm="fixed_window", key=by_tenant, cost=len), scope="bulk"
+        LimitOptions(limits="10/minute", algorithm="fixed_window", key=by_tenant, cost=len), scope="bulk"
     )
     plan = Planner().plan("/bulk", "POST", (dynamic,))
     evaluation = Evaluation.start(plan, ip="1.2.3.4", ip_key="1.2.3.4", custom_keys=["acme"], costs=[7])
@@ -293,32 +293,32 @@ def test_no_limits_at_all_checks_nothing() -> None:
         ),
         (lambda: Planner(default_limits="3 per fortnight"), InvalidLimit, "invalid rate limit"),
         (
-            lambda: Rule.declared(LimitOptions("1/minute", key="cookie"), scope="x"),
+            lambda: Rule.declared(LimitOptions(limits="1/minute", key="cookie"), scope="x"),
             InvalidArgument,
             "unknown key 'cookie'",
         ),
         (
-            lambda: Rule.declared(LimitOptions("2/minute", cost=3), scope="x"),
+            lambda: Rule.declared(LimitOptions(limits="2/minute", cost=3), scope="x"),
             InvalidLimit,
             "cost 3 is more than the limit",
         ),
         (
-            lambda: Rule.declared(LimitOptions("2/minute", cost=0), scope="x"),
+            lambda: Rule.declared(LimitOptions(limits="2/minute", cost=0), scope="x"),
             InvalidArgument,
             "cost must be a whole number",
         ),
         (
-            lambda: Rule.declared(LimitOptions("2/minute", algorithm="leaky"), scope="x"),
+            lambda: Rule.declared(LimitOptions(limits="2/minute", algorithm="leaky"), scope="x"),
             InvalidArgument,
             "unknown algorithm 'leaky'",
         ),
         (
-            lambda: Rule.declared(LimitOptions("2/minute", deduct_when=[700]), scope="x"),
+            lambda: Rule.declared(LimitOptions(limits="2/minute", deduct_when=[700]), scope="x"),
             InvalidArgument,
             "deduct_when must list HTTP status codes",
         ),
         (
-            lambda: Rule.declared(LimitOptions("2/minute", exempt_ips=["10.0.0.0/33"]), scope="x"),
+            lambda: Rule.declared(LimitOptions(limits="2/minute", exempt_ips=["10.0.0.0/33"]), scope="x"),
             InvalidArgument,
             r"exempt_ips\[0\]: '10.0.0.0/33' is not an IP address or a CIDR",
         ),
@@ -367,7 +367,7 @@ async def _one(limiter: AsyncLimiter, op: tuple[object, ...]) -> MultiDecision:
 def test_single_check_fast_path_agrees_with_the_general_path(clock: ManualClock) -> None:
     planner = Planner(default_limits="3/minute", algorithm="fixed_window")
     plan = planner.plan("/items/{id}", "GET")
-    single = SingleCheck.of(plan, ClientIP())
+    single = SingleCheck.of(plan, client_ip=ClientIP())
     assert single is not None
     fast = Limiter(MemoryStorage(clock=clock))
     slow = Limiter(MemoryStorage(clock=clock))
@@ -386,7 +386,7 @@ def test_single_check_fast_path_agrees_with_the_general_path(clock: ManualClock)
 @pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window", "token_bucket", "gcra"])
 def test_the_fast_path_gives_the_headers_of_the_general_path(clock: ManualClock, algorithm: str) -> None:
     plan = Planner(default_limits="3/minute", algorithm=algorithm).plan("/items/{id}", "GET")  # type: ignore[arg-type]
-    single = SingleCheck.of(plan, ClientIP())
+    single = SingleCheck.of(plan, client_ip=ClientIP())
     assert single is not None
     fast = Limiter(MemoryStorage(clock=clock))
     slow = Limiter(MemoryStorage(clock=clock))
@@ -405,7 +405,7 @@ def test_the_fast_path_gives_the_headers_of_the_general_path(clock: ManualClock,
 
 def test_fast_path_arguments_follow_the_client_address() -> None:
     plan = Planner(default_limits="3/minute").plan("/items/{id}", "GET")
-    direct = SingleCheck.of(plan, ClientIP())
+    direct = SingleCheck.of(plan, client_ip=ClientIP())
     assert direct is not None
     assert direct.hit_args("198.51.100.7") == (
         "rl:ip:198.51.100.7:api:default",
@@ -418,20 +418,28 @@ def test_fast_path_arguments_follow_the_client_address() -> None:
     assert direct.hit_args("2001:db8::1")[0] == "rl:ip:" + escape("2001:db8::/64") + ":api:default"
     assert direct.hit_args(None)[0] == "rl:ip:unknown:api:default"
     # Behind a trusted proxy the forwarded address names the client.
-    proxied = SingleCheck.of(plan, ClientIP(trusted_proxies=1))
+    proxied = SingleCheck.of(plan, client_ip=ClientIP(trusted_proxies=1))
     assert proxied is not None
     assert proxied.hit_args("10.0.0.1", "203.0.113.9")[0] == "rl:ip:203.0.113.9:api:default"
     assert proxied.hit_args("10.0.0.1", "198.51.100.1")[0] == "rl:ip:198.51.100.1:api:default"
     with pytest.raises(InvalidArgument, match="is not one limit on the client address"):
-        SingleCheck(Planner(default_limits="3/minute", key="user").plan("/x", "GET"), ClientIP())
+        SingleCheck(Planner(default_limits="3/minute", key="user").plan("/x", "GET"), client_ip=ClientIP())
 
 
 def test_limit_options_are_validated_once_and_compare_by_value() -> None:
     options = LimitOptions(
-        "3/minute", exempt_ips="10.0.0.0/8", exempt_users=["admin"], deduct_when=[403, 401, 401], group="g"
+        limits="3/minute",
+        exempt_ips="10.0.0.0/8",
+        exempt_users=["admin"],
+        deduct_when=[403, 401, 401],
+        group="g",
     )
     assert options == LimitOptions(
-        ["3/minute"], exempt_ips=("10.0.0.0/8",), exempt_users=("admin",), deduct_when=(401, 403), group="g"
+        limits=["3/minute"],
+        exempt_ips=("10.0.0.0/8",),
+        exempt_users=("admin",),
+        deduct_when=(401, 403),
+        group="g",
     )
     assert (options.exempt_ips, options.exempt_users, options.deduct_when) == (
         ("10.0.0.0/8",),
@@ -448,9 +456,9 @@ def test_limit_options_are_validated_once_and_compare_by_value() -> None:
     )
     hash(options)
     with pytest.raises(InvalidArgument, match="group must be a non-empty string, got ''"):
-        LimitOptions("3/minute", group="")
+        LimitOptions(limits="3/minute", group="")
     with pytest.raises(InvalidArgument, match="shadow must be True or False, got 'yes'"):
-        LimitOptions("3/minute", shadow="yes")  # type: ignore[arg-type]
+        LimitOptions(limits="3/minute", shadow="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -465,4 +473,6 @@ def test_limit_options_are_validated_once_and_compare_by_value() -> None:
     ],
 )
 def test_anything_more_than_one_plain_limit_takes_the_general_path(config: dict[str, object]) -> None:
-    assert SingleCheck.of(Planner(config=parse_config(config)).plan("/x", "GET"), ClientIP()) is None
+    assert (
+        SingleCheck.of(Planner(config=parse_config(config)).plan("/x", "GET"), client_ip=ClientIP()) is None
+    )

@@ -38,7 +38,7 @@ def _reaction(value: object, where: str) -> OutageReaction:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OutagePolicy:
     """The reaction to a storage error, by key namespace, else ``default``."""
 

@@ -174,11 +174,11 @@ class SingleCheck:
         )
 
     @classmethod
-    def of(cls, plan: RoutePlan, client_ip: ClientIP) -> SingleCheck | None:
+    def of(cls, plan: RoutePlan, *, client_ip: ClientIP) -> SingleCheck | None:
         """The fast path of ``plan`` for clients told apart by ``client_ip``, or None when it does not fit."""
-        return cls(plan, client_ip) if cls.fits(plan) else None
+        return cls(plan, client_ip=client_ip) if cls.fits(plan) else None
 
-    def __init__(self, plan: RoutePlan, client_ip: ClientIP) -> None:
+    def __init__(self, plan: RoutePlan, *, client_ip: ClientIP) -> None:
         if not self.fits(plan):
             raise InvalidArgument(f"the plan of {plan.route!r} is not one limit on the client address")
         rule = plan.rules[0]

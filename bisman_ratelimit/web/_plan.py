@@ -82,7 +82,7 @@ def _check_cost(cost: CostSource, limits: tuple[Limit, ...], owner: str) -> None
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LimitOptions:
     """The options of a limit written in code (a decorator or a dependency), validated once.
 
@@ -343,7 +343,7 @@ class Planner:
             )
             self.default_rule = (
                 Rule.declared(
-                    LimitOptions(default_limits, key=key, algorithm=algorithm, cost=cost),
+                    LimitOptions(limits=default_limits, key=key, algorithm=algorithm, cost=cost),
                     scope="default",
                     name="default",
                 )

@@ -203,7 +203,7 @@ def ratelimit(
     if not isinstance(block, bool):
         raise InvalidArgument(f"block must be True or False, got {block!r}")
     options = LimitOptions(
-        limits,
+        limits=limits,
         key=key,
         algorithm=algorithm,
         cost=cost,

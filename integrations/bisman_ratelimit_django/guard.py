@@ -136,7 +136,7 @@ class Target:
         self.needs_api_key = any(rule.kind == "api_key" for rule in rules)
         self.needs_header = any(rule.kind == "header" for rule in rules)
         # One limit on the client address and nothing else: counted with one hit, no Evaluation.
-        self.single = SingleCheck.of(plan, client_ip)
+        self.single = SingleCheck.of(plan, client_ip=client_ip)
         # (index in plan.rules, rule) of rules whose key or cost is a function of the request
         self.callables = tuple(
             (index, rule) for index, rule in enumerate(rules) if rule.kind == "custom" or callable(rule.cost)

@@ -180,7 +180,7 @@ class _Alone:
         client_ip = spec.client_ip or ClientIP()
         self.facts = Facts(client_ip=client_ip)
         self.needs = Needs(plan)
-        self.single = SingleCheck.of(plan, client_ip)
+        self.single = SingleCheck.of(plan, client_ip=client_ip)
 
 
 # Declarations used without the middleware, per declaration and route.

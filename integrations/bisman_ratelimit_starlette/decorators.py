@@ -56,7 +56,7 @@ def limit(
     middleware; ``client_ip`` then says which proxies to trust.
     """
     options = LimitOptions(
-        limits,
+        limits=limits,
         key=key,
         algorithm=algorithm,
         cost=cost,

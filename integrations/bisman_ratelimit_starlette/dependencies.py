@@ -78,7 +78,7 @@ class RateLimit:
     ) -> None:
         # deduct_when needs the response status, which a dependency never sees: use the middleware.
         options = LimitOptions(
-            limits,
+            limits=limits,
             key=key,
             algorithm=algorithm,
             cost=cost,

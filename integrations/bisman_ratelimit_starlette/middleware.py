@@ -75,7 +75,9 @@ class _Route:
         # The fast path here needs the client to be the peer; endpoint declarations take the general
         # path, which tells their wrappers they are enforced.
         self.single = (
-            SingleCheck.of(needs.plan, client_ip) if not client_ip.reads_headers and not specs else None
+            SingleCheck.of(needs.plan, client_ip=client_ip)
+            if not client_ip.reads_headers and not specs
+            else None
         )
         header = needs.plan.policy_header or ""
         self.policy_header = (b"ratelimit-policy", header.encode("latin-1"))
