@@ -316,9 +316,8 @@ class Guard:
     def hit_args(self, request: HttpRequest, single: SingleCheck) -> HitArgs:
         """The arguments of the fast path's hit for ``request``."""
         meta = request.META
-        if self.reads_forwarded:
-            return single.hit_args(meta.get("REMOTE_ADDR"), meta.get(self.forwarded_meta))
-        return single.hit_args(meta.get("REMOTE_ADDR"))
+        # The fast path reads the forwarded header only when proxies are trusted.
+        return single.hit_args(meta.get("REMOTE_ADDR"), meta.get(self.forwarded_meta))
 
     def _start(
         self,

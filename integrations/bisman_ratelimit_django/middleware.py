@@ -47,6 +47,7 @@ class RateLimitMiddleware:
         self.guard = Guard(runtime)
         self.limiter = runtime.limiter
         self.quick = self.guard.quick
+        self.forwarded_meta = runtime.forwarded_meta
         self._targets: dict[tuple[Any, ...], Target | None] = {}
         self.is_async = iscoroutinefunction(get_response)
         self.process_view: Callable[..., Any]
@@ -152,7 +153,8 @@ class RateLimitMiddleware:
             request.__dict__[COVERED] = target.covered
         single = target.quick
         if single is not None and self.quick:
-            args = self.guard.hit_args(request, single)
+            meta = request.META
+            args = single.hit_args(meta.get("REMOTE_ADDR"), meta.get(self.forwarded_meta))
             try:
                 decision = self.limiter.hit(*args)
             except StorageError as exc:
