@@ -26,7 +26,7 @@ MARKER = "__bisman_ratelimit__"
 ENFORCED: ContextVar[tuple[LimitSpec, ...]] = ContextVar("bisman_ratelimit_enforced", default=())
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class LimitSpec:
     """Limits written on an endpoint. Compared by identity: each declaration is its own.
 
