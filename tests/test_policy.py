@@ -10,8 +10,10 @@ from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, InvalidLimit, Limiter, MultiDecision
 from bisman_ratelimit.backends import AsyncRedisStorage, MemoryStorage
-from bisman_ratelimit.web import parse_config
-from bisman_ratelimit.web._policy import GLOBAL_KEY, Planner, RoutePlan, Rule, Verdict, run, run_async
+from bisman_ratelimit.core import escape
+from bisman_ratelimit.web import ClientIP, Evaluation, LimitOptions, SingleCheck, parse_config
+from bisman_ratelimit.web._evaluate import Verdict, adecide, decide
+from bisman_ratelimit.web._plan import GLOBAL_KEY, Planner, RoutePlan, Rule
 from bisman_ratelimit.web._problem import QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY
 
 # The clock starts at midnight UTC: a fixed one-minute window has 60 s left.
@@ -49,8 +51,8 @@ def mem(clock: ManualClock) -> Limiter:
 
 
 def check(plan: RoutePlan, limiter: Limiter, ip: str = "198.51.100.7", **kwargs: object) -> Verdict:
-    evaluation = plan.evaluate(ip=ip, ip_key=ip, **kwargs)  # type: ignore[arg-type]
-    return run(limiter, evaluation)
+    evaluation = Evaluation.start(plan, ip=ip, ip_key=ip, **kwargs)  # type: ignore[arg-type]
+    return decide(limiter, evaluation)
 
 
 def test_defaults_count_per_ip_with_exact_headers(mem: Limiter) -> None:
@@ -90,7 +92,7 @@ def test_the_window_reopens_after_retry_after(mem: Limiter, clock: ManualClock) 
 
 def test_keys_are_structured_and_escaped(mem: Limiter) -> None:
     plan = Planner(default_limits="3/minute").plan(None, "GET")
-    evaluation = plan.evaluate(ip="2001:db8::1", ip_key="2001:db8::/64")
+    evaluation = Evaluation.start(plan, ip="2001:db8::1", ip_key="2001:db8::/64")
     op = evaluation.next_op()
     assert op is not None and op[0] == "hit_many"
     assert [entry[0] for entry in op[1]] == ["rl:ip:2001%3Adb8%3A%3A/64:api:default"]
@@ -137,7 +139,7 @@ def test_route_entry_replaces_defaults_and_names_the_policy(mem: Limiter) -> Non
     assert dict(first.headers)["RateLimit-Policy"] == '"/chat/{id}";q=2;w=60'
     assert dict(first.headers)["RateLimit"] == '"/chat/{id}";r=1;t=60'
     digest = hashlib.sha256(b"s3cret").hexdigest()[:32]
-    evaluation = plan.evaluate(ip="1.2.3.4", ip_key="1.2.3.4", header=header)
+    evaluation = Evaluation.start(plan, ip="1.2.3.4", ip_key="1.2.3.4", header=header)
     op = evaluation.next_op()
     assert op is not None
     # The API key is a credential: only its digest reaches storage.
@@ -147,7 +149,7 @@ def test_route_entry_replaces_defaults_and_names_the_policy(mem: Limiter) -> Non
 
 def test_header_key_without_the_header_counts_the_ip(mem: Limiter) -> None:
     plan = Planner(config=parse_config(CONFIG)).plan("/chat/{id}", "GET")
-    evaluation = plan.evaluate(ip="1.2.3.4", ip_key="1.2.3.4", header=lambda name: None)
+    evaluation = Evaluation.start(plan, ip="1.2.3.4", ip_key="1.2.3.4", header=lambda name: None)
     op = evaluation.next_op()
     assert op is not None and op[1][1][0] == "rl:ip:1.2.3.4:api:/chat/%7Bid%7D"
 
@@ -167,7 +169,7 @@ def test_user_key_and_exemptions(mem: Limiter) -> None:
 def test_exempt_route_checks_nothing(mem: Limiter) -> None:
     plan = Planner(config=parse_config(CONFIG)).plan("/health", "GET")
     assert not plan.limited
-    evaluation = plan.evaluate(ip="1.2.3.4", ip_key="1.2.3.4")
+    evaluation = Evaluation.start(plan, ip="1.2.3.4", ip_key="1.2.3.4")
     assert evaluation.next_op() is None
     assert evaluation.verdict == Verdict(200, ())
 
@@ -194,11 +196,11 @@ def test_deduct_when_counts_only_listed_statuses(mem: Limiter) -> None:
     plan = Planner(config=parse_config(LOCAL)).plan("/auth/login", "POST")
 
     def login(status: int) -> Verdict:
-        evaluation = plan.evaluate(ip="198.51.100.7", ip_key="198.51.100.7")
-        verdict = run(mem, evaluation)
+        evaluation = Evaluation.start(plan, ip="198.51.100.7", ip_key="198.51.100.7")
+        verdict = decide(mem, evaluation)
         if verdict.allowed:
             evaluation.on_response(status)
-            verdict = run(mem, evaluation)
+            verdict = decide(mem, evaluation)
         return verdict
 
     # Successful logins are free.
@@ -224,7 +226,7 @@ def test_deduct_when_counts_only_listed_statuses(mem: Limiter) -> None:
 
 def test_declared_rules_join_a_route_entry_and_replace_defaults(mem: Limiter) -> None:
     planner = Planner(config=parse_config(CONFIG))
-    rule = Rule.declared("1/minute", scope="/export", algorithm="fixed_window")
+    rule = Rule.declared(LimitOptions(limits="1/minute", algorithm="fixed_window"), scope="/export")
     plan = planner.plan("/export", "GET", (rule,))
     assert [r.name for r in plan.rules] == ["/export"]
     both = planner.plan("/api/calls", "POST", (rule,))
@@ -234,16 +236,18 @@ def test_declared_rules_join_a_route_entry_and_replace_defaults(mem: Limiter) ->
 
 
 def test_declared_rule_costs_and_custom_keys(mem: Limiter) -> None:
-    rule = Rule.declared("10/minute", scope="upload", algorithm="fixed_window", cost=4)
+    rule = Rule.declared(LimitOptions(limits="10/minute", algorithm="fixed_window", cost=4), scope="upload")
     plan = Planner().plan("/upload", "POST", (rule,))
     assert [check(plan, mem).status for _ in range(3)] == [200, 200, 429]
 
     def by_tenant(request: object) -> str:
         return "acme"
 
-    dynamic = Rule.declared("10/minute", scope="bulk", algorithm="fixed_window", key=by_tenant, cost=len)
+    dynamic = Rule.declared(
+        LimitOptions(limits="10/minute", algorithm="fixed_window", key=by_tenant, cost=len), scope="bulk"
+    )
     plan = Planner().plan("/bulk", "POST", (dynamic,))
-    evaluation = plan.evaluate(ip="1.2.3.4", ip_key="1.2.3.4", custom_keys=["acme"], costs=[7])
+    evaluation = Evaluation.start(plan, ip="1.2.3.4", ip_key="1.2.3.4", custom_keys=["acme"], costs=[7])
     op = evaluation.next_op()
     assert op is not None and op[1] == [("rl:custom:acme:api:bulk", dynamic.limits, "fixed_window", 7)]
 
@@ -288,25 +292,33 @@ def test_no_limits_at_all_checks_nothing() -> None:
             "headers must be 'draft', 'legacy'",
         ),
         (lambda: Planner(default_limits="3 per fortnight"), InvalidLimit, "invalid rate limit"),
-        (lambda: Rule.declared("1/minute", scope="x", key="cookie"), InvalidArgument, "unknown key 'cookie'"),
-        (lambda: Rule.declared("2/minute", scope="x", cost=3), InvalidLimit, "cost 3 is more than the limit"),
         (
-            lambda: Rule.declared("2/minute", scope="x", cost=0),
+            lambda: Rule.declared(LimitOptions(limits="1/minute", key="cookie"), scope="x"),
+            InvalidArgument,
+            "unknown key 'cookie'",
+        ),
+        (
+            lambda: Rule.declared(LimitOptions(limits="2/minute", cost=3), scope="x"),
+            InvalidLimit,
+            "cost 3 is more than the limit",
+        ),
+        (
+            lambda: Rule.declared(LimitOptions(limits="2/minute", cost=0), scope="x"),
             InvalidArgument,
             "cost must be a whole number",
         ),
         (
-            lambda: Rule.declared("2/minute", scope="x", algorithm="leaky"),
+            lambda: Rule.declared(LimitOptions(limits="2/minute", algorithm="leaky"), scope="x"),
             InvalidArgument,
             "unknown algorithm 'leaky'",
         ),
         (
-            lambda: Rule.declared("2/minute", scope="x", deduct_when=[700]),
+            lambda: Rule.declared(LimitOptions(limits="2/minute", deduct_when=[700]), scope="x"),
             InvalidArgument,
             "deduct_when must list HTTP status codes",
         ),
         (
-            lambda: Rule.declared("2/minute", scope="x", exempt_ips=["10.0.0.0/33"]),
+            lambda: Rule.declared(LimitOptions(limits="2/minute", exempt_ips=["10.0.0.0/33"]), scope="x"),
             InvalidArgument,
             r"exempt_ips\[0\]: '10.0.0.0/33' is not an IP address or a CIDR",
         ),
@@ -317,14 +329,14 @@ def test_bad_declarations_are_refused(make: object, error: type[Exception], mess
         make()  # type: ignore[operator]
 
 
-async def test_run_async_on_redis_peeks_and_hits_in_one_call_each(
+async def test_adecide_on_redis_peeks_and_hits_in_one_call_each(
     async_redis_client: redis.asyncio.Redis, clock: ManualClock
 ) -> None:
     limiter = AsyncLimiter(AsyncRedisStorage(async_redis_client, clock=clock))
     try:
         plan = Planner(config=parse_config(CONFIG)).plan("/auth/login", "POST")
         for status in (401, 401):
-            evaluation = plan.evaluate(ip="198.51.100.7", ip_key="198.51.100.7")
+            evaluation = Evaluation.start(plan, ip="198.51.100.7", ip_key="198.51.100.7")
             kinds = []
             op = evaluation.next_op()
             while op is not None:
@@ -335,8 +347,8 @@ async def test_run_async_on_redis_peeks_and_hits_in_one_call_each(
             # Peek the login limits, then count the global limit.
             assert kinds == ["peek_many", "hit_many"]
             evaluation.on_response(status)
-            assert (await run_async(limiter, evaluation)).status == 200
-        refused = await run_async(limiter, plan.evaluate(ip="198.51.100.7", ip_key="198.51.100.7"))
+            assert (await adecide(limiter, evaluation)).status == 200
+        refused = await adecide(limiter, Evaluation.start(plan, ip="198.51.100.7", ip_key="198.51.100.7"))
         assert refused.status == 429
         assert refused.violated == ("/auth/login-60s",)
         # The manual clock stands at the start of a minute.
@@ -355,18 +367,98 @@ async def _one(limiter: AsyncLimiter, op: tuple[object, ...]) -> MultiDecision:
 def test_single_check_fast_path_agrees_with_the_general_path(clock: ManualClock) -> None:
     planner = Planner(default_limits="3/minute", algorithm="fixed_window")
     plan = planner.plan("/items/{id}", "GET")
-    single = plan.single
+    single = SingleCheck.of(plan, client_ip=ClientIP())
     assert single is not None
     fast = Limiter(MemoryStorage(clock=clock))
     slow = Limiter(MemoryStorage(clock=clock))
     for ip_key in ("198.51.100.7", "2001:db8::/64", None):
-        evaluation = plan.evaluate(ip=ip_key, ip_key=ip_key)
+        evaluation = Evaluation.start(plan, ip=ip_key, ip_key=ip_key)
         op = evaluation.next_op()
         assert op is not None and op[1][0][0] == single.key(ip_key)
     for _ in range(4):
         decision = fast.hit(single.key("198.51.100.7"), single.limit, single.algorithm, single.cost)
-        assert single.verdict(decision) == run(slow, plan.evaluate(ip="198.51.100.7", ip_key="198.51.100.7"))
+        assert single.verdict(decision) == decide(
+            slow, Evaluation.start(plan, ip="198.51.100.7", ip_key="198.51.100.7")
+        )
     assert single.ratelimit(decision) == '"default";r=0;t=60'
+
+
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window", "token_bucket", "gcra"])
+def test_the_fast_path_gives_the_headers_of_the_general_path(clock: ManualClock, algorithm: str) -> None:
+    plan = Planner(default_limits="3/minute", algorithm=algorithm).plan("/items/{id}", "GET")  # type: ignore[arg-type]
+    single = SingleCheck.of(plan, client_ip=ClientIP())
+    assert single is not None
+    fast = Limiter(MemoryStorage(clock=clock))
+    slow = Limiter(MemoryStorage(clock=clock))
+    for _ in range(5):
+        decision = fast.hit(*single.hit_args("198.51.100.7"))
+        general = decide(slow, Evaluation.start(plan, ip="198.51.100.7", ip_key="198.51.100.7"))
+        assert single.verdict(decision) == general
+        if decision.allowed:
+            # What a plugin adds to an allowed response without building a Verdict.
+            assert (
+                ("RateLimit-Policy", single.policy_header),
+                ("RateLimit", single.ratelimit(decision)),
+            ) == (general.headers)
+        clock.advance(7)
+
+
+def test_fast_path_arguments_follow_the_client_address() -> None:
+    plan = Planner(default_limits="3/minute").plan("/items/{id}", "GET")
+    direct = SingleCheck.of(plan, client_ip=ClientIP())
+    assert direct is not None
+    assert direct.hit_args("198.51.100.7") == (
+        "rl:ip:198.51.100.7:api:default",
+        direct.limit,
+        "sliding_window",
+        1,
+    )
+    # Remembered per peer: the same tuple, not built again.
+    assert direct.hit_args("198.51.100.7") is direct.hit_args("198.51.100.7")
+    assert direct.hit_args("2001:db8::1")[0] == "rl:ip:" + escape("2001:db8::/64") + ":api:default"
+    assert direct.hit_args(None)[0] == "rl:ip:unknown:api:default"
+    # Behind a trusted proxy the forwarded address names the client.
+    proxied = SingleCheck.of(plan, client_ip=ClientIP(trusted_proxies=1))
+    assert proxied is not None
+    assert proxied.hit_args("10.0.0.1", "203.0.113.9")[0] == "rl:ip:203.0.113.9:api:default"
+    assert proxied.hit_args("10.0.0.1", "198.51.100.1")[0] == "rl:ip:198.51.100.1:api:default"
+    with pytest.raises(InvalidArgument, match="is not one limit on the client address"):
+        SingleCheck(Planner(default_limits="3/minute", key="user").plan("/x", "GET"), client_ip=ClientIP())
+
+
+def test_limit_options_are_validated_once_and_compare_by_value() -> None:
+    options = LimitOptions(
+        limits="3/minute",
+        exempt_ips="10.0.0.0/8",
+        exempt_users=["admin"],
+        deduct_when=[403, 401, 401],
+        group="g",
+    )
+    assert options == LimitOptions(
+        limits=["3/minute"],
+        exempt_ips=("10.0.0.0/8",),
+        exempt_users=("admin",),
+        deduct_when=(401, 403),
+        group="g",
+    )
+    assert (options.exempt_ips, options.exempt_users, options.deduct_when) == (
+        ("10.0.0.0/8",),
+        ("admin",),
+        (401, 403),
+    )
+    assert options.exempt.matches("10.1.2.3", None) and options.exempt.matches(None, "admin")
+    rule = Rule.declared(options, scope="/login")
+    assert (rule.name, rule.scope, rule.limits, rule.deduct_when) == (
+        "/login",
+        "/login",
+        options.parsed,
+        (401, 403),
+    )
+    hash(options)
+    with pytest.raises(InvalidArgument, match="group must be a non-empty string, got ''"):
+        LimitOptions(limits="3/minute", group="")
+    with pytest.raises(InvalidArgument, match="shadow must be True or False, got 'yes'"):
+        LimitOptions(limits="3/minute", shadow="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -381,4 +473,6 @@ def test_single_check_fast_path_agrees_with_the_general_path(clock: ManualClock)
     ],
 )
 def test_anything_more_than_one_plain_limit_takes_the_general_path(config: dict[str, object]) -> None:
-    assert Planner(config=parse_config(config)).plan("/x", "GET").single is None
+    assert (
+        SingleCheck.of(Planner(config=parse_config(config)).plan("/x", "GET"), client_ip=ClientIP()) is None
+    )

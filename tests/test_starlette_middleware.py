@@ -19,6 +19,7 @@ from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limiter
 from bisman_ratelimit.backends import MemoryStorage
+from bisman_ratelimit.core import OutagePolicy
 from bisman_ratelimit.testing import free_port
 from bisman_ratelimit.web import Verdict, parse_config
 from bisman_ratelimit_starlette import RateLimitMiddleware
@@ -343,6 +344,70 @@ async def test_storage_down_fails_open_or_closed(client_for: Any, caplog: Any) -
         assert "rate-limit storage failed, refusing GET /items/1: Redis is unavailable" in caplog.text
     finally:
         await limiter.aclose()
+
+
+def _on_dead_storage(limiter: AsyncLimiter, **options: Any) -> Starlette:
+    return Starlette(routes=ROUTES, middleware=[Middleware(RateLimitMiddleware, limiter=limiter, **options)])
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"default_limits": "1/day"}, {"default_limits": "1/day", "global_limits": "100/day"}],
+    ids=["fast path", "general path"],
+)
+async def test_the_outage_policy_answers_open_closed_or_fallback(
+    client_for: Any, caplog: Any, limits: dict[str, str]
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from bisman_ratelimit.metrics import RateLimitMetrics
+
+    limiter = AsyncLimiter.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    registry = CollectorRegistry()
+    try:
+        async with client_for(_on_dead_storage(limiter, on_outage="open", **limits)) as client:
+            opened = [await client.get("/items/1") for _ in range(2)]
+        assert [(r.status_code, rate_headers(r)) for r in opened] == [(200, {}), (200, {})]
+        assert "rate-limit storage failed, letting GET /items/1 through: Redis is unavailable" in caplog.text
+
+        metrics = RateLimitMetrics(registry=registry)
+        async with client_for(
+            _on_dead_storage(limiter, on_outage="closed", metrics=metrics, **limits)
+        ) as client:
+            closed = await client.get("/items/1")
+        assert (closed.status_code, rate_headers(closed)) == (503, {"retry-after": "1"})
+        labels = {"route": "/items/{item_id}", "reason": "unavailable"}
+        assert registry.get_sample_value("app_rate_limit_block_total", labels) == 1
+        assert "rate-limit storage failed, refusing GET /items/1: Redis is unavailable" in caplog.text
+
+        async with client_for(_on_dead_storage(limiter, on_outage="fallback", **limits)) as client:
+            counted = [await client.get("/items/1") for _ in range(2)]
+        # This process's counters decide: one request a day, then 429 with the usual fields.
+        assert [r.status_code for r in counted] == [200, 429]
+        assert counted[1].headers["ratelimit-policy"] == '"default";q=1;w=86400'
+        assert "rate-limit storage failed, counting GET /items/1 in this process" in caplog.text
+    finally:
+        await limiter.close()
+
+
+async def test_outage_policy_by_namespace_and_fail_open_spellings(client_for: Any) -> None:
+    limiter = AsyncLimiter.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    policy = OutagePolicy(default="open", by_namespace={"rl:global": "closed"})
+    try:
+        guarded = _on_dead_storage(limiter, default_limits="1/day", global_limits="100/day", on_outage=policy)
+        async with client_for(guarded) as client:
+            assert (await client.get("/items/1")).status_code == 503
+        local_only = _on_dead_storage(limiter, default_limits="1/day", on_outage=policy)
+        async with client_for(local_only) as client:
+            assert (await client.get("/items/1")).status_code == 200
+    finally:
+        await limiter.close()
+    assert RateLimitMiddleware(bare_app, fail_open=False).on_outage == OutagePolicy(default="closed")
+    assert RateLimitMiddleware(bare_app).on_outage == OutagePolicy(default="open")
+    with pytest.raises(InvalidArgument, match="give on_outage or fail_open, not both"):
+        RateLimitMiddleware(bare_app, fail_open=True, on_outage="open")
+    with pytest.raises(InvalidArgument, match="on_outage must be one of fallback, open, closed, got 'shed'"):
+        RateLimitMiddleware(bare_app, on_outage="shed")  # type: ignore[arg-type]
 
 
 async def test_user_key_without_authentication_middleware_says_what_to_do(client_for: Any) -> None:

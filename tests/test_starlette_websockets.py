@@ -17,6 +17,7 @@ from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter
 from bisman_ratelimit.backends import MemoryStorage
+from bisman_ratelimit.testing import free_port
 from bisman_ratelimit.web import parse_config
 from bisman_ratelimit_starlette import RateLimitMiddleware, limit
 
@@ -175,3 +176,30 @@ async def test_websocket_limits_are_per_client(clock: ManualClock) -> None:
     assert (await chat(app, ip="198.51.100.7"))["type"] == "websocket.accept"
     assert (await chat(app, ip="198.51.100.8"))["type"] == "websocket.accept"
     assert (await refusal(app, ip="198.51.100.7"))["code"] == 1008
+
+
+async def test_the_outage_policy_answers_websockets_too() -> None:
+    limiter = AsyncLimiter.from_url(f"redis://127.0.0.1:{free_port()}/0")
+
+    def on_dead_storage(on_outage: str) -> Starlette:
+        return Starlette(
+            routes=[WebSocketRoute("/chat/{room}", echo)],
+            middleware=[
+                Middleware(RateLimitMiddleware, limiter=limiter, default_limits="1/day", on_outage=on_outage)
+            ],
+        )
+
+    try:
+        opened = on_dead_storage("open")
+        assert [(await chat(opened))["type"] for _ in range(2)] == ["websocket.accept", "websocket.accept"]
+        closed = await refusal(on_dead_storage("closed"))
+        assert closed == {
+            "type": "websocket.close",
+            "code": 1013,
+            "reason": "The server is over its request capacity; retry in 1 second.",
+        }
+        counted = on_dead_storage("fallback")
+        assert (await chat(counted))["type"] == "websocket.accept"
+        assert (await refusal(counted))["code"] == 1008
+    finally:
+        await limiter.close()

@@ -19,11 +19,13 @@ from bisman_ratelimit.core._errors import (
 )
 from bisman_ratelimit.core._flows import adrive, drive
 from bisman_ratelimit.core._keys import escape, hash_tag, make_key, redis_keys, scan_pattern
+from bisman_ratelimit.core._outage import OUTAGE_REACTIONS, OutagePolicy, OutageReaction
 from bisman_ratelimit.core._rate import Limit, LimitLike, parse_limits
 
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_ALGORITHM",
+    "OUTAGE_REACTIONS",
     "Algorithm",
     "BismanRateLimitError",
     "BreakerState",
@@ -37,6 +39,8 @@ __all__ = [
     "Limit",
     "LimitLike",
     "MultiDecision",
+    "OutagePolicy",
+    "OutageReaction",
     "StorageError",
     "StorageResponseError",
     "StorageUnavailable",

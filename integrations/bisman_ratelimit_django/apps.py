@@ -5,12 +5,12 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.core import checks
 
+from .checks import check_settings
+
 
 class BismanRateLimitConfig(AppConfig):
     name = "bisman_ratelimit_django"
     verbose_name = "bisman-ratelimit"
 
     def ready(self) -> None:
-        from .checks import check_settings
-
         checks.register(check_settings, "bisman_ratelimit")

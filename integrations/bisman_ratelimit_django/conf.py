@@ -25,7 +25,15 @@ from typing import Any, get_args
 from django.core.signals import setting_changed
 
 from bisman_ratelimit import AsyncLimiter, Limiter
-from bisman_ratelimit.core import ALGORITHMS, BismanRateLimitError, ConfigurationError, Limit, parse_limits
+from bisman_ratelimit.core import (
+    ALGORITHMS,
+    Algorithm,
+    BismanRateLimitError,
+    ConfigurationError,
+    Limit,
+    OutagePolicy,
+    parse_limits,
+)
 from bisman_ratelimit.web import KEY_KINDS, ClientIP, HeaderStyle
 
 __all__ = ["SETTING", "RateLimitSettings", "SettingProblem", "get_settings", "read_settings"]
@@ -41,7 +49,7 @@ class RateLimitSettings:
     config: str | None = None
     default_limits: tuple[Limit, ...] = ()
     default_key: str = "ip"
-    default_algorithm: str = "sliding_window"
+    default_algorithm: Algorithm = "sliding_window"
     global_limits: tuple[Limit, ...] = ()
     client_ip: ClientIP = field(default_factory=ClientIP)
     headers: HeaderStyle = "draft"
@@ -50,12 +58,19 @@ class RateLimitSettings:
     # request -> user id or None, instead of request.user.get_username(); may be async.
     user: Callable[[Any], Any] | None = None
     api_key_header: str = "x-api-key"
-    # When the storage fails: let requests through (True) or answer 503 (False).
+    # When the storage fails: let requests through (True) or answer 503 (False); on_outage, when
+    # given, says it instead, and may send requests to counters in this process.
     fail_open: bool = True
+    on_outage: OutagePolicy | None = None
     metrics: Any = None
     # Built elsewhere and handed over, e.g. in tests or to share one client.
     limiter: Limiter | None = None
     async_limiter: AsyncLimiter | None = None
+
+    @property
+    def outage_policy(self) -> OutagePolicy:
+        """What a storage error means for a request: ``ON_OUTAGE``, else what ``FAIL_OPEN`` says."""
+        return self.on_outage if self.on_outage is not None else OutagePolicy.from_fail_open(self.fail_open)
 
 
 @dataclass(frozen=True)
@@ -114,10 +129,21 @@ def _default_key(value: object) -> str:
     raise ConfigurationError(f"expected one of {', '.join(KEY_KINDS)}, got {value!r}")
 
 
-def _algorithm(value: object) -> str:
+def _algorithm(value: object) -> Algorithm:
     if not isinstance(value, str) or value not in ALGORITHMS:
         raise ConfigurationError(f"unknown algorithm {value!r}: expected one of {', '.join(ALGORITHMS)}")
-    return value
+    return value  # type: ignore[return-value]
+
+
+def _on_outage(value: object) -> OutagePolicy:
+    if isinstance(value, OutagePolicy):
+        return value
+    try:
+        return OutagePolicy.of(value)  # type: ignore[arg-type]
+    except BismanRateLimitError:
+        raise ConfigurationError(
+            f"expected 'open', 'closed', 'fallback' or a bisman_ratelimit.core.OutagePolicy, got {value!r}"
+        ) from None
 
 
 def _headers(value: object) -> HeaderStyle:
@@ -194,6 +220,7 @@ _FIELDS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "USER": ("user", _callable("(request) -> user id or None")),
     "API_KEY_HEADER": ("api_key_header", _header_name),
     "FAIL_OPEN": ("fail_open", _boolean),
+    "ON_OUTAGE": ("on_outage", _on_outage),
     "METRICS": ("metrics", _metrics),
     "LIMITER": ("limiter", _limiter),
     "ASYNC_LIMITER": ("async_limiter", _async_limiter),
@@ -246,6 +273,10 @@ def read_settings(raw: object) -> tuple[RateLimitSettings, list[SettingProblem]]
                         name, "CONFIG is set too: the config file's [defaults] and [global] sections say this"
                     )
                 )
+    if "FAIL_OPEN" in raw and raw.get("ON_OUTAGE") is not None:
+        problems.append(
+            SettingProblem("FAIL_OPEN", "ON_OUTAGE is set too: give one ('open' is FAIL_OPEN=True)")
+        )
     if "async_limiter" in values and values.get("limiter") is None and values["async_limiter"] is not None:
         problems.append(
             SettingProblem("LIMITER", "ASYNC_LIMITER is set, so LIMITER must be too (for sync views)")

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
 
-from bisman_ratelimit.core import InvalidArgument, LimitLike
-from bisman_ratelimit.web import KeySource, RoutePlan, Rule, Verdict
+from bisman_ratelimit.core import Algorithm, InvalidArgument, LimitLike
+from bisman_ratelimit.web import KeySource, LimitOptions, RoutePlan, Rule, Verdict
 
 from .guard import COVERED, Guard, Passed, RateLimitResult, Target, apply_passed, view_identity
 from .runtime import Runtime, get_runtime
@@ -47,26 +47,14 @@ _NONE: frozenset[Declaration] = frozenset()
 
 
 class Declaration:
-    """One ``@ratelimit(...)``: its options, and its rule for each view it decorates."""
+    """One ``@ratelimit(...)``: its options, and its rule for each view it decorates.
 
-    def __init__(
-        self,
-        limits: LimitLike | Sequence[LimitLike],
-        *,
-        key: KeySource = "ip",
-        group: str | None = None,
-        methods: Iterable[str] | None = None,
-        block: bool = True,
-        algorithm: str = "sliding_window",
-        cost: int | Callable[..., Any] = 1,
-        exempt_ips: Sequence[str] = (),
-        exempt_users: Sequence[str] = (),
-        deduct_when: Sequence[int] = (),
-    ) -> None:
-        if group is not None and (not isinstance(group, str) or not group):
-            raise InvalidArgument(f"group must be a non-empty string, got {group!r}")
-        if not isinstance(block, bool):
-            raise InvalidArgument(f"block must be True or False, got {block!r}")
+    ``block=False`` is ``options.shadow``: such limits never refuse.
+    """
+
+    def __init__(self, options: LimitOptions, *, methods: Iterable[str] | None = None) -> None:
+        if not isinstance(options, LimitOptions):
+            raise InvalidArgument(f"options must be a LimitOptions, got {options!r}")
         if isinstance(methods, str):
             methods = [methods]
         if methods is not None:
@@ -74,22 +62,11 @@ class Declaration:
             if not methods or not all(isinstance(m, str) and m.strip() for m in methods):
                 raise InvalidArgument(f"methods must be HTTP method names such as 'POST', got {methods!r}")
         self.methods = frozenset(m.strip().upper() for m in methods) if methods is not None else None
-        self.group = group
-        self.block = block
-        self.needs_async = iscoroutinefunction(key) or iscoroutinefunction(cost)
-        self._options: dict[str, Any] = dict(
-            algorithm=algorithm,
-            key=key,
-            cost=cost,
-            shadow=not block,
-            exempt_ips=exempt_ips,
-            exempt_users=exempt_users,
-            deduct_when=deduct_when,
-        )
-        self._limits = limits
+        self.options = options
+        self.group = options.group
+        self.block = not options.shadow
+        self.needs_async = iscoroutinefunction(options.key) or iscoroutinefunction(options.cost)
         self._rules: dict[str, Rule] = {}
-        # Bad limits, keys or costs fail here, when the view module is imported.
-        self.rule_for(group or "view")
         self._runtime: Runtime | None = None
         self._guard: Guard | None = None
         self._targets: dict[tuple[str, tuple[Declaration, ...]], Target] = {}
@@ -103,7 +80,7 @@ class Declaration:
         rule = self._rules.get(scope)
         if rule is None:
             name = self.group or identity.rsplit(".", 1)[-1]
-            rule = Rule.declared(self._limits, scope=scope, name=name, **self._options)
+            rule = Rule.declared(self.options, scope=scope, name=name)
             self._rules[scope] = rule
         return rule
 
@@ -121,7 +98,7 @@ class Declaration:
                 global_policy=None,
                 header_style=runtime.settings.headers,
             )
-            target = self._targets[cache_key] = Target(plan, pairs)
+            target = self._targets[cache_key] = Target(plan, pairs, client_ip=runtime.client_ip)
         return self._guard, target
 
     def _pending(
@@ -206,7 +183,7 @@ def ratelimit(
     group: str | None = None,
     methods: Iterable[str] | None = None,
     block: bool = True,
-    algorithm: str = "sliding_window",
+    algorithm: Algorithm = "sliding_window",
     cost: int | Callable[..., Any] = 1,
     exempt_ips: Sequence[str] = (),
     exempt_users: Sequence[str] = (),
@@ -223,18 +200,20 @@ def ratelimit(
     function of the request; ``deduct_when`` lists the response statuses
     that count (e.g. ``[401, 403]`` for failed logins).
     """
-    return Declaration(
-        limits,
+    if not isinstance(block, bool):
+        raise InvalidArgument(f"block must be True or False, got {block!r}")
+    options = LimitOptions(
+        limits=limits,
         key=key,
-        group=group,
-        methods=methods,
-        block=block,
         algorithm=algorithm,
         cost=cost,
+        shadow=not block,
         exempt_ips=exempt_ips,
         exempt_users=exempt_users,
         deduct_when=deduct_when,
+        group=group,
     )
+    return Declaration(options, methods=methods)
 
 
 def ratelimit_exempt(view: V) -> V:

@@ -2,10 +2,12 @@
 
 A :class:`Target` is what one route, method and view need checked; it is
 built once and cached. Per request, :class:`Guard` reads the client out of
-the request, starts the :class:`~bisman_ratelimit.web._policy.Evaluation`, and
-turns its verdict into a refusal or into response headers. Only the calls
-that can block differ between sync and async code: the user lookup, callable
-keys and costs, and the limiter itself.
+the request, starts the :class:`~bisman_ratelimit.web.Evaluation` (or takes
+the fast path of a :class:`~bisman_ratelimit.web.SingleCheck`), and turns its
+verdict into a refusal or into response headers. Only the calls that can
+block differ between sync and async code: the user lookup, callable keys and
+costs, and the limiter itself. When the storage fails, :meth:`Guard.outage`
+asks the outage policy what to do.
 """
 
 from __future__ import annotations
@@ -15,23 +17,34 @@ import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from bisman_ratelimit.core import ConfigurationError, Decision, InvalidArgument, StorageError
-from bisman_ratelimit.web import CONTENT_TYPE, Evaluation, RoutePlan, Rule, SingleCheck, Verdict
+from bisman_ratelimit.web import (
+    CONTENT_TYPE,
+    UNAVAILABLE,
+    ClientIP,
+    Evaluation,
+    HitArgs,
+    RoutePlan,
+    Rule,
+    SingleCheck,
+    Verdict,
+    adecide,
+    decide,
+    outage_reaction,
+)
 
 from ._django_internals import header_store, unevaluated
 from .runtime import Runtime
 
-if TYPE_CHECKING:
-    from .decorators import Declaration
-
 __all__ = [
     "COVERED",
     "STATE",
+    "Declared",
     "Guard",
     "GuardResult",
     "Passed",
@@ -45,8 +58,6 @@ __all__ = [
 
 logger = logging.getLogger("bisman_ratelimit.django")
 
-# The storage failed and FAIL_OPEN is off: shed the request.
-UNAVAILABLE = Verdict(503, (("Retry-After", "1"),), 1)
 _GO_ON = Verdict(200, ())
 
 # Where a request keeps what the middleware decided, for its response.
@@ -84,6 +95,13 @@ class RateLimitResult:
     verdict: Verdict
 
 
+class Declared(Protocol):
+    """What a guard needs of a ``@ratelimit`` declaration (the decorator module builds them)."""
+
+    @property
+    def block(self) -> bool: ...
+
+
 class Counted:
     """The verdict of a request counted in one step, with nothing left for its response."""
 
@@ -101,7 +119,6 @@ class Target:
         "callables",
         "covered",
         "deferred",
-        "keys",
         "needs_api_key",
         "needs_header",
         "needs_user",
@@ -110,14 +127,16 @@ class Target:
         "single",
     )
 
-    def __init__(self, plan: RoutePlan, declarations: Sequence[tuple[Declaration, Rule]] = ()) -> None:
+    def __init__(
+        self, plan: RoutePlan, declarations: Sequence[tuple[Declared, Rule]] = (), *, client_ip: ClientIP
+    ) -> None:
         self.plan = plan
         rules = plan.rules
         self.needs_user = any(rule.kind == "user" or rule.exempt.users for rule in rules)
         self.needs_api_key = any(rule.kind == "api_key" for rule in rules)
         self.needs_header = any(rule.kind == "header" for rule in rules)
         # One limit on the client address and nothing else: counted with one hit, no Evaluation.
-        self.single = plan.single
+        self.single = SingleCheck.of(plan, client_ip=client_ip)
         # (index in plan.rules, rule) of rules whose key or cost is a function of the request
         self.callables = tuple(
             (index, rule) for index, rule in enumerate(rules) if rule.kind == "custom" or callable(rule.cost)
@@ -135,9 +154,7 @@ class Target:
                 for name in rule.item_names
             )
         # A single check with nothing to report on the request: an allowed request needs no Verdict.
-        self.quick = plan.single if self.annotate is None else None
-        # peer address -> storage key of the single check, when the peer alone names the client
-        self.keys: dict[str | None, str] = {}
+        self.quick = self.single if self.annotate is None else None
 
 
 class State:
@@ -273,7 +290,7 @@ class Guard:
         self.user_getter = runtime.settings.user
         self.api_key_meta = meta_key(runtime.settings.api_key_header)
         self._peers: dict[str | None, tuple[str | None, str | None]] = {}
-        self.fail_open = runtime.settings.fail_open
+        self.on_outage = runtime.settings.outage_policy
         self.metrics = runtime.settings.metrics
         # Metrics want a Verdict for every request: then no request takes the quick path.
         self.quick = self.metrics is None
@@ -296,21 +313,11 @@ class Guard:
             self._peers[peer] = found
         return found
 
-    def single_key(self, request: HttpRequest, target: Target, single: SingleCheck) -> str:
-        """The storage key of ``request`` for the single check of ``target``."""
+    def hit_args(self, request: HttpRequest, single: SingleCheck) -> HitArgs:
+        """The arguments of the fast path's hit for ``request``."""
         meta = request.META
-        if self.reads_forwarded:
-            return single.key(self._client(meta)[1])
-        # The peer alone names the client: its key is remembered, built once per busy client.
-        peer = meta.get("REMOTE_ADDR")
-        keys = target.keys
-        key = keys.get(peer)
-        if key is None:
-            key = single.key(self._client(meta)[1])
-            if len(keys) >= 4096:
-                keys.clear()
-            keys[peer] = key
-        return key
+        # The fast path reads the forwarded header only when proxies are trusted.
+        return single.hit_args(meta.get("REMOTE_ADDR"), meta.get(self.forwarded_meta))
 
     def _start(
         self,
@@ -322,7 +329,8 @@ class Guard:
     ) -> Evaluation:
         meta = request.META
         ip, ip_key = self._client(meta)
-        return target.plan.evaluate(
+        return Evaluation.start(
+            target.plan,
             ip=ip,
             ip_key=ip_key,
             user=user,
@@ -347,25 +355,15 @@ class Guard:
         return self.refusal(request, verdict)
 
     def _record(self, route: str | None, verdict: Verdict) -> None:
-        if verdict.status == 200:
-            self.metrics.record_decision(
-                route=route, allowed=True, reason="shadow" if verdict.shadowed else None
-            )
-        elif verdict is UNAVAILABLE:
-            self.metrics.record_decision(route=route, allowed=False, reason="unavailable")
-        else:
-            reason = "global" if verdict.status == 503 else "client"
-            self.metrics.record_decision(route=route, allowed=False, reason=reason)
+        self.metrics.record_decision(route=route, allowed=verdict.allowed, reason=verdict.reason)
 
-    def failed(self, request: HttpRequest, exc: StorageError) -> Counted:
-        """Fail open (go on, no headers) or closed (503), and say so in the log."""
-        if self.fail_open:
-            logger.warning(
-                "rate-limit storage failed, letting %s %s through: %s", request.method, request.path, exc
-            )
-            return Counted(_GO_ON)
-        logger.error("rate-limit storage failed, refusing %s %s: %s", request.method, request.path, exc)
-        return Counted(UNAVAILABLE)
+    def outage(self, request: HttpRequest, keys: Sequence[str], exc: StorageError) -> Counted | None:
+        """What the outage policy says of a storage error: a verdict, or None to count the
+        request on this process's counters (``Runtime.local``)."""
+        reaction = outage_reaction(self.on_outage, keys, exc, f"{request.method} {request.path}", logger)
+        if reaction == "fallback":
+            return None
+        return Counted(_GO_ON if reaction == "open" else UNAVAILABLE)
 
     def refusal(self, request: HttpRequest, verdict: Verdict) -> HttpResponseBase:
         """The 429 or 503 answer, with its headers."""
@@ -416,25 +414,31 @@ class Guard:
         """Count ``request`` against ``target``: a :class:`Passed` when a quick check
         allowed it (:func:`apply_passed` makes its headers), else a result whose
         ``.verdict`` says what to do."""
-        try:
-            return self._count(request, target)
-        except StorageError as exc:
-            return self.failed(request, exc)
-
-    def _count(self, request: HttpRequest, target: Target) -> GuardResult:
         single = target.single
         if single is not None:
-            key = self.single_key(request, target, single)
-            return self._single(
-                target, single, self.runtime.limiter.hit(key, single.limit, single.algorithm, single.cost)
-            )
+            args = self.hit_args(request, single)
+            try:
+                decision = self.runtime.limiter.hit(*args)
+            except StorageError as exc:
+                failed = self.outage(request, (args[0],), exc)
+                if failed is not None:
+                    return failed
+                decision = self.runtime.local()[0].hit(*args)
+            return self._single(target, single, decision)
         user = self._user(request) if target.needs_user else None
         keys, costs = self._calls(request, target)
         if keys is not None and costs is not None:
             keys = [_key_text(value) for value in keys]
             costs = [_cost_value(value) for value in costs]
         evaluation = self._start(request, target, user, keys, costs)
-        self.runtime.run(evaluation)
+        try:
+            self.runtime.decide(evaluation)
+        except StorageError as exc:
+            failed = self.outage(request, evaluation.keys, exc)
+            if failed is not None:
+                return failed
+            evaluation = evaluation.restart()
+            decide(self.runtime.local()[0], evaluation)
         return evaluation
 
     def _single(self, target: Target, single: SingleCheck, decision: Decision) -> Counted | Passed:
@@ -456,7 +460,7 @@ class Guard:
         if target.deferred and isinstance(counted, Evaluation):
             counted.on_response(response.status_code)
             try:
-                self.runtime.run(counted)
+                self.runtime.decide(counted)
             except StorageError as exc:
                 # The response is made: nothing is left to refuse.
                 logger.warning(
@@ -468,16 +472,16 @@ class Guard:
     # -- async shell
 
     async def acheck(self, request: HttpRequest, target: Target) -> GuardResult:
-        try:
-            return await self._acount(request, target)
-        except StorageError as exc:
-            return self.failed(request, exc)
-
-    async def _acount(self, request: HttpRequest, target: Target) -> GuardResult:
         single = target.single
         if single is not None:
-            key = self.single_key(request, target, single)
-            decision = await self.runtime.hit_async(request, key, single.limit, single.algorithm, single.cost)
+            args = self.hit_args(request, single)
+            try:
+                decision = await self.runtime.ahit(request, *args)
+            except StorageError as exc:
+                failed = self.outage(request, (args[0],), exc)
+                if failed is not None:
+                    return failed
+                decision = await self.runtime.local()[1].hit(*args)
             return self._single(target, single, decision)
         user = await self._auser(request) if target.needs_user else None
         keys, costs = self._calls(request, target)
@@ -485,7 +489,14 @@ class Guard:
             keys = [_key_text(await value if inspect.isawaitable(value) else value) for value in keys]
             costs = [_cost_value(await value if inspect.isawaitable(value) else value) for value in costs]
         evaluation = self._start(request, target, user, keys, costs)
-        await self.runtime.run_async(request, evaluation)
+        try:
+            await self.runtime.adecide(request, evaluation)
+        except StorageError as exc:
+            failed = self.outage(request, evaluation.keys, exc)
+            if failed is not None:
+                return failed
+            evaluation = evaluation.restart()
+            await adecide(self.runtime.local()[1], evaluation)
         return evaluation
 
     async def afinish(
@@ -501,7 +512,7 @@ class Guard:
         if target.deferred and isinstance(counted, Evaluation):
             counted.on_response(response.status_code)
             try:
-                await self.runtime.run_async(request, counted)
+                await self.runtime.adecide(request, counted)
             except StorageError as exc:
                 logger.warning(
                     "rate-limit storage failed, %s %s not counted: %s", request.method, request.path, exc

@@ -58,6 +58,7 @@ class RateLimitMiddleware:
         self.guard = Guard(runtime)
         self.limiter = runtime.limiter
         self.quick = self.guard.quick
+        self.forwarded_meta = runtime.forwarded_meta
         self._targets: dict[tuple[Any, ...], Target | None] = {}
         self.is_async = iscoroutinefunction(get_response)
         self.process_view: Callable[..., Any]
@@ -95,7 +96,7 @@ class RateLimitMiddleware:
             tuple(rule for _, rule in declared),
             exempt=bool(getattr(view, EXEMPT, False)),
         )
-        return Target(plan, declared) if plan.limited else None
+        return Target(plan, declared, client_ip=self.runtime.client_ip) if plan.limited else None
 
     def _unmatched(self, request: HttpRequest) -> Target | None:
         """The defaults, for a request that reached no view (no URL pattern matched)."""
@@ -163,11 +164,15 @@ class RateLimitMiddleware:
             request.__dict__[COVERED] = target.covered
         single = target.quick
         if single is not None and self.quick:
+            meta = request.META
+            args = single.hit_args(meta.get("REMOTE_ADDR"), meta.get(self.forwarded_meta))
             try:
-                key = self.guard.single_key(request, target, single)
-                decision = self.limiter.hit(key, single.limit, single.algorithm, single.cost)
+                decision = self.limiter.hit(*args)
             except StorageError as exc:
-                return self._settle(request, target, self.guard.failed(request, exc))
+                failed = self.guard.outage(request, (args[0],), exc)
+                if failed is not None:
+                    return self._settle(request, target, failed)
+                decision = self.runtime.local()[0].hit(*args)
             if decision.allowed:
                 request.__dict__[STATE] = Passed(single, decision)
                 return None
@@ -204,12 +209,13 @@ class RateLimitMiddleware:
             return None
         single = target.quick
         if single is not None and self.quick:
+            args = self.guard.hit_args(request, single)
             try:
-                key = self.guard.single_key(request, target, single)
-                decision = await self.runtime.hit_async(
-                    request, key, single.limit, single.algorithm, single.cost
-                )
+                decision = await self.runtime.ahit(request, *args)
             except StorageError as exc:
-                return self._settle(request, target, self.guard.failed(request, exc))
+                failed = self.guard.outage(request, (args[0],), exc)
+                if failed is not None:
+                    return self._settle(request, target, failed)
+                decision = await self.runtime.local()[1].hit(*args)
             return self._passed(request, target, single, decision)
         return self._settle(request, target, await self.guard.acheck(request, target))

@@ -22,7 +22,7 @@ from django.http import HttpRequest
 
 from bisman_ratelimit import AsyncLimiter, Decision, Limit, Limiter
 from bisman_ratelimit.backends import MemoryStorage, storage_from_url
-from bisman_ratelimit.web import Evaluation, Planner, RateLimitConfig, Verdict, load_config, run, run_async
+from bisman_ratelimit.web import Evaluation, Planner, RateLimitConfig, Verdict, adecide, decide, load_config
 
 from .conf import SETTING, RateLimitSettings, get_settings
 
@@ -78,6 +78,7 @@ class Runtime:
         )
         self._last_loop: asyncio.AbstractEventLoop | None = None
         self._last_async: AsyncLimiter | None = None
+        self._local: tuple[Limiter, AsyncLimiter] | None = None
         self.async_limiter: AsyncLimiter | None
         if settings.limiter is not None and settings.async_limiter is not None:
             self.limiter = settings.limiter
@@ -102,20 +103,28 @@ class Runtime:
             self._templates[route] = found
         return found
 
-    def run(self, evaluation: Evaluation) -> Verdict:
-        return run(self.limiter, evaluation)
+    def decide(self, evaluation: Evaluation) -> Verdict:
+        return decide(self.limiter, evaluation)
 
-    async def run_async(self, request: HttpRequest, evaluation: Evaluation) -> Verdict:
+    async def adecide(self, request: HttpRequest, evaluation: Evaluation) -> Verdict:
         limiter = self.async_limiter
         if limiter is None:
             if isinstance(request, WSGIRequest):
-                return await sync_to_async(run, thread_sensitive=False)(self.limiter, evaluation)
+                return await sync_to_async(decide, thread_sensitive=False)(self.limiter, evaluation)
             limiter = self._loop_limiter()
-        return await run_async(limiter, evaluation)
+        return await adecide(limiter, evaluation)
 
-    async def hit_async(
-        self, request: HttpRequest, key: str, limit: Limit, algorithm: str, cost: int
-    ) -> Decision:
+    def local(self) -> tuple[Limiter, AsyncLimiter]:
+        """Counters of this process, for requests the outage policy sends to the fallback.
+
+        One memory store for sync and async code, built on first use.
+        """
+        if self._local is None:
+            storage = MemoryStorage()
+            self._local = (Limiter(storage), AsyncLimiter(storage))
+        return self._local
+
+    async def ahit(self, request: HttpRequest, key: str, limit: Limit, algorithm: str, cost: int) -> Decision:
         limiter = self.async_limiter
         if limiter is None:
             if isinstance(request, WSGIRequest):

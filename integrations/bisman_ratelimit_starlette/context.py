@@ -2,7 +2,8 @@
 
 Shared by the middleware, the ``limit`` decorator and the ``RateLimit``
 dependency. What a plan needs is worked out once per plan (:class:`Needs`),
-so a request only pays for what its limits use.
+so a request only pays for what its limits use. :func:`check_alone` checks
+a declaration on a request no middleware saw.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import Any
 from starlette.requests import HTTPConnection, Request
 from starlette.types import Scope
 
-from bisman_ratelimit import ConfigurationError, InvalidArgument
-from bisman_ratelimit.web import ClientIP, Evaluation, RoutePlan
+from bisman_ratelimit import AsyncLimiter, ConfigurationError, InvalidArgument
+from bisman_ratelimit.web import ClientIP, Evaluation, RoutePlan, SingleCheck, Verdict, adecide
 
 from .spec import LimitSpec
 
-__all__ = ["Facts", "Needs", "UserGetter", "standalone_plan"]
+__all__ = ["Facts", "Needs", "UserGetter", "check_alone"]
 
 # A user getter receives the connection and returns a user id (or None), possibly awaitable.
 UserGetter = Callable[[HTTPConnection], Any]
@@ -85,11 +86,19 @@ class Facts:
             return self.client_ip.client(peer)
         return self.client_ip.client(peer, _header(scope["headers"], self._forwarded))
 
+    def peer(self, scope: Scope) -> tuple[str | None, str | None]:
+        """The peer address, and the forwarded header when proxies are trusted (for a fast path)."""
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if not self.client_ip.reads_headers:
+            return peer, None
+        return peer, _header(scope["headers"], self._forwarded)
+
     async def evaluate(self, needs: Needs, scope: Scope, ip: str | None) -> Evaluation:
         """Start the checks of ``needs.plan`` for this request."""
         ip_key = self.client_ip.key(ip) if ip else None
         if needs.user is False and needs.api_key is False and needs.headers is False and needs.custom is None:
-            return needs.plan.evaluate(ip=ip, ip_key=ip_key)
+            return Evaluation.start(needs.plan, ip=ip, ip_key=ip_key)
         connection: HTTPConnection | None = None
         user = None
         if needs.user:
@@ -109,7 +118,8 @@ class Facts:
             for key_fn, cost_fn in needs.custom:
                 custom_keys.append(_identity(await _call(key_fn, connection)) if key_fn else None)
                 costs.append(_cost(await _call(cost_fn, connection)) if cost_fn else 1)
-        return needs.plan.evaluate(
+        return Evaluation.start(
+            needs.plan,
             ip=ip,
             ip_key=ip_key,
             user=user,
@@ -160,15 +170,37 @@ def _cost(value: Any) -> int:
     return value
 
 
-# Plans of declarations used without the middleware, per declaration and route.
-_standalone: dict[tuple[LimitSpec, str], tuple[Facts, Needs]] = {}
+class _Alone:
+    """How a declaration checks a route on its own: its plan, and its fast path if it has one."""
+
+    __slots__ = ("facts", "needs", "single")
+
+    def __init__(self, spec: LimitSpec, route: str) -> None:
+        plan = RoutePlan(route=route, rules=(spec.bind(route),), global_policy=None)
+        client_ip = spec.client_ip or ClientIP()
+        self.facts = Facts(client_ip=client_ip)
+        self.needs = Needs(plan)
+        self.single = SingleCheck.of(plan, client_ip=client_ip)
 
 
-def standalone_plan(spec: LimitSpec, route: str) -> tuple[Facts, Needs]:
-    """How a decorator or dependency checks on its own, when no middleware did."""
-    found = _standalone.get((spec, route))
-    if found is None:
-        scope = spec.group or route
-        plan = RoutePlan(route=route, rules=(spec.bind(scope),), global_policy=None)
-        found = _standalone[(spec, route)] = (Facts(client_ip=spec.client_ip or ClientIP()), Needs(plan))
-    return found
+# Declarations used without the middleware, per declaration and route.
+_standalone: dict[tuple[LimitSpec, str], _Alone] = {}
+
+
+async def check_alone(
+    spec: LimitSpec, limiter: AsyncLimiter, name: str, scope: Scope
+) -> tuple[Evaluation | None, Verdict]:
+    """Check ``spec`` on a request no middleware saw, counting it under the route ``name``.
+
+    The evaluation is None when the fast path decided: it has nothing left for the response.
+    """
+    alone = _standalone.get((spec, name))
+    if alone is None:
+        alone = _standalone[(spec, name)] = _Alone(spec, name)
+    single = alone.single
+    if single is not None:
+        decision = await limiter.hit(*single.hit_args(*alone.facts.peer(scope)))
+        return None, single.verdict(decision)
+    facts = alone.facts
+    evaluation = await facts.evaluate(alone.needs, scope, facts.ip(scope))
+    return evaluation, await adecide(limiter, evaluation)

@@ -18,16 +18,14 @@ from typing import Any, TypeVar
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
-from starlette.types import Scope
 
-from bisman_ratelimit import AsyncLimiter, ConfigurationError
-from bisman_ratelimit.core import LimitLike
-from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, Evaluation, KeySource, Verdict, run_async
+from bisman_ratelimit import ConfigurationError
+from bisman_ratelimit.core import Algorithm, LimitLike
+from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, KeySource, LimitOptions, adecide
 
-from .context import standalone_plan
-from .middleware import ENFORCED
+from .context import check_alone
 from .responses import encode_headers
-from .spec import MARKER, LimitSpec, Marker
+from .spec import ENFORCED, MARKER, LimitSpec, Marker
 
 __all__ = ["exempt", "limit"]
 
@@ -40,7 +38,7 @@ def limit(
     limits: LimitLike | Sequence[LimitLike],
     *,
     key: KeySource = "ip",
-    algorithm: str = "sliding_window",
+    algorithm: Algorithm = "sliding_window",
     cost: CostSource = 1,
     shadow: bool = False,
     exempt_ips: Sequence[str] = (),
@@ -57,8 +55,8 @@ def limit(
     ``limiter`` (an ``AsyncLimiter``) lets the decorator work without the
     middleware; ``client_ip`` then says which proxies to trust.
     """
-    spec = LimitSpec.make(
-        limits,
+    options = LimitOptions(
+        limits=limits,
         key=key,
         algorithm=algorithm,
         cost=cost,
@@ -67,9 +65,8 @@ def limit(
         exempt_users=exempt_users,
         deduct_when=deduct_when,
         group=group,
-        limiter=limiter,
-        client_ip=client_ip,
     )
+    spec = LimitSpec(options=options, limiter=limiter, client_ip=client_ip)
 
     def decorate(endpoint: F) -> F:
         if isinstance(endpoint, type):
@@ -159,17 +156,8 @@ async def _standalone(
         )
     response = await _run(endpoint, is_async, args, kwargs)
     if isinstance(response, Response):
-        if evaluation.deducts:
+        if evaluation is not None and evaluation.deducts:
             evaluation.on_response(response.status_code)
-            verdict = await run_async(limiter, evaluation)
+            verdict = await adecide(limiter, evaluation)
         response.raw_headers.extend(encode_headers(verdict.headers))
     return response
-
-
-async def check_alone(
-    spec: LimitSpec, limiter: AsyncLimiter, name: str, scope: Scope
-) -> tuple[Evaluation, Verdict]:
-    """Check ``spec`` on a request no middleware saw, counting it under the route ``name``."""
-    facts, needs = standalone_plan(spec, name)
-    evaluation = await facts.evaluate(needs, scope, facts.ip(scope))
-    return evaluation, await run_async(limiter, evaluation)

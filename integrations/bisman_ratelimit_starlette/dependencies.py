@@ -21,12 +21,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bisman_ratelimit import ConfigurationError
-from bisman_ratelimit.core import LimitLike
-from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, KeySource, Verdict
+from bisman_ratelimit.core import Algorithm, LimitLike
+from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, KeySource, LimitOptions, Verdict
 
-from .decorators import check_alone
-from .middleware import ENFORCED
-from .spec import LimitSpec
+from .context import check_alone
+from .spec import ENFORCED, MARKER, LimitSpec, Marker
 
 __all__ = ["RateLimit", "RateLimitExceeded", "rate_limit_exceeded_handler"]
 
@@ -68,7 +67,7 @@ class RateLimit:
         limits: LimitLike | Sequence[LimitLike],
         *,
         key: KeySource = "ip",
-        algorithm: str = "sliding_window",
+        algorithm: Algorithm = "sliding_window",
         cost: CostSource = 1,
         shadow: bool = False,
         exempt_ips: Sequence[str] = (),
@@ -78,8 +77,8 @@ class RateLimit:
         client_ip: ClientIP | None = None,
     ) -> None:
         # deduct_when needs the response status, which a dependency never sees: use the middleware.
-        self.spec = LimitSpec.make(
-            limits,
+        options = LimitOptions(
+            limits=limits,
             key=key,
             algorithm=algorithm,
             cost=cost,
@@ -87,9 +86,10 @@ class RateLimit:
             exempt_ips=exempt_ips,
             exempt_users=exempt_users,
             group=group,
-            limiter=limiter,
-            client_ip=client_ip,
         )
+        self.spec = LimitSpec(options=options, limiter=limiter, client_ip=client_ip)
+        # The middleware finds the declaration on the route's dependencies by this mark.
+        setattr(self, MARKER, Marker(specs=(self.spec,)))
 
     def __repr__(self) -> str:
         return f"RateLimit({', '.join(str(limit) for limit in self.spec.limits)!r})"

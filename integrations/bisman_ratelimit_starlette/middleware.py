@@ -7,6 +7,10 @@ header fields to the response in a local ``send`` wrapper. Lifespan and
 other scopes pass straight through. WebSocket connection attempts are
 limited like requests, and refused with close code 1008 (1013 when the
 global limit sheds load); messages may be limited too.
+
+When the storage fails, the outage policy (``on_outage``, or ``fail_open``)
+says per request whether to let it through, refuse it with 503, or decide
+it on counters in this process.
 """
 
 from __future__ import annotations
@@ -14,15 +18,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, StorageError
-from bisman_ratelimit.core import Limit, LimitLike, parse_limits
+from bisman_ratelimit.core import Algorithm, Limit, LimitLike, OutagePolicy, OutageReaction, parse_limits
 from bisman_ratelimit.web import (
+    UNAVAILABLE,
     ClientIP,
     CostSource,
     HeaderName,
@@ -32,30 +36,28 @@ from bisman_ratelimit.web import (
     RateLimitConfig,
     RoutePlan,
     Rule,
+    SingleCheck,
     TrustedProxies,
     Verdict,
+    adecide,
     load_config,
-    run_async,
+    outage_reaction,
 )
 
 from .context import Facts, Needs, UserGetter
 from .responses import OnLimited, encode_headers, refuse
 from .routes import resolve, uses_hosts
-from .spec import LimitSpec, declared_on
+from .spec import ENFORCED, LimitSpec, declared_on
 
 if TYPE_CHECKING:
     from bisman_ratelimit.metrics import RateLimitMetrics
 
-__all__ = ["ENFORCED", "RateLimitMiddleware"]
+__all__ = ["RateLimitMiddleware"]
 
 logger = logging.getLogger("bisman_ratelimit.starlette")
 
-# The endpoint declarations the middleware enforces for the request being served; the decorator
-# and the dependency read it to know they have nothing left to do.
-ENFORCED: ContextVar[tuple[LimitSpec, ...]] = ContextVar("bisman_ratelimit_enforced", default=())
 _CACHE_SIZE = 10_000
-# What a request gets when the storage is down and the middleware fails closed.
-_UNAVAILABLE = Verdict(503, (("Retry-After", "1"),), 1)
+_GO_ON = Verdict(200, ())
 
 
 class _Route:
@@ -64,15 +66,19 @@ class _Route:
     __slots__ = ("messages", "needs", "policy_header", "single", "specs", "template")
 
     def __init__(
-        self, needs: Needs, specs: tuple[LimitSpec, ...], messages: Needs | None, *, peer_is_client: bool
+        self, needs: Needs, specs: tuple[LimitSpec, ...], messages: Needs | None, *, client_ip: ClientIP
     ) -> None:
         self.needs = needs
         self.specs = specs
         self.messages = messages
         self.template = needs.plan.route
-        # The fast path needs the client to be the peer; endpoint declarations take the general
+        # The fast path here needs the client to be the peer; endpoint declarations take the general
         # path, which tells their wrappers they are enforced.
-        self.single = needs.plan.single if peer_is_client and not specs else None
+        self.single = (
+            SingleCheck.of(needs.plan, client_ip=client_ip)
+            if not client_ip.reads_headers and not specs
+            else None
+        )
         header = needs.plan.policy_header or ""
         self.policy_header = (b"ratelimit-policy", header.encode("latin-1"))
 
@@ -95,7 +101,7 @@ class RateLimitMiddleware:
         config: str | os.PathLike[str] | RateLimitConfig | None = None,
         default_limits: LimitLike | Sequence[LimitLike] | None = None,
         key: KeySource = "ip",
-        algorithm: str = "sliding_window",
+        algorithm: Algorithm = "sliding_window",
         cost: CostSource = 1,
         global_limits: LimitLike | Sequence[LimitLike] | None = None,
         trusted_proxies: TrustedProxies = None,
@@ -106,7 +112,8 @@ class RateLimitMiddleware:
         api_key_header: str = "x-api-key",
         headers: HeaderStyle = "draft",
         on_limited: OnLimited | None = None,
-        fail_open: bool = True,
+        fail_open: bool | None = None,
+        on_outage: OutageReaction | OutagePolicy | None = None,
         metrics: RateLimitMetrics | None = None,
         websocket_message_limits: LimitLike | Sequence[LimitLike] | None = None,
         routes: Sequence[BaseRoute] | None = None,
@@ -144,7 +151,15 @@ class RateLimitMiddleware:
         if on_limited is not None and not callable(on_limited):
             raise InvalidArgument(f"on_limited must be a callable (connection, verdict), got {on_limited!r}")
         self.on_limited = on_limited
-        self.fail_open = fail_open
+        if on_outage is not None and fail_open is not None:
+            raise InvalidArgument("give on_outage or fail_open, not both: on_outage='open' is fail_open=True")
+        self.on_outage = (
+            OutagePolicy.of(on_outage)
+            if on_outage is not None
+            else OutagePolicy.from_fail_open(True if fail_open is None else fail_open)
+        )
+        # Counters of this process, for requests the outage policy sends to the fallback.
+        self._local: AsyncLimiter | None = None
         self.metrics = metrics
         self._message_limits: tuple[Limit, ...] | None = None
         if isinstance(websocket_message_limits, (str, Limit)):
@@ -155,7 +170,6 @@ class RateLimitMiddleware:
         self._routes = routes
         self._hosts: bool | None = None
         self._cache: dict[tuple[str, str, str], _Route] = {}
-        self._peer_keys: dict[str, str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -173,16 +187,15 @@ class RateLimitMiddleware:
             return
         # The common case, kept in this one frame: one limit on the client address.
         client = scope.get("client")
+        args = single.hit_args(client[0] if client else None)
         try:
-            decision = await self.limiter.hit(
-                single.key(self._peer_key(client[0] if client else None)),
-                single.limit,
-                single.algorithm,
-                single.cost,
-            )
+            decision = await self.limiter.hit(*args)
         except StorageError as exc:
-            await self._storage_failed(exc, route, scope, receive, send)
-            return
+            reaction = outage_reaction(self.on_outage, (args[0],), exc, _what(scope), logger)
+            if reaction != "fallback":
+                await self._outage(reaction, route, scope, receive, send)
+                return
+            decision = await self._local_limiter().hit(*args)
         metrics = self.metrics
         if not decision.allowed:
             if metrics is not None:
@@ -200,36 +213,22 @@ class RateLimitMiddleware:
 
         await self.app(scope, receive, send_with_headers)
 
-    async def _storage_failed(
-        self, exc: StorageError, route: _Route, scope: Scope, receive: Receive, send: Send
+    async def _outage(
+        self, reaction: OutageReaction, route: _Route, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """Fail open (let the request through) or closed (503), and say so in the log."""
-        if self.fail_open:
-            logger.warning(
-                "rate-limit storage failed, letting %s %s through: %s", scope["method"], scope["path"], exc
-            )
-            if self.metrics is not None:
-                self.metrics.record_decision(route=route.template, allowed=True)
-            await self.app(scope, receive, send)
-            return
-        logger.error("rate-limit storage failed, refusing %s %s: %s", scope["method"], scope["path"], exc)
+        """Let the request through, or refuse it with 503, as the outage policy said."""
+        verdict = _GO_ON if reaction == "open" else UNAVAILABLE
         if self.metrics is not None:
-            self.metrics.record_decision(route=route.template, allowed=False, reason="unavailable")
-        await refuse(scope, receive, send, _UNAVAILABLE, self.on_limited)
+            _record(self.metrics, route, verdict)
+        if verdict.allowed:
+            await self.app(scope, receive, send)
+        else:
+            await refuse(scope, receive, send, verdict, self.on_limited)
 
-    def _peer_key(self, peer: str | None) -> str | None:
-        """The masked client address, for limits keyed by IP; cached per peer when no proxy is trusted."""
-        if peer is None:
-            return None
-        found = self._peer_keys.get(peer)
-        if found is None:
-            client_ip = self.facts.client_ip
-            address = client_ip.client(peer)
-            found = client_ip.key(address) if address else ""
-            if len(self._peer_keys) >= _CACHE_SIZE:
-                self._peer_keys.clear()
-            self._peer_keys[peer] = found
-        return found or None
+    def _local_limiter(self) -> AsyncLimiter:
+        if self._local is None:
+            self._local = AsyncLimiter()
+        return self._local
 
     # -- routing
 
@@ -264,8 +263,7 @@ class RateLimitMiddleware:
             messages = Needs(
                 RoutePlan(route=template, rules=(message_rule,), global_policy=None, header_style="none")
             )
-        peer_is_client = not self.facts.client_ip.reads_headers
-        found = _Route(Needs(plan), marker.specs, messages, peer_is_client=peer_is_client)
+        found = _Route(Needs(plan), marker.specs, messages, client_ip=self.facts.client_ip)
         if not self._hosts:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()  # paths with ids are many; the routes behind them are few
@@ -290,12 +288,18 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         facts = self.facts
+        evaluation = await facts.evaluate(needs, scope, facts.ip(scope))
+        limiter = self.limiter
         try:
-            evaluation = await facts.evaluate(needs, scope, facts.ip(scope))
-            verdict = await run_async(self.limiter, evaluation)
+            verdict = await adecide(limiter, evaluation)
         except StorageError as exc:
-            await self._storage_failed(exc, route, scope, receive, send)
-            return
+            reaction = outage_reaction(self.on_outage, evaluation.keys, exc, _what(scope), logger)
+            if reaction != "fallback":
+                await self._outage(reaction, route, scope, receive, send)
+                return
+            limiter = self._local_limiter()
+            evaluation = evaluation.restart()
+            verdict = await adecide(limiter, evaluation)
         if self.metrics is not None:
             _record(self.metrics, route, verdict)
         if verdict.status != 200:
@@ -308,7 +312,6 @@ class RateLimitMiddleware:
                 scope["method"],
                 scope["path"],
             )
-        limiter = self.limiter
         added = encode_headers(verdict.headers)
 
         if evaluation.deducts:
@@ -317,7 +320,7 @@ class RateLimitMiddleware:
                 if message["type"] == "http.response.start":
                     evaluation.on_response(message["status"])
                     try:
-                        after = await run_async(limiter, evaluation)
+                        after = await adecide(limiter, evaluation)
                     except StorageError as exc:
                         logger.warning("rate-limit storage failed while counting a response: %s", exc)
                         after = verdict
@@ -355,15 +358,15 @@ class RateLimitMiddleware:
         ip = facts.ip(scope)
         added: list[tuple[bytes, bytes]] = []
         if route.needs.plan.limited:
+            evaluation = await facts.evaluate(route.needs, scope, ip)
             try:
-                verdict = await run_async(self.limiter, await facts.evaluate(route.needs, scope, ip))
+                verdict = await adecide(self.limiter, evaluation)
             except StorageError as exc:
-                if not self.fail_open:
-                    logger.error("rate-limit storage failed, refusing a WebSocket: %s", exc)
-                    verdict = _UNAVAILABLE
+                reaction = outage_reaction(self.on_outage, evaluation.keys, exc, "a WebSocket", logger)
+                if reaction == "fallback":
+                    verdict = await adecide(self._local_limiter(), evaluation.restart())
                 else:
-                    logger.warning("rate-limit storage failed, letting a WebSocket through: %s", exc)
-                    verdict = Verdict(200, ())
+                    verdict = _GO_ON if reaction == "open" else UNAVAILABLE
             if self.metrics is not None:
                 _record(self.metrics, route, verdict)
             if verdict.status != 200:
@@ -392,7 +395,7 @@ class RateLimitMiddleware:
         async def receive_limited() -> Message:
             message = await receive()
             if message["type"] == "websocket.receive":
-                verdict = await run_async(limiter, await facts.evaluate(needs, scope, ip))
+                verdict = await adecide(limiter, await facts.evaluate(needs, scope, ip))
                 if verdict.status != 200:
                     reason = _reason(verdict)
                     await send({"type": "websocket.close", "code": 1008, "reason": reason})
@@ -403,15 +406,11 @@ class RateLimitMiddleware:
 
 
 def _record(metrics: RateLimitMetrics, route: _Route, verdict: Verdict) -> None:
-    template = route.template
-    if verdict.status == 200:
-        metrics.record_decision(route=template, allowed=True, reason="shadow" if verdict.shadowed else None)
-    elif verdict is _UNAVAILABLE:
-        metrics.record_decision(route=template, allowed=False, reason="unavailable")
-    else:
-        metrics.record_decision(
-            route=template, allowed=False, reason="global" if verdict.status == 503 else "client"
-        )
+    metrics.record_decision(route=route.template, allowed=verdict.allowed, reason=verdict.reason)
+
+
+def _what(scope: Scope) -> str:
+    return f"{scope['method']} {scope['path']}"
 
 
 def _reason(verdict: Verdict) -> str:

@@ -8,95 +8,58 @@ template, or ``group`` when given, is the scope its counters live under.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limit, parse_limits
-from bisman_ratelimit.core import LimitLike
-from bisman_ratelimit.web import ClientIP, CostSource, KeySource, Rule
+from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limit
+from bisman_ratelimit.web import ClientIP, LimitOptions, Rule
 
-__all__ = ["MARKER", "LimitSpec", "Marker", "declared_on"]
+__all__ = ["ENFORCED", "MARKER", "LimitSpec", "Marker", "declared_on"]
 
-# Attribute set on decorated endpoints; functools.wraps copies it to outer wrappers.
+# Attribute set on decorated endpoints and on RateLimit dependencies; functools.wraps copies it to
+# outer wrappers.
 MARKER = "__bisman_ratelimit__"
 
+# The endpoint declarations the middleware enforces for the request being served; the decorator
+# and the dependency read it to know they have nothing left to do.
+ENFORCED: ContextVar[tuple[LimitSpec, ...]] = ContextVar("bisman_ratelimit_enforced", default=())
 
-@dataclass(frozen=True, eq=False)
+
+@dataclass(frozen=True, eq=False, kw_only=True)
 class LimitSpec:
-    """Limits written on an endpoint. Compared by identity: each declaration is its own."""
+    """Limits written on an endpoint. Compared by identity: each declaration is its own.
 
-    limits: tuple[Limit, ...]
-    key: KeySource = "ip"
-    algorithm: str = "sliding_window"
-    cost: CostSource = 1
-    shadow: bool = False
-    exempt_ips: tuple[str, ...] = ()
-    exempt_users: tuple[str, ...] = ()
-    deduct_when: tuple[int, ...] = ()
-    group: str | None = None
-    # For use without the middleware.
+    ``limiter`` and ``client_ip`` serve a declaration used without the middleware.
+    """
+
+    options: LimitOptions
     limiter: AsyncLimiter | None = None
     client_ip: ClientIP | None = None
     _rules: dict[str, Rule] = field(default_factory=dict, repr=False)
 
-    @classmethod
-    def make(
-        cls,
-        limits: LimitLike | Sequence[LimitLike],
-        *,
-        key: KeySource = "ip",
-        algorithm: str = "sliding_window",
-        cost: CostSource = 1,
-        shadow: bool = False,
-        exempt_ips: Sequence[str] = (),
-        exempt_users: Sequence[str] = (),
-        deduct_when: Sequence[int] = (),
-        group: str | None = None,
-        limiter: AsyncLimiter | None = None,
-        client_ip: ClientIP | None = None,
-    ) -> LimitSpec:
-        if group is not None and (not isinstance(group, str) or not group):
-            raise InvalidArgument(f"group must be a non-empty string, got {group!r}")
-        if limiter is not None and not isinstance(limiter, AsyncLimiter):
+    def __post_init__(self) -> None:
+        if not isinstance(self.options, LimitOptions):
+            raise InvalidArgument(f"options must be a LimitOptions, got {self.options!r}")
+        if self.limiter is not None and not isinstance(self.limiter, AsyncLimiter):
             raise InvalidArgument(
-                f"limiter must be an AsyncLimiter (a sync client would block the event loop), got {limiter!r}"
+                "limiter must be an AsyncLimiter (a sync client would block the event loop), "
+                f"got {self.limiter!r}"
             )
-        spec = cls(
-            limits=parse_limits(limits if isinstance(limits, (str, Limit)) else list(limits)),
-            key=key,
-            algorithm=algorithm,
-            cost=cost,
-            shadow=shadow,
-            exempt_ips=(exempt_ips,) if isinstance(exempt_ips, str) else tuple(exempt_ips),
-            exempt_users=(exempt_users,) if isinstance(exempt_users, str) else tuple(exempt_users),
-            deduct_when=tuple(deduct_when),
-            group=group,
-            limiter=limiter,
-            client_ip=client_ip,
-        )
-        spec.bind("/")  # validates everything now, at import time
-        spec._rules.clear()
-        return spec
+
+    @property
+    def limits(self) -> tuple[Limit, ...]:
+        return self.options.parsed
+
+    @property
+    def group(self) -> str | None:
+        return self.options.group
 
     def bind(self, route: str) -> Rule:
         """The rule of this declaration on ``route`` (cached)."""
         rule = self._rules.get(route)
         if rule is None:
-            scope = self.group or route
-            rule = Rule.declared(
-                self.limits,
-                scope=scope,
-                name=scope,
-                algorithm=self.algorithm,
-                key=self.key,
-                cost=self.cost,
-                shadow=self.shadow,
-                exempt_ips=self.exempt_ips,
-                exempt_users=self.exempt_users,
-                deduct_when=self.deduct_when,
-            )
-            self._rules[route] = rule
+            rule = self._rules[route] = Rule.declared(self.options, scope=self.options.group or route)
         return rule
 
 
@@ -146,15 +109,14 @@ def declared_on(endpoint: Any, method: str, dependant: Any = None) -> Marker:
 
 def _dependency_specs(dependant: Any, seen: set[int]) -> list[LimitSpec]:
     """``RateLimit`` instances among FastAPI dependencies, route- and router-level ones included."""
-    from .dependencies import RateLimit
-
     found: list[LimitSpec] = []
     for sub in getattr(dependant, "dependencies", ()) or ():
         if id(sub) in seen:
             continue
         seen.add(id(sub))
-        call = getattr(sub, "call", None)
-        if isinstance(call, RateLimit):
-            found.append(call.spec)
+        # A RateLimit carries its declaration's marker, as a decorated endpoint does.
+        marker = getattr(getattr(sub, "call", None), MARKER, None)
+        if isinstance(marker, Marker):
+            found.extend(marker.specs)
         found.extend(_dependency_specs(sub, seen))
     return found

@@ -28,8 +28,8 @@ def test_bad_fields_are_each_reported() -> None:
             "bisman_ratelimit.E001",
             "BISMAN_RATELIMIT['STORAGE_URLS']: unknown field (did you mean 'STORAGE_URL'?); allowed: "
             "STORAGE_URL, CONFIG, DEFAULT_LIMITS, DEFAULT_KEY, DEFAULT_ALGORITHM, GLOBAL_LIMITS, HEADERS, "
-            "RESPONSE, USER, API_KEY_HEADER, FAIL_OPEN, METRICS, LIMITER, ASYNC_LIMITER, TRUSTED_PROXIES, "
-            "FORWARDED_HEADER, IPV6_PREFIX, IPV4_PREFIX",
+            "RESPONSE, USER, API_KEY_HEADER, FAIL_OPEN, ON_OUTAGE, METRICS, LIMITER, ASYNC_LIMITER, "
+            "TRUSTED_PROXIES, FORWARDED_HEADER, IPV6_PREFIX, IPV4_PREFIX",
         ),
         (
             "bisman_ratelimit.E001",
@@ -64,6 +64,11 @@ def test_bad_fields_are_each_reported() -> None:
         ("LIMITER", "memory://", "expected a bisman_ratelimit.Limiter, got 'memory://'"),
         ("CONFIG", 42, "expected the path of a .toml or .yaml file, got 42"),
         ("FAIL_OPEN", "no", "expected True or False, got 'no'"),
+        (
+            "ON_OUTAGE",
+            "shed",
+            "expected 'open', 'closed', 'fallback' or a bisman_ratelimit.core.OutagePolicy",
+        ),
         (
             "METRICS",
             "prometheus",
@@ -144,3 +149,12 @@ def test_manage_py_check_stops_on_errors(limits_file) -> None:
     with override_settings(BISMAN_RATELIMIT={"CONFIG": path}), pytest.raises(SystemCheckError) as caught:
         call_command("check")
     assert f"{path}: defaults: field 'key': unknown key 'cookie'" in str(caught.value)
+
+
+def test_fail_open_and_on_outage_are_one_choice() -> None:
+    assert messages(FAIL_OPEN=False, ON_OUTAGE="open") == [
+        (
+            "bisman_ratelimit.E001",
+            "BISMAN_RATELIMIT['FAIL_OPEN']: ON_OUTAGE is set too: give one ('open' is FAIL_OPEN=True)",
+        )
+    ]

@@ -501,6 +501,42 @@ async def test_storage_failure_fails_closed_on_request(configure, dead_storage, 
     assert "rate-limit storage failed, refusing GET /async/" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [{"DEFAULT_LIMITS": "1/day"}, {"DEFAULT_LIMITS": "1/day", "GLOBAL_LIMITS": "100/day"}],
+    ids=["fast path", "general path"],
+)
+def test_the_outage_policy_answers_open_closed_or_fallback(configure, dead_storage, caplog, limits) -> None:
+    configure(ON_OUTAGE="open", **limits, **dead_storage)
+    opened = [Client().get("/plain/") for _ in range(2)]
+    assert [(r.status_code, "RateLimit" in r) for r in opened] == [(200, False), (200, False)]
+    assert "rate-limit storage failed, letting GET /plain/ through: Redis is unavailable" in caplog.text
+
+    registry = CollectorRegistry()
+    configure(ON_OUTAGE="closed", METRICS=RateLimitMetrics(registry=registry), **limits, **dead_storage)
+    closed = Client().get("/plain/")
+    assert (closed.status_code, closed["Retry-After"]) == (503, "1")
+    assert "RateLimit" not in closed
+    labels = {"route": "plain/", "reason": "unavailable"}
+    assert registry.get_sample_value("app_rate_limit_block_total", labels) == 1
+    assert "rate-limit storage failed, refusing GET /plain/: Redis is unavailable" in caplog.text
+
+    configure(ON_OUTAGE="fallback", **limits, **dead_storage)
+    counted = [Client().get("/plain/") for _ in range(2)]
+    # This process's counters decide: one request a day, then 429 with the usual fields.
+    assert [r.status_code for r in counted] == [200, 429]
+    assert counted[0]["RateLimit-Policy"] == '"default";q=1;w=86400'
+    assert "rate-limit storage failed, counting GET /plain/ in this process" in caplog.text
+
+
+@pytest.mark.parametrize("on_outage", ["open", "closed", "fallback"])
+async def test_the_outage_policy_answers_async_views(configure, dead_storage, on_outage) -> None:
+    configure(ON_OUTAGE=on_outage, DEFAULT_LIMITS="1/day", **dead_storage)
+    client = AsyncClient()
+    got = [(await client.get("/async/")).status_code for _ in range(2)]
+    assert got == {"open": [200, 200], "closed": [503, 503], "fallback": [200, 429]}[on_outage]
+
+
 def test_metrics_count_decisions_by_route_and_reason(configure, limits_file) -> None:
     registry = CollectorRegistry()
     metrics = RateLimitMetrics(registry=registry)

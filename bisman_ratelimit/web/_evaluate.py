@@ -1,0 +1,471 @@
+"""Checking one request against a route plan, and what the decisions mean.
+
+Per request, :meth:`Evaluation.start` turns the client's address, user and
+headers into an :class:`Evaluation`: the entries of one ``hit_many`` call
+(every limit, one round trip), then the reading of its result as a
+:class:`Verdict`: go on, 429 (this client is over a limit) or 503 (the
+server is over its global limit, whoever asks, or the storage is down and
+the outage policy refuses), with the response headers computed from the
+same decisions.
+
+Two policy options need more than that one call:
+
+- ``shadow``: a shadow limit over its quota lets the request through. As
+  ``hit_many`` consumes all or nothing, the enforced limits are then hit
+  again without it, so that they keep counting.
+- ``deduct_when``: such a limit is peeked before the request (a request
+  over it is refused) and hit only once the response status is known and
+  listed, e.g. failed logins only.
+
+An :class:`Evaluation` asks for that I/O as operations
+(``("hit_many", entries)``, ``("peek_many", ...)``) and is fed the results;
+:func:`decide` and :func:`adecide` carry them out on a ``Limiter`` or an
+``AsyncLimiter``. So sync and async frameworks share all of the logic.
+
+The common plan of one limit on the client address takes a fast path,
+:class:`SingleCheck`: one ``hit``, no :class:`Evaluation`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, NamedTuple
+
+from bisman_ratelimit._limiter import AsyncLimiter, Limiter
+from bisman_ratelimit.core import (
+    Decision,
+    InvalidArgument,
+    Limit,
+    MultiDecision,
+    OutagePolicy,
+    OutageReaction,
+    StorageError,
+    escape,
+    most_restrictive,
+)
+from bisman_ratelimit.web._clientip import ClientIP
+from bisman_ratelimit.web._headers import legacy_headers, ratelimit_item, retry_after
+from bisman_ratelimit.web._plan import GLOBAL_KEY, RoutePlan, Rule
+from bisman_ratelimit.web._problem import Problem, service_unavailable, too_many_requests
+
+__all__ = [
+    "UNAVAILABLE",
+    "Evaluation",
+    "HitArgs",
+    "Reason",
+    "SingleCheck",
+    "Verdict",
+    "adecide",
+    "decide",
+    "outage_reaction",
+]
+
+# Why a verdict refused (or would have: "shadow"), as the decision metric labels it.
+Reason = Literal["global", "client", "unavailable", "shadow"]
+# One operation for a limiter; see Evaluation.
+Op = tuple[Any, ...]
+# The arguments of one Limiter.hit: (key, limit, algorithm, cost).
+HitArgs = tuple[str, Limit, str, int]
+
+_CACHE_SIZE = 4096
+
+
+class Verdict(NamedTuple):
+    """What to do with a request, and the headers to add to its response.
+
+    ``status`` is 200 when the request goes on, else 429 or 503.
+    ``shadowed`` names the shadow limits that would have refused it;
+    ``outage`` is true for the 503 of a storage that could not be reached.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    retry_after: int | None = None
+    violated: tuple[str, ...] = ()
+    shadowed: tuple[str, ...] = ()
+    outage: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+    @property
+    def reason(self) -> Reason | None:
+        """The ``reason`` label of the decision metric: why refused, or ``shadow``."""
+        if self.status == 200:
+            return "shadow" if self.shadowed else None
+        if self.status == 503:
+            return "unavailable" if self.outage else "global"
+        return "client"
+
+    def problem(self, instance: str | None = None) -> Problem | None:
+        """The RFC 9457 body of a refusal, or None when the request goes on."""
+        if self.status == 429:
+            return too_many_requests(self.violated, self.retry_after or 1, instance=instance)
+        if self.status == 503:
+            return service_unavailable(self.retry_after or 1, instance=instance)
+        return None
+
+
+# What a request gets when the storage is down and the outage policy refuses.
+UNAVAILABLE = Verdict(503, (("Retry-After", "1"),), 1, outage=True)
+_GO_ON = Verdict(200, ())
+
+
+def outage_reaction(
+    policy: OutagePolicy, keys: Iterable[str], exc: StorageError, what: str, logger: logging.Logger
+) -> OutageReaction:
+    """Ask ``policy`` what a storage error means for a request's ``keys``, and say so in the log.
+
+    ``what`` names the request in the message, e.g. ``"GET /login"``.
+    """
+    reaction = policy.reaction_for(keys)
+    if reaction == "open":
+        logger.warning("rate-limit storage failed, letting %s through: %s", what, exc)
+    elif reaction == "closed":
+        logger.error("rate-limit storage failed, refusing %s: %s", what, exc)
+    else:
+        logger.warning("rate-limit storage failed, counting %s in this process: %s", what, exc)
+    return reaction
+
+
+def _secret_id(value: str) -> str:
+    """API keys and header values may be credentials: keys hold a digest, never the value."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class SingleCheck:
+    """The common plan that is one limit on the client address and nothing else: the fast path.
+
+    Every plugin checks such a request the same way: ``limiter.hit(*single.hit_args(peer))``,
+    then :meth:`ratelimit` gives the ``RateLimit`` value of an allowed
+    decision (``policy_header`` being constant), and :meth:`verdict` the
+    full verdict of any decision. The arguments of the hit are remembered
+    per peer when the peer alone names the client.
+    """
+
+    __slots__ = (
+        "_by_peer",
+        "_client_ip",
+        "_prefix",
+        "_quoted",
+        "_reads_headers",
+        "_suffix",
+        "algorithm",
+        "cost",
+        "item_name",
+        "limit",
+        "plan",
+        "policy_header",
+    )
+
+    @staticmethod
+    def fits(plan: RoutePlan) -> bool:
+        if len(plan.rules) != 1 or plan.global_entry is not None or plan.header_style != "draft":
+            return False
+        rule = plan.rules[0]
+        return (
+            rule.kind == "ip"
+            and len(rule.limits) == 1
+            and type(rule.cost) is int
+            and not (rule.shadow or rule.deduct_when or rule.has_exemptions)
+        )
+
+    @classmethod
+    def of(cls, plan: RoutePlan, *, client_ip: ClientIP) -> SingleCheck | None:
+        """The fast path of ``plan`` for clients told apart by ``client_ip``, or None when it does not fit."""
+        return cls(plan, client_ip=client_ip) if cls.fits(plan) else None
+
+    def __init__(self, plan: RoutePlan, *, client_ip: ClientIP) -> None:
+        if not self.fits(plan):
+            raise InvalidArgument(f"the plan of {plan.route!r} is not one limit on the client address")
+        rule = plan.rules[0]
+        self.plan = plan
+        self.limit = rule.limits[0]
+        self.algorithm = rule.algorithm
+        self.cost: int = rule.cost  # type: ignore[assignment]
+        self.item_name = rule.item_names[0]
+        self.policy_header: str = plan.policy_header or ""
+        self._quoted = rule.quoted[0]
+        self._prefix = "rl:ip:"
+        self._suffix = rule.key_suffix
+        self._client_ip = client_ip
+        self._reads_headers = client_ip.reads_headers
+        self._by_peer: dict[str | None, HitArgs] = {}
+
+    def key(self, ip_key: str | None) -> str:
+        """The storage key of a client, from its masked address (as :meth:`Evaluation.start` builds it)."""
+        if not ip_key:
+            return self._prefix + "unknown" + self._suffix
+        # Dotted IPv4 needs no escaping; IPv6 networks hold ':'.
+        return self._prefix + (escape(ip_key) if ":" in ip_key else ip_key) + self._suffix
+
+    def hit_args(self, peer: str | None, forwarded: str | None = None) -> HitArgs:
+        """The arguments of ``Limiter.hit`` for the client behind ``peer`` (and ``forwarded``, if trusted)."""
+        if self._reads_headers:
+            return self._args(self._client_ip.client(peer, forwarded))
+        found = self._by_peer.get(peer)
+        if found is None:
+            found = self._args(self._client_ip.client(peer))
+            if len(self._by_peer) >= _CACHE_SIZE:
+                self._by_peer.clear()
+            self._by_peer[peer] = found
+        return found
+
+    def _args(self, ip: str | None) -> HitArgs:
+        return (self.key(self._client_ip.key(ip) if ip else None), self.limit, self.algorithm, self.cost)
+
+    def ratelimit(self, decision: Decision) -> str:
+        return ratelimit_item(self._quoted, decision)
+
+    def verdict(self, decision: Decision) -> Verdict:
+        item = ratelimit_item(self._quoted, decision)
+        if decision.allowed:
+            return Verdict(200, (("RateLimit-Policy", self.policy_header), ("RateLimit", item)))
+        wait = retry_after(decision)
+        headers = (("RateLimit-Policy", self.policy_header), ("RateLimit", item), ("Retry-After", str(wait)))
+        return Verdict(429, headers, wait, (self.item_name,))
+
+
+class Evaluation:
+    """One request's checks, driven by :func:`decide` or :func:`adecide`.
+
+    ``next_op()`` gives the operation to carry out, ``None`` when done:
+    ``("hit_many", entries, slots)`` or ``("peek_many", entries, slots)``,
+    both answered with a :class:`MultiDecision` passed to ``feed()``. Then
+    ``verdict`` is final. After the response, ``on_response(status)`` queues
+    the hits of ``deduct_when`` rules that match; once they are run,
+    ``verdict.headers`` describe the counters after them.
+    """
+
+    __slots__ = ("_active", "_decisions", "_ops", "_pending", "_plan", "_responded", "verdict")
+
+    @classmethod
+    def start(
+        cls,
+        plan: RoutePlan,
+        *,
+        ip: str | None,
+        ip_key: str | None,
+        user: str | None = None,
+        header: Callable[[str], str | None] | None = None,
+        api_key: str | None = None,
+        custom_keys: Sequence[str | None] | None = None,
+        costs: Sequence[int] | None = None,
+    ) -> Evaluation:
+        """Start checking one request against ``plan``.
+
+        ``ip`` is the client address (for exemptions), ``ip_key`` its masked
+        form (for keys); ``header`` looks a request header up by lower-case
+        name; ``api_key`` is the request's API key if the framework found one.
+        ``custom_keys`` and ``costs`` hold, per rule, what the framework got
+        from callable keys and costs (ignored for the others).
+        """
+        active: list[tuple[Rule, str, int]] = []
+        for index, rule in enumerate(plan.rules):
+            if rule.has_exemptions and rule.exempt.matches(ip, user):
+                continue
+            kind = rule.kind
+            identity: str | None
+            if kind == "ip":
+                identity = ip_key
+            elif kind == "user":
+                identity = user
+            elif kind == "api_key":
+                identity = _secret_id(api_key) if api_key else None
+            elif kind == "header":
+                value = header(rule.header) if header is not None and rule.header else None
+                identity = _secret_id(value) if value else None
+            else:
+                identity = custom_keys[index] if custom_keys is not None else None
+            if identity is None:
+                # No user, key or header: count the client by address instead.
+                kind, identity = "ip", ip_key or "unknown"
+            elif kind == "header":
+                kind = "header:" + rule.header  # type: ignore[operator]
+            cost = rule.cost if type(rule.cost) is int else (costs[index] if costs is not None else 1)
+            active.append((rule, f"rl:{kind}:{escape(identity)}{rule.key_suffix}", cost))
+        return cls(plan, active)
+
+    def __init__(self, plan: RoutePlan, active: list[tuple[Rule, str, int]]) -> None:
+        self._plan = plan
+        self._active = active
+        # check index -> its decisions, one per limit; -1 is the global limit.
+        self._decisions: dict[int, Sequence[Decision]] = {}
+        self._pending: Op | None = None
+        self._responded = False
+        self.verdict: Verdict = _GO_ON
+        ops: list[Op] = []
+        deferred = [i for i, (rule, _, _) in enumerate(active) if rule.deduct_when]
+        if deferred:
+            ops.append(("peek_many", *self._entries(deferred, with_global=False)))
+        immediate = [i for i, (rule, _, _) in enumerate(active) if not rule.deduct_when]
+        entries, slots = self._entries(immediate, with_global=plan.global_entry is not None)
+        if entries:
+            ops.append(("hit_many", entries, slots))
+        self._ops = ops
+
+    def restart(self) -> Evaluation:
+        """The same checks from the beginning, e.g. to decide them on other counters after an outage."""
+        return Evaluation(self._plan, self._active)
+
+    @property
+    def keys(self) -> list[str]:
+        """The storage keys this request is counted under."""
+        keys = [key for _, key, _ in self._active]
+        return [GLOBAL_KEY, *keys] if self._plan.global_entry is not None else keys
+
+    def _entries(self, indexes: list[int], *, with_global: bool) -> tuple[list[Any], list[int]]:
+        entries: list[Any] = []
+        slots: list[int] = []
+        if with_global:
+            entries.append(self._plan.global_entry)
+            slots.append(-1)
+        for index in indexes:
+            rule, key, cost = self._active[index]
+            entries.append((key, rule.limits, rule.algorithm, cost))
+            slots.append(index)
+        return entries, slots
+
+    @property
+    def deducts(self) -> bool:
+        """Whether some limit waits for the response status (``deduct_when``)."""
+        return any(rule.deduct_when for rule, _, _ in self._active)
+
+    def next_op(self) -> Op | None:
+        self._pending = self._ops.pop(0) if self._ops else None
+        return self._pending
+
+    def feed(self, multi: MultiDecision) -> None:
+        op = self._pending
+        if op is None:
+            raise InvalidArgument("Evaluation.feed() called with no operation pending")
+        self._pending = None
+        kind, entries, slots = op
+        decisions = multi.decisions
+        offset = 0
+        for entry, slot in zip(entries, slots, strict=True):
+            size = len(entry[1])
+            self._decisions[slot] = decisions[offset : offset + size]
+            offset += size
+        if self._responded:
+            self.verdict = self._verdict(self.verdict.status)
+            return
+        plan = self._plan
+        if kind == "peek_many":
+            if not multi.allowed and self._denied_by_enforced(slots):
+                self._ops.clear()
+            if not self._ops:
+                self.verdict = self._verdict(None)
+            return
+        if not multi.allowed and not self._denied_by_enforced(slots):
+            # Only shadow limits said no. hit_many consumed nothing, so count the enforced ones again.
+            keep = [slot for slot in slots if slot >= 0 and not self._active[slot][0].shadow]
+            retry, retry_slots = self._entries(keep, with_global=-1 in slots and not plan.global_shadow)
+            if retry:
+                self._ops.insert(0, ("hit_many", retry, retry_slots))
+                return
+        if not self._ops:
+            self.verdict = self._verdict(None)
+
+    def _denied_by_enforced(self, slots: list[int]) -> bool:
+        for slot in slots:
+            shadow = self._plan.global_shadow if slot < 0 else self._active[slot][0].shadow
+            if not shadow and not all(d.allowed for d in self._decisions[slot]):
+                return True
+        return False
+
+    def on_response(self, status: int) -> None:
+        """Queue the hits of ``deduct_when`` rules that count ``status``."""
+        self._responded = True
+        matching = [i for i, (rule, _, _) in enumerate(self._active) if status in rule.deduct_when]
+        if matching:
+            entries, slots = self._entries(matching, with_global=False)
+            self._ops.append(("hit_many", entries, slots))
+
+    def _verdict(self, status: int | None) -> Verdict:
+        plan = self._plan
+        decisions = self._decisions
+        violated: list[str] = []
+        shadowed: list[str] = []
+        refusing: list[Decision] = []
+        items: list[str] = []
+        shown: list[Decision] = []
+        draft = plan.header_style in ("draft", "both")
+        for index, (rule, _, _) in enumerate(self._active):
+            got = decisions.get(index)
+            if got is None:
+                continue
+            for position, decision in enumerate(got):
+                if not decision.allowed:
+                    if rule.shadow:
+                        shadowed.append(rule.item_names[position])
+                    else:
+                        violated.append(rule.item_names[position])
+                        refusing.append(decision)
+                if draft:
+                    items.append(ratelimit_item(rule.quoted[position], decision))
+                shown.append(decision)
+        global_refusing: list[Decision] = []
+        if not plan.global_shadow:
+            global_refusing = [d for d in decisions.get(-1, ()) if not d.allowed]
+        if status is None:
+            status = 503 if global_refusing else 429 if refusing else 200
+        headers: list[tuple[str, str]] = []
+        if items:
+            if plan.policy_header is not None and len(items) == plan.policy_item_count:
+                headers.append(("RateLimit-Policy", plan.policy_header))
+            else:
+                headers.append(("RateLimit-Policy", ", ".join(self._policy_items())))
+            headers.append(("RateLimit", ", ".join(items)))
+        if shown and plan.header_style in ("legacy", "both"):
+            headers.extend(legacy_headers(most_restrictive(shown)))
+        wait: int | None = None
+        if status == 503:
+            wait = max(retry_after(d) for d in global_refusing)
+        elif status == 429:
+            wait = max(retry_after(d) for d in refusing)
+        if wait is not None:
+            headers.append(("Retry-After", str(wait)))
+        refused = tuple(violated) if status == 429 else ()
+        return Verdict(status, tuple(headers), wait, refused, tuple(shadowed))
+
+    def _policy_items(self) -> list[str]:
+        return [
+            item
+            for index, (rule, _, _) in enumerate(self._active)
+            if index in self._decisions
+            for item in rule.policy_items
+        ]
+
+
+def _execute(limiter: Limiter, op: Op) -> MultiDecision:
+    if op[0] == "hit_many":
+        return limiter.hit_many(op[1])
+    return limiter.peek_many(op[1])
+
+
+async def _aexecute(limiter: AsyncLimiter, op: Op) -> MultiDecision:
+    if op[0] == "hit_many":
+        return await limiter.hit_many(op[1])
+    return await limiter.peek_many(op[1])
+
+
+def decide(limiter: Limiter, evaluation: Evaluation) -> Verdict:
+    """Carry out an evaluation's operations on a synchronous limiter."""
+    op = evaluation.next_op()
+    while op is not None:
+        evaluation.feed(_execute(limiter, op))
+        op = evaluation.next_op()
+    return evaluation.verdict
+
+
+async def adecide(limiter: AsyncLimiter, evaluation: Evaluation) -> Verdict:
+    """Carry out an evaluation's operations on an asynchronous limiter."""
+    op = evaluation.next_op()
+    while op is not None:
+        evaluation.feed(await _aexecute(limiter, op))
+        op = evaluation.next_op()
+    return evaluation.verdict

@@ -1,0 +1,102 @@
+"""The outage policy, the 503 verdict and the metrics reason that both web plugins share."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from support import ManualClock
+
+from bisman_ratelimit import InvalidArgument, Limiter, StorageUnavailable
+from bisman_ratelimit.backends import MemoryStorage
+from bisman_ratelimit.core import OUTAGE_REACTIONS, OutagePolicy
+from bisman_ratelimit.web import UNAVAILABLE, Evaluation, Planner, Verdict, decide, outage_reaction
+
+
+def test_one_reaction_for_every_key_by_default() -> None:
+    assert OUTAGE_REACTIONS == ("fallback", "open", "closed")
+    assert OutagePolicy().reaction("rl:ip:1.2.3.4:api:default") == "fallback"
+    assert OutagePolicy.of("closed") == OutagePolicy(default="closed")
+    assert OutagePolicy.from_fail_open(True) == OutagePolicy(default="open")
+    assert OutagePolicy.from_fail_open(False) == OutagePolicy(default="closed")
+    assert OutagePolicy(default="open").reaction_for([]) == "open"
+
+
+def test_the_longest_namespace_decides_and_the_strictest_key_wins() -> None:
+    policy = OutagePolicy(default="open", by_namespace={"rl": "fallback", "rl:global": "closed"})
+    assert policy.reaction("rl:global") == "closed"
+    assert policy.reaction("rl:ip:1.2.3.4:api:/login") == "fallback"
+    assert policy.reaction("rlx:ip") == "open"
+    assert policy.reaction_for(["rl:ip:1.2.3.4:api:default", "rl:global"]) == "closed"
+    assert policy.reaction_for(["sess:1", "rl:user:ann:api:default"]) == "fallback"
+    assert policy.reaction_for(["sess:1"]) == "open"
+    assert policy.reaction_for([]) == "open"
+
+
+def test_the_policy_keeps_its_own_copy_of_the_namespaces() -> None:
+    namespaces: dict[str, str] = {"auth": "closed"}
+    policy = OutagePolicy(by_namespace=namespaces)  # type: ignore[arg-type]
+    namespaces["auth"] = "open"
+    assert policy.reaction("auth:login") == "closed"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: OutagePolicy(default="deny"), "on_outage must be one of fallback, open, closed, got 'deny'"),
+        (lambda: OutagePolicy.of("shed"), "on_outage must be one of fallback, open, closed, got 'shed'"),
+        (
+            lambda: OutagePolicy(by_namespace={"auth": "nope"}),
+            "on_outage for namespace 'auth' must be one of fallback, open, closed, got 'nope'",
+        ),
+        (
+            lambda: OutagePolicy(by_namespace={"auth:": "open"}),
+            "bad namespace 'auth:': use 'domain' or 'domain:subdomain'",
+        ),
+        (lambda: OutagePolicy(by_namespace=["auth"]), "by_namespace must map namespaces to reactions"),
+        (lambda: OutagePolicy.from_fail_open("yes"), "fail_open must be True or False, got 'yes'"),
+    ],
+)
+def test_bad_policies_are_refused(make: object, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        make()  # type: ignore[operator]
+
+
+def test_outage_reaction_logs_each_answer(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("test.outage")
+    exc = StorageUnavailable("Redis is unavailable")
+    policy = OutagePolicy(default="open", by_namespace={"rl:global": "closed", "rl:user": "fallback"})
+    with caplog.at_level(logging.WARNING, logger="test.outage"):
+        assert outage_reaction(policy, ["rl:ip:a"], exc, "GET /a", logger) == "open"
+        assert outage_reaction(policy, ["rl:global"], exc, "GET /b", logger) == "closed"
+        assert outage_reaction(policy, ["rl:user:ann"], exc, "GET /c", logger) == "fallback"
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "rate-limit storage failed, letting GET /a through: Redis is unavailable"),
+        ("ERROR", "rate-limit storage failed, refusing GET /b: Redis is unavailable"),
+        ("WARNING", "rate-limit storage failed, counting GET /c in this process: Redis is unavailable"),
+    ]
+
+
+def test_the_unavailable_verdict_and_its_metrics_reason() -> None:
+    assert Verdict(503, (("Retry-After", "1"),), 1, outage=True) == UNAVAILABLE
+    assert UNAVAILABLE.reason == "unavailable"
+    problem = UNAVAILABLE.problem()
+    assert problem is not None and problem.status == 503
+    assert Verdict(200, ()).reason is None
+    assert Verdict(200, (), shadowed=("search",)).reason == "shadow"
+    assert Verdict(429, (), 1, ("default",)).reason == "client"
+
+
+def test_a_global_limit_refusal_is_no_outage(clock: ManualClock) -> None:
+    plan = Planner(default_limits="9/minute", global_limits="1/minute").plan("/x", "GET")
+    limiter = Limiter(MemoryStorage(clock=clock))
+    first = decide(limiter, Evaluation.start(plan, ip="192.0.2.1", ip_key="192.0.2.1"))
+    shed = decide(limiter, Evaluation.start(plan, ip="192.0.2.2", ip_key="192.0.2.2"))
+    assert (first.reason, shed.status, shed.outage, shed.reason) == (None, 503, False, "global")
+
+
+def test_evaluation_keys_name_every_counter_of_the_request() -> None:
+    plan = Planner(default_limits="9/minute", global_limits="1/minute").plan("/x", "GET")
+    evaluation = Evaluation.start(plan, ip="192.0.2.1", ip_key="192.0.2.1")
+    assert evaluation.keys == ["rl:global", "rl:ip:192.0.2.1:api:default"]
+    assert evaluation.restart().keys == evaluation.keys
