@@ -387,7 +387,7 @@ async def test_the_outage_policy_answers_open_closed_or_fallback(
         assert counted[1].headers["ratelimit-policy"] == '"default";q=1;w=86400'
         assert "rate-limit storage failed, counting GET /items/1 in this process" in caplog.text
     finally:
-        await limiter.close()
+        await limiter.aclose()
 
 
 async def test_outage_policy_by_namespace_and_fail_open_spellings(client_for: Any) -> None:
@@ -401,7 +401,7 @@ async def test_outage_policy_by_namespace_and_fail_open_spellings(client_for: An
         async with client_for(local_only) as client:
             assert (await client.get("/items/1")).status_code == 200
     finally:
-        await limiter.close()
+        await limiter.aclose()
     assert RateLimitMiddleware(bare_app, fail_open=False).on_outage == OutagePolicy(default="closed")
     assert RateLimitMiddleware(bare_app).on_outage == OutagePolicy(default="open")
     with pytest.raises(InvalidArgument, match="give on_outage or fail_open, not both"):

@@ -202,4 +202,4 @@ async def test_the_outage_policy_answers_websockets_too() -> None:
         assert (await chat(counted))["type"] == "websocket.accept"
         assert (await refusal(counted))["code"] == 1008
     finally:
-        await limiter.close()
+        await limiter.aclose()
