@@ -11,6 +11,6 @@ class BismanRateLimitConfig(AppConfig):
     verbose_name = "bisman-ratelimit"
 
     def ready(self) -> None:
-        from .checks import check_settings
+        from ._checks import check_settings
 
         checks.register(check_settings, "bisman_ratelimit")

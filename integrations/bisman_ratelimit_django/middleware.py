@@ -24,9 +24,20 @@ from django.http.response import HttpResponseBase
 from bisman_ratelimit.core import Decision, StorageError
 from bisman_ratelimit.web import SingleCheck
 
-from .decorators import DECLARED, EXEMPT, Declaration
-from .guard import COVERED, STATE, Counted, Guard, Outcome, Passed, State, Target, apply_passed, view_identity
-from .runtime import get_runtime
+from ._decorators import DECLARED, EXEMPT, Declaration
+from ._guard import (
+    COVERED,
+    STATE,
+    Counted,
+    Guard,
+    Outcome,
+    Passed,
+    State,
+    Target,
+    apply_passed,
+    view_identity,
+)
+from ._runtime import get_runtime
 
 __all__ = ["RateLimitMiddleware"]
 

@@ -24,7 +24,7 @@ from bisman_ratelimit import AsyncLimiter, Decision, Limit, Limiter
 from bisman_ratelimit.backends import MemoryStorage, storage_from_url
 from bisman_ratelimit.web import Evaluation, Planner, RateLimitConfig, Verdict, load_config, run, run_async
 
-from .conf import SETTING, RateLimitSettings, get_settings
+from ._conf import SETTING, RateLimitSettings, get_settings
 
 __all__ = ["Runtime", "get_runtime", "template_forms"]
 

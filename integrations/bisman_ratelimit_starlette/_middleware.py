@@ -38,10 +38,10 @@ from bisman_ratelimit.web import (
     run_async,
 )
 
-from .context import Facts, Needs, UserGetter
-from .responses import OnLimited, encode_headers, refuse
-from .routes import resolve, uses_hosts
-from .spec import LimitSpec, declared_on
+from ._context import Facts, Needs, UserGetter
+from ._responses import OnLimited, encode_headers, refuse
+from ._routes import resolve, uses_hosts
+from ._spec import LimitSpec, declared_on
 
 if TYPE_CHECKING:
     from bisman_ratelimit.metrics import RateLimitMetrics

@@ -24,10 +24,10 @@ from django.utils.functional import SimpleLazyObject, empty
 from bisman_ratelimit.core import ConfigurationError, Decision, InvalidArgument, StorageError
 from bisman_ratelimit.web import CONTENT_TYPE, Evaluation, RoutePlan, Rule, SingleCheck, Verdict
 
-from .runtime import Runtime
+from ._runtime import Runtime
 
 if TYPE_CHECKING:
-    from .decorators import Declaration
+    from ._decorators import Declaration
 
 __all__ = [
     "COVERED",

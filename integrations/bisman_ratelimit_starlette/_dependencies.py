@@ -24,9 +24,9 @@ from bisman_ratelimit import ConfigurationError
 from bisman_ratelimit.core import LimitLike
 from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, KeySource, Verdict
 
-from .decorators import check_alone
-from .middleware import ENFORCED
-from .spec import LimitSpec
+from ._decorators import check_alone
+from ._middleware import ENFORCED
+from ._spec import LimitSpec
 
 __all__ = ["RateLimit", "RateLimitExceeded", "rate_limit_exceeded_handler"]
 

@@ -17,7 +17,7 @@ from starlette.types import Scope
 from bisman_ratelimit import ConfigurationError, InvalidArgument
 from bisman_ratelimit.web import ClientIP, Evaluation, RoutePlan
 
-from .spec import LimitSpec
+from ._spec import LimitSpec
 
 __all__ = ["Facts", "Needs", "UserGetter", "standalone_plan"]
 

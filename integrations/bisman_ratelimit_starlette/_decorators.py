@@ -24,10 +24,10 @@ from bisman_ratelimit import AsyncLimiter, ConfigurationError
 from bisman_ratelimit.core import LimitLike
 from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, Evaluation, KeySource, Verdict, run_async
 
-from .context import standalone_plan
-from .middleware import ENFORCED
-from .responses import encode_headers
-from .spec import MARKER, LimitSpec, Marker
+from ._context import standalone_plan
+from ._middleware import ENFORCED
+from ._responses import encode_headers
+from ._spec import MARKER, LimitSpec, Marker
 
 __all__ = ["exempt", "limit"]
 

@@ -146,7 +146,7 @@ def declared_on(endpoint: Any, method: str, dependant: Any = None) -> Marker:
 
 def _dependency_specs(dependant: Any, seen: set[int]) -> list[LimitSpec]:
     """``RateLimit`` instances among FastAPI dependencies, route- and router-level ones included."""
-    from .dependencies import RateLimit
+    from ._dependencies import RateLimit
 
     found: list[LimitSpec] = []
     for sub in getattr(dependant, "dependencies", ()) or ():
