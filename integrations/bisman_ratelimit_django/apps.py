@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.core import checks
 
+__all__ = ["BismanRateLimitConfig"]
+
 
 class BismanRateLimitConfig(AppConfig):
     name = "bisman_ratelimit_django"
