@@ -44,6 +44,7 @@ from typing import Any, Literal, NamedTuple
 from bisman_ratelimit._limiter import AsyncLimiter, Limiter
 from bisman_ratelimit.core import (
     ALGORITHMS,
+    Algorithm,
     Decision,
     InvalidArgument,
     InvalidLimit,
@@ -112,7 +113,7 @@ class Rule:
     name: str
     scope: str
     limits: tuple[Limit, ...]
-    algorithm: str = "sliding_window"
+    algorithm: Algorithm = "sliding_window"
     key: KeySource = "ip"
     cost: CostSource = 1
     shadow: bool = False
@@ -180,7 +181,7 @@ class Rule:
         *,
         scope: str,
         name: str | None = None,
-        algorithm: str = "sliding_window",
+        algorithm: Algorithm = "sliding_window",
         key: KeySource = "ip",
         cost: CostSource = 1,
         shadow: bool = False,
@@ -627,7 +628,7 @@ class Planner:
         config: RateLimitConfig | None = None,
         default_limits: LimitLike | Sequence[LimitLike] | None = None,
         key: KeySource = "ip",
-        algorithm: str = "sliding_window",
+        algorithm: Algorithm = "sliding_window",
         cost: CostSource = 1,
         global_limits: LimitLike | Sequence[LimitLike] | None = None,
         header_style: HeaderStyle = "draft",

@@ -20,12 +20,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 from django.core.signals import setting_changed
 
 from bisman_ratelimit import AsyncLimiter, Limiter
-from bisman_ratelimit.core import ALGORITHMS, BismanRateLimitError, ConfigurationError, Limit, parse_limits
+from bisman_ratelimit.core import (
+    ALGORITHMS,
+    Algorithm,
+    BismanRateLimitError,
+    ConfigurationError,
+    Limit,
+    parse_limits,
+)
 from bisman_ratelimit.web import KEY_KINDS, ClientIP, HeaderStyle
 
 __all__ = ["SETTING", "RateLimitSettings", "SettingProblem", "get_settings", "read_settings"]
@@ -41,7 +48,7 @@ class RateLimitSettings:
     config: str | None = None
     default_limits: tuple[Limit, ...] = ()
     default_key: str = "ip"
-    default_algorithm: str = "sliding_window"
+    default_algorithm: Algorithm = "sliding_window"
     global_limits: tuple[Limit, ...] = ()
     client_ip: ClientIP = field(default_factory=ClientIP)
     headers: HeaderStyle = "draft"
@@ -114,10 +121,11 @@ def _default_key(value: object) -> str:
     raise ConfigurationError(f"expected one of {', '.join(KEY_KINDS)}, got {value!r}")
 
 
-def _algorithm(value: object) -> str:
+def _algorithm(value: object) -> Algorithm:
     if not isinstance(value, str) or value not in ALGORITHMS:
         raise ConfigurationError(f"unknown algorithm {value!r}: expected one of {', '.join(ALGORITHMS)}")
-    return value
+    # One of the names just checked.
+    return cast(Algorithm, value)
 
 
 def _headers(value: object) -> HeaderStyle:

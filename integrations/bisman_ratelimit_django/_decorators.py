@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
 
-from bisman_ratelimit.core import InvalidArgument, LimitLike
+from bisman_ratelimit.core import Algorithm, InvalidArgument, LimitLike
 from bisman_ratelimit.web import KeySource, RoutePlan, Rule, Verdict
 
 from ._guard import COVERED, Guard, Passed, RateLimitResult, Target, apply_passed, view_identity
@@ -57,7 +57,7 @@ class Declaration:
         group: str | None = None,
         methods: Iterable[str] | None = None,
         block: bool = True,
-        algorithm: str = "sliding_window",
+        algorithm: Algorithm = "sliding_window",
         cost: int | Callable[..., Any] = 1,
         exempt_ips: Sequence[str] = (),
         exempt_users: Sequence[str] = (),
@@ -206,7 +206,7 @@ def ratelimit(
     group: str | None = None,
     methods: Iterable[str] | None = None,
     block: bool = True,
-    algorithm: str = "sliding_window",
+    algorithm: Algorithm = "sliding_window",
     cost: int | Callable[..., Any] = 1,
     exempt_ips: Sequence[str] = (),
     exempt_users: Sequence[str] = (),

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from bisman_ratelimit import AsyncLimiter, ConfigurationError
-from bisman_ratelimit.core import LimitLike
+from bisman_ratelimit.core import Algorithm, LimitLike
 from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, Evaluation, KeySource, Verdict, run_async
 
 from ._context import standalone_plan
@@ -40,7 +40,7 @@ def limit(
     limits: LimitLike | Sequence[LimitLike],
     *,
     key: KeySource = "ip",
-    algorithm: str = "sliding_window",
+    algorithm: Algorithm = "sliding_window",
     cost: CostSource = 1,
     shadow: bool = False,
     exempt_ips: Sequence[str] = (),

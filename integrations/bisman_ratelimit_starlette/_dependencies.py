@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bisman_ratelimit import ConfigurationError
-from bisman_ratelimit.core import LimitLike
+from bisman_ratelimit.core import Algorithm, LimitLike
 from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, KeySource, Verdict
 
 from ._decorators import check_alone
@@ -68,7 +68,7 @@ class RateLimit:
         limits: LimitLike | Sequence[LimitLike],
         *,
         key: KeySource = "ip",
-        algorithm: str = "sliding_window",
+        algorithm: Algorithm = "sliding_window",
         cost: CostSource = 1,
         shadow: bool = False,
         exempt_ips: Sequence[str] = (),

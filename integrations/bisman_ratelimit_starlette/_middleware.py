@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, StorageError
-from bisman_ratelimit.core import Limit, LimitLike, parse_limits
+from bisman_ratelimit.core import Algorithm, Limit, LimitLike, parse_limits
 from bisman_ratelimit.web import (
     ClientIP,
     CostSource,
@@ -95,7 +95,7 @@ class RateLimitMiddleware:
         config: str | os.PathLike[str] | RateLimitConfig | None = None,
         default_limits: LimitLike | Sequence[LimitLike] | None = None,
         key: KeySource = "ip",
-        algorithm: str = "sliding_window",
+        algorithm: Algorithm = "sliding_window",
         cost: CostSource = 1,
         global_limits: LimitLike | Sequence[LimitLike] | None = None,
         trusted_proxies: TrustedProxies = None,

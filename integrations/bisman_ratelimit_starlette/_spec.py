@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limit, parse_limits
-from bisman_ratelimit.core import LimitLike
+from bisman_ratelimit.core import Algorithm, LimitLike
 from bisman_ratelimit.web import ClientIP, CostSource, KeySource, Rule
 
 __all__ = ["MARKER", "LimitSpec", "Marker", "declared_on"]
@@ -28,7 +28,7 @@ class LimitSpec:
 
     limits: tuple[Limit, ...]
     key: KeySource = "ip"
-    algorithm: str = "sliding_window"
+    algorithm: Algorithm = "sliding_window"
     cost: CostSource = 1
     shadow: bool = False
     exempt_ips: tuple[str, ...] = ()
@@ -46,7 +46,7 @@ class LimitSpec:
         limits: LimitLike | Sequence[LimitLike],
         *,
         key: KeySource = "ip",
-        algorithm: str = "sliding_window",
+        algorithm: Algorithm = "sliding_window",
         cost: CostSource = 1,
         shadow: bool = False,
         exempt_ips: Sequence[str] = (),
