@@ -12,7 +12,7 @@ import math
 import secrets
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from bisman_ratelimit.backends import (
     AsyncAdapter,
@@ -26,6 +26,7 @@ from bisman_ratelimit.backends import (
 from bisman_ratelimit.core import (
     ALGORITHMS,
     DEFAULT_ALGORITHM,
+    Algorithm,
     Decision,
     InvalidArgument,
     InvalidLimit,
@@ -36,16 +37,28 @@ from bisman_ratelimit.core import (
     parse_limits,
 )
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import redis
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
+
+    # The redis-py clients the constructors wrap in a Redis storage of their own.
+    SyncClient: TypeAlias = redis.Redis | redis.cluster.RedisCluster
+    AsyncClient: TypeAlias = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
 __all__ = ["AsyncLease", "AsyncLimiter", "Lease", "Limiter"]
 
 _BUCKETS = ("token_bucket", "gcra")
 _CACHE_SIZE = 1024
 
 # hit_many() entries: (key, limit) or (key, limit, algorithm) or (key, limit, algorithm, cost)
-ManyEntry = tuple[str, LimitLike] | tuple[str, LimitLike, str] | tuple[str, LimitLike, str, int]
+ManyEntry = tuple[str, LimitLike] | tuple[str, LimitLike, Algorithm] | tuple[str, LimitLike, Algorithm, int]
 
 
-def _is_async_storage(storage: object) -> bool:
+def _is_async_storage(storage: object) -> TypeGuard[AsyncStorage]:
     return isinstance(storage, AsyncStorage) and inspect.iscoroutinefunction(storage.check)
 
 
@@ -182,7 +195,7 @@ class Limiter(_LimiterBase):
     :meth:`from_url` puts them on Redis.
     """
 
-    def __init__(self, storage: Any = None, *, prefix: str = "rl") -> None:
+    def __init__(self, storage: Storage | SyncClient | None = None, *, prefix: str = "rl") -> None:
         super().__init__()
         if storage is None:
             storage = MemoryStorage()
@@ -202,19 +215,23 @@ class Limiter(_LimiterBase):
         """``memory://``, ``redis://host:port/db``, ``rediss://...`` (``?prefix=`` sets the key prefix)."""
         return cls(storage_from_url(url, **options))
 
-    def hit(self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1) -> Decision:
+    def hit(
+        self, key: str, limit: LimitLike, algorithm: Algorithm = DEFAULT_ALGORITHM, cost: int = 1
+    ) -> Decision:
         """Count a hit of ``cost`` against ``limit`` if it is allowed."""
         specs = self._prepare(key, limit, algorithm, cost)
         if len(specs) == 1:
             return self.storage.check(key, specs[0], cost, True)
         return most_restrictive(self.storage.check_many([(key, s, cost) for s in specs], True)[1])
 
-    def peek(self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1) -> Decision:
+    def peek(
+        self, key: str, limit: LimitLike, algorithm: Algorithm = DEFAULT_ALGORITHM, cost: int = 1
+    ) -> Decision:
         """Whether a hit would be allowed, and what is left now; consumes nothing."""
         specs = self._prepare(key, limit, algorithm, cost)
         return most_restrictive(self.storage.check_many([(key, s, cost) for s in specs], False)[1])
 
-    def reset(self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM) -> None:
+    def reset(self, key: str, limit: LimitLike, algorithm: Algorithm = DEFAULT_ALGORITHM) -> None:
         """Forget everything counted for ``key`` under ``limit``."""
         for spec in self._prepare(key, limit, algorithm, 1):
             self.storage.reset(key, spec)
@@ -251,7 +268,9 @@ class Limiter(_LimiterBase):
 class AsyncLimiter(_LimiterBase):
     """The methods of :class:`Limiter`, awaitable."""
 
-    def __init__(self, storage: Any = None, *, prefix: str = "rl") -> None:
+    def __init__(
+        self, storage: AsyncStorage | MemoryStorage | AsyncClient | None = None, *, prefix: str = "rl"
+    ) -> None:
         super().__init__()
         if storage is None:
             storage = AsyncAdapter(MemoryStorage())
@@ -278,7 +297,7 @@ class AsyncLimiter(_LimiterBase):
         return cls(storage_from_url(url, asyncio=True, **options))
 
     async def hit(
-        self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1
+        self, key: str, limit: LimitLike, algorithm: Algorithm = DEFAULT_ALGORITHM, cost: int = 1
     ) -> Decision:
         specs = self._prepare(key, limit, algorithm, cost)
         if len(specs) == 1:
@@ -286,12 +305,12 @@ class AsyncLimiter(_LimiterBase):
         return most_restrictive((await self.storage.check_many([(key, s, cost) for s in specs], True))[1])
 
     async def peek(
-        self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM, cost: int = 1
+        self, key: str, limit: LimitLike, algorithm: Algorithm = DEFAULT_ALGORITHM, cost: int = 1
     ) -> Decision:
         specs = self._prepare(key, limit, algorithm, cost)
         return most_restrictive((await self.storage.check_many([(key, s, cost) for s in specs], False))[1])
 
-    async def reset(self, key: str, limit: LimitLike, algorithm: str = DEFAULT_ALGORITHM) -> None:
+    async def reset(self, key: str, limit: LimitLike, algorithm: Algorithm = DEFAULT_ALGORITHM) -> None:
         for spec in self._prepare(key, limit, algorithm, 1):
             await self.storage.reset(key, spec)
 

@@ -20,7 +20,7 @@ from bisman_ratelimit.backends import MemoryStorage
 from bisman_ratelimit.web import parse_config
 from bisman_ratelimit_starlette import RateLimit, RateLimitMiddleware, _fastapi_internals
 from bisman_ratelimit_starlette._fastapi_internals import CHECKS, included_matcher
-from bisman_ratelimit_starlette.routes import resolve
+from bisman_ratelimit_starlette._routes import resolve
 
 CONFIG = {
     "defaults": {"limits": "5/minute", "algorithm": "fixed_window"},

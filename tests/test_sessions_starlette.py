@@ -21,7 +21,7 @@ from support import ManualClock
 from bisman_ratelimit import InvalidArgument
 from bisman_ratelimit.stores import AsyncSessionStore, MemoryBackend, Signer, is_session_id
 from bisman_ratelimit.testing import RedisServer
-from bisman_ratelimit_starlette.sessions import UNAVAILABLE_TEXT, SessionMiddleware
+from bisman_ratelimit_starlette._sessions import UNAVAILABLE_TEXT, SessionMiddleware
 
 SECRET = "s" * 32
 OLD_SECRET = "o" * 32

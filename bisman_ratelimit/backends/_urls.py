@@ -43,7 +43,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Check, Spec, Storage
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 # A factory takes the URL, whether an async backend is wanted, and options.
-BackendFactory = Callable[[str, bool, dict[str, Any]], Any]
+BackendFactory = Callable[[str, bool, dict[str, Any]], "Storage | AsyncStorage"]
 
 _REDIS_OPTIONS = (
     "prefix",
@@ -499,7 +499,15 @@ def register_backend(scheme: str, factory: BackendFactory) -> None:
     _BACKENDS[scheme.lower()] = factory
 
 
-def storage_from_url(url: str, *, asyncio: bool = False, **options: Any) -> Any:
+@overload
+def storage_from_url(url: str, *, asyncio: Literal[False] = False, **options: Any) -> Storage: ...
+@overload
+def storage_from_url(url: str, *, asyncio: Literal[True], **options: Any) -> AsyncStorage: ...
+@overload
+def storage_from_url(url: str, *, asyncio: bool, **options: Any) -> Storage | AsyncStorage: ...
+
+
+def storage_from_url(url: str, *, asyncio: bool = False, **options: Any) -> Storage | AsyncStorage:
     """Build a backend from a URL such as ``memory://`` or ``redis://localhost:6380/0``."""
     if not isinstance(url, str) or "://" not in url:
         raise InvalidArgument(

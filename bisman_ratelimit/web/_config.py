@@ -17,9 +17,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
-from bisman_ratelimit.core import ALGORITHMS, ConfigFileError, InvalidLimit, Limit, parse_limits
+from bisman_ratelimit.core import ALGORITHMS, Algorithm, ConfigFileError, InvalidLimit, Limit, parse_limits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -82,7 +82,7 @@ class Policy:
     """What applies to a request: limits, how they are counted and who is exempt."""
 
     limits: tuple[Limit, ...]
-    algorithm: str = "sliding_window"
+    algorithm: Algorithm = "sliding_window"
     key: KeyKind = "ip"
     cost: int = 1
     shadow: bool = False
@@ -106,7 +106,7 @@ class GlobalPolicy:
     """One limit shared by every request, checked before the route's own."""
 
     limits: tuple[Limit, ...]
-    algorithm: str = "fixed_window"
+    algorithm: Algorithm = "fixed_window"
     shadow: bool = False
 
 
@@ -480,7 +480,7 @@ class _Parser:
                 self.fail(where, name, str(exc))
         return tuple(out)
 
-    def algorithm(self, where: str, value: object) -> str:
+    def algorithm(self, where: str, value: object) -> Algorithm:
         if not isinstance(value, str) or value not in ALGORITHMS:
             shown = repr(value) if isinstance(value, str) else _type_name(value)
             hint = ""
@@ -492,7 +492,8 @@ class _Parser:
                 "algorithm",
                 f"unknown algorithm {shown}{hint}; expected one of {', '.join(ALGORITHMS)}",
             )
-        return value
+        # One of the names just checked.
+        return cast(Algorithm, value)
 
     def key(self, where: str, value: object) -> str:
         expected = f"expected one of {', '.join(KEY_KINDS)}"

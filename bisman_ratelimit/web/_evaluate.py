@@ -35,6 +35,7 @@ from typing import Any, Literal, NamedTuple
 
 from bisman_ratelimit._limiter import AsyncLimiter, Limiter
 from bisman_ratelimit.core import (
+    Algorithm,
     Decision,
     InvalidArgument,
     Limit,
@@ -67,7 +68,7 @@ Reason = Literal["global", "client", "unavailable", "shadow"]
 # One operation for a limiter; see Evaluation.
 Op = tuple[Any, ...]
 # The arguments of one Limiter.hit: (key, limit, algorithm, cost).
-HitArgs = tuple[str, Limit, str, int]
+HitArgs = tuple[str, Limit, Algorithm, int]
 
 _CACHE_SIZE = 4096
 

@@ -148,7 +148,7 @@ class Rule:
     name: str
     scope: str
     limits: tuple[Limit, ...]
-    algorithm: str = "sliding_window"
+    algorithm: Algorithm = "sliding_window"
     key: KeySource = "ip"
     cost: CostSource = 1
     shadow: bool = False

@@ -10,7 +10,7 @@ See docs/django.md.
 
 from __future__ import annotations
 
-from .decorators import ratelimit, ratelimit_exempt
-from .guard import RateLimitResult
+from ._decorators import ratelimit, ratelimit_exempt
+from ._guard import RateLimitResult
 
 __all__ = ["RateLimitResult", "ratelimit", "ratelimit_exempt"]

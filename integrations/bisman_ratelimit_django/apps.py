@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.core import checks
 
-from .checks import check_settings
+from ._checks import check_settings
+
+__all__ = ["BismanRateLimitConfig"]
 
 
 class BismanRateLimitConfig(AppConfig):

@@ -24,8 +24,8 @@ from django.http.response import HttpResponseBase
 from bisman_ratelimit.core import Decision, StorageError
 from bisman_ratelimit.web import SingleCheck
 
-from .decorators import DECLARED, EXEMPT, Declaration
-from .guard import (
+from ._decorators import DECLARED, EXEMPT, Declaration
+from ._guard import (
     COVERED,
     STATE,
     Counted,
@@ -37,7 +37,7 @@ from .guard import (
     apply_passed,
     view_identity,
 )
-from .runtime import get_runtime
+from ._runtime import get_runtime
 
 __all__ = ["RateLimitMiddleware"]
 

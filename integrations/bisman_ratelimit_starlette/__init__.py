@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-from .decorators import exempt, limit
-from .dependencies import RateLimit, RateLimitExceeded, rate_limit_exceeded_handler
-from .middleware import RateLimitMiddleware
-from .sessions import SessionMiddleware
+from ._decorators import exempt, limit
+from ._dependencies import RateLimit, RateLimitExceeded, rate_limit_exceeded_handler
+from ._middleware import RateLimitMiddleware
+from ._sessions import SessionMiddleware
 
 __all__ = [
     "RateLimit",

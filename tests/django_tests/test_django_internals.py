@@ -18,7 +18,7 @@ from django.utils.functional import SimpleLazyObject
 
 from bisman_ratelimit_django import _django_internals
 from bisman_ratelimit_django._django_internals import CHECKS, header_store, unevaluated
-from bisman_ratelimit_django.guard import _user_async
+from bisman_ratelimit_django._guard import _user_async
 
 MINUTE_START = 1_699_999_200.0
 

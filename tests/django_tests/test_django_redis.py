@@ -9,7 +9,7 @@ from django.test import AsyncClient, Client
 
 from bisman_ratelimit import AsyncLimiter, Limiter
 from bisman_ratelimit.testing import free_port as find_free_port
-from bisman_ratelimit_django.runtime import get_runtime
+from bisman_ratelimit_django._runtime import get_runtime
 
 pytestmark = pytest.mark.redis
 

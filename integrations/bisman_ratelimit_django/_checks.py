@@ -18,8 +18,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from bisman_ratelimit.core import BismanRateLimitError, ConfigFileError
 from bisman_ratelimit.web import RateLimitConfig, load_config
 
-from .conf import SETTING, read_settings
-from .runtime import template_forms
+from ._conf import SETTING, read_settings
+from ._runtime import template_forms
 
 __all__ = ["check_settings"]
 

@@ -23,9 +23,9 @@ from bisman_ratelimit import ConfigurationError
 from bisman_ratelimit.core import Algorithm, LimitLike
 from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, KeySource, LimitOptions, adecide
 
-from .context import check_alone
-from .responses import encode_headers
-from .spec import ENFORCED, MARKER, LimitSpec, Marker
+from ._context import check_alone
+from ._responses import encode_headers
+from ._spec import ENFORCED, MARKER, LimitSpec, Marker
 
 __all__ = ["exempt", "limit"]
 

@@ -39,7 +39,7 @@ from bisman_ratelimit.web import (
 )
 
 from ._django_internals import header_store, unevaluated
-from .runtime import Runtime
+from ._runtime import Runtime
 
 __all__ = [
     "COVERED",

@@ -13,18 +13,18 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.http import HttpRequest
 
-from bisman_ratelimit import AsyncLimiter, Decision, Limit, Limiter
+from bisman_ratelimit import Algorithm, AsyncLimiter, Decision, Limit, Limiter
 from bisman_ratelimit.backends import MemoryStorage, storage_from_url
 from bisman_ratelimit.web import Evaluation, Planner, RateLimitConfig, Verdict, adecide, decide, load_config
 
-from .conf import SETTING, RateLimitSettings, get_settings
+from ._conf import SETTING, RateLimitSettings, get_settings
 
 __all__ = ["Runtime", "get_runtime", "template_forms"]
 
@@ -86,7 +86,8 @@ class Runtime:
         else:
             url = settings.storage_url
             if url.split("://", 1)[0].lower() == "memory":
-                storage: MemoryStorage = storage_from_url(url)
+                # A memory:// URL builds a MemoryStorage, which sync and async code can share.
+                storage = cast(MemoryStorage, storage_from_url(url))
                 self.limiter = Limiter(storage)
                 self.async_limiter = AsyncLimiter(storage)
             else:
@@ -124,7 +125,9 @@ class Runtime:
             self._local = (Limiter(storage), AsyncLimiter(storage))
         return self._local
 
-    async def ahit(self, request: HttpRequest, key: str, limit: Limit, algorithm: str, cost: int) -> Decision:
+    async def ahit(
+        self, request: HttpRequest, key: str, limit: Limit, algorithm: Algorithm, cost: int
+    ) -> Decision:
         limiter = self.async_limiter
         if limiter is None:
             if isinstance(request, WSGIRequest):

@@ -18,7 +18,7 @@ from starlette.types import Scope
 from bisman_ratelimit import AsyncLimiter, ConfigurationError, InvalidArgument
 from bisman_ratelimit.web import ClientIP, Evaluation, RoutePlan, SingleCheck, Verdict, adecide
 
-from .spec import LimitSpec
+from ._spec import LimitSpec
 
 __all__ = ["Facts", "Needs", "UserGetter", "check_alone"]
 

@@ -31,8 +31,8 @@ from django.http import HttpRequest
 from bisman_ratelimit.core import Algorithm, InvalidArgument, LimitLike
 from bisman_ratelimit.web import KeySource, LimitOptions, RoutePlan, Rule, Verdict
 
-from .guard import COVERED, Guard, Passed, RateLimitResult, Target, apply_passed, view_identity
-from .runtime import Runtime, get_runtime
+from ._guard import COVERED, Guard, Passed, RateLimitResult, Target, apply_passed, view_identity
+from ._runtime import Runtime, get_runtime
 
 __all__ = ["DECLARED", "EXEMPT", "Declaration", "ratelimit", "ratelimit_exempt"]
 

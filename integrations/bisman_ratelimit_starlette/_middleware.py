@@ -44,10 +44,10 @@ from bisman_ratelimit.web import (
     outage_reaction,
 )
 
-from .context import Facts, Needs, UserGetter
-from .responses import OnLimited, encode_headers, refuse
-from .routes import resolve, uses_hosts
-from .spec import ENFORCED, LimitSpec, declared_on
+from ._context import Facts, Needs, UserGetter
+from ._responses import OnLimited, encode_headers, refuse
+from ._routes import resolve, uses_hosts
+from ._spec import ENFORCED, LimitSpec, declared_on
 
 if TYPE_CHECKING:
     from bisman_ratelimit.metrics import RateLimitMetrics

@@ -24,8 +24,8 @@ from bisman_ratelimit import ConfigurationError
 from bisman_ratelimit.core import Algorithm, LimitLike
 from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, KeySource, LimitOptions, Verdict
 
-from .context import check_alone
-from .spec import ENFORCED, MARKER, LimitSpec, Marker
+from ._context import check_alone
+from ._spec import ENFORCED, MARKER, LimitSpec, Marker
 
 __all__ = ["RateLimit", "RateLimitExceeded", "rate_limit_exceeded_handler"]
 
