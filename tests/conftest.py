@@ -2,7 +2,9 @@
 
 ``tests/`` is not a package: pytest puts this folder on ``sys.path``, so the
 tests import ``bisman_ratelimit`` as installed (a wheel in CI) and their
-helpers from ``support``.
+helpers from ``support``. The folders below it, one per package, are not
+packages either (a ``tests/django`` package would hide Django itself), so
+every test module's file name is unique across them.
 """
 
 from __future__ import annotations
