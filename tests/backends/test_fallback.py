@@ -30,6 +30,9 @@ from bisman_ratelimit.backends import (
 from bisman_ratelimit.core import CircuitBreaker
 from bisman_ratelimit.testing import RedisServer
 
+# Every test here starts its own server.
+pytestmark = pytest.mark.redis
+
 LOGGER = "bisman_ratelimit.fallback"
 # Loose enough for a loaded CI machine, well below what waiting on the
 # server would take (a DEBUG SLEEP of 1 s, a loading of 0.4 s).

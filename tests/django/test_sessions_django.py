@@ -429,6 +429,7 @@ def test_missing_or_bad_settings_are_reported() -> None:
         SessionStore().load()
 
 
+@pytest.mark.redis
 class TestUnreachableStore:
     """A killed server: the request is answered 503, never with an empty session."""
 

@@ -197,6 +197,7 @@ def test_unknown_stored_values_are_reported(redis_client: redis.Redis) -> None:
         FlagAdmin(redis_client).all()
 
 
+@pytest.mark.redis
 def test_unreachable_redis_serves_the_last_snapshot() -> None:
     from bisman_ratelimit.testing import RedisServer
 
