@@ -217,6 +217,7 @@ def test_a_foreign_field_is_skipped_and_logged_once(
     )  # once for the admin, once for the reader: once per process each
 
 
+@pytest.mark.redis
 def test_unreachable_redis_serves_the_last_snapshot() -> None:
     from bisman_ratelimit.testing import RedisServer
 

@@ -15,7 +15,7 @@ import pytest
 
 from bisman_ratelimit.testing import free_port
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_apps"
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:

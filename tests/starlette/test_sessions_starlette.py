@@ -310,6 +310,7 @@ async def test_lifespan_passes_through(clock: ManualClock) -> None:
     assert seen == ["lifespan"]
 
 
+@pytest.mark.redis
 class TestUnreachableStore:
     """A killed server: 503 with a clear message, never a fresh empty session."""
 

@@ -154,6 +154,7 @@ STORE_CALLS: dict[str, Callable[[str], tuple[Any, Callable[[], object]]]] = {
 }
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("name", STORE_CALLS)
 @pytest.mark.parametrize(("query", "budget"), [("", DEFAULT_BUDGET), ("?timeout=0.2", 0.2)])
 def test_a_stopped_server_fails_a_store_call_within_the_budget(
@@ -180,6 +181,7 @@ ASYNC_STORE_CALLS: dict[str, Callable[[str], tuple[Any, Callable[[], Awaitable[o
 }
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("name", ASYNC_STORE_CALLS)
 async def test_a_stopped_server_fails_an_async_store_call_within_the_budget(
     server: RedisServer, name: str

@@ -49,6 +49,7 @@ def test_bad_namespaces_are_named(prefix: str) -> None:
         NamespaceRouter({prefix: 1}, default=0)
 
 
+@pytest.mark.redis
 def test_each_namespace_lands_on_its_server(two_servers: tuple[RedisServer, RedisServer]) -> None:
     limits, sessions = two_servers
     storage = routed_storage({"rl": limits.url, "auth:sess": sessions.url}, default=limits.url)
@@ -70,6 +71,7 @@ def test_each_namespace_lands_on_its_server(two_servers: tuple[RedisServer, Redi
         assert keys_on(sessions) == []
 
 
+@pytest.mark.redis
 def test_hit_many_across_servers_refunds_on_denial(
     two_servers: tuple[RedisServer, RedisServer], clock: ManualClock
 ) -> None:
@@ -85,6 +87,7 @@ def test_hit_many_across_servers_refunds_on_denial(
         assert limiter.peek("rl:global", "100/minute", "fixed_window").remaining == 99
 
 
+@pytest.mark.redis
 def test_a_route_without_refunds_is_looked_at_instead(
     two_servers: tuple[RedisServer, RedisServer], clock: ManualClock
 ) -> None:
@@ -104,6 +107,7 @@ def test_a_route_without_refunds_is_looked_at_instead(
         assert limiter.peek("local:x", "2/minute").remaining == 1
 
 
+@pytest.mark.redis
 async def test_async_routing(two_servers: tuple[RedisServer, RedisServer]) -> None:
     limits, sessions = two_servers
     storage = routed_storage({"auth:sess": sessions.url}, default=limits.url, asyncio=True)
@@ -123,6 +127,7 @@ async def test_async_routing(two_servers: tuple[RedisServer, RedisServer]) -> No
         assert stored_state(client, "rl:{rl:v}:sw:1:60000000:1")[1] == 0
 
 
+@pytest.mark.redis
 def test_each_route_has_its_own_fallback(two_servers: tuple[RedisServer, RedisServer]) -> None:
     limits, sessions = two_servers
     storage = routed_storage(

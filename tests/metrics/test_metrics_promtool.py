@@ -19,7 +19,7 @@ from bisman_ratelimit.ops import NamespaceGrouper, RedisCollector
 from bisman_ratelimit.ops._hotkeys import summarize_hotkeys
 from bisman_ratelimit.ops.cli._ops_cmd import write_hotkey_metrics
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus-alerts.yml"
 DASHBOARD = DEPLOY / "grafana-dashboard.json"
 

@@ -242,6 +242,7 @@ def test_memory_backend_stays_bounded(clock: ManualClock) -> None:
     assert chat.last("t19") == ["m"]
 
 
+@pytest.mark.redis
 def test_unreachable_server_raises_storage_unavailable() -> None:
     from bisman_ratelimit import StorageUnavailable
     from bisman_ratelimit.testing import RedisServer
@@ -271,6 +272,7 @@ def test_unreachable_server_raises_storage_unavailable() -> None:
         client.close()
 
 
+@pytest.mark.redis
 async def test_unreachable_server_raises_storage_unavailable_async() -> None:
     from bisman_ratelimit import StorageUnavailable
     from bisman_ratelimit.testing import RedisServer

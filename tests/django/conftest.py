@@ -3,6 +3,10 @@
 ``configure(**fields)`` sets ``BISMAN_RATELIMIT`` for one test; by default
 the limiters share one memory store driven by the ``clock`` fixture, so
 windows move only when a test says so.
+
+``engine`` switches ``SESSION_ENGINE`` to ``bisman_ratelimit_django.sessions``
+on the parametrized backend (memory, or a flushed Redis/Valkey server) for
+one test, with a secret long enough to sign cookies.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from django.test.utils import override_settings
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_project.settings")
 django.setup()
 
+from sessions_settings import SESSION_SETTINGS  # noqa: E402
+
 from bisman_ratelimit import AsyncLimiter, Limiter  # noqa: E402
 from bisman_ratelimit.backends import MemoryStorage  # noqa: E402
+from bisman_ratelimit_django import sessions  # noqa: E402
 
 # A whole minute (and hour, and day): fixed windows start here.
 MINUTE_START = 1_699_999_200.0
@@ -69,3 +76,12 @@ def limits_file(tmp_path: Path) -> Callable[[str], str]:
         return str(path)
 
     return write
+
+
+@pytest.fixture
+def engine(backend: tuple[str, str | None]) -> Iterator[str]:
+    """The backend's URL, with the session engine configured on it."""
+    url = backend[1] or "memory://"
+    with override_settings(**SESSION_SETTINGS, BISMAN_SESSIONS={"URL": url}):
+        yield url
+        sessions.close_connections()

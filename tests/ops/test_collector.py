@@ -105,6 +105,7 @@ def test_unreachable_server_scrapes_as_down() -> None:
     assert samples(registry) == {("redis_up", ()): 0.0}
 
 
+@pytest.mark.redis
 def test_server_going_away_and_back() -> None:
     with RedisServer() as server:
         collector = RedisCollector.from_url(server.url, timeout=0.5)

@@ -1,21 +1,24 @@
 """Faults injected into real server processes: the fallback decides, callers see no error.
 
 Each test starts its own server (it may be killed, put to sleep or made
-busy). The breaker runs on a manual clock, so "later" needs no sleeping.
+busy). The breaker runs on a manual clock, so "later" needs no sleeping,
+and waits are bounded by counting tries (``Replies``), not by timing them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 from support import ManualClock, stored_state
 
 from bisman_ratelimit import AsyncLimiter, Limiter, StorageResponseError, StorageUnavailable
@@ -30,10 +33,10 @@ from bisman_ratelimit.backends import (
 from bisman_ratelimit.core import CircuitBreaker
 from bisman_ratelimit.testing import RedisServer
 
+# Every test here starts its own server.
+pytestmark = pytest.mark.redis
+
 LOGGER = "bisman_ratelimit.fallback"
-# Loose enough for a loaded CI machine, well below what waiting on the
-# server would take (a DEBUG SLEEP of 1 s, a loading of 0.4 s).
-MARGIN = 0.15
 
 
 @pytest.fixture
@@ -84,6 +87,88 @@ async def settle(result: Any) -> Any:
 
 def make_limiter(mode: str, url: str, **options: Any) -> Any:
     return (Limiter if mode == "sync" else AsyncLimiter).from_url(url, **options)
+
+
+def reply_kind(exc: BaseException | None) -> str:
+    if exc is None:
+        return "answer"
+    if isinstance(exc, redis.TimeoutError):
+        return "timeout"
+    if isinstance(exc, redis.BusyLoadingError):
+        return "LOADING"
+    if isinstance(exc, redis.exceptions.NoScriptError):
+        return "NOSCRIPT"
+    if isinstance(exc, redis.ResponseError):
+        return str(exc).split(" ", 1)[0]  # BUSY, ERR...
+    return type(exc).__name__
+
+
+class Replies:
+    """What each try of a limiter got from the server, read off the limiter's own connections.
+
+    A limiter built with ``connection_class=replies.connection_class`` lists
+    every reply it waits for in ``seen`` ("answer", "timeout", "BUSY",
+    "LOADING"...), leaving out the handshake of a new connection: one entry
+    per try, so retries are counted instead of timed. ``then(seen)`` runs
+    after each one.
+    """
+
+    def __init__(self, mode: str, then: Callable[[list[str]], object] = lambda seen: None) -> None:
+        self.seen: list[str] = []
+        self.then = then
+        note = self.note
+        if mode == "sync":
+
+            class Connection(redis.Connection):
+                connecting = False
+
+                def connect(self, *args: Any, **kwargs: Any) -> None:
+                    self.connecting = True
+                    try:
+                        super().connect(*args, **kwargs)
+                    finally:
+                        self.connecting = False
+
+                def read_response(self, *args: Any, **kwargs: Any) -> Any:
+                    with note(not self.connecting):
+                        return super().read_response(*args, **kwargs)
+
+            self.connection_class: type[Any] = Connection
+        else:
+
+            class AsyncConnection(redis.asyncio.Connection):
+                connecting = False
+
+                async def connect(self, *args: Any, **kwargs: Any) -> None:
+                    self.connecting = True
+                    try:
+                        await super().connect(*args, **kwargs)
+                    finally:
+                        self.connecting = False
+
+                async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+                    with note(not self.connecting):
+                        return await super().read_response(*args, **kwargs)
+
+            self.connection_class = AsyncConnection
+
+    @contextlib.contextmanager
+    def note(self, counts: bool) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            if counts:
+                self.seen.append(reply_kind(exc))
+                self.then(self.seen)
+            raise
+        if counts:
+            self.seen.append(reply_kind(None))
+            self.then(self.seen)
+
+
+def socket_timeout(limiter: Any) -> float:
+    storage = limiter.storage.primary if hasattr(limiter.storage, "primary") else limiter.storage
+    return float(storage.client.connection_pool.connection_kwargs["socket_timeout"])
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -195,29 +280,34 @@ async def test_debug_sleep_beyond_the_budget_waits_no_longer_than_the_budget(
 ) -> None:
     budget = 0.1
     guard = breaker(clock)
-    limiter = make_limiter(mode, f"{server.url}?fallback=memory&timeout={budget}", breaker=guard)
+    replies = Replies(mode)
+    url = f"{server.url}?fallback=memory&timeout={budget}"
+    limiter = make_limiter(mode, url, breaker=guard, connection_class=replies.connection_class)
     assert (await settle(limiter.hit("k", "10/minute"))).remaining == 9
+    replies.seen.clear()
     sleeper = send_raw(server, "DEBUG", "SLEEP", "1")
     time.sleep(0.02)
-    started = time.perf_counter()
     decision = await settle(limiter.hit("k", "10/minute"))
-    elapsed = time.perf_counter() - started
     assert decision.allowed  # decided locally
-    assert budget <= elapsed < budget + MARGIN, elapsed
+    # One read, cut off by a socket timeout of the budget, and not tried again.
+    assert replies.seen == ["timeout"]
+    assert socket_timeout(limiter) == budget
     assert guard.stats().failures == 1
     sleeper.close()
     await settle(limiter.close() if mode == "sync" else limiter.aclose())
 
 
 def test_debug_sleep_without_fallback_raises_within_the_budget(server: RedisServer) -> None:
-    with Limiter.from_url(server.url + "?timeout=50ms") as limiter:
+    replies = Replies("sync")
+    with Limiter.from_url(server.url + "?timeout=50ms", connection_class=replies.connection_class) as limiter:
         limiter.hit("k", "10/minute")
+        replies.seen.clear()
         sleeper = send_raw(server, "DEBUG", "SLEEP", "1")
         time.sleep(0.02)
-        started = time.perf_counter()
         with pytest.raises(StorageUnavailable, match="Redis is unavailable: Timeout reading from"):
             limiter.hit("k", "10/minute")
-        assert 0.05 <= time.perf_counter() - started < 0.05 + MARGIN
+        assert replies.seen == ["timeout"]
+        assert socket_timeout(limiter) == 0.05
         sleeper.close()
 
 
@@ -237,19 +327,22 @@ def kill_script(server: RedisServer) -> None:
 
 def test_busy_is_retried_within_the_budget(server: RedisServer, clock: ManualClock) -> None:
     guard = breaker(clock, failure_threshold=1)
-    with Limiter.from_url(server.url + "?fallback=memory&timeout=0.8", breaker=guard) as limiter:
+
+    def kill_after_two_busy(seen: list[str]) -> None:
+        if seen[-1] == "BUSY" and seen.count("BUSY") == 2:
+            kill_script(server)
+
+    replies = Replies("sync", then=kill_after_two_busy)
+    url = server.url + "?fallback=memory&timeout=0.8"
+    with Limiter.from_url(url, breaker=guard, connection_class=replies.connection_class) as limiter:
         assert limiter.hit("k", "10/minute").remaining == 9
+        replies.seen.clear()
         busy = start_busy_script(server)
-        killer = threading.Timer(0.15, kill_script, (server,))
-        killer.start()
-        started = time.perf_counter()
         decision = limiter.hit("k", "10/minute")
-        elapsed = time.perf_counter() - started
-        killer.join()
         busy.close()
-        # From Redis (the count goes on), once the script was killed.
+        # Polled while busy; from Redis (the count goes on) once the script was killed.
+        assert replies.seen == ["BUSY", "BUSY", "answer"]
         assert decision.remaining == 8
-        assert 0.1 < elapsed < 0.8
         assert guard.stats().failures == 0
 
 
@@ -296,13 +389,18 @@ def test_loading_is_retried_within_the_budget() -> None:
         restart = threading.Thread(target=server.start)
         restart.start()
         wait_for_loading(server)
-        with Limiter.from_url(server.url + "?timeout=5") as limiter:
-            started = time.perf_counter()
+        replies = Replies("sync")
+        url = server.url + "?timeout=5"
+        with Limiter.from_url(url, connection_class=replies.connection_class) as limiter:
             # Loading 2000 keys at 200 us each: the call waits it out and
             # sees the count saved before the restart (a sliding window: a
             # minute boundary during the restart changes no figure here).
             assert limiter.hit("k", "10/minute").remaining == 8
-            assert time.perf_counter() - started > 0.1
+        # Polled while loading; then the script is loaded again (the restart
+        # emptied the script cache) and answers.
+        loading = replies.seen.count("LOADING")
+        assert loading >= 1
+        assert replies.seen == ["LOADING"] * loading + ["NOSCRIPT", "answer", "answer"]
         restart.join()
 
 
@@ -330,11 +428,15 @@ def test_loading_beyond_the_budget_goes_to_the_fallback(clock: ManualClock) -> N
         restart.start()
         wait_for_loading(server)
         guard = breaker(clock)
-        with Limiter.from_url(server.url + "?fallback=memory&timeout=0.05", breaker=guard) as limiter:
-            started = time.perf_counter()
+        replies = Replies("sync")
+        url = server.url + "?fallback=memory&timeout=0.05"
+        with Limiter.from_url(url, breaker=guard, connection_class=replies.connection_class) as limiter:
             assert limiter.hit("k", "10/minute").remaining == 9
-            assert time.perf_counter() - started < 0.05 + MARGIN
             assert guard.stats().failures == 1
+        # Polling waits 2, 4, 8 and 16 ms between tries; a fifth wait (20 ms)
+        # would end past the 50 ms budget, so the server is asked five times at most.
+        tries = len(replies.seen)
+        assert replies.seen == ["LOADING"] * tries and 1 <= tries <= 5
         restart.join()
 
 
@@ -356,7 +458,7 @@ def test_readonly_on_a_demoted_primary_goes_to_the_fallback(server: RedisServer,
 
 
 def test_pool_exhaustion_waits_at_most_the_budget_then_falls_back(
-    server: RedisServer, clock: ManualClock
+    server: RedisServer, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     guard = breaker(clock)
     storage = storage_from_url(server.url + "?fallback=memory&timeout=0.1&max_connections=1", breaker=guard)
@@ -365,9 +467,17 @@ def test_pool_exhaustion_waits_at_most_the_budget_then_falls_back(
         assert limiter.hit("k", "10/minute").remaining == 9
         pool = storage.primary.client.connection_pool
         held = pool.get_connection()
-        started = time.perf_counter()
+        # Each wait for a connection lasts at most the pool's timeout.
+        waits: list[None] = []
+        take = pool.get_connection
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            waits.append(None)
+            return take(*args, **kwargs)
+
+        monkeypatch.setattr(pool, "get_connection", counted)
         assert limiter.hit("k", "10/minute").remaining == 9  # local
-        assert 0.1 <= time.perf_counter() - started < 0.1 + MARGIN
+        assert (len(waits), pool.timeout) == (1, 0.1)
         assert guard.stats().failures == 1
         pool.release(held)
         assert limiter.hit("k", "10/minute").remaining == 8  # Redis again

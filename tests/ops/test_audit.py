@@ -288,6 +288,7 @@ def test_cardinality_command(
     assert "POLICY VIOLATION" not in capsys.readouterr().out
 
 
+@pytest.mark.redis
 def test_cardinality_of_a_database_other_than_zero() -> None:
     with RedisServer() as server:
         url = server.url.rsplit("/", 1)[0] + "/3"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -116,17 +114,18 @@ def test_refund_of_more_hits_than_lua_unpacks_at_once(redis_client: redis.Redis,
     assert redis_client.exists(storage.key_for("k", log)) == 0
 
 
-def send_later(port: int, delay: float, *words: str) -> tuple[threading.Timer, list[socket.socket]]:
-    sockets: list[socket.socket] = []
+def scripts_held(admin: redis.Redis) -> int:
+    """How many of the node's clients wait with a script call (held by CLIENT PAUSE)."""
+    return sum(1 for c in admin.client_list() if "b" in c["flags"] and c["cmd"] == "evalsha")
 
-    def send() -> None:
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall((f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)).encode())
-        sockets.append(sock)
 
-    timer = threading.Timer(delay, send)
-    timer.start()
-    return timer, sockets
+def wait_until_held(admins: list[redis.Redis], timeout: float = 10.0) -> bool:
+    """True once every node holds a script call; False if that never happens."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(scripts_held(admin) for admin in admins):
+            return True
+    return False
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -135,31 +134,31 @@ async def test_groups_run_at_the_same_time(redis_cluster: RedisClusterServers, m
     limiter: Any = Limiter(client) if mode == "sync" else AsyncLimiter(client)
     storage = RedisStorage(redis_cluster.client())
     spec = Spec("sliding_window", 100, 60_000_000, 100)
-    port_a, port_b = (storage.client.get_node_from_key(storage.key_for(k, spec)).port for k in "ab")
+    ports = tuple(storage.client.get_node_from_key(storage.key_for(k, spec)).port for k in "ab")
     storage.close()
+    checks = [("a", "100/minute"), ("b", "100/minute")]
 
     async def hit_many() -> Any:
-        result = limiter.hit_many([("a", "100/minute"), ("b", "100/minute")])
-        return await result if mode == "async" else result
+        if mode == "async":
+            return await limiter.hit_many(checks)
+        return await asyncio.to_thread(limiter.hit_many, checks)
 
     assert (await hit_many()).allowed  # connections and threads warmed up
-    # Node a sleeps from now for 0.3 s, node b from 0.15 s for 0.5 s. Asked
-    # at the same time, b answers at once and a at 0.3 s; asked in turn, b
-    # would only answer at 0.65 s.
-    timers = [
-        send_later(port_a, 0, "DEBUG", "SLEEP", "0.3"),
-        send_later(port_b, 0.15, "DEBUG", "SLEEP", "0.5"),
-    ]
-    time.sleep(0.02)
-    started = time.perf_counter()
-    assert (await hit_many()).allowed
-    elapsed = time.perf_counter() - started
-    for timer, sockets in timers:
-        timer.join()
-        for sock in sockets:
-            sock.recv(16)
-            sock.close()
-    assert 0.2 < elapsed < 0.45, elapsed
+    # Both nodes hold script calls until unpaused. Groups asked at the same
+    # time are both held at once; asked in turn, the second group would only
+    # be sent once the first had its answer, which it never gets while paused.
+    admins = [redis.Redis(port=port) for port in ports]
+    for admin in admins:
+        admin.client_pause(60_000, all=False)
+    try:
+        pending = asyncio.ensure_future(hit_many())
+        both_held = await asyncio.to_thread(wait_until_held, admins)
+    finally:
+        for admin in admins:
+            admin.client_unpause()
+            admin.close()
+    assert (await pending).allowed
+    assert both_held
     if mode == "sync":
         limiter.close()
     else:

@@ -89,6 +89,7 @@ def test_a_small_pool_lends_nothing_while_idle(redis_url: str) -> None:
     limiter.close()
 
 
+@pytest.mark.redis
 def test_stale_connections_after_a_restart_cost_one_retry(server: RedisServer) -> None:
     client = redis.Redis.from_url(server.url, max_connections=64)
     limiter = Limiter(client)
@@ -195,6 +196,7 @@ async def test_async_lender(redis_url: str) -> None:
     assert in_use(pool) == 0
 
 
+@pytest.mark.redis
 async def test_async_stale_connections_after_a_restart_cost_one_retry(server: RedisServer) -> None:
     client = redis.asyncio.Redis.from_url(server.url, max_connections=64)
     limiter = AsyncLimiter(client)
@@ -209,6 +211,7 @@ async def test_async_stale_connections_after_a_restart_cost_one_retry(server: Re
     await limiter.aclose()
 
 
+@pytest.mark.redis
 async def test_an_async_write_the_server_does_not_take_is_bounded_by_the_socket_timeout(
     server: RedisServer,
 ) -> None:

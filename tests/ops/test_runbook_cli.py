@@ -151,6 +151,7 @@ def test_inspect(redis_client: redis.Redis, redis_url: str, capsys: pytest.Captu
     assert f"no such key 'nope' on {redis_url}" in capsys.readouterr().err
 
 
+@pytest.mark.redis
 def test_backup_waits_for_the_snapshot(capsys: pytest.CaptureFixture[str]) -> None:
     with RedisServer() as server:
         client = redis.Redis.from_url(server.url)
@@ -171,6 +172,7 @@ def test_backup_waits_for_the_snapshot(capsys: pytest.CaptureFixture[str]) -> No
         client.close()
 
 
+@pytest.mark.redis
 def test_backup_reports_a_failed_save(capsys: pytest.CaptureFixture[str]) -> None:
     with RedisServer() as server:
         client = redis.Redis.from_url(server.url)

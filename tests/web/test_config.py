@@ -21,7 +21,7 @@ from bisman_ratelimit.web._config import (
     parse_config,
 )
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "example_apps" / "ratelimits.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "example_apps" / "ratelimits.toml"
 
 NOTATION_HELP = (
     "expected '<amount>/<period>' or '<amount> per [<n>] <period>', e.g. '100/minute', "

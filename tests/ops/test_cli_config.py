@@ -10,7 +10,7 @@ import pytest
 
 from bisman_ratelimit.ops.cli import main
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "example_apps"
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_apps"
 
 SMALL = """\
 [defaults]

@@ -135,6 +135,7 @@ def test_unreachable_server_raises_storage_unavailable() -> None:
     assert isinstance(info.value.__cause__, redis.ConnectionError)
 
 
+@pytest.mark.redis
 def test_killed_server_raises_storage_unavailable() -> None:
     with RedisServer() as server:
         limiter = Limiter.from_url(server.url)

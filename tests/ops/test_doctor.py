@@ -178,6 +178,7 @@ def good_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.mark.redis
 def test_doctor_on_a_good_server(good_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["doctor", "--url", good_server.url, "--memory-limit", "100Mi"])
     out = capsys.readouterr().out
@@ -190,6 +191,7 @@ def test_doctor_on_a_good_server(good_server: RedisServer, capsys: pytest.Captur
     assert out.rstrip().endswith("0 fail, 0 warn, 6 pass")
 
 
+@pytest.mark.redis
 def test_doctor_on_a_bad_server(capsys: pytest.CaptureFixture[str]) -> None:
     with RedisServer(args=("--maxmemory-policy", "allkeys-lru", "--notify-keyspace-events", "KEA")) as server:
         client = redis.Redis.from_url(server.url)
@@ -206,6 +208,7 @@ def test_doctor_on_a_bad_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert "2 fail, 3 warn, 1 pass" in out
 
 
+@pytest.mark.redis
 def test_doctor_sees_memory_past_the_alert(
     good_server: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -221,6 +224,7 @@ def test_doctor_sees_memory_past_the_alert(
     assert "past the 85% alert; find what grew with `bisman-ratelimit audit cardinality`" in out
 
 
+@pytest.mark.redis
 def test_doctor_cannot_reach_the_server(capsys: pytest.CaptureFixture[str]) -> None:
     with RedisServer() as server:
         url = server.url
