@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     SyncClient: TypeAlias = redis.Redis | redis.cluster.RedisCluster
     AsyncClient: TypeAlias = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
-__all__ = ["AsyncLease", "AsyncLimiter", "Lease", "Limiter"]
 
 _BUCKETS = ("token_bucket", "gcra")
 _CACHE_SIZE = 1024

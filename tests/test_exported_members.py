@@ -98,6 +98,7 @@ PACKAGES: dict[str, list[str]] = {
         "Script",
         "Spec",
         "Storage",
+        "backend_schemes",
         "is_async_client",
         "is_cluster_client",
         "is_sync_client",

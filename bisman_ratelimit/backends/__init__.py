@@ -27,6 +27,7 @@ from bisman_ratelimit.backends._scripts import Script
 from bisman_ratelimit.backends._urls import (
     REDIS_SCHEMES,
     RedisConnection,
+    backend_schemes,
     masked_url,
     memory_options,
     redis_from_url,
@@ -54,6 +55,7 @@ __all__ = [
     "Script",
     "Spec",
     "Storage",
+    "backend_schemes",
     "is_async_client",
     "is_cluster_client",
     "is_sync_client",

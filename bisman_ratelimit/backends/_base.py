@@ -12,8 +12,6 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from bisman_ratelimit.core import Decision
 
-__all__ = ["AsyncAdapter", "AsyncStorage", "Check", "Spec", "Storage"]
-
 
 class Spec(NamedTuple):
     """One limit under one algorithm, in whole numbers.

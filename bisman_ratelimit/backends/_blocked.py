@@ -28,8 +28,6 @@ from collections.abc import Callable
 from bisman_ratelimit.backends._base import Spec
 from bisman_ratelimit.core import Decision, InvalidArgument, make_decision
 
-__all__ = ["BlockedKeys"]
-
 # (blocked_until_us, reset_at_us, denied cost, remaining)
 _Entry = tuple[int, int, int, int]
 

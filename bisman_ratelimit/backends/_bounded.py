@@ -21,8 +21,6 @@ from typing import Any, Generic, TypeVar
 
 from bisman_ratelimit.core import InvalidArgument
 
-__all__ = ["BoundedMap"]
-
 K = TypeVar("K", bound=Hashable)
 
 # A sweep before this many additions would cost more than it frees.

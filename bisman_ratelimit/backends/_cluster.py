@@ -43,20 +43,6 @@ from redis.crc import key_slot
 from bisman_ratelimit.backends._base import Check
 from bisman_ratelimit.core import Decision, StorageError
 
-__all__ = [
-    "AsyncRefundable",
-    "BatchResult",
-    "Commit",
-    "GroupResult",
-    "Refund",
-    "Refundable",
-    "arun_step",
-    "grouped_check",
-    "run_in_turn",
-    "run_step",
-    "slot_groups",
-]
-
 _log = logging.getLogger("bisman_ratelimit.cluster")
 
 # (all allowed, decisions)

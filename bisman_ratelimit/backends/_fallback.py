@@ -48,8 +48,6 @@ from bisman_ratelimit.core import (
     make_decision,
 )
 
-__all__ = ["AsyncFallbackStorage", "FallbackStorage", "Reaction", "ReactionFor"]
-
 T = TypeVar("T")
 
 Reaction = Literal["fallback", "open", "closed"]

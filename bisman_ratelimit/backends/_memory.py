@@ -19,8 +19,6 @@ from bisman_ratelimit.backends._base import Check, Spec
 from bisman_ratelimit.backends._bounded import BoundedMap
 from bisman_ratelimit.core import ALGORITHMS, Decision, make_decision
 
-__all__ = ["MemoryStorage"]
-
 Clock = Callable[[], float]
 
 

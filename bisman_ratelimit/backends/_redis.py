@@ -71,17 +71,6 @@ from bisman_ratelimit.core import (
     make_decision,
 )
 
-__all__ = [
-    "DEFAULT_BUDGET",
-    "AsyncRedisStorage",
-    "RedisStorage",
-    "is_async_client",
-    "is_cluster_client",
-    "is_sync_client",
-    "retry_delay",
-    "storage_error",
-]
-
 T = TypeVar("T")
 
 # Seconds. Short, because a rate limit that waits for a sick Redis turns

@@ -38,8 +38,6 @@ from bisman_ratelimit.backends._cluster import (
 )
 from bisman_ratelimit.core import Decision, InvalidArgument, adrive, drive
 
-__all__ = ["AsyncRoutingStorage", "NamespaceRouter", "RoutingStorage", "routed_storage"]
-
 T = TypeVar("T")
 
 

@@ -15,8 +15,6 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-__all__ = ["Script"]
-
 _HOME = "bisman_ratelimit.backends"
 
 

@@ -46,25 +46,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, overload
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Check, Spec, Storage
+from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Storage
 from bisman_ratelimit.backends._memory import MemoryStorage
 from bisman_ratelimit.core import ConfigurationError, InvalidArgument
-
-__all__ = [
-    "REDIS_SCHEMES",
-    "AsyncAdapter",
-    "AsyncStorage",
-    "Check",
-    "MemoryStorage",
-    "RedisConnection",
-    "Spec",
-    "Storage",
-    "masked_url",
-    "memory_options",
-    "redis_from_url",
-    "register_backend",
-    "storage_from_url",
-]
 
 # A factory takes the URL, whether an async backend is wanted, and options.
 BackendFactory = Callable[[str, bool, dict[str, Any]], "Storage | AsyncStorage"]
@@ -497,6 +481,11 @@ def register_backend(scheme: str, factory: BackendFactory) -> None:
     if not scheme.isidentifier() and not scheme.replace("+", "").replace("-", "").isalnum():
         raise InvalidArgument(f"bad URL scheme {scheme!r}")
     _BACKENDS[scheme.lower()] = factory
+
+
+def backend_schemes() -> frozenset[str]:
+    """The URL schemes storage can be built from: the built-in ones and those registered."""
+    return frozenset(_BACKENDS)
 
 
 @overload

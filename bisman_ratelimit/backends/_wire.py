@@ -52,7 +52,6 @@ try:
 except ImportError:  # pragma: no cover - hiredis is in the test extra
     pack_command = None  # type: ignore[assignment]
 
-__all__ = ["AsyncLender", "Lender", "async_lender_for", "internals_hold", "lender_for"]
 
 _log = logging.getLogger("bisman_ratelimit.wire")
 

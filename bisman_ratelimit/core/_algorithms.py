@@ -24,8 +24,6 @@ from collections.abc import Callable
 from math import ceil, floor
 from typing import Any, Literal
 
-__all__ = ["ALGORITHMS", "DEFAULT_ALGORITHM", "Algorithm", "AlgorithmResult"]
-
 Algorithm = Literal["fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra"]
 DEFAULT_ALGORITHM: Algorithm = "sliding_window"
 

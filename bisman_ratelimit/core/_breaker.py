@@ -33,8 +33,6 @@ from typing import Literal
 
 from bisman_ratelimit.core._errors import InvalidArgument
 
-__all__ = ["BreakerState", "BreakerStats", "CircuitBreaker", "Listener", "Transition"]
-
 BreakerState = Literal["closed", "open", "half_open"]
 
 _log = logging.getLogger("bisman_ratelimit.breaker")

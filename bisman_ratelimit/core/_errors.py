@@ -18,18 +18,6 @@ Backend exceptions are translated in one place per backend and chained with
 
 from __future__ import annotations
 
-__all__ = [
-    "BismanRateLimitError",
-    "ConfigFileError",
-    "ConfigurationError",
-    "InvalidArgument",
-    "InvalidLimit",
-    "StorageError",
-    "StorageResponseError",
-    "StorageUnavailable",
-    "TTLPolicyError",
-]
-
 
 class BismanRateLimitError(Exception):
     """Root of every exception this library raises."""

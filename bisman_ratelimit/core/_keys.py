@@ -15,8 +15,6 @@ from urllib.parse import quote, unquote
 
 from bisman_ratelimit.core._errors import InvalidArgument
 
-__all__ = ["escape", "hash_tag", "make_key", "redis_keys", "scan_pattern", "unescape"]
-
 # Characters left as they are; everything else is percent-encoded. Letters,
 # digits and "_.-~" are always kept by quote().
 _SAFE_EXTRA = "/@+=,!$&'()"

@@ -23,8 +23,6 @@ from typing import Literal, get_args
 
 from bisman_ratelimit.core._errors import InvalidArgument
 
-__all__ = ["OUTAGE_REACTIONS", "OutagePolicy", "OutageReaction"]
-
 OutageReaction = Literal["fallback", "open", "closed"]
 OUTAGE_REACTIONS: tuple[OutageReaction, ...] = get_args(OutageReaction)
 

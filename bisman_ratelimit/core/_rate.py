@@ -15,8 +15,6 @@ from limits import parse_many as _parse_many
 
 from bisman_ratelimit.core._errors import InvalidLimit
 
-__all__ = ["Limit", "LimitLike", "parse_limits"]
-
 # Redis scripts count in doubles, exact for whole numbers up to 2**53: amounts
 # and periods (in microseconds) above it would be counted or timed wrongly
 # there, while the memory backend, in Python numbers, would not notice.

@@ -27,14 +27,6 @@ from bisman_ratelimit.backends import AsyncStorage, Check, Spec, Storage
 from bisman_ratelimit.core import Decision
 from bisman_ratelimit.metrics._prometheus import CacheMetrics, HitLabel
 
-__all__ = [
-    "COMMANDS",
-    "AsyncInstrumentedStorage",
-    "InstrumentedRedis",
-    "InstrumentedStorage",
-    "instrument_storage",
-]
-
 
 class _StorageShell:
     """What both storage wrappers share: the wrapped backend and the metrics."""

@@ -31,19 +31,6 @@ from bisman_ratelimit.core import BreakerState, ConfigurationError, InvalidArgum
 if TYPE_CHECKING:
     from bisman_ratelimit.core import CircuitBreaker, Transition
 
-__all__ = [
-    "CACHE_METHODS",
-    "DURATION_BUCKETS",
-    "OTHER_ROUTE",
-    "REASONS",
-    "UNMATCHED_ROUTE",
-    "BreakerState",
-    "CacheMetrics",
-    "HitLabel",
-    "RateLimitMetrics",
-    "Reason",
-    "RouteLabels",
-]
 
 HitLabel = Literal["hit", "miss", "n/a"]
 

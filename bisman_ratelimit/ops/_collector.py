@@ -28,8 +28,6 @@ from bisman_ratelimit.ops._cardinality import sample_keyspace
 from bisman_ratelimit.ops._grouping import NamespaceGrouper
 from bisman_ratelimit.stores import NamespaceRegistry, default_registry
 
-__all__ = ["RedisCollector"]
-
 # (metric name, INFO field, help) for the plain gauges and counters.
 _GAUGES = (
     ("redis_memory_bytes", "used_memory", "Memory used by Redis (INFO used_memory), in bytes."),

@@ -27,20 +27,6 @@ from bisman_ratelimit.ops._cardinality import sample_keyspace
 from bisman_ratelimit.ops._grouping import NamespaceGrouper
 from bisman_ratelimit.stores import NamespaceRegistry, default_registry
 
-__all__ = [
-    "MAXMEMORY_SHARE",
-    "MEMORY_ALERT",
-    "CheckResult",
-    "MemoryLimit",
-    "ServerFacts",
-    "Verdict",
-    "cgroup_memory_limit",
-    "evaluate",
-    "exit_code",
-    "gather_facts",
-    "parse_size",
-]
-
 Verdict = Literal["pass", "warn", "fail"]
 
 MAXMEMORY_SHARE = (0.65, 0.75)

@@ -24,18 +24,6 @@ import redis
 from bisman_ratelimit.core import InvalidArgument, StorageError, StorageResponseError, scan_pattern
 from bisman_ratelimit.stores import NamespaceRegistry, default_registry
 
-__all__ = [
-    "BackupResult",
-    "FailoverResult",
-    "FlushResult",
-    "KeyReport",
-    "backup",
-    "failover",
-    "flush_namespace",
-    "inspect_key",
-    "namespace_prefix",
-]
-
 Progress = Callable[[float, float], None]
 
 

@@ -42,23 +42,6 @@ from bisman_ratelimit.backends import (
 )
 from bisman_ratelimit.core import ConfigurationError, InvalidArgument, adrive, drive
 
-__all__ = [
-    "AsyncMemoryRunner",
-    "AsyncRedisRunner",
-    "AsyncStoreShell",
-    "Call",
-    "Flow",
-    "MemoryBackend",
-    "Op",
-    "RedisRunner",
-    "ShellBase",
-    "StoreShell",
-    "async_runner",
-    "backend_from_url",
-    "store_script",
-    "sync_runner",
-]
-
 T = TypeVar("T")
 S = TypeVar("S", bound="StoreShell")
 A = TypeVar("A", bound="AsyncStoreShell")

@@ -39,8 +39,6 @@ from bisman_ratelimit.stores._common import (
 )
 from bisman_ratelimit.stores._namespaces import NamespaceRegistry, default_registry
 
-__all__ = ["AsyncChatContext", "ChatContext", "ChatCore"]
-
 
 class ChatCore:
     """Keys, arguments and decoding for chat context; no I/O."""

@@ -9,8 +9,6 @@ from typing import Any
 
 from bisman_ratelimit.core import InvalidArgument
 
-__all__ = ["decode_json", "encode_json", "positive_int", "positive_seconds", "text", "to_ms", "valid_prefix"]
-
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)*")
 
 

@@ -54,17 +54,6 @@ from bisman_ratelimit.stores._backend import (
 from bisman_ratelimit.stores._common import encode_json, positive_seconds, text, valid_prefix
 from bisman_ratelimit.stores._namespaces import NamespaceRegistry, default_registry
 
-__all__ = [
-    "AsyncFlagAdmin",
-    "AsyncFlags",
-    "Flag",
-    "FlagAdmin",
-    "FlagType",
-    "Flags",
-    "FlagsCore",
-    "parse_flag_value",
-]
-
 FlagType = Literal["bool", "str", "json"]
 FLAG_TYPES: tuple[str, ...] = get_args(FlagType)
 

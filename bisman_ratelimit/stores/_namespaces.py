@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 from bisman_ratelimit.core import InvalidArgument, TTLPolicyError
 
-__all__ = ["DEFAULT_NAMESPACES", "Namespace", "NamespaceRegistry", "default_registry"]
-
 
 @dataclass(frozen=True)
 class Namespace:

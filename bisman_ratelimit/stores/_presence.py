@@ -30,8 +30,6 @@ from bisman_ratelimit.stores._backend import (
 from bisman_ratelimit.stores._common import positive_seconds, text, to_ms, valid_prefix
 from bisman_ratelimit.stores._namespaces import NamespaceRegistry, default_registry
 
-__all__ = ["AsyncPresence", "Participant", "Presence", "PresenceCore", "RoomState"]
-
 
 @dataclass(frozen=True)
 class Participant:

@@ -45,15 +45,6 @@ from bisman_ratelimit.stores._common import (
 )
 from bisman_ratelimit.stores._namespaces import NamespaceRegistry, default_registry
 
-__all__ = [
-    "AsyncSessionStore",
-    "Session",
-    "SessionCore",
-    "SessionStore",
-    "is_session_id",
-    "new_session_id",
-]
-
 DEFAULT_IDLE_TTL = 1800.0
 DEFAULT_ABSOLUTE_LIFETIME = 12 * 3600.0
 

@@ -18,8 +18,6 @@ from collections.abc import Sequence
 
 from bisman_ratelimit.core import InvalidArgument
 
-__all__ = ["MIN_SECRET_BYTES", "Secret", "Signer"]
-
 MIN_SECRET_BYTES = 32
 
 

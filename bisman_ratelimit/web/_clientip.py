@@ -36,8 +36,6 @@ from typing import Literal
 
 from bisman_ratelimit.core import InvalidArgument
 
-__all__ = ["ClientIP", "HeaderName", "TrustedProxies", "mask_ip", "parse_forwarded_for"]
-
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 HeaderName = Literal["x-forwarded-for", "forwarded"]

@@ -26,17 +26,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = [
-    "KEY_KINDS",
-    "Exemptions",
-    "GlobalPolicy",
-    "KeyKind",
-    "Policy",
-    "RateLimitConfig",
-    "RoutePolicy",
-    "load_config",
-    "parse_config",
-]
 
 KeyKind = str  # "ip" | "user" | "api_key" | "header:<name>"
 KEY_KINDS: tuple[str, ...] = ("ip", "user", "api_key", "header:<name>")

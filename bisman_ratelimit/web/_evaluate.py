@@ -51,18 +51,6 @@ from bisman_ratelimit.web._headers import legacy_headers, ratelimit_item, retry_
 from bisman_ratelimit.web._plan import GLOBAL_KEY, RoutePlan, Rule
 from bisman_ratelimit.web._problem import Problem, service_unavailable, too_many_requests
 
-__all__ = [
-    "UNAVAILABLE",
-    "Evaluation",
-    "HitArgs",
-    "Reason",
-    "SingleCheck",
-    "Verdict",
-    "adecide",
-    "decide",
-    "outage_reaction",
-]
-
 # Why a verdict refused (or would have: "shadow"), as the decision metric labels it.
 Reason = Literal["global", "client", "unavailable", "shadow"]
 # One operation for a limiter; see Evaluation.

@@ -22,17 +22,6 @@ from collections.abc import Iterable, Sequence
 
 from bisman_ratelimit.core import Decision, InvalidArgument, Limit
 
-__all__ = [
-    "join",
-    "legacy_headers",
-    "policy_item",
-    "ratelimit_item",
-    "ratelimit_value",
-    "retry_after",
-    "seconds",
-    "sf_string",
-]
-
 
 def sf_string(text: str) -> str:
     """``text`` as a Structured Field String (RFC 9651 section 3.3.3)."""

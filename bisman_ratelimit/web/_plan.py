@@ -36,17 +36,6 @@ from bisman_ratelimit.core import (
 from bisman_ratelimit.web._config import Exemptions, GlobalPolicy, IPNetwork, Policy, RateLimitConfig
 from bisman_ratelimit.web._headers import policy_item, sf_string
 
-__all__ = [
-    "GLOBAL_KEY",
-    "CostSource",
-    "HeaderStyle",
-    "KeySource",
-    "LimitOptions",
-    "Planner",
-    "RoutePlan",
-    "Rule",
-]
-
 GLOBAL_KEY = "rl:global"
 HeaderStyle = Literal["draft", "legacy", "both", "none"]
 # A key: "ip", "user", "api_key", "header:<name>", or a framework-level callable of the request.

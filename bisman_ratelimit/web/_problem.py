@@ -13,15 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = [
-    "CONTENT_TYPE",
-    "QUOTA_EXCEEDED",
-    "TEMPORARY_REDUCED_CAPACITY",
-    "Problem",
-    "service_unavailable",
-    "too_many_requests",
-]
-
 CONTENT_TYPE = "application/problem+json"
 QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 TEMPORARY_REDUCED_CAPACITY = "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"

@@ -21,8 +21,6 @@ from bisman_ratelimit.web import RateLimitConfig, load_config
 from ._conf import SETTING, read_settings
 from ._runtime import template_forms
 
-__all__ = ["check_settings"]
-
 MIDDLEWARE = "bisman_ratelimit_django.middleware.RateLimitMiddleware"
 
 

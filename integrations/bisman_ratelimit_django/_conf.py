@@ -25,6 +25,7 @@ from typing import Any, cast, get_args
 from django.core.signals import setting_changed
 
 from bisman_ratelimit import AsyncLimiter, Limiter
+from bisman_ratelimit.backends import backend_schemes
 from bisman_ratelimit.core import (
     ALGORITHMS,
     Algorithm,
@@ -35,8 +36,6 @@ from bisman_ratelimit.core import (
     parse_limits,
 )
 from bisman_ratelimit.web import KEY_KINDS, ClientIP, HeaderStyle
-
-__all__ = ["SETTING", "RateLimitSettings", "SettingProblem", "get_settings", "read_settings"]
 
 SETTING = "BISMAN_RATELIMIT"
 
@@ -93,12 +92,11 @@ def _storage_url(value: object) -> str:
     scheme = value.split("://", 1)[0].lower()
     if scheme not in ("memory", "redis", "rediss", "unix"):
         # Third-party schemes register themselves; only their factory can judge the rest.
-        from bisman_ratelimit.backends._urls import _BACKENDS
-
-        if scheme not in _BACKENDS:
+        schemes = backend_schemes()
+        if scheme not in schemes:
             raise ConfigurationError(
                 f"unsupported scheme {scheme + '://'!r} in {value!r}: expected one of "
-                f"{', '.join(s + '://' for s in sorted(_BACKENDS))}"
+                f"{', '.join(s + '://' for s in sorted(schemes))}"
             )
     return value
 

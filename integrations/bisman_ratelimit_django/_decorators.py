@@ -34,8 +34,6 @@ from bisman_ratelimit.web import KeySource, LimitOptions, RoutePlan, Rule, Verdi
 from ._guard import COVERED, Guard, Passed, RateLimitResult, Target, apply_passed, view_identity
 from ._runtime import Runtime, get_runtime
 
-__all__ = ["DECLARED", "EXEMPT", "Declaration", "ratelimit", "ratelimit_exempt"]
-
 # View attributes the middleware reads.
 DECLARED = "bisman_ratelimit_declared"
 EXEMPT = "bisman_ratelimit_exempt"

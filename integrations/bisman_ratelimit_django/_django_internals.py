@@ -25,8 +25,6 @@ import django
 from django.http import HttpResponse, HttpResponseBase
 from django.utils.functional import SimpleLazyObject, empty
 
-__all__ = ["CHECKS", "Checks", "header_store", "unevaluated"]
-
 logger = logging.getLogger("bisman_ratelimit.django")
 
 

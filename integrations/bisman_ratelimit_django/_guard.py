@@ -41,21 +41,6 @@ from bisman_ratelimit.web import (
 from ._django_internals import header_store, unevaluated
 from ._runtime import Runtime
 
-__all__ = [
-    "COVERED",
-    "STATE",
-    "Declared",
-    "Guard",
-    "GuardResult",
-    "Passed",
-    "RateLimitResult",
-    "State",
-    "Target",
-    "apply_headers",
-    "apply_passed",
-    "view_identity",
-]
-
 logger = logging.getLogger("bisman_ratelimit.django")
 
 _GO_ON = Verdict(200, ())

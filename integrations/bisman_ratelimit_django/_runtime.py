@@ -26,8 +26,6 @@ from bisman_ratelimit.web import Evaluation, Planner, RateLimitConfig, Verdict, 
 
 from ._conf import SETTING, RateLimitSettings, get_settings
 
-__all__ = ["Runtime", "get_runtime", "template_forms"]
-
 # <int:id> -> {id}: the spelling of route templates in files shared with ASGI apps.
 _CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 

@@ -20,8 +20,6 @@ from bisman_ratelimit.web import ClientIP, Evaluation, RoutePlan, SingleCheck, V
 
 from ._spec import LimitSpec
 
-__all__ = ["Facts", "Needs", "UserGetter", "check_alone"]
-
 # A user getter receives the connection and returns a user id (or None), possibly awaitable.
 UserGetter = Callable[[HTTPConnection], Any]
 

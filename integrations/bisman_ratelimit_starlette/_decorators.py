@@ -27,8 +27,6 @@ from ._context import check_alone
 from ._responses import encode_headers
 from ._spec import ENFORCED, MARKER, LimitSpec, Marker
 
-__all__ = ["exempt", "limit"]
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 _HANDLERS = ("get", "head", "post", "put", "patch", "delete", "options", "query")

@@ -27,8 +27,6 @@ from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, KeySource, 
 from ._context import check_alone
 from ._spec import ENFORCED, MARKER, LimitSpec, Marker
 
-__all__ = ["RateLimit", "RateLimitExceeded", "rate_limit_exceeded_handler"]
-
 
 class RateLimitExceeded(HTTPException):
     """A refusal by a ``RateLimit`` dependency used without the middleware."""

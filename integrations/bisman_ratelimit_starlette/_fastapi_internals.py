@@ -23,8 +23,6 @@ from typing import Any, Literal
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
-__all__ = ["CHECKS", "Checks", "RouterMatch", "Selected", "included_matcher", "template_of"]
-
 logger = logging.getLogger("bisman_ratelimit.starlette")
 
 # How included routers are matched: "eager" (FastAPI copies their routes into

@@ -52,7 +52,6 @@ from ._spec import ENFORCED, LimitSpec, declared_on
 if TYPE_CHECKING:
     from bisman_ratelimit.metrics import RateLimitMetrics
 
-__all__ = ["RateLimitMiddleware"]
 
 logger = logging.getLogger("bisman_ratelimit.starlette")
 

@@ -12,8 +12,6 @@ from starlette.types import Receive, Scope, Send
 
 from bisman_ratelimit.web import CONTENT_TYPE, Verdict
 
-__all__ = ["OnLimited", "encode_headers", "refuse"]
-
 # on_limited(connection, verdict) -> Response (or an awaitable of one)
 OnLimited = Callable[[HTTPConnection, Verdict], Any]
 

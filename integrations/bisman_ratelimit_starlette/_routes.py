@@ -16,8 +16,6 @@ from starlette.types import Scope
 
 from ._fastapi_internals import included_matcher, template_of
 
-__all__ = ["Resolved", "resolve", "uses_hosts"]
-
 # (template or None, the leaf route or None): the leaf has .endpoint, and .dependant in FastAPI.
 Resolved = tuple[str | None, Any]
 

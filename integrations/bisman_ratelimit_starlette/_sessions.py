@@ -43,7 +43,6 @@ from bisman_ratelimit.stores import AsyncSessionStore, Secret, Signer, encode_js
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
 
-__all__ = ["ServerSession", "SessionMiddleware"]
 
 logger = logging.getLogger("bisman_ratelimit.sessions")
 

@@ -15,8 +15,6 @@ from typing import Any
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limit
 from bisman_ratelimit.web import ClientIP, LimitOptions, Rule
 
-__all__ = ["ENFORCED", "MARKER", "LimitSpec", "Marker", "declared_on"]
-
 # Attribute set on decorated endpoints and on RateLimit dependencies; functools.wraps copies it to
 # outer wrappers.
 MARKER = "__bisman_ratelimit__"

@@ -16,8 +16,6 @@ from typing import Any
 from bisman_ratelimit.core import Limit
 from bisman_ratelimit.web import Exemptions, Policy, RateLimitConfig, load_config
 
-__all__ = ["register", "render_docs", "summary"]
-
 _COLUMNS = ("route", "methods", "limits", "algorithm", "key", "cost", "shadow", "exemptions", "description")
 
 

@@ -16,8 +16,6 @@ from typing import Any
 from bisman_ratelimit.core import InvalidArgument
 from bisman_ratelimit.stores import FLAG_TYPES, Flag, FlagAdmin, parse_flag_value
 
-__all__ = ["register"]
-
 URL_VARIABLE = "BISMAN_RATELIMIT_URL"
 
 

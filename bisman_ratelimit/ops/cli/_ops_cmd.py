@@ -44,8 +44,6 @@ from bisman_ratelimit.ops import (
     sample_keyspace,
 )
 
-__all__ = ["format_table", "parse_duration", "parse_share", "register"]
-
 URL_ENV = "BISMAN_REDIS_URL"
 DEFAULT_URL = "redis://localhost:6379/0"
 
