@@ -15,10 +15,13 @@ runs under a lock, with the time from an injectable clock.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -40,7 +43,7 @@ from bisman_ratelimit.backends import (
     redis_from_url,
     translate_errors,
 )
-from bisman_ratelimit.core import ConfigurationError, InvalidArgument, adrive, drive
+from bisman_ratelimit.core import ConfigurationError, InvalidArgument, StorageUnavailable, adrive, drive
 
 T = TypeVar("T")
 S = TypeVar("S", bound="StoreShell")
@@ -103,23 +106,151 @@ class RedisRunner:
             other.close()
 
 
+_OTHER_LOOP = (
+    "the redis.asyncio client given to this store belongs to another event loop ({}): "
+    "give the store a URL instead, and it keeps one client per event loop"
+)
+
+
 class AsyncRedisRunner:
-    """Runs calls on a ``redis.asyncio.Redis`` or ``RedisCluster`` client."""
+    """Runs calls on a ``redis.asyncio.Redis`` or ``RedisCluster`` client the caller built.
+
+    Such a client belongs to the event loop it first connected in. Used
+    from another loop, a call raises ``StorageUnavailable`` saying so
+    (redis-py's own error, a ``RuntimeError``, would escape every handler
+    of storage failures).
+    """
 
     def __init__(self, client: AsyncClient, *, closing: tuple[Any, ...] = ()) -> None:
         self.client = client
         self._closing = closing
 
     async def run(self, call: Call) -> Any:
-        with translate_errors():
-            return await call.op.script.arun(
-                self.client.execute_command, self.client.script_load, call.keys, ("", *call.args)
-            )
+        try:
+            with translate_errors():
+                return await call.op.script.arun(
+                    self.client.execute_command, self.client.script_load, call.keys, ("", *call.args)
+                )
+        except RuntimeError as exc:
+            if "loop" not in str(exc):
+                raise
+            raise StorageUnavailable(_OTHER_LOOP.format(exc)) from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()
         for other in self._closing:
             await other.aclose()
+
+
+@dataclass
+class _LoopClient:
+    """The client of one event loop, and the generator that closes it when that loop shuts down."""
+
+    connection: RedisConnection
+    closer: AsyncGenerator[None, None] | None = None
+
+    async def aclose(self) -> None:
+        await self.connection.client.aclose()
+        for other in self.connection.closing:
+            await other.aclose()
+
+
+class AsyncUrlRunner:
+    """Runs calls on one ``redis.asyncio`` client per event loop, each built from the URL.
+
+    An asyncio client belongs to the loop it connects in, and an app may
+    run in several loops, one after the other or at once (a test client
+    per test, a thread with its own loop). Each loop's client is closed
+    when that loop shuts down its async generators (as ``asyncio.run``,
+    anyio and Starlette's ``TestClient`` do), or by :meth:`aclose` called
+    in that loop.
+    """
+
+    def __init__(self, url: str, store: type[ShellBase] | None) -> None:
+        self._url = url
+        self._store = store
+        # Built now so that a bad URL is refused at once; the first loop to run a call takes it.
+        self._spare: RedisConnection | None = _connect(url, asyncio=True, store=store)
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        # The last loop and its client: most apps run in one loop, and skip the lookup.
+        self._last: tuple[asyncio.AbstractEventLoop, AsyncClient] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> AsyncClient:
+        """The client of the running loop (outside a loop, the one the next loop will take)."""
+        try:
+            entry = self._clients.get(asyncio.get_running_loop())
+        except RuntimeError:
+            entry = None
+        if entry is not None:
+            return cast(AsyncClient, entry.connection.client)
+        with self._lock:
+            if self._spare is None:
+                self._spare = _connect(self._url, asyncio=True, store=self._store)
+            return cast(AsyncClient, self._spare.client)
+
+    async def run(self, call: Call) -> Any:
+        loop = asyncio.get_running_loop()
+        last = self._last
+        client = last[1] if last is not None and last[0] is loop else await self._client_of(loop)
+        with translate_errors():
+            return await call.op.script.arun(
+                client.execute_command, client.script_load, call.keys, ("", *call.args)
+            )
+
+    async def _client_of(self, loop: asyncio.AbstractEventLoop) -> AsyncClient:
+        with self._lock:
+            entry = self._clients.get(loop)
+            fresh = entry is None
+            if entry is None:
+                self._forget_closed_loops()
+                connection = self._spare or _connect(self._url, asyncio=True, store=self._store)
+                self._spare = None
+                entry = self._clients[loop] = _LoopClient(connection)
+        if fresh:
+            # An async generator started in the loop is closed by the loop's
+            # shutdown_asyncgens(): the one hook asyncio gives into a loop's end.
+            entry.closer = self._close_at_shutdown(loop, entry)
+            await entry.closer.__anext__()
+        client = cast(AsyncClient, entry.connection.client)
+        self._last = (loop, client)
+        return client
+
+    async def _close_at_shutdown(
+        self, loop: asyncio.AbstractEventLoop, entry: _LoopClient
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._clients.get(loop) is entry:
+                    del self._clients[loop]
+                if self._last is not None and self._last[0] is loop:
+                    self._last = None
+            # The loop is ending: a server gone meanwhile leaves nothing to close.
+            with contextlib.suppress(redis.RedisError, OSError):
+                await entry.aclose()
+
+    def _forget_closed_loops(self) -> None:
+        # A loop closed without shutting down its async generators left its
+        # client behind; its sockets go with the garbage collector.
+        for loop in [loop for loop in self._clients if loop.is_closed()]:
+            del self._clients[loop]
+
+    async def aclose(self) -> None:
+        """Close the running loop's client (and the one no loop took yet)."""
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is not None and entry.closer is not None:
+            await entry.closer.aclose()
+        with self._lock:
+            spare, self._spare = self._spare, None
+            self._forget_closed_loops()
+        if spare is not None:
+            await _LoopClient(spare).aclose()
 
 
 class MemorySubscription:
@@ -261,7 +392,7 @@ class AsyncMemoryRunner:
 
 
 SyncRunner = RedisRunner | MemoryBackend
-AsyncRunner = AsyncRedisRunner | AsyncMemoryRunner
+AsyncRunner = AsyncRedisRunner | AsyncUrlRunner | AsyncMemoryRunner
 
 
 def _describe(backend: object) -> str:
@@ -299,8 +430,7 @@ def async_runner(backend: object, store: type[ShellBase] | None = None) -> Async
     """A runner for ``backend``: a URL, a ``redis.asyncio.Redis`` client or a :class:`MemoryBackend`."""
     if isinstance(backend, str):
         if _scheme(backend) != "memory":
-            connection = _connect(backend, asyncio=True, store=store)
-            return AsyncRedisRunner(connection.client, closing=connection.closing)
+            return AsyncUrlRunner(backend, store)
         backend = _memory(backend)
     if isinstance(backend, MemoryBackend):
         return AsyncMemoryRunner(backend)
@@ -425,7 +555,7 @@ class AsyncStoreShell(ShellBase):
         return await adrive(flow, self._runner.run)
 
     async def aclose(self) -> None:
-        """Close the Redis client if this store built it from a URL."""
+        """Close the Redis client if this store built it from a URL (that of the running loop)."""
         if self._owns_client:
             await self._runner.aclose()
 

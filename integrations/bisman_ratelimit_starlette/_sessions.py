@@ -13,7 +13,8 @@ store (Redis) and the cookie carries only the signed session id::
 Loading the session renews it, in one round trip. At the response, only
 the fields that changed are written. ``request.session.rotate(user_id=...)``
 at login moves the data to a new id. If the store cannot be reached the
-request is answered ``503`` and the app is not called with an empty
+request is answered ``503`` (so is a store answering with an error, out
+of memory or read-only) and the app is not called with an empty
 session: a user is never silently logged out, and a write is never lost
 without the client being told.
 
@@ -37,7 +38,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bisman_ratelimit.core import InvalidArgument, StorageUnavailable
+from bisman_ratelimit.core import InvalidArgument, StorageError
 from bisman_ratelimit.stores import AsyncSessionStore, Secret, Signer, encode_json
 
 if TYPE_CHECKING:
@@ -107,6 +108,14 @@ class ServerSession(dict[str, Any]):
     def pop(self, name: str, *default: Any) -> Any:
         self.accessed = True
         return super().pop(name, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        self.accessed = True
+        return super().popitem()
+
+    def __ior__(self, other: Any) -> ServerSession:  # type: ignore[override,misc]
+        self.accessed = True
+        return super().__ior__(other)
 
     def setdefault(self, name: str, default: Any = None) -> Any:
         self.accessed = True
@@ -187,7 +196,8 @@ class SessionMiddleware:
         session_id = None if cookie is None else self._session_id(cookie)
         try:
             loaded = None if session_id is None else await self.store.load(session_id)
-        except StorageUnavailable as exc:
+        # Unreachable, or answering with an error (out of memory, read-only): a 503 either way.
+        except StorageError as exc:
             await self._unavailable(scope, receive, send, exc)
             return
         if loaded is None:
@@ -210,7 +220,7 @@ class SessionMiddleware:
             if message["type"] == "http.response.start":
                 try:
                     cookie_value = await self._commit(session, initial)
-                except StorageUnavailable as exc:
+                except StorageError as exc:
                     failed = True
                     await self._unavailable(scope, receive, send, exc)
                     return
@@ -279,7 +289,7 @@ class SessionMiddleware:
             return ""
         return new_cookie
 
-    async def _unavailable(self, scope: Scope, receive: Receive, send: Send, exc: StorageUnavailable) -> None:
+    async def _unavailable(self, scope: Scope, receive: Receive, send: Send, exc: StorageError) -> None:
         logger.warning("session store unreachable, answering 503: %s", exc)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1013, "reason": "session store unavailable"})

@@ -21,7 +21,7 @@ from support import ManualClock
 from bisman_ratelimit import InvalidArgument
 from bisman_ratelimit.stores import AsyncSessionStore, MemoryBackend, Signer, is_session_id
 from bisman_ratelimit.testing import RedisServer
-from bisman_ratelimit_starlette._sessions import UNAVAILABLE_TEXT, SessionMiddleware
+from bisman_ratelimit_starlette._sessions import UNAVAILABLE_TEXT, ServerSession, SessionMiddleware
 
 SECRET = "s" * 32
 OLD_SECRET = "o" * 32
@@ -442,3 +442,28 @@ async def test_vary_cookie_only_when_the_session_was_used(store: AsyncSessionSto
     async with client_for(make_app(store)) as anonymous:
         assert "vary" not in (await anonymous.get("/untouched")).headers
         assert (await anonymous.get("/")).headers["vary"] == "Cookie"
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda s: s.popitem(),
+        lambda s: s.__ior__({"c": 3}),
+        lambda s: s.pop("missing", None),
+        lambda s: s.get("a"),
+        lambda s: "a" in s,
+        lambda s: s.setdefault("a", 0),
+    ],
+)
+def test_every_way_into_the_session_marks_it_used(use: Callable[[ServerSession], object]) -> None:
+    session = ServerSession({"a": 1, "b": 2})
+    assert not session.accessed
+    use(session)
+    assert session.accessed
+
+
+def test_in_place_union_keeps_the_session() -> None:
+    session = ServerSession({"a": 1}, session_id="x")
+    same = session
+    session |= {"b": 2}
+    assert session is same and dict(session) == {"a": 1, "b": 2} and session.id == "x"
