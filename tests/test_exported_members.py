@@ -125,6 +125,7 @@ PACKAGES: dict[str, list[str]] = {
         "HitArgs",
         "KeySource",
         "LimitOptions",
+        "OutageLog",
         "Planner",
         "Policy",
         "RateLimitConfig",
