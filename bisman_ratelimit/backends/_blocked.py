@@ -55,6 +55,21 @@ class BlockedKeys:
 
     def lookup(self, key: str, spec: Spec, cost: int) -> Decision | None:
         """The denial to give without asking Redis, or ``None`` to ask it."""
+        denial = self._denial(key, spec, cost, exact=True)
+        if denial is not None:
+            self.answered += 1
+        return denial
+
+    def over_limit(self, key: str, spec: Spec, cost: int) -> Decision | None:
+        """A denial for a hit of ``cost`` or more on a key Redis has just denied, else ``None``.
+
+        For deciding without Redis (an outage): a hit costing more than
+        the denied one is denied at least as long, so the figures given
+        are a lower bound for it.
+        """
+        return self._denial(key, spec, cost, exact=False)
+
+    def _denial(self, key: str, spec: Spec, cost: int, *, exact: bool) -> Decision | None:
         entry = self._entries.get((key, spec))
         if entry is None:
             return None
@@ -65,9 +80,8 @@ class BlockedKeys:
                 if self._entries.get((key, spec)) is entry:
                     del self._entries[(key, spec)]
             return None
-        if cost != denied_cost:
+        if cost != denied_cost if exact else cost < denied_cost:
             return None
-        self.answered += 1
         return make_decision(
             False, spec.capacity, remaining, max(0, reset_at - now), until - now, key, spec.algorithm
         )

@@ -7,8 +7,10 @@ answered with an error) counts against the breaker and is answered by the
 outage reaction; so is every call while the breaker is open. No exception
 from the primary reaches the caller.
 
-The reaction is chosen per limit (``on_outage``, by key namespace with
-``on_outage_by_prefix``, or by a function of the key and limit):
+The reaction is the :class:`~bisman_ratelimit.core._outage.OutagePolicy`
+answer for the key (``on_outage``: one reaction, or a policy by key
+namespace; ``on_outage_by_prefix`` adds namespaces to a single reaction),
+the same policy the web plugins ask:
 
 ``"fallback"``
     local counters in this process decide (the default). With
@@ -20,6 +22,15 @@ The reaction is chosen per limit (``on_outage``, by key namespace with
 ``"closed"``
     denied, with ``retry_after`` the time until Redis is tried again (at
     least the breaker's ``open_for``).
+
+An outage is no fresh budget for a client Redis had just refused: a key
+in the primary's blocked-keys cache stays denied until its
+``retry_after``, and its local counter starts as used up as Redis left it,
+so it refills at the limit's own pace afterwards.
+
+A primary that answers but refuses writes (``READONLY``: demoted to a
+replica) can still say no: while it does, a hit is first peeked there,
+and only one that it would allow goes to the local counters.
 
 Local counters never reach Redis: when the breaker closes, decisions come
 from Redis's own counters, which the outage did not touch, and the local
@@ -33,52 +44,39 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, TypeVar, cast
 
 from bisman_ratelimit.backends._base import AsyncStorage, Check, Spec, Storage
+from bisman_ratelimit.backends._blocked import BlockedKeys
 from bisman_ratelimit.backends._cluster import AsyncRefundable, BatchResult, GroupResult, Refundable
 from bisman_ratelimit.backends._memory import MemoryStorage
-from bisman_ratelimit.backends._routing import NamespaceRouter
 from bisman_ratelimit.core import (
     CircuitBreaker,
     Decision,
     InvalidArgument,
+    OutagePolicy,
+    OutageReaction,
     StorageError,
+    StorageReadOnly,
     Transition,
     make_decision,
 )
 
 T = TypeVar("T")
 
-Reaction = Literal["fallback", "open", "closed"]
-# (key, limit or None for a concurrency lease) -> reaction
-ReactionFor = Callable[[str, Spec | None], Reaction]
-REACTIONS: tuple[str, ...] = get_args(Reaction)
-
 _log = logging.getLogger("bisman_ratelimit.fallback")
 
 
-def _reaction(value: object, where: str) -> Reaction:
-    if value not in REACTIONS:
-        raise InvalidArgument(f"{where} must be one of {', '.join(REACTIONS)}, got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def reaction_policy(
-    on_outage: Reaction | ReactionFor = "fallback", by_prefix: Mapping[str, Reaction] | None = None
-) -> ReactionFor:
-    """One function from the two ways of saying how limits react to an outage."""
-    if callable(on_outage):
-        if by_prefix:
-            raise InvalidArgument("give on_outage as a function or on_outage_by_prefix, not both")
-        return on_outage
-    default = _reaction(on_outage, "on_outage")
+def outage_policy(
+    on_outage: OutageReaction | OutagePolicy = "fallback",
+    by_prefix: Mapping[str, OutageReaction] | None = None,
+) -> OutagePolicy:
+    """The policy of the two ways of saying it: ``on_outage``, and namespaces added to a single reaction."""
     if not by_prefix:
-        return lambda key, spec: default
-    for prefix, reaction in by_prefix.items():
-        _reaction(reaction, f"on_outage for namespace {prefix!r}")
-    router: NamespaceRouter[Reaction] = NamespaceRouter(by_prefix, default=default)
-    return lambda key, spec: router.route(key)
+        return OutagePolicy.of(on_outage)
+    if isinstance(on_outage, OutagePolicy):
+        raise InvalidArgument("give on_outage as an OutagePolicy or on_outage_by_prefix, not both")
+    return OutagePolicy(default=on_outage, by_namespace=by_prefix)
 
 
 class _FallbackBase:
@@ -90,8 +88,8 @@ class _FallbackBase:
         *,
         local: MemoryStorage | None = None,
         breaker: CircuitBreaker | None = None,
-        on_outage: Reaction | ReactionFor = "fallback",
-        on_outage_by_prefix: Mapping[str, Reaction] | None = None,
+        on_outage: OutageReaction | OutagePolicy = "fallback",
+        on_outage_by_prefix: Mapping[str, OutageReaction] | None = None,
         instances: int = 1,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -103,7 +101,7 @@ class _FallbackBase:
         self.local = local if local is not None else MemoryStorage()
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self.instances = instances
-        self._reaction = reaction_policy(on_outage, on_outage_by_prefix)
+        self.policy = outage_policy(on_outage, on_outage_by_prefix)
         self._logger = logger or _log
         self.breaker.add_listener(self._log_transition)
         # Calls answered without the primary, for metrics.
@@ -114,8 +112,17 @@ class _FallbackBase:
         # asked before the breaker: such answers must not count as probes.
         cached = getattr(primary, "cached", None)
         self._cached: Callable[[list[Check]], BatchResult | None] = cached if callable(cached) else _no_cache
+        # Keys Redis denied last: they stay denied when the local counters take over.
+        blocked = getattr(primary, "blocked", None)
+        self._blocked: BlockedKeys | None = blocked if isinstance(blocked, BlockedKeys) else None
+        # The last failure was READONLY: the primary can still read, so it still denies.
+        # Set and cleared by the failures of calls the breaker let through, cleared when it closes.
+        self._read_only = False
 
     def _log_transition(self, change: Transition) -> None:
+        if change.new == "closed":
+            # Writes work again; a denial the replica answered meanwhile proved nothing either way.
+            self._read_only = False
         if change.new == "open":
             self._logger.warning(
                 "rate-limit storage unavailable (%s); deciding limits without it for %g s, then probing",
@@ -134,24 +141,46 @@ class _FallbackBase:
             return spec
         return Spec(spec.algorithm, max(1, spec.amount // n), spec.period_us, max(1, spec.capacity // n))
 
+    def _failed(self, exc: StorageError) -> None:
+        self._read_only = isinstance(exc, StorageReadOnly)
+
+    def _carried_over(self, key: str, spec: Spec, scaled: Spec, cost: int) -> Decision | None:
+        """Redis's recent denial of ``key``, if any, with the local counter made to agree with it."""
+        blocked = self._blocked
+        denial = blocked.over_limit(key, spec, cost) if blocked else None
+        if denial is None:
+            return None
+        # Used up locally as in Redis: once the denial runs out, the client gets what
+        # its limit refills since, not a fresh budget.
+        target = denial.remaining * scaled.capacity // spec.capacity
+        spare = self.local.check(key, scaled, 1, False).remaining - target
+        if spare > 0:
+            self.local.check(key, scaled, spare, True)
+        return denial
+
     def _local(self, checks: list[Check], commit: bool) -> BatchResult:
         self.answered_locally += 1
-        reactions = [self._reaction(key, spec) for key, spec, _ in checks]
+        policy = self.policy
+        reactions = [policy.reaction(key) for key, _, _ in checks]
         closed = "closed" in reactions
         local_checks = []
+        carried: list[Decision | None] = []
         for (key, spec, cost), reaction in zip(checks, reactions, strict=True):
             if reaction == "fallback":
                 scaled = self.local_spec(spec)
                 local_checks.append((key, scaled, min(cost, scaled.capacity)))
+                carried.append(self._carried_over(key, spec, scaled, cost))
+        denied = closed or any(denial is not None for denial in carried)
         ok, local_decisions = (
-            self.local.check_many(local_checks, commit and not closed) if local_checks else (True, [])
+            self.local.check_many(local_checks, commit and not denied) if local_checks else (True, [])
         )
-        answers = iter(local_decisions)
+        answers = iter(zip(local_decisions, carried, strict=True))
         retry_us = round(max(self.breaker.retry_after(), self.breaker.open_for) * 1_000_000)
         decisions = []
         for (key, spec, cost), reaction in zip(checks, reactions, strict=True):
             if reaction == "fallback":
-                decisions.append(next(answers))
+                answer, denial = next(answers)
+                decisions.append(answer if denial is None else denial)
             elif reaction == "open":
                 decisions.append(
                     make_decision(
@@ -162,15 +191,11 @@ class _FallbackBase:
                 decisions.append(
                     make_decision(False, spec.capacity, 0, retry_us, retry_us, key, spec.algorithm)
                 )
-        return ok and not closed, decisions
-
-    def _local_timed(self, checks: list[Check], commit: bool) -> GroupResult:
-        ok, decisions = self._local(checks, commit)
-        return ok, decisions, None
+        return ok and not denied, decisions
 
     def _local_acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
         self.answered_locally += 1
-        reaction = self._reaction(key, None)
+        reaction = self.policy.reaction(key)
         if reaction != "fallback":
             return reaction == "open"
         return self.local.acquire(key, lease_id, max(1, max_in_flight // self.instances), ttl_us)
@@ -181,6 +206,14 @@ class _FallbackBase:
 
 def _nothing() -> None:
     return None
+
+
+async def _anothing() -> None:
+    return None
+
+
+async def _ready(value: T) -> T:
+    return value
 
 
 def _no_cache(checks: list[Check]) -> BatchResult | None:
@@ -208,10 +241,24 @@ class FallbackStorage(_FallbackBase):
                 result = call()
             except StorageError as exc:
                 self.breaker.failure(ticket, exc)
+                self._failed(exc)
             else:
                 self.breaker.success(ticket)
                 return result
         return local()
+
+    def _outage(self, checks: list[Check], commit: bool) -> BatchResult:
+        """The answer without the primary's writes: its own denial while it can read, else local."""
+        if commit and self._read_only:
+            try:
+                peeked = self.primary.check_many(checks, False)
+            except StorageError:
+                # Busy or gone: this hit is decided locally; the next probe tells which.
+                pass
+            else:
+                if not peeked[0]:
+                    return peeked
+        return self._local(checks, commit)
 
     def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
         cached = self._cached([(key, spec, cost)])
@@ -219,7 +266,7 @@ class FallbackStorage(_FallbackBase):
             return cached[1][0]
         return self._guard(
             lambda: self.primary.check(key, spec, cost, commit),
-            lambda: self._local([(key, spec, cost)], commit)[1][0],
+            lambda: self._outage([(key, spec, cost)], commit)[1][0],
         )
 
     def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
@@ -227,7 +274,7 @@ class FallbackStorage(_FallbackBase):
         if cached is not None:
             return cached
         return self._guard(
-            lambda: self.primary.check_many(checks, commit), lambda: self._local(checks, commit)
+            lambda: self.primary.check_many(checks, commit), lambda: self._outage(checks, commit)
         )
 
     def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
@@ -236,7 +283,8 @@ class FallbackStorage(_FallbackBase):
             ok, decisions = self.check_many(checks, commit)
             return ok, decisions, None
         return self._guard(
-            lambda: self._refundable.check_timed(checks, commit), lambda: self._local_timed(checks, commit)
+            lambda: self._refundable.check_timed(checks, commit),
+            lambda: (*self._outage(checks, commit), None),
         )
 
     def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
@@ -278,17 +326,38 @@ class AsyncFallbackStorage(_FallbackBase):
             raise InvalidArgument(f"AsyncFallbackStorage needs an asynchronous storage, got {primary!r}")
         super().__init__(primary, **options)
 
-    async def _guard(self, call: Callable[[], Awaitable[T]], local: Callable[[], T]) -> T:
+    async def _guard(self, call: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
         ticket = self.breaker.begin()
         if ticket is not None:
             try:
                 result = await call()
             except StorageError as exc:
                 self.breaker.failure(ticket, exc)
+                self._failed(exc)
             else:
                 self.breaker.success(ticket)
                 return result
-        return local()
+        return await local()
+
+    async def _outage(self, checks: list[Check], commit: bool) -> BatchResult:
+        """The answer without the primary's writes: its own denial while it can read, else local."""
+        if commit and self._read_only:
+            try:
+                peeked = await self.primary.check_many(checks, False)
+            except StorageError:
+                # Busy or gone: this hit is decided locally; the next probe tells which.
+                pass
+            else:
+                if not peeked[0]:
+                    return peeked
+        return self._local(checks, commit)
+
+    async def _outage_one(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
+        return (await self._outage([(key, spec, cost)], commit))[1][0]
+
+    async def _outage_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        ok, decisions = await self._outage(checks, commit)
+        return ok, decisions, None
 
     async def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
         cached = self._cached([(key, spec, cost)])
@@ -296,7 +365,7 @@ class AsyncFallbackStorage(_FallbackBase):
             return cached[1][0]
         return await self._guard(
             lambda: self.primary.check(key, spec, cost, commit),
-            lambda: self._local([(key, spec, cost)], commit)[1][0],
+            lambda: self._outage_one(key, spec, cost, commit),
         )
 
     async def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
@@ -304,7 +373,7 @@ class AsyncFallbackStorage(_FallbackBase):
         if cached is not None:
             return cached
         return await self._guard(
-            lambda: self.primary.check_many(checks, commit), lambda: self._local(checks, commit)
+            lambda: self.primary.check_many(checks, commit), lambda: self._outage(checks, commit)
         )
 
     async def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
@@ -312,28 +381,28 @@ class AsyncFallbackStorage(_FallbackBase):
             ok, decisions = await self.check_many(checks, commit)
             return ok, decisions, None
         return await self._guard(
-            lambda: self._refundable.check_timed(checks, commit), lambda: self._local_timed(checks, commit)
+            lambda: self._refundable.check_timed(checks, commit), lambda: self._outage_timed(checks, commit)
         )
 
     async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
         if at is None or not self._timed:
             return (await self.check_many(checks, False))[1]
         return await self._guard(
-            lambda: self._refundable.refund(checks, at), lambda: self._local(checks, False)[1]
+            lambda: self._refundable.refund(checks, at), lambda: _ready(self._local(checks, False)[1])
         )
 
     async def reset(self, key: str, spec: Spec) -> None:
-        await self._guard(lambda: self.primary.reset(key, spec), _nothing)
+        await self._guard(lambda: self.primary.reset(key, spec), _anothing)
         self._local_reset(key, spec)
 
     async def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
         return await self._guard(
             lambda: self.primary.acquire(key, lease_id, max_in_flight, ttl_us),
-            lambda: self._local_acquire(key, lease_id, max_in_flight, ttl_us),
+            lambda: _ready(self._local_acquire(key, lease_id, max_in_flight, ttl_us)),
         )
 
     async def release(self, key: str, lease_id: str) -> None:
-        await self._guard(lambda: self.primary.release(key, lease_id), _nothing)
+        await self._guard(lambda: self.primary.release(key, lease_id), _anothing)
         self.local.release(key, lease_id)
 
     async def aclose(self) -> None:

@@ -63,6 +63,7 @@ from bisman_ratelimit.core import (
     Decision,
     InvalidArgument,
     StorageError,
+    StorageReadOnly,
     StorageResponseError,
     StorageUnavailable,
     adrive,
@@ -108,6 +109,8 @@ def storage_error(exc: BaseException) -> StorageError:
         return StorageUnavailable(f"Redis is unavailable: {exc}")
     if isinstance(exc, RedisClusterException):
         return StorageUnavailable(f"Redis Cluster is unavailable: {exc}")
+    if isinstance(exc, redis.ReadOnlyError):
+        return StorageReadOnly(f"Redis is read-only (a replica): {exc}")
     if isinstance(exc, redis.ResponseError):
         return StorageResponseError(f"Redis answered with an error: {exc}")
     return StorageError(f"Redis call failed: {exc}")

@@ -29,7 +29,7 @@ redis-py):
     ``breaker_open`` (seconds) and ``breaker_probes``.
 
 The same settings can be given as keyword arguments (``timeout=0.05``,
-``fallback=True``, ``on_outage=...`` also a function, ``on_outage_by_prefix``,
+``fallback=True``, ``on_outage=...`` also an ``OutagePolicy``, ``on_outage_by_prefix``,
 ``instances``, ``breaker=CircuitBreaker(...)``, ``blocked_cache=False``).
 Third parties add schemes with :func:`register_backend`.
 

@@ -11,6 +11,7 @@ Every exception derives from :class:`BismanRateLimitError`::
     └── StorageError                          the backend failed
         ├── StorageUnavailable                it cannot be reached or timed out
         └── StorageResponseError              it answered with an error
+            └── StorageReadOnly               it answers but refuses writes (a replica)
 
 Backend exceptions are translated in one place per backend and chained with
 ``raise ... from exc``, so the original error stays on ``__cause__``.
@@ -63,3 +64,7 @@ class StorageUnavailable(StorageError):
 
 class StorageResponseError(StorageError):
     """The backend answered with an error."""
+
+
+class StorageReadOnly(StorageResponseError):
+    """The backend answers but refuses writes: a Redis demoted to a replica (``READONLY``)."""

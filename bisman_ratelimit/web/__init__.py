@@ -23,6 +23,7 @@ from bisman_ratelimit.web._evaluate import (
     decide,
     outage_reaction,
 )
+from bisman_ratelimit.web._outage_log import OutageLog
 from bisman_ratelimit.web._plan import (
     CostSource,
     HeaderStyle,
@@ -47,6 +48,7 @@ __all__ = [
     "HitArgs",
     "KeySource",
     "LimitOptions",
+    "OutageLog",
     "Planner",
     "Policy",
     "RateLimitConfig",

@@ -29,7 +29,6 @@ The common plan of one limit on the client address takes a fast path,
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -48,6 +47,7 @@ from bisman_ratelimit.core import (
 )
 from bisman_ratelimit.web._clientip import ClientIP
 from bisman_ratelimit.web._headers import legacy_headers, ratelimit_item, retry_after
+from bisman_ratelimit.web._outage_log import OutageLog
 from bisman_ratelimit.web._plan import GLOBAL_KEY, RoutePlan, Rule
 from bisman_ratelimit.web._problem import Problem, service_unavailable, too_many_requests
 
@@ -104,19 +104,14 @@ _GO_ON = Verdict(200, ())
 
 
 def outage_reaction(
-    policy: OutagePolicy, keys: Iterable[str], exc: StorageError, what: str, logger: logging.Logger
+    policy: OutagePolicy, keys: Iterable[str], exc: StorageError, what: str, log: OutageLog
 ) -> OutageReaction:
-    """Ask ``policy`` what a storage error means for a request's ``keys``, and say so in the log.
+    """Ask ``policy`` what a storage error means for a request's ``keys``, and count it in ``log``.
 
-    ``what`` names the request in the message, e.g. ``"GET /login"``.
+    ``what`` names the request in the log, e.g. ``"GET /login"``.
     """
     reaction = policy.reaction_for(keys)
-    if reaction == "open":
-        logger.warning("rate-limit storage failed, letting %s through: %s", what, exc)
-    elif reaction == "closed":
-        logger.error("rate-limit storage failed, refusing %s: %s", what, exc)
-    else:
-        logger.warning("rate-limit storage failed, counting %s in this process: %s", what, exc)
+    log.failed(exc, reaction, what)
     return reaction
 
 

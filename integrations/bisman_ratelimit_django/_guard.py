@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -40,8 +39,6 @@ from bisman_ratelimit.web import (
 
 from ._django_internals import header_store, unevaluated
 from ._runtime import Runtime
-
-logger = logging.getLogger("bisman_ratelimit.django")
 
 _GO_ON = Verdict(200, ())
 
@@ -276,6 +273,7 @@ class Guard:
         self.api_key_meta = meta_key(runtime.settings.api_key_header)
         self._peers: dict[str | None, tuple[str | None, str | None]] = {}
         self.on_outage = runtime.settings.outage_policy
+        self.outages = runtime.outages
         self.metrics = runtime.settings.metrics
         # Metrics want a Verdict for every request: then no request takes the quick path.
         self.quick = self.metrics is None
@@ -345,7 +343,9 @@ class Guard:
     def outage(self, request: HttpRequest, keys: Sequence[str], exc: StorageError) -> Counted | None:
         """What the outage policy says of a storage error: a verdict, or None to count the
         request on this process's counters (``Runtime.local``)."""
-        reaction = outage_reaction(self.on_outage, keys, exc, f"{request.method} {request.path}", logger)
+        reaction = outage_reaction(
+            self.on_outage, keys, exc, f"{request.method} {request.path}", self.outages
+        )
         if reaction == "fallback":
             return None
         return Counted(_GO_ON if reaction == "open" else UNAVAILABLE)
@@ -409,6 +409,9 @@ class Guard:
                 if failed is not None:
                     return failed
                 decision = self.runtime.local()[0].hit(*args)
+            else:
+                if self.outages.down:
+                    self.outages.recovered()
             return self._single(target, single, decision)
         user = self._user(request) if target.needs_user else None
         keys, costs = self._calls(request, target)
@@ -424,6 +427,9 @@ class Guard:
                 return failed
             evaluation = evaluation.restart()
             decide(self.runtime.local()[0], evaluation)
+        else:
+            if self.outages.down:
+                self.outages.recovered()
         return evaluation
 
     def _single(self, target: Target, single: SingleCheck, decision: Decision) -> Counted | Passed:
@@ -448,9 +454,7 @@ class Guard:
                 self.runtime.decide(counted)
             except StorageError as exc:
                 # The response is made: nothing is left to refuse.
-                logger.warning(
-                    "rate-limit storage failed, %s %s not counted: %s", request.method, request.path, exc
-                )
+                self.outages.failed(exc, None, f"{request.method} {request.path}")
                 return
         apply_headers(response, counted.verdict.headers)
 
@@ -467,6 +471,9 @@ class Guard:
                 if failed is not None:
                     return failed
                 decision = await self.runtime.local()[1].hit(*args)
+            else:
+                if self.outages.down:
+                    self.outages.recovered()
             return self._single(target, single, decision)
         user = await self._auser(request) if target.needs_user else None
         keys, costs = self._calls(request, target)
@@ -482,6 +489,9 @@ class Guard:
                 return failed
             evaluation = evaluation.restart()
             await adecide(self.runtime.local()[1], evaluation)
+        else:
+            if self.outages.down:
+                self.outages.recovered()
         return evaluation
 
     async def afinish(
@@ -499,9 +509,7 @@ class Guard:
             try:
                 await self.runtime.adecide(request, counted)
             except StorageError as exc:
-                logger.warning(
-                    "rate-limit storage failed, %s %s not counted: %s", request.method, request.path, exc
-                )
+                self.outages.failed(exc, None, f"{request.method} {request.path}")
                 return
         apply_headers(response, counted.verdict.headers)
 

@@ -11,6 +11,7 @@ thread, never on the loop and never through a client left on a dead loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import weakref
 from typing import Any, cast
@@ -22,7 +23,16 @@ from django.http import HttpRequest
 
 from bisman_ratelimit import Algorithm, AsyncLimiter, Decision, Limit, Limiter
 from bisman_ratelimit.backends import MemoryStorage, storage_from_url
-from bisman_ratelimit.web import Evaluation, Planner, RateLimitConfig, Verdict, adecide, decide, load_config
+from bisman_ratelimit.web import (
+    Evaluation,
+    OutageLog,
+    Planner,
+    RateLimitConfig,
+    Verdict,
+    adecide,
+    decide,
+    load_config,
+)
 
 from ._conf import SETTING, RateLimitSettings, get_settings
 
@@ -77,6 +87,8 @@ class Runtime:
         self._last_loop: asyncio.AbstractEventLoop | None = None
         self._last_async: AsyncLimiter | None = None
         self._local: tuple[Limiter, AsyncLimiter] | None = None
+        # One log of storage failures for the middleware and every decorator.
+        self.outages = OutageLog(logging.getLogger("bisman_ratelimit.django"))
         self.async_limiter: AsyncLimiter | None
         if settings.limiter is not None and settings.async_limiter is not None:
             self.limiter = settings.limiter

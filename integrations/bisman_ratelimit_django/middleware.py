@@ -56,6 +56,7 @@ class RateLimitMiddleware:
         self.runtime = runtime
         self.planner = runtime.planner
         self.guard = Guard(runtime)
+        self.outages = runtime.outages
         self.limiter = runtime.limiter
         self.quick = self.guard.quick
         self.forwarded_meta = runtime.forwarded_meta
@@ -173,6 +174,9 @@ class RateLimitMiddleware:
                 if failed is not None:
                     return self._settle(request, target, failed)
                 decision = self.runtime.local()[0].hit(*args)
+            else:
+                if self.outages.down:
+                    self.outages.recovered()
             if decision.allowed:
                 request.__dict__[STATE] = Passed(single, decision)
                 return None
@@ -217,5 +221,8 @@ class RateLimitMiddleware:
                 if failed is not None:
                     return self._settle(request, target, failed)
                 decision = await self.runtime.local()[1].hit(*args)
+            else:
+                if self.outages.down:
+                    self.outages.recovered()
             return self._passed(request, target, single, decision)
         return self._settle(request, target, await self.guard.acheck(request, target))

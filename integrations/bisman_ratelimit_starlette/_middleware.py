@@ -9,8 +9,10 @@ limited like requests, and refused with close code 1008 (1013 when the
 global limit sheds load); messages may be limited too.
 
 When the storage fails, the outage policy (``on_outage``, or ``fail_open``)
-says per request whether to let it through, refuse it with 503, or decide
-it on counters in this process.
+says per request (and per WebSocket message) whether to let it through,
+refuse it with 503 (close 1013), or decide it on counters in this process.
+The failures are logged by state with a count per interval
+(:class:`~bisman_ratelimit.web.OutageLog`), not one line per request.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from bisman_ratelimit.web import (
     UNAVAILABLE,
     ClientIP,
     CostSource,
+    Evaluation,
     HeaderName,
     HeaderStyle,
     KeySource,
+    OutageLog,
     Planner,
     RateLimitConfig,
     RoutePlan,
@@ -157,6 +161,8 @@ class RateLimitMiddleware:
             if on_outage is not None
             else OutagePolicy.from_fail_open(True if fail_open is None else fail_open)
         )
+        # Storage failures are logged by state and counted, not one line per request.
+        self.outages = OutageLog(logger)
         # Counters of this process, for requests the outage policy sends to the fallback.
         self._local: AsyncLimiter | None = None
         self.metrics = metrics
@@ -190,11 +196,14 @@ class RateLimitMiddleware:
         try:
             decision = await self.limiter.hit(*args)
         except StorageError as exc:
-            reaction = outage_reaction(self.on_outage, (args[0],), exc, _what(scope), logger)
+            reaction = outage_reaction(self.on_outage, (args[0],), exc, _what(scope), self.outages)
             if reaction != "fallback":
                 await self._outage(reaction, route, scope, receive, send)
                 return
             decision = await self._local_limiter().hit(*args)
+        else:
+            if self.outages.down:
+                self.outages.recovered()
         metrics = self.metrics
         if not decision.allowed:
             if metrics is not None:
@@ -228,6 +237,20 @@ class RateLimitMiddleware:
         if self._local is None:
             self._local = AsyncLimiter()
         return self._local
+
+    async def _decide(self, evaluation: Evaluation, what: str) -> Verdict:
+        """The verdict of ``evaluation``, from the storage or as the outage policy says
+        (``what`` names the request in the log)."""
+        try:
+            verdict = await adecide(self.limiter, evaluation)
+        except StorageError as exc:
+            reaction = outage_reaction(self.on_outage, evaluation.keys, exc, what, self.outages)
+            if reaction != "fallback":
+                return _GO_ON if reaction == "open" else UNAVAILABLE
+            return await adecide(self._local_limiter(), evaluation.restart())
+        if self.outages.down:
+            self.outages.recovered()
+        return verdict
 
     # -- routing
 
@@ -292,13 +315,16 @@ class RateLimitMiddleware:
         try:
             verdict = await adecide(limiter, evaluation)
         except StorageError as exc:
-            reaction = outage_reaction(self.on_outage, evaluation.keys, exc, _what(scope), logger)
+            reaction = outage_reaction(self.on_outage, evaluation.keys, exc, _what(scope), self.outages)
             if reaction != "fallback":
                 await self._outage(reaction, route, scope, receive, send)
                 return
             limiter = self._local_limiter()
             evaluation = evaluation.restart()
             verdict = await adecide(limiter, evaluation)
+        else:
+            if self.outages.down:
+                self.outages.recovered()
         if self.metrics is not None:
             _record(self.metrics, route, verdict)
         if verdict.status != 200:
@@ -321,7 +347,7 @@ class RateLimitMiddleware:
                     try:
                         after = await adecide(limiter, evaluation)
                     except StorageError as exc:
-                        logger.warning("rate-limit storage failed while counting a response: %s", exc)
+                        self.outages.failed(exc, None, _what(scope))
                         after = verdict
                     message["headers"] = [*message.get("headers", ()), *encode_headers(after.headers)]
                 await send(message)
@@ -358,14 +384,7 @@ class RateLimitMiddleware:
         added: list[tuple[bytes, bytes]] = []
         if route.needs.plan.limited:
             evaluation = await facts.evaluate(route.needs, scope, ip)
-            try:
-                verdict = await adecide(self.limiter, evaluation)
-            except StorageError as exc:
-                reaction = outage_reaction(self.on_outage, evaluation.keys, exc, "a WebSocket", logger)
-                if reaction == "fallback":
-                    verdict = await adecide(self._local_limiter(), evaluation.restart())
-                else:
-                    verdict = _GO_ON if reaction == "open" else UNAVAILABLE
+            verdict = await self._decide(evaluation, "a WebSocket")
             if self.metrics is not None:
                 _record(self.metrics, route, verdict)
             if verdict.status != 200:
@@ -389,16 +408,16 @@ class RateLimitMiddleware:
         self, needs: Needs, scope: Scope, ip: str | None, receive: Receive, send: Send
     ) -> Receive:
         facts = self.facts
-        limiter = self.limiter
 
         async def receive_limited() -> Message:
             message = await receive()
             if message["type"] == "websocket.receive":
-                verdict = await adecide(limiter, await facts.evaluate(needs, scope, ip))
+                verdict = await self._decide(await facts.evaluate(needs, scope, ip), "a WebSocket message")
                 if verdict.status != 200:
                     reason = _reason(verdict)
-                    await send({"type": "websocket.close", "code": 1008, "reason": reason})
-                    return {"type": "websocket.disconnect", "code": 1008, "reason": reason}
+                    code = 1013 if verdict.status == 503 else 1008  # 1013: try again later
+                    await send({"type": "websocket.close", "code": code, "reason": reason})
+                    return {"type": "websocket.disconnect", "code": code, "reason": reason}
             return message
 
         return receive_limited

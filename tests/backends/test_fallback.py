@@ -27,10 +27,9 @@ from bisman_ratelimit.backends import (
     FallbackStorage,
     MemoryStorage,
     RedisStorage,
-    Spec,
     storage_from_url,
 )
-from bisman_ratelimit.core import CircuitBreaker
+from bisman_ratelimit.core import CircuitBreaker, InvalidArgument, OutagePolicy
 from bisman_ratelimit.testing import RedisServer
 
 # Every test here starts its own server.
@@ -504,17 +503,22 @@ def test_outage_reaction_per_namespace(server: RedisServer, clock: ManualClock) 
     limiter.close()
 
 
-def test_outage_reaction_by_function(server: RedisServer, clock: ManualClock) -> None:
-    def reaction(key: str, spec: Spec | None) -> Any:
-        if spec is None:
-            return "closed"
-        return "open" if spec.amount >= 1000 else "fallback"
-
-    limiter = killed_limiter(server, clock, on_outage=reaction)
-    assert all(limiter.hit("k", "1000/minute").allowed for _ in range(1005))
+def test_outage_reaction_by_policy(server: RedisServer, clock: ManualClock) -> None:
+    policy = OutagePolicy(default="fallback", by_namespace={"bulk": "open", "uploads": "closed"})
+    limiter = killed_limiter(server, clock, on_outage=policy)
+    assert all(limiter.hit("bulk:k", "1/minute").allowed for _ in range(5))
     assert [limiter.hit("k", "1/minute").allowed for _ in range(2)] == [True, False]
     assert limiter.acquire("uploads", max_in_flight=5, ttl=10) is None
     limiter.close()
+
+
+def test_outage_reaction_is_an_outage_policy() -> None:
+    fallback = FallbackStorage(MemoryStorage(), on_outage="open", on_outage_by_prefix={"auth": "closed"})
+    assert fallback.policy == OutagePolicy(default="open", by_namespace={"auth": "closed"})
+    with pytest.raises(InvalidArgument, match="must be one of fallback, open, closed, got <function"):
+        FallbackStorage(MemoryStorage(), on_outage=lambda key, spec: "open")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="give on_outage as an OutagePolicy or on_outage_by_prefix"):
+        FallbackStorage(MemoryStorage(), on_outage=OutagePolicy(), on_outage_by_prefix={"auth": "closed"})
 
 
 def test_local_limits_are_divided_by_the_number_of_instances(server: RedisServer, clock: ManualClock) -> None:
@@ -586,7 +590,6 @@ def test_blocked_keys_are_answered_without_spending_a_probe(server: RedisServer,
 
 
 def test_fallback_needs_the_right_kind_of_storage(redis_url: str) -> None:
-    from bisman_ratelimit import InvalidArgument
 
     with pytest.raises(InvalidArgument, match="FallbackStorage needs a synchronous storage"):
         FallbackStorage(storage_from_url(redis_url, asyncio=True))

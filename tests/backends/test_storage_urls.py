@@ -16,7 +16,7 @@ from bisman_ratelimit.backends import (
     RedisStorage,
     storage_from_url,
 )
-from bisman_ratelimit.core import CircuitBreaker
+from bisman_ratelimit.core import CircuitBreaker, OutagePolicy
 from bisman_ratelimit.testing import free_port
 
 
@@ -77,9 +77,10 @@ def test_fallback_from_the_url() -> None:
         0.5,
         2,
     )
-    assert storage._reaction("login:alice", None) == "closed"
-    assert storage._reaction("login", None) == "closed"
-    assert storage._reaction("loginx", None) == "open"
+    assert storage.policy == OutagePolicy(default="open", by_namespace={"login": "closed"})
+    assert storage.policy.reaction("login:alice") == "closed"
+    assert storage.policy.reaction("login") == "closed"
+    assert storage.policy.reaction("loginx") == "open"
     storage.close()
 
 
@@ -91,7 +92,7 @@ def test_fallback_from_code() -> None:
     )
     assert isinstance(storage, FallbackStorage)
     assert storage.breaker is breaker and storage.local is local
-    assert storage._reaction("health:x", None) == "open" and storage._reaction("x", None) == "fallback"
+    assert storage.policy == OutagePolicy(default="fallback", by_namespace={"health": "open"})
     storage.close()
 
 

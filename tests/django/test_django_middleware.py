@@ -14,6 +14,7 @@ from bisman_ratelimit import AsyncLimiter, Limiter
 from bisman_ratelimit.metrics import RateLimitMetrics
 from bisman_ratelimit.testing import free_port
 from bisman_ratelimit.web import Verdict
+from bisman_ratelimit_django._runtime import get_runtime
 
 FIXED = 'algorithm = "fixed_window"'
 
@@ -486,7 +487,26 @@ def test_storage_failure_fails_open_by_default(configure, dead_storage, caplog) 
     responses = [Client().get("/plain/") for _ in range(2)]
     assert [r.status_code for r in responses] == [200, 200]
     assert "RateLimit" not in responses[1]
-    assert "rate-limit storage failed, letting GET /plain/ through: Redis is unavailable" in caplog.text
+    assert "until it is back (GET /plain/: let through)" in caplog.text
+
+
+def test_a_thousand_failing_requests_log_a_bounded_number_of_lines(configure, dead_storage, caplog) -> None:
+    configure(DEFAULT_LIMITS="1/minute", GLOBAL_LIMITS="1000/minute", ON_OUTAGE="closed", **dead_storage)
+    clock = configure.clock
+    get_runtime().outages.clock = clock
+    client = Client()
+    statuses = []
+    for _ in range(1000):  # 125 s of outage, 8 requests a second
+        clock.advance(0.125)
+        statuses.append(client.get("/plain/").status_code)
+    assert statuses == [503] * 1000
+    ours = [r.getMessage() for r in caplog.records if r.name == "bisman_ratelimit.django"]
+    # The first failure, then one count every 10 s: 81 requests, then 80 each.
+    assert len(ours) == 13
+    assert ours[0].endswith("the outage policy answers requests until it is back (GET /plain/: refused)")
+    assert [message.split(" (")[0] for message in ours[1:]] == [
+        "81 requests answered by the outage policy in the last 10 s"
+    ] + ["80 requests answered by the outage policy in the last 10 s"] * 11
 
 
 async def test_storage_failure_fails_closed_on_request(configure, dead_storage, caplog) -> None:
@@ -498,7 +518,7 @@ async def test_storage_failure_fails_closed_on_request(configure, dead_storage, 
         problem(response)["type"]
         == "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
     )
-    assert "rate-limit storage failed, refusing GET /async/" in caplog.text
+    assert "until it is back (GET /async/: refused)" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -510,7 +530,7 @@ def test_the_outage_policy_answers_open_closed_or_fallback(configure, dead_stora
     configure(ON_OUTAGE="open", **limits, **dead_storage)
     opened = [Client().get("/plain/") for _ in range(2)]
     assert [(r.status_code, "RateLimit" in r) for r in opened] == [(200, False), (200, False)]
-    assert "rate-limit storage failed, letting GET /plain/ through: Redis is unavailable" in caplog.text
+    assert "until it is back (GET /plain/: let through)" in caplog.text
 
     registry = CollectorRegistry()
     configure(ON_OUTAGE="closed", METRICS=RateLimitMetrics(registry=registry), **limits, **dead_storage)
@@ -519,14 +539,14 @@ def test_the_outage_policy_answers_open_closed_or_fallback(configure, dead_stora
     assert "RateLimit" not in closed
     labels = {"route": "plain/", "reason": "unavailable"}
     assert registry.get_sample_value("app_rate_limit_block_total", labels) == 1
-    assert "rate-limit storage failed, refusing GET /plain/: Redis is unavailable" in caplog.text
+    assert "until it is back (GET /plain/: refused)" in caplog.text
 
     configure(ON_OUTAGE="fallback", **limits, **dead_storage)
     counted = [Client().get("/plain/") for _ in range(2)]
     # This process's counters decide: one request a day, then 429 with the usual fields.
     assert [r.status_code for r in counted] == [200, 429]
     assert counted[0]["RateLimit-Policy"] == '"default";q=1;w=86400'
-    assert "rate-limit storage failed, counting GET /plain/ in this process" in caplog.text
+    assert "until it is back (GET /plain/: counted in this process)" in caplog.text
 
 
 @pytest.mark.parametrize("on_outage", ["open", "closed", "fallback"])

@@ -326,7 +326,7 @@ async def test_storage_down_fails_open_or_closed(client_for: Any, caplog: Any) -
         async with client_for(app) as client:
             response = await client.get("/items/1")
         assert response.status_code == 200 and rate_headers(response) == {}
-        assert "rate-limit storage failed, letting GET /items/1 through" in caplog.text
+        assert "until it is back (GET /items/1: let through)" in caplog.text
         strict = Starlette(
             routes=ROUTES,
             middleware=[
@@ -341,7 +341,7 @@ async def test_storage_down_fails_open_or_closed(client_for: Any, caplog: Any) -
             refused.json()["type"]
             == "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
         )
-        assert "rate-limit storage failed, refusing GET /items/1: Redis is unavailable" in caplog.text
+        assert "until it is back (GET /items/1: refused)" in caplog.text
     finally:
         await limiter.aclose()
 
@@ -368,7 +368,7 @@ async def test_the_outage_policy_answers_open_closed_or_fallback(
         async with client_for(_on_dead_storage(limiter, on_outage="open", **limits)) as client:
             opened = [await client.get("/items/1") for _ in range(2)]
         assert [(r.status_code, rate_headers(r)) for r in opened] == [(200, {}), (200, {})]
-        assert "rate-limit storage failed, letting GET /items/1 through: Redis is unavailable" in caplog.text
+        assert "until it is back (GET /items/1: let through)" in caplog.text
 
         metrics = RateLimitMetrics(registry=registry)
         async with client_for(
@@ -378,14 +378,14 @@ async def test_the_outage_policy_answers_open_closed_or_fallback(
         assert (closed.status_code, rate_headers(closed)) == (503, {"retry-after": "1"})
         labels = {"route": "/items/{item_id}", "reason": "unavailable"}
         assert registry.get_sample_value("app_rate_limit_block_total", labels) == 1
-        assert "rate-limit storage failed, refusing GET /items/1: Redis is unavailable" in caplog.text
+        assert "until it is back (GET /items/1: refused)" in caplog.text
 
         async with client_for(_on_dead_storage(limiter, on_outage="fallback", **limits)) as client:
             counted = [await client.get("/items/1") for _ in range(2)]
         # This process's counters decide: one request a day, then 429 with the usual fields.
         assert [r.status_code for r in counted] == [200, 429]
         assert counted[1].headers["ratelimit-policy"] == '"default";q=1;w=86400'
-        assert "rate-limit storage failed, counting GET /items/1 in this process" in caplog.text
+        assert "until it is back (GET /items/1: counted in this process)" in caplog.text
     finally:
         await limiter.aclose()
 

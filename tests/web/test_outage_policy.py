@@ -10,7 +10,15 @@ from support import ManualClock
 from bisman_ratelimit import InvalidArgument, Limiter, StorageUnavailable
 from bisman_ratelimit.backends import MemoryStorage
 from bisman_ratelimit.core import OUTAGE_REACTIONS, OutagePolicy
-from bisman_ratelimit.web import UNAVAILABLE, Evaluation, Planner, Verdict, decide, outage_reaction
+from bisman_ratelimit.web import (
+    UNAVAILABLE,
+    Evaluation,
+    OutageLog,
+    Planner,
+    Verdict,
+    decide,
+    outage_reaction,
+)
 
 
 def test_one_reaction_for_every_key_by_default() -> None:
@@ -62,19 +70,48 @@ def test_bad_policies_are_refused(make: object, message: str) -> None:
         make()  # type: ignore[operator]
 
 
-def test_outage_reaction_logs_each_answer(caplog: pytest.LogCaptureFixture) -> None:
-    logger = logging.getLogger("test.outage")
+def test_an_outage_is_logged_by_state_and_count_not_per_request(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = OutageLog(logging.getLogger("test.outage"), clock=clock)
     exc = StorageUnavailable("Redis is unavailable")
     policy = OutagePolicy(default="open", by_namespace={"rl:global": "closed", "rl:user": "fallback"})
-    with caplog.at_level(logging.WARNING, logger="test.outage"):
-        assert outage_reaction(policy, ["rl:ip:a"], exc, "GET /a", logger) == "open"
-        assert outage_reaction(policy, ["rl:global"], exc, "GET /b", logger) == "closed"
-        assert outage_reaction(policy, ["rl:user:ann"], exc, "GET /c", logger) == "fallback"
-    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("WARNING", "rate-limit storage failed, letting GET /a through: Redis is unavailable"),
-        ("ERROR", "rate-limit storage failed, refusing GET /b: Redis is unavailable"),
-        ("WARNING", "rate-limit storage failed, counting GET /c in this process: Redis is unavailable"),
-    ]
+    keys = [["rl:ip:a"], ["rl:global"], ["rl:user:ann"], ["rl:ip:b"]]
+    with caplog.at_level(logging.INFO, logger="test.outage"):
+        answers = []
+        for n in range(1000):  # 125 s of failures, 8 a second
+            clock.advance(0.125)
+            answers.append(outage_reaction(policy, keys[n % 4], exc, f"GET /{n}", log))
+        log.recovered()
+        log.recovered()  # nothing more: the outage is over
+    assert answers[:4] == ["open", "closed", "fallback", "open"]
+    records = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(records) == 14
+    assert records[0] == (
+        "WARNING",
+        "rate-limit storage unavailable (Redis is unavailable): the outage policy answers requests "
+        "until it is back (GET /0: let through)",
+    )
+    # One line every 10 s: the first 80 failures (the first one included), then 80 each.
+    assert records[1] == (
+        "WARNING",
+        "81 requests answered by the outage policy in the last 10 s (41 let through, 20 refused, "
+        "20 counted in this process); last error: Redis is unavailable",
+    )
+    assert [message.split(" requests")[0] for _, message in records[2:13]] == ["80"] * 11
+    assert records[13] == (
+        "INFO",
+        "rate-limit storage available again after 124.9 s; 39 requests answered by the outage policy "
+        "since the last report (19 let through, 10 refused, 10 counted in this process)",
+    )
+    assert sum(int(message.split(" requests")[0]) for _, message in records[1:13]) + 39 == 1000
+
+
+def test_the_outage_log_interval_must_be_positive() -> None:
+    with pytest.raises(
+        InvalidArgument, match="outage log interval must be a positive number of seconds, got 0"
+    ):
+        OutageLog(logging.getLogger("test.outage"), interval=0)
 
 
 def test_the_unavailable_verdict_and_its_metrics_reason() -> None:
