@@ -47,11 +47,9 @@ import redis.asyncio.cluster
 import redis.cluster
 from redis.exceptions import NoScriptError, RedisClusterException
 
-from bisman_ratelimit.backends._base import Check, Spec
+from bisman_ratelimit.backends._base import BatchResult, Check, GroupResult, Spec
 from bisman_ratelimit.backends._blocked import BlockedKeys
 from bisman_ratelimit.backends._cluster import (
-    BatchResult,
-    GroupResult,
     arun_step,
     grouped_check,
     run_step,
@@ -248,6 +246,15 @@ class _RedisBase:
             args.append(str(at))
         return keys, args
 
+    def _refund_args(self, checks: list[Check], at: int) -> tuple[list[str], list[str]]:
+        # Denials remembered since the hits were made may rest on them: after
+        # the refund the server decides those keys again.
+        blocked = self.blocked
+        if blocked is not None:
+            for key, spec, _ in checks:
+                blocked.forget(key, spec)
+        return self._check_args(checks, "r", at)
+
     def _one_args(self, spec: Spec, cost: int, commit: bool) -> list[str]:
         return [self._now(), "1" if commit else "0", *self._form(spec)[1], str(cost)]
 
@@ -382,11 +389,26 @@ class RedisStorage(_RedisBase):
                 grouped_check(checks, groups, commit),
                 partial(run_step, check=self._group_check, refund=self._group_refund, run_all=self._all),
             )
-        ok, decisions, _ = self.check_timed(checks, commit)
+        ok, decisions, _ = self._check_once(checks, commit)
         return ok, decisions
 
     def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
-        """:meth:`check_many` in one script call, with the server time it ran at (for :meth:`refund`)."""
+        """:meth:`check_many`, with the server time it ran at (for :meth:`refund`).
+
+        The time is ``None`` when no script call consumed the hits at one
+        time: a denial from the blocked-keys cache, or checks spread over
+        Cluster slots.
+        """
+        cached = self.cached(checks)
+        if cached is not None:
+            return cached[0], cached[1], None
+        groups = self._slot_groups(checks)
+        if groups is not None:
+            ok, decisions = self.check_many(checks, commit)
+            return ok, decisions, None
+        return self._check_once(checks, commit)
+
+    def _check_once(self, checks: list[Check], commit: bool) -> GroupResult:
         keys, args = self._check_args(checks, "1" if commit else "0")
         asked_at = self.blocked.now() if self.blocked is not None else None
         result = self._decode(checks, self._eval(RATELIMIT, keys, args))
@@ -397,11 +419,11 @@ class RedisStorage(_RedisBase):
         """Give back hits that :meth:`check_timed` consumed at server time ``at``; then look."""
         if at is None:
             return self.check_timed(checks, False)[1]
-        keys, args = self._check_args(checks, "r", at)
+        keys, args = self._refund_args(checks, at)
         return self._decode(checks, self._eval(RATELIMIT, keys, args))[1]
 
     def _group_check(self, group: int, checks: list[Check], commit: bool) -> GroupResult:
-        return self.check_timed(checks, commit)
+        return self._check_once(checks, commit)
 
     def _group_refund(self, group: int, checks: list[Check], at: int | None) -> list[Decision]:
         return self.refund(checks, at)
@@ -518,10 +540,20 @@ class AsyncRedisStorage(_RedisBase):
                 grouped_check(checks, groups, commit),
                 partial(arun_step, check=self._group_check, refund=self._group_refund),
             )
-        ok, decisions, _ = await self.check_timed(checks, commit)
+        ok, decisions, _ = await self._check_once(checks, commit)
         return ok, decisions
 
     async def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        cached = self.cached(checks)
+        if cached is not None:
+            return cached[0], cached[1], None
+        groups = self._slot_groups(checks)
+        if groups is not None:
+            ok, decisions = await self.check_many(checks, commit)
+            return ok, decisions, None
+        return await self._check_once(checks, commit)
+
+    async def _check_once(self, checks: list[Check], commit: bool) -> GroupResult:
         keys, args = self._check_args(checks, "1" if commit else "0")
         asked_at = self.blocked.now() if self.blocked is not None else None
         result = self._decode(checks, await self._eval(RATELIMIT, keys, args))
@@ -531,11 +563,11 @@ class AsyncRedisStorage(_RedisBase):
     async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
         if at is None:
             return (await self.check_timed(checks, False))[1]
-        keys, args = self._check_args(checks, "r", at)
+        keys, args = self._refund_args(checks, at)
         return self._decode(checks, await self._eval(RATELIMIT, keys, args))[1]
 
     async def _group_check(self, group: int, checks: list[Check], commit: bool) -> GroupResult:
-        return await self.check_timed(checks, commit)
+        return await self._check_once(checks, commit)
 
     async def _group_refund(self, group: int, checks: list[Check], at: int | None) -> list[Decision]:
         return await self.refund(checks, at)

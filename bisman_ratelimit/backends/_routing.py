@@ -24,12 +24,17 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from bisman_ratelimit.backends._base import AsyncStorage, Check, Spec, Storage
-from bisman_ratelimit.backends._cluster import (
+from bisman_ratelimit.backends._base import (
     AsyncRefundable,
+    AsyncStorage,
     BatchResult,
+    Check,
     GroupResult,
     Refundable,
+    Spec,
+    Storage,
+)
+from bisman_ratelimit.backends._cluster import (
     arun_step,
     grouped_check,
     groups_by,

@@ -88,7 +88,7 @@ def test_hit_many_across_servers_refunds_on_denial(
 
 
 @pytest.mark.redis
-def test_a_route_without_refunds_is_looked_at_instead(
+def test_a_memory_route_gives_its_hits_back_too(
     two_servers: tuple[RedisServer, RedisServer], clock: ManualClock
 ) -> None:
     limits, _ = two_servers
@@ -101,10 +101,10 @@ def test_a_route_without_refunds_is_looked_at_instead(
         # Denied on the local route: the Redis route gives its hit back.
         assert not limiter.hit_many([("local:a", "1/minute"), ("b", "5/minute")]).allowed
         assert limiter.peek("b", "5/minute").remaining == 4
-        # Denied on Redis: the hit counted in memory stays (memory cannot refund).
+        # Denied on Redis: the memory route gives its hit back.
         limiter.hit("c", "1/minute")
         assert not limiter.hit_many([("local:x", "2/minute"), ("c", "1/minute")]).allowed
-        assert limiter.peek("local:x", "2/minute").remaining == 1
+        assert limiter.peek("local:x", "2/minute").remaining == 2
 
 
 @pytest.mark.redis
