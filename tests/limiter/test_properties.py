@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import ManualClock
 
-from bisman_ratelimit import Limit, Limiter
+from bisman_ratelimit import Decision, Limit, Limiter
 from bisman_ratelimit.backends import MemoryStorage, RedisStorage
 from bisman_ratelimit.testing import RedisServer
 
@@ -145,7 +145,17 @@ def test_a_refund_leaves_the_counters_as_if_the_hit_never_was(
         clock.advance(wait / 2)
     refunded = limiter.refund_many([("hit", limit, algorithm, cost)], taken.at)
     # The refund answers with what a hit of its cost would meet now.
-    assert replace(refunded.decisions[0], key="kept") == limiter.peek("kept", limit, algorithm, cost=cost)
+    assert_alike(algorithm, refunded.decisions[0], limiter.peek("kept", limit, algorithm, cost=cost))
     for asked in range(1, capacity + 1):
         after = limiter.peek("hit", limit, algorithm, cost=asked)
-        assert replace(after, key="kept") == limiter.peek("kept", limit, algorithm, cost=asked), asked
+        assert_alike(algorithm, after, limiter.peek("kept", limit, algorithm, cost=asked))
+
+
+def assert_alike(algorithm: str, refunded: Decision, kept: Decision) -> None:
+    """Equal figures. The buckets' states of the two keys were last written at different times, so
+    their refills round differently: their times may differ by the microsecond a ceil adds."""
+    if algorithm in ("token_bucket", "gcra"):
+        assert abs(refunded.reset_after - kept.reset_after) <= 1.5e-6, (refunded, kept)
+        assert abs(refunded.retry_after - kept.retry_after) <= 1.5e-6, (refunded, kept)
+        refunded = replace(refunded, reset_after=kept.reset_after, retry_after=kept.retry_after)
+    assert replace(refunded, key="kept") == kept
