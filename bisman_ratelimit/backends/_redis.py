@@ -246,15 +246,6 @@ class _RedisBase:
             args.append(str(at))
         return keys, args
 
-    def _refund_args(self, checks: list[Check], at: int) -> tuple[list[str], list[str]]:
-        # Denials remembered since the hits were made may rest on them: after
-        # the refund the server decides those keys again.
-        blocked = self.blocked
-        if blocked is not None:
-            for key, spec, _ in checks:
-                blocked.forget(key, spec)
-        return self._check_args(checks, "r", at)
-
     def _one_args(self, spec: Spec, cost: int, commit: bool) -> list[str]:
         return [self._now(), "1" if commit else "0", *self._form(spec)[1], str(cost)]
 
@@ -286,12 +277,24 @@ class _RedisBase:
             decisions.append(denial)
         return False, decisions
 
-    def _remember(self, checks: list[Check], decisions: list[Decision], asked_at: int | None) -> None:
+    def _remember(
+        self, checks: list[Check], decisions: list[Decision], asked: tuple[int, int] | None
+    ) -> None:
+        """``asked``: the cache's clock and refund count, read before asking Redis."""
         blocked = self.blocked
-        if blocked is None or (not blocked and all(decisions)):
+        if blocked is None or asked is None or (not blocked and all(decisions)):
             return  # nothing to forget, nothing to remember
         for (_, spec, cost), decision in zip(checks, decisions, strict=True):
-            blocked.record(spec, cost, decision, asked_at)
+            blocked.record(spec, cost, decision, *asked)
+
+    def _refunded(self, checks: list[Check], decisions: list[Decision]) -> list[Decision]:
+        # Denials given while the hits were held may rest on them, even
+        # those whose answers are still on their way.
+        blocked = self.blocked
+        if blocked is not None:
+            for key, spec, _ in checks:
+                blocked.refunded(key, spec)
+        return decisions
 
     def _slot_groups(self, checks: list[Check]) -> list[list[int]] | None:
         """Indexes of ``checks`` per Cluster slot, or ``None`` if one call does."""
@@ -373,10 +376,10 @@ class RedisStorage(_RedisBase):
         denial = blocked.lookup(key, spec, cost)
         if denial is not None:
             return denial
-        asked_at = blocked.now()
+        asked_at, refunds = blocked.now(), blocked.refunds
         raw = self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
-        blocked.record(spec, cost, decision, asked_at)
+        blocked.record(spec, cost, decision, asked_at, refunds)
         return decision
 
     def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
@@ -410,17 +413,17 @@ class RedisStorage(_RedisBase):
 
     def _check_once(self, checks: list[Check], commit: bool) -> GroupResult:
         keys, args = self._check_args(checks, "1" if commit else "0")
-        asked_at = self.blocked.now() if self.blocked is not None else None
+        asked = (self.blocked.now(), self.blocked.refunds) if self.blocked is not None else None
         result = self._decode(checks, self._eval(RATELIMIT, keys, args))
-        self._remember(checks, result[1], asked_at)
+        self._remember(checks, result[1], asked)
         return result
 
     def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
         """Give back hits that :meth:`check_timed` consumed at server time ``at``; then look."""
         if at is None:
             return self.check_timed(checks, False)[1]
-        keys, args = self._refund_args(checks, at)
-        return self._decode(checks, self._eval(RATELIMIT, keys, args))[1]
+        keys, args = self._check_args(checks, "r", at)
+        return self._refunded(checks, self._decode(checks, self._eval(RATELIMIT, keys, args))[1])
 
     def _group_check(self, group: int, checks: list[Check], commit: bool) -> GroupResult:
         return self._check_once(checks, commit)
@@ -524,10 +527,10 @@ class AsyncRedisStorage(_RedisBase):
         denial = blocked.lookup(key, spec, cost)
         if denial is not None:
             return denial
-        asked_at = blocked.now()
+        asked_at, refunds = blocked.now(), blocked.refunds
         raw = await self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
-        blocked.record(spec, cost, decision, asked_at)
+        blocked.record(spec, cost, decision, asked_at, refunds)
         return decision
 
     async def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
@@ -555,16 +558,16 @@ class AsyncRedisStorage(_RedisBase):
 
     async def _check_once(self, checks: list[Check], commit: bool) -> GroupResult:
         keys, args = self._check_args(checks, "1" if commit else "0")
-        asked_at = self.blocked.now() if self.blocked is not None else None
+        asked = (self.blocked.now(), self.blocked.refunds) if self.blocked is not None else None
         result = self._decode(checks, await self._eval(RATELIMIT, keys, args))
-        self._remember(checks, result[1], asked_at)
+        self._remember(checks, result[1], asked)
         return result
 
     async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
         if at is None:
             return (await self.check_timed(checks, False))[1]
-        keys, args = self._refund_args(checks, at)
-        return self._decode(checks, await self._eval(RATELIMIT, keys, args))[1]
+        keys, args = self._check_args(checks, "r", at)
+        return self._refunded(checks, self._decode(checks, await self._eval(RATELIMIT, keys, args))[1])
 
     async def _group_check(self, group: int, checks: list[Check], commit: bool) -> GroupResult:
         return await self._check_once(checks, commit)

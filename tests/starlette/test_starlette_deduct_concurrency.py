@@ -1,8 +1,9 @@
 """``deduct_when`` under concurrent requests: a brute force gets no more tries than the limit.
 
-Every login waits in the view until all 50 requests have reached the app,
-so none is answered before the others have been checked: a check made
-before the request and a count made after it would let all 50 through.
+Every login waits in the view until each request has either reached the
+view or been refused, so none is answered before the others have been
+checked: a check made before the request and a count made after it would
+let all 50 through.
 """
 
 from __future__ import annotations
@@ -37,27 +38,36 @@ ATTEMPTS = 50
 
 
 class Gate:
-    """An ASGI wrapper that opens once ``expected`` requests have arrived."""
+    """An ASGI wrapper that opens once ``expected`` requests have been checked:
+    reached the view (which calls :meth:`settle`) or been refused with 429."""
 
     def __init__(self, app: Any, expected: int) -> None:
         self.app = app
         self.expected = expected
-        self.arrived = 0
+        self.settled = 0
         self.open = asyncio.Event()
 
+    def settle(self) -> None:
+        self.settled += 1
+        if self.settled >= self.expected:
+            self.open.set()
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.arrived += 1
-            if self.arrived >= self.expected:
-                self.open.set()
-        await self.app(scope, receive, send)
+        async def watch(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 429:
+                self.settle()
+            await send(message)
+
+        await self.app(scope, receive, watch)
 
 
 GATES: dict[str, Gate] = {}
 
 
 async def wait_for_everyone(request: Request) -> None:
-    await GATES["current"].open.wait()
+    gate = GATES["current"]
+    gate.settle()
+    await gate.open.wait()
 
 
 def password_ok(request: Request) -> bool:
@@ -175,3 +185,16 @@ async def test_concurrent_mixed_logins_count_only_the_failures(
         assert Counter(statuses) == {200: 2, 401: 1}
     # Three failures counted: two more tries.
     assert Counter(await logins(app, ["nope"] * 3, gate=3)) == {401: 2, 429: 1}
+
+
+@pytest.mark.parametrize("framework", list(APPS))
+async def test_refunds_lift_the_denials_they_caused(
+    framework: str, make_limiter: Callable[[], AsyncLimiter]
+) -> None:
+    app = APPS[framework](make_limiter())
+    # Five right passwords hold the five units while a sixth try is refused (and, on
+    # Redis, remembered as blocked); once they answer, their units are back.
+    statuses = await logins(app, ["correct horse"] * 6, gate=6)
+    assert Counter(statuses) == {200: 5, 429: 1}
+    assert await logins(app, ["nope"] * 5, gate=1) == [401] * 5
+    assert await logins(app, ["nope"], gate=1) == [429]
