@@ -380,6 +380,8 @@ class Evaluation:
             for i in self._counted
             if i >= 0 and active[i][0].deduct_when and status not in active[i][0].deduct_when
         ]
+        # Given back once, however often this is called.
+        self._counted = []
         if refunded:
             entries, slots = self._entries(refunded, with_global=False)
             self._ops.append(("refund_many", entries, slots, self._at))
