@@ -12,13 +12,15 @@ import math
 import secrets
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 from bisman_ratelimit.backends import (
     AsyncAdapter,
+    AsyncRefundable,
     AsyncStorage,
     Check,
     MemoryStorage,
+    Refundable,
     Spec,
     Storage,
     storage_from_url,
@@ -176,6 +178,15 @@ class _LimiterBase:
             return _merge(checks)
         return checks, None
 
+    def _refund_checks(
+        self, entries: Iterable[ManyEntry], at: int | None
+    ) -> tuple[list[Check], list[int] | None]:
+        if at is not None and (isinstance(at, bool) or not isinstance(at, int) or at < 0):
+            raise InvalidArgument(
+                f"at must be the MultiDecision.at of a hit_many() (an int or None), got {at!r}"
+            )
+        return self._prepare_many(entries)
+
     @staticmethod
     def _lease_args(key: str, max_in_flight: int, ttl: float) -> tuple[str, int]:
         if type(key) is not str or not key:
@@ -208,6 +219,8 @@ class Limiter(_LimiterBase):
             elif not isinstance(storage, Storage):
                 raise InvalidArgument(f"Limiter needs a redis.Redis client or a storage, got {storage!r}")
         self.storage: Storage = storage
+        # Hits on a storage that cannot give them back are never refunded.
+        self._timed = isinstance(storage, Refundable)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Limiter:
@@ -238,8 +251,26 @@ class Limiter(_LimiterBase):
     def hit_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
         """Check several limits at once: all are consumed, or none is."""
         checks, where = self._prepare_many(entries)
+        if self._timed:
+            allowed, decisions, at = cast(Refundable, self.storage).check_timed(checks, True)
+            return MultiDecision(allowed, _answers(decisions, where), at if allowed else None)
         allowed, decisions = self.storage.check_many(checks, True)
         return MultiDecision(allowed, _answers(decisions, where))
+
+    def refund_many(self, entries: Sequence[ManyEntry], at: int | None) -> MultiDecision:
+        """Give back what :meth:`hit_many` consumed for ``entries``, then look.
+
+        ``at`` is that call's :attr:`MultiDecision.at`. The entries may be
+        some of those hit. A hit whose window has passed stays as it is;
+        with ``at=None`` (nothing consumed, or a storage that cannot give
+        hits back) this only looks.
+        """
+        checks, where = self._refund_checks(entries, at)
+        if self._timed:
+            decisions = cast(Refundable, self.storage).refund(checks, at)
+        else:
+            decisions = self.storage.check_many(checks, False)[1]
+        return MultiDecision(all(decisions), _answers(decisions, where))
 
     def peek_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
         """What :meth:`hit_many` would answer, consuming nothing."""
@@ -289,6 +320,7 @@ class AsyncLimiter(_LimiterBase):
                     f"AsyncLimiter needs a redis.asyncio.Redis client or an async storage, got {storage!r}"
                 )
         self.storage: AsyncStorage = storage
+        self._timed = isinstance(storage, AsyncRefundable)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncLimiter:
@@ -315,8 +347,19 @@ class AsyncLimiter(_LimiterBase):
 
     async def hit_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
         checks, where = self._prepare_many(entries)
+        if self._timed:
+            allowed, decisions, at = await cast(AsyncRefundable, self.storage).check_timed(checks, True)
+            return MultiDecision(allowed, _answers(decisions, where), at if allowed else None)
         allowed, decisions = await self.storage.check_many(checks, True)
         return MultiDecision(allowed, _answers(decisions, where))
+
+    async def refund_many(self, entries: Sequence[ManyEntry], at: int | None) -> MultiDecision:
+        checks, where = self._refund_checks(entries, at)
+        if self._timed:
+            decisions = await cast(AsyncRefundable, self.storage).refund(checks, at)
+        else:
+            decisions = (await self.storage.check_many(checks, False))[1]
+        return MultiDecision(all(decisions), _answers(decisions, where))
 
     async def peek_many(self, entries: Sequence[ManyEntry]) -> MultiDecision:
         checks, where = self._prepare_many(entries)

@@ -3,7 +3,15 @@ routing by namespace, and the fallback behind a circuit breaker, chosen by URL."
 
 from __future__ import annotations
 
-from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Check, Spec, Storage
+from bisman_ratelimit.backends._base import (
+    AsyncAdapter,
+    AsyncRefundable,
+    AsyncStorage,
+    Check,
+    Refundable,
+    Spec,
+    Storage,
+)
 from bisman_ratelimit.backends._bounded import BoundedMap
 from bisman_ratelimit.backends._fallback import AsyncFallbackStorage, FallbackStorage
 from bisman_ratelimit.backends._memory import MemoryStorage
@@ -42,6 +50,7 @@ __all__ = [
     "AsyncAdapter",
     "AsyncFallbackStorage",
     "AsyncRedisStorage",
+    "AsyncRefundable",
     "AsyncRoutingStorage",
     "AsyncStorage",
     "BoundedMap",
@@ -51,6 +60,7 @@ __all__ = [
     "NamespaceRouter",
     "RedisConnection",
     "RedisStorage",
+    "Refundable",
     "RoutingStorage",
     "Script",
     "Spec",

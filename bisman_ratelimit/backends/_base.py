@@ -28,6 +28,11 @@ class Spec(NamedTuple):
 
 # (key, spec, cost)
 Check = tuple[str, Spec, int]
+# (all allowed, decisions)
+BatchResult = tuple[bool, list[Decision]]
+# (all allowed, decisions, when the hits were consumed: the storage's time
+# in microseconds, or None when they cannot be refunded)
+GroupResult = tuple[bool, list[Decision], int | None]
 
 
 @runtime_checkable
@@ -66,6 +71,28 @@ class AsyncStorage(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class Refundable(Protocol):
+    """A storage whose consumption can be given back (memory, Redis, the fallback in front of it)."""
+
+    def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        """``check_many`` that also says when the hits were consumed."""
+        ...
+
+    def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
+        """Give back hits consumed at ``at``, then look; with ``None``, only look."""
+        ...
+
+
+@runtime_checkable
+class AsyncRefundable(Protocol):
+    """:class:`Refundable`, awaitable."""
+
+    async def check_timed(self, checks: list[Check], commit: bool) -> GroupResult: ...
+
+    async def refund(self, checks: list[Check], at: int | None) -> list[Decision]: ...
+
+
 class AsyncAdapter:
     """Serves a non-blocking sync backend (memory) to async code."""
 
@@ -86,6 +113,17 @@ class AsyncAdapter:
 
     async def release(self, key: str, lease_id: str) -> None:
         self.sync.release(key, lease_id)
+
+    async def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        if isinstance(self.sync, Refundable):
+            return self.sync.check_timed(checks, commit)
+        ok, decisions = self.sync.check_many(checks, commit)
+        return ok, decisions, None
+
+    async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
+        if isinstance(self.sync, Refundable):
+            return self.sync.refund(checks, at)
+        return self.sync.check_many(checks, False)[1]
 
     async def aclose(self) -> None:
         self.sync.close()

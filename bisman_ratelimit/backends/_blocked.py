@@ -12,7 +12,10 @@ What it cannot see: other processes. A reset of the key elsewhere takes
 effect here once the cached denial runs out (at most ``retry_after``
 later), and hits allowed elsewhere meanwhile are not in the cached
 ``remaining``. Within this process, a reset or an allowed hit of another
-cost drops the entry (:meth:`BlockedKeys.forget`).
+cost drops the entry (:meth:`BlockedKeys.forget`). A refund drops it too,
+and a denial that Redis gave before a refund of its key completed is not
+remembered (:meth:`BlockedKeys.refunded`): it may rest on the hits given
+back.
 
 Entries expire lazily; at ``max_keys`` the expired ones are swept and, if
 that is not enough, the oldest eighth goes. Timing uses microseconds from
@@ -44,6 +47,9 @@ class BlockedKeys:
         self.clock = clock
         self._entries: dict[tuple[str, Spec], _Entry] = {}
         self._lock = threading.Lock()
+        # Refunds count up; per key, the count at its last refund.
+        self.refunds = 0
+        self._refunded: dict[tuple[str, Spec], int] = {}
         # Answers given from memory, for metrics.
         self.answered = 0
 
@@ -90,13 +96,24 @@ class BlockedKeys:
         """The clock in microseconds: read it before asking Redis, for :meth:`remember`."""
         return int(self.clock() * 1_000_000)
 
-    def remember(self, spec: Spec, cost: int, decision: Decision, asked_at: int | None = None) -> None:
+    def remember(
+        self,
+        spec: Spec,
+        cost: int,
+        decision: Decision,
+        asked_at: int | None = None,
+        refunds_seen: int | None = None,
+    ) -> None:
         """Record a denial that Redis gave for ``decision.key``.
 
         ``asked_at`` (from :meth:`now`, taken before the call) dates the
         denial no later than Redis made it, so the cache never outlasts it.
+        ``refunds_seen`` (:attr:`refunds`, read before the call) leaves out
+        a denial asked before a refund of the key completed.
         """
         if decision.allowed or decision.retry_after <= 0:
+            return
+        if refunds_seen is not None and self._refunded.get((decision.key, spec), -1) >= refunds_seen:
             return
         now = self._now() if asked_at is None else asked_at
         until = now + round(decision.retry_after * 1_000_000)
@@ -107,12 +124,28 @@ class BlockedKeys:
                 self._make_room(now)
             entries[(decision.key, spec)] = entry
 
-    def record(self, spec: Spec, cost: int, decision: Decision, asked_at: int | None = None) -> None:
+    def record(
+        self,
+        spec: Spec,
+        cost: int,
+        decision: Decision,
+        asked_at: int | None = None,
+        refunds_seen: int | None = None,
+    ) -> None:
         """Take in an answer from Redis: a denial is remembered, an allowed hit forgets its key."""
         if decision.allowed:
             self.forget(decision.key, spec)
         else:
-            self.remember(spec, cost, decision, asked_at)
+            self.remember(spec, cost, decision, asked_at, refunds_seen)
+
+    def refunded(self, key: str, spec: Spec) -> None:
+        """Hits of ``key`` were given back: drop its entry, and denials asked before now."""
+        with self._lock:
+            if len(self._refunded) >= self.max_keys:
+                self._refunded.clear()
+            self._refunded[(key, spec)] = self.refunds
+            self.refunds += 1
+            self._entries.pop((key, spec), None)
 
     def forget(self, key: str, spec: Spec) -> None:
         """Drop the entry of ``key`` (after a reset, or a hit of another cost was allowed)."""

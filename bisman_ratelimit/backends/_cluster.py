@@ -36,42 +36,17 @@ import logging
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from redis.crc import key_slot
 
-from bisman_ratelimit.backends._base import Check
+from bisman_ratelimit.backends._base import (
+    BatchResult,
+    Check,
+)
 from bisman_ratelimit.core import Decision, StorageError
 
 _log = logging.getLogger("bisman_ratelimit.cluster")
-
-# (all allowed, decisions)
-BatchResult = tuple[bool, list[Decision]]
-# (all allowed, decisions, when the hits were consumed: a server time in
-# microseconds, or None when they cannot be refunded)
-GroupResult = tuple[bool, list[Decision], int | None]
-
-
-@runtime_checkable
-class Refundable(Protocol):
-    """A storage whose consumption can be given back (Redis; the fallback in front of it)."""
-
-    def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
-        """``check_many`` that also says when the hits were consumed."""
-        ...
-
-    def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
-        """Give back hits consumed at ``at``, then look; with ``None``, only look."""
-        ...
-
-
-@runtime_checkable
-class AsyncRefundable(Protocol):
-    """:class:`Refundable`, awaitable."""
-
-    async def check_timed(self, checks: list[Check], commit: bool) -> GroupResult: ...
-
-    async def refund(self, checks: list[Check], at: int | None) -> list[Decision]: ...
 
 
 def slot_groups(redis_keys: Sequence[str]) -> list[list[int]]:

@@ -46,9 +46,17 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
-from bisman_ratelimit.backends._base import AsyncStorage, Check, Spec, Storage
+from bisman_ratelimit.backends._base import (
+    AsyncRefundable,
+    AsyncStorage,
+    BatchResult,
+    Check,
+    GroupResult,
+    Refundable,
+    Spec,
+    Storage,
+)
 from bisman_ratelimit.backends._blocked import BlockedKeys
-from bisman_ratelimit.backends._cluster import AsyncRefundable, BatchResult, GroupResult, Refundable
 from bisman_ratelimit.backends._memory import MemoryStorage
 from bisman_ratelimit.core import (
     CircuitBreaker,
@@ -282,6 +290,9 @@ class FallbackStorage(_FallbackBase):
         if not self._timed:
             ok, decisions = self.check_many(checks, commit)
             return ok, decisions, None
+        cached = self._cached(checks)
+        if cached is not None:
+            return cached[0], cached[1], None
         return self._guard(
             lambda: self._refundable.check_timed(checks, commit),
             lambda: (*self._outage(checks, commit), None),
@@ -380,6 +391,9 @@ class AsyncFallbackStorage(_FallbackBase):
         if not self._timed:
             ok, decisions = await self.check_many(checks, commit)
             return ok, decisions, None
+        cached = self._cached(checks)
+        if cached is not None:
+            return cached[0], cached[1], None
         return await self._guard(
             lambda: self._refundable.check_timed(checks, commit), lambda: self._outage_timed(checks, commit)
         )

@@ -17,7 +17,7 @@ from typing import Any
 
 from bisman_ratelimit.backends._base import Check, Spec
 from bisman_ratelimit.backends._bounded import BoundedMap
-from bisman_ratelimit.core import ALGORITHMS, Decision, make_decision
+from bisman_ratelimit.core import ALGORITHMS, REFUNDS, Decision, make_decision
 
 Clock = Callable[[], float]
 
@@ -65,16 +65,38 @@ class MemoryStorage:
 
     def check_many(self, checks: list[Check], commit: bool) -> tuple[bool, list[Decision]]:
         with self._lock:
-            now = self._now()
-            results = [self._decide(key, spec, cost, now, False) for key, spec, cost in checks]
-            ok = all(result[0] for result in results)
-            if ok and commit:
-                results = [self._decide(key, spec, cost, now, True) for key, spec, cost in checks]
+            return self._check_many(checks, commit, self._now())
+
+    def _check_many(self, checks: list[Check], commit: bool, now: int) -> tuple[bool, list[Decision]]:
+        results = [self._decide(key, spec, cost, now, False) for key, spec, cost in checks]
+        ok = all(result[0] for result in results)
+        if ok and commit:
+            results = [self._decide(key, spec, cost, now, True) for key, spec, cost in checks]
         decisions = [
             make_decision(r[0], spec.capacity, r[1], r[2], r[3], key, spec.algorithm)
             for (key, spec, _), r in zip(checks, results, strict=True)
         ]
         return ok, decisions
+
+    def check_timed(self, checks: list[Check], commit: bool) -> tuple[bool, list[Decision], int | None]:
+        """:meth:`check_many`, with the time it ran at (for :meth:`refund`)."""
+        with self._lock:
+            now = self._now()
+            ok, decisions = self._check_many(checks, commit, now)
+        return ok, decisions, now
+
+    def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
+        """Give back hits that :meth:`check_timed` consumed at ``at``; then look."""
+        with self._lock:
+            now = self._now()
+            if at is not None:
+                for key, spec, cost in checks:
+                    entry = self._map.entry((key, spec), now)
+                    if entry is not None:
+                        state = REFUNDS[spec[0]](entry[1], at, spec[1], spec[2], spec[3], cost)
+                        if state is not None:
+                            entry[1] = state
+            return self._check_many(checks, False, now)[1]
 
     def reset(self, key: str, spec: Spec) -> None:
         with self._lock:

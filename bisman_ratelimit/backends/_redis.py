@@ -47,11 +47,9 @@ import redis.asyncio.cluster
 import redis.cluster
 from redis.exceptions import NoScriptError, RedisClusterException
 
-from bisman_ratelimit.backends._base import Check, Spec
+from bisman_ratelimit.backends._base import BatchResult, Check, GroupResult, Spec
 from bisman_ratelimit.backends._blocked import BlockedKeys
 from bisman_ratelimit.backends._cluster import (
-    BatchResult,
-    GroupResult,
     arun_step,
     grouped_check,
     run_step,
@@ -282,12 +280,24 @@ class _RedisBase:
             decisions.append(denial)
         return False, decisions
 
-    def _remember(self, checks: list[Check], decisions: list[Decision], asked_at: int | None) -> None:
+    def _remember(
+        self, checks: list[Check], decisions: list[Decision], asked: tuple[int, int] | None
+    ) -> None:
+        """``asked``: the cache's clock and refund count, read before asking Redis."""
         blocked = self.blocked
-        if blocked is None or (not blocked and all(decisions)):
+        if blocked is None or asked is None or (not blocked and all(decisions)):
             return  # nothing to forget, nothing to remember
         for (_, spec, cost), decision in zip(checks, decisions, strict=True):
-            blocked.record(spec, cost, decision, asked_at)
+            blocked.record(spec, cost, decision, *asked)
+
+    def _refunded(self, checks: list[Check], decisions: list[Decision]) -> list[Decision]:
+        # Denials given while the hits were held may rest on them, even
+        # those whose answers are still on their way.
+        blocked = self.blocked
+        if blocked is not None:
+            for key, spec, _ in checks:
+                blocked.refunded(key, spec)
+        return decisions
 
     def _slot_groups(self, checks: list[Check]) -> list[list[int]] | None:
         """Indexes of ``checks`` per Cluster slot, or ``None`` if one call does."""
@@ -369,10 +379,10 @@ class RedisStorage(_RedisBase):
         denial = blocked.lookup(key, spec, cost)
         if denial is not None:
             return denial
-        asked_at = blocked.now()
+        asked_at, refunds = blocked.now(), blocked.refunds
         raw = self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
-        blocked.record(spec, cost, decision, asked_at)
+        blocked.record(spec, cost, decision, asked_at, refunds)
         return decision
 
     def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
@@ -385,15 +395,30 @@ class RedisStorage(_RedisBase):
                 grouped_check(checks, groups, commit),
                 partial(run_step, check=self._group_check, refund=self._group_refund, run_all=self._all),
             )
-        ok, decisions, _ = self.check_timed(checks, commit)
+        ok, decisions, _ = self._check_once(checks, commit)
         return ok, decisions
 
     def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
-        """:meth:`check_many` in one script call, with the server time it ran at (for :meth:`refund`)."""
+        """:meth:`check_many`, with the server time it ran at (for :meth:`refund`).
+
+        The time is ``None`` when no script call consumed the hits at one
+        time: a denial from the blocked-keys cache, or checks spread over
+        Cluster slots.
+        """
+        cached = self.cached(checks)
+        if cached is not None:
+            return cached[0], cached[1], None
+        groups = self._slot_groups(checks)
+        if groups is not None:
+            ok, decisions = self.check_many(checks, commit)
+            return ok, decisions, None
+        return self._check_once(checks, commit)
+
+    def _check_once(self, checks: list[Check], commit: bool) -> GroupResult:
         keys, args = self._check_args(checks, "1" if commit else "0")
-        asked_at = self.blocked.now() if self.blocked is not None else None
+        asked = (self.blocked.now(), self.blocked.refunds) if self.blocked is not None else None
         result = self._decode(checks, self._eval(RATELIMIT, keys, args))
-        self._remember(checks, result[1], asked_at)
+        self._remember(checks, result[1], asked)
         return result
 
     def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
@@ -401,10 +426,10 @@ class RedisStorage(_RedisBase):
         if at is None:
             return self.check_timed(checks, False)[1]
         keys, args = self._check_args(checks, "r", at)
-        return self._decode(checks, self._eval(RATELIMIT, keys, args))[1]
+        return self._refunded(checks, self._decode(checks, self._eval(RATELIMIT, keys, args))[1])
 
     def _group_check(self, group: int, checks: list[Check], commit: bool) -> GroupResult:
-        return self.check_timed(checks, commit)
+        return self._check_once(checks, commit)
 
     def _group_refund(self, group: int, checks: list[Check], at: int | None) -> list[Decision]:
         return self.refund(checks, at)
@@ -505,10 +530,10 @@ class AsyncRedisStorage(_RedisBase):
         denial = blocked.lookup(key, spec, cost)
         if denial is not None:
             return denial
-        asked_at = blocked.now()
+        asked_at, refunds = blocked.now(), blocked.refunds
         raw = await self._eval(SINGLE[spec[0]], [self.key_for(key, spec)], self._one_args(spec, cost, commit))
         decision = self._decode_one(key, spec, raw)
-        blocked.record(spec, cost, decision, asked_at)
+        blocked.record(spec, cost, decision, asked_at, refunds)
         return decision
 
     async def check_many(self, checks: list[Check], commit: bool) -> BatchResult:
@@ -521,24 +546,34 @@ class AsyncRedisStorage(_RedisBase):
                 grouped_check(checks, groups, commit),
                 partial(arun_step, check=self._group_check, refund=self._group_refund),
             )
-        ok, decisions, _ = await self.check_timed(checks, commit)
+        ok, decisions, _ = await self._check_once(checks, commit)
         return ok, decisions
 
     async def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        cached = self.cached(checks)
+        if cached is not None:
+            return cached[0], cached[1], None
+        groups = self._slot_groups(checks)
+        if groups is not None:
+            ok, decisions = await self.check_many(checks, commit)
+            return ok, decisions, None
+        return await self._check_once(checks, commit)
+
+    async def _check_once(self, checks: list[Check], commit: bool) -> GroupResult:
         keys, args = self._check_args(checks, "1" if commit else "0")
-        asked_at = self.blocked.now() if self.blocked is not None else None
+        asked = (self.blocked.now(), self.blocked.refunds) if self.blocked is not None else None
         result = self._decode(checks, await self._eval(RATELIMIT, keys, args))
-        self._remember(checks, result[1], asked_at)
+        self._remember(checks, result[1], asked)
         return result
 
     async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
         if at is None:
             return (await self.check_timed(checks, False))[1]
         keys, args = self._check_args(checks, "r", at)
-        return self._decode(checks, await self._eval(RATELIMIT, keys, args))[1]
+        return self._refunded(checks, self._decode(checks, await self._eval(RATELIMIT, keys, args))[1])
 
     async def _group_check(self, group: int, checks: list[Check], commit: bool) -> GroupResult:
-        return await self.check_timed(checks, commit)
+        return await self._check_once(checks, commit)
 
     async def _group_refund(self, group: int, checks: list[Check], at: int | None) -> list[Decision]:
         return await self.refund(checks, at)

@@ -24,12 +24,17 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from bisman_ratelimit.backends._base import AsyncStorage, Check, Spec, Storage
-from bisman_ratelimit.backends._cluster import (
+from bisman_ratelimit.backends._base import (
     AsyncRefundable,
+    AsyncStorage,
     BatchResult,
+    Check,
     GroupResult,
     Refundable,
+    Spec,
+    Storage,
+)
+from bisman_ratelimit.backends._cluster import (
     arun_step,
     grouped_check,
     groups_by,
@@ -81,6 +86,19 @@ class _RoutingBase:
         groups = groups_by([id(target) for target in targets])
         return [targets[group[0]] for group in groups], groups
 
+    def _refunder(self, checks: list[Check]) -> Any:
+        """The backend of all ``checks`` if they have one and it can give hits back, else None.
+
+        Checks spread over backends were consumed at several times, so
+        they are not refunded (their refund only looks).
+        """
+        backend = self.router.route(checks[0][0])
+        if not isinstance(backend, Refundable) or any(
+            self.router.route(key) is not backend for key, _, _ in checks[1:]
+        ):
+            return None
+        return backend
+
 
 class RoutingStorage(_RoutingBase):
     """Synchronous storages chosen by key namespace."""
@@ -118,6 +136,21 @@ class RoutingStorage(_RoutingBase):
             grouped_check(checks, groups, commit),
             partial(run_step, check=check, refund=refund, run_all=run_in_turn),
         )
+
+    def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        backend = self._refunder(checks)
+        if backend is not None:
+            timed: GroupResult = backend.check_timed(checks, commit)
+            return timed
+        ok, decisions = self.check_many(checks, commit)
+        return ok, decisions, None
+
+    def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
+        backend = self._refunder(checks) if at is not None else None
+        if backend is not None:
+            refunded: list[Decision] = backend.refund(checks, at)
+            return refunded
+        return self.check_many(checks, False)[1]
 
     def reset(self, key: str, spec: Spec) -> None:
         self.router.route(key).reset(key, spec)
@@ -169,6 +202,21 @@ class AsyncRoutingStorage(_RoutingBase):
         return await adrive(
             grouped_check(checks, groups, commit), partial(arun_step, check=check, refund=refund)
         )
+
+    async def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
+        backend = self._refunder(checks)
+        if backend is not None:
+            timed: GroupResult = await backend.check_timed(checks, commit)
+            return timed
+        ok, decisions = await self.check_many(checks, commit)
+        return ok, decisions, None
+
+    async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
+        backend = self._refunder(checks) if at is not None else None
+        if backend is not None:
+            refunded: list[Decision] = await backend.refund(checks, at)
+            return refunded
+        return (await self.check_many(checks, False))[1]
 
     async def reset(self, key: str, spec: Spec) -> None:
         await self.router.route(key).reset(key, spec)

@@ -3,7 +3,7 @@ algorithms, keys, the circuit breaker and the generator drivers. No I/O."""
 
 from __future__ import annotations
 
-from bisman_ratelimit.core._algorithms import ALGORITHMS, DEFAULT_ALGORITHM, Algorithm
+from bisman_ratelimit.core._algorithms import ALGORITHMS, DEFAULT_ALGORITHM, REFUNDS, Algorithm
 from bisman_ratelimit.core._breaker import BreakerState, BreakerStats, CircuitBreaker, Transition
 from bisman_ratelimit.core._decision import Decision, MultiDecision, make_decision, most_restrictive
 from bisman_ratelimit.core._errors import (
@@ -27,6 +27,7 @@ __all__ = [
     "ALGORITHMS",
     "DEFAULT_ALGORITHM",
     "OUTAGE_REACTIONS",
+    "REFUNDS",
     "Algorithm",
     "BismanRateLimitError",
     "BreakerState",

@@ -12,6 +12,12 @@ current time ``now`` in whole microseconds and the limit, and returns
 - ``new_state``: the state to store when committing an allowed hit, else
   ``None``. ``sliding_log`` appends to its list in place instead.
 
+:data:`REFUNDS` holds the other direction: each function takes a key's
+state and gives back a hit of ``cost`` made at time ``at`` (microseconds),
+returning the state to store (``None``: nothing to change). A hit that no
+longer counts (its window has passed) is not given back, and no counter
+goes below zero or above capacity.
+
 The Lua scripts in ``backends/lua/`` carry out the same operations in the same
 order on doubles, so the memory and Redis backends decide alike; the
 property tests hold them to it. A denied hit never changes the state.
@@ -19,7 +25,7 @@ property tests hold them to it. A denied hit never changes the state.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from math import ceil, floor
 from typing import Any, Literal
@@ -30,6 +36,8 @@ DEFAULT_ALGORITHM: Algorithm = "sliding_window"
 # (allowed, remaining, reset, retry after, new state)
 AlgorithmResult = tuple[bool, int, int, int, Any]
 AlgorithmFn = Callable[[Any, int, int, int, int, int, bool], AlgorithmResult]
+# (state, at, amount, period, capacity, cost) -> the state to store, or None
+RefundFn = Callable[[Any, int, int, int, int, int], Any]
 
 # Tolerance for float comparisons, so a hit made exactly at retry_after passes.
 _EPS = 1e-9
@@ -168,10 +176,68 @@ def gcra(
     return allowed, remaining, ceil(debt), retry, new_state
 
 
+def refund_fixed_window(
+    state: tuple[int, int] | None, at: int, amount: int, period: int, capacity: int, cost: int
+) -> tuple[int, int] | None:
+    if state is None or state[0] != at // period:
+        return None
+    return state[0], max(0, state[1] - cost)
+
+
+def refund_sliding_window(
+    state: tuple[int, int, int] | None, at: int, amount: int, period: int, capacity: int, cost: int
+) -> tuple[int, int, int] | None:
+    if state is None:
+        return None
+    # The hit went into the current count of its window, which is the
+    # previous window once a later hit has rolled the key over.
+    window = at // period
+    if state[0] == window:
+        return state[0], max(0, state[1] - cost), state[2]
+    if state[0] == window + 1:
+        return state[0], state[1], max(0, state[2] - cost)
+    return None
+
+
+def refund_sliding_log(
+    log: list[int] | None, at: int, amount: int, period: int, capacity: int, cost: int
+) -> list[int] | None:
+    if log is None:
+        return None
+    end = bisect_right(log, at)
+    del log[max(end - cost, bisect_left(log, at)) : end]
+    return log
+
+
+def refund_token_bucket(
+    state: tuple[float, int] | None, at: int, amount: int, period: int, capacity: int, cost: int
+) -> tuple[float, int] | None:
+    if state is None:
+        return None
+    return min(float(capacity), state[0] + cost), state[1]
+
+
+def refund_gcra(
+    state: tuple[float, int] | None, at: int, amount: int, period: int, capacity: int, cost: int
+) -> tuple[float, int] | None:
+    if state is None:
+        return None
+    # cost * interval, as the hit added it.
+    return max(0.0, state[0] - cost * (period / amount)), state[1]
+
+
 ALGORITHMS: dict[str, AlgorithmFn] = {
     "fixed_window": fixed_window,
     "sliding_window": sliding_window,
     "sliding_log": sliding_log,
     "token_bucket": token_bucket,
     "gcra": gcra,
+}
+
+REFUNDS: dict[str, RefundFn] = {
+    "fixed_window": refund_fixed_window,
+    "sliding_window": refund_sliding_window,
+    "sliding_log": refund_sliding_log,
+    "token_bucket": refund_token_bucket,
+    "gcra": refund_gcra,
 }

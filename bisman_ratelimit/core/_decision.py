@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,16 @@ def make_decision(
 
 @dataclass(frozen=True)
 class MultiDecision:
-    """The outcome of :meth:`Limiter.hit_many`: all limits pass, or none is consumed."""
+    """The outcome of :meth:`Limiter.hit_many`: all limits pass, or none is consumed.
+
+    ``at`` is when the storage consumed the hits (its clock, in
+    microseconds), for :meth:`Limiter.refund_many`; ``None`` when nothing
+    was consumed or the storage cannot give hits back.
+    """
 
     allowed: bool
     decisions: tuple[Decision, ...]
+    at: int | None = field(default=None, compare=False, repr=False)
 
     def __bool__(self) -> bool:
         return self.allowed

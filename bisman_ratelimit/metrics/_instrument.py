@@ -2,8 +2,10 @@
 
 Two wrappers, both recording into a :class:`~bisman_ratelimit.metrics._prometheus.CacheMetrics`:
 
-- :func:`instrument_storage` wraps a limiter backend; each check, reset and
-  lease call is one observation (``method="ratelimit"``, ``"reset"``, ...)::
+- :func:`instrument_storage` wraps a limiter backend; each check, refund,
+  reset and lease call is one observation (``method="ratelimit"``,
+  ``"refund"``, ``"reset"``, ...); a backend that can give hits back
+  still can through the wrapper::
 
       limiter = Limiter(instrument_storage(storage_from_url(url), metrics=cache))
 
@@ -23,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bisman_ratelimit.backends import AsyncStorage, Check, Spec, Storage
+from bisman_ratelimit.backends import AsyncRefundable, AsyncStorage, Check, Refundable, Spec, Storage
 from bisman_ratelimit.core import Decision
 from bisman_ratelimit.metrics._prometheus import CacheMetrics, HitLabel
 
@@ -97,10 +99,46 @@ class AsyncInstrumentedStorage(_StorageShell):
         await self.inner.aclose()
 
 
+class RefundableInstrumentedStorage(InstrumentedStorage):
+    """:class:`InstrumentedStorage` of a backend that can give hits back."""
+
+    inner: Any
+
+    def check_timed(self, checks: list[Check], commit: bool) -> tuple[bool, list[Decision], int | None]:
+        with self.metrics.time("ratelimit"):
+            timed: tuple[bool, list[Decision], int | None] = self.inner.check_timed(checks, commit)
+            return timed
+
+    def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
+        with self.metrics.time("refund"):
+            refunded: list[Decision] = self.inner.refund(checks, at)
+            return refunded
+
+
+class AsyncRefundableInstrumentedStorage(AsyncInstrumentedStorage):
+    """:class:`AsyncInstrumentedStorage` of a backend that can give hits back."""
+
+    inner: Any
+
+    async def check_timed(self, checks: list[Check], commit: bool) -> tuple[bool, list[Decision], int | None]:
+        with self.metrics.time("ratelimit"):
+            timed: tuple[bool, list[Decision], int | None] = await self.inner.check_timed(checks, commit)
+            return timed
+
+    async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
+        with self.metrics.time("refund"):
+            refunded: list[Decision] = await self.inner.refund(checks, at)
+            return refunded
+
+
 def instrument_storage(storage: Any, *, metrics: CacheMetrics) -> Any:
     """Wrap a sync or async backend in the matching timing shell (decided once, here)."""
     if inspect.iscoroutinefunction(getattr(storage, "check", None)):
+        if isinstance(storage, AsyncRefundable):
+            return AsyncRefundableInstrumentedStorage(storage, metrics=metrics)
         return AsyncInstrumentedStorage(storage, metrics=metrics)
+    if isinstance(storage, Refundable):
+        return RefundableInstrumentedStorage(storage, metrics=metrics)
     return InstrumentedStorage(storage, metrics=metrics)
 
 

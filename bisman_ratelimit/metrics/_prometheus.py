@@ -46,7 +46,7 @@ CACHE_METHODS: tuple[str, ...] = (
     "get", "set", "incr", "evalsha", "eval", "delete", "expire",
     "hget", "hset", "hgetall", "hdel", "mget", "exists",
     "lpush", "ltrim", "lrange", "sadd", "srem", "smembers",
-    "ratelimit", "reset", "acquire", "release",
+    "ratelimit", "refund", "reset", "acquire", "release",
     "session_load", "session_save", "session_delete", "flag_get", "flag_set",
     "other",
 )  # fmt: skip

@@ -13,12 +13,14 @@ Two policy options need more than that one call:
 - ``shadow``: a shadow limit over its quota lets the request through. As
   ``hit_many`` consumes all or nothing, the enforced limits are then hit
   again without it, so that they keep counting.
-- ``deduct_when``: such a limit is peeked before the request (a request
-  over it is refused) and hit only once the response status is known and
-  listed, e.g. failed logins only.
+- ``deduct_when``: such a limit is hit with the others before the request
+  (so concurrent requests cannot all pass before any is counted), and the
+  hit is given back once the response status is known and not listed:
+  e.g. only failed logins stay counted.
 
 An :class:`Evaluation` asks for that I/O as operations
-(``("hit_many", entries)``, ``("peek_many", ...)``) and is fed the results;
+(``("hit_many", entries, slots)``, ``("refund_many", entries, slots, at)``)
+and is fed the results;
 :func:`decide` and :func:`adecide` carry them out on a ``Limiter`` or an
 ``AsyncLimiter``. So sync and async frameworks share all of the logic.
 
@@ -217,14 +219,25 @@ class Evaluation:
     """One request's checks, driven by :func:`decide` or :func:`adecide`.
 
     ``next_op()`` gives the operation to carry out, ``None`` when done:
-    ``("hit_many", entries, slots)`` or ``("peek_many", entries, slots)``,
-    both answered with a :class:`MultiDecision` passed to ``feed()``. Then
-    ``verdict`` is final. After the response, ``on_response(status)`` queues
-    the hits of ``deduct_when`` rules that match; once they are run,
-    ``verdict.headers`` describe the counters after them.
+    ``("hit_many", entries, slots)``, answered with a :class:`MultiDecision`
+    passed to ``feed()``. Then ``verdict`` is final. After the response,
+    ``on_response(status)`` queues ``("refund_many", entries, slots, at)``
+    for the ``deduct_when`` rules whose hits were counted and that do not
+    count ``status``; once it is run, ``verdict.headers`` describe the
+    counters after it.
     """
 
-    __slots__ = ("_active", "_decisions", "_ops", "_pending", "_plan", "_responded", "verdict")
+    __slots__ = (
+        "_active",
+        "_at",
+        "_counted",
+        "_decisions",
+        "_ops",
+        "_pending",
+        "_plan",
+        "_responded",
+        "verdict",
+    )
 
     @classmethod
     def start(
@@ -280,16 +293,12 @@ class Evaluation:
         self._decisions: dict[int, Sequence[Decision]] = {}
         self._pending: Op | None = None
         self._responded = False
+        # The slots the committed hit_many consumed, and when (for refunds).
+        self._counted: list[int] = []
+        self._at: int | None = None
         self.verdict: Verdict = _GO_ON
-        ops: list[Op] = []
-        deferred = [i for i, (rule, _, _) in enumerate(active) if rule.deduct_when]
-        if deferred:
-            ops.append(("peek_many", *self._entries(deferred, with_global=False)))
-        immediate = [i for i, (rule, _, _) in enumerate(active) if not rule.deduct_when]
-        entries, slots = self._entries(immediate, with_global=plan.global_entry is not None)
-        if entries:
-            ops.append(("hit_many", entries, slots))
-        self._ops = ops
+        entries, slots = self._entries(list(range(len(active))), with_global=plan.global_entry is not None)
+        self._ops: list[Op] = [("hit_many", entries, slots)] if entries else []
 
     def restart(self) -> Evaluation:
         """The same checks from the beginning, e.g. to decide them on other counters after an outage."""
@@ -327,7 +336,7 @@ class Evaluation:
         if op is None:
             raise InvalidArgument("Evaluation.feed() called with no operation pending")
         self._pending = None
-        kind, entries, slots = op
+        entries, slots = op[1], op[2]
         decisions = multi.decisions
         offset = 0
         for entry, slot in zip(entries, slots, strict=True):
@@ -338,13 +347,9 @@ class Evaluation:
             self.verdict = self._verdict(self.verdict.status)
             return
         plan = self._plan
-        if kind == "peek_many":
-            if not multi.allowed and self._denied_by_enforced(slots):
-                self._ops.clear()
-            if not self._ops:
-                self.verdict = self._verdict(None)
-            return
-        if not multi.allowed and not self._denied_by_enforced(slots):
+        if multi.allowed:
+            self._counted, self._at = slots, multi.at
+        elif not self._denied_by_enforced(slots):
             # Only shadow limits said no. hit_many consumed nothing, so count the enforced ones again.
             keep = [slot for slot in slots if slot >= 0 and not self._active[slot][0].shadow]
             retry, retry_slots = self._entries(keep, with_global=-1 in slots and not plan.global_shadow)
@@ -362,12 +367,19 @@ class Evaluation:
         return False
 
     def on_response(self, status: int) -> None:
-        """Queue the hits of ``deduct_when`` rules that count ``status``."""
+        """Queue the refund of the ``deduct_when`` hits that ``status`` does not count."""
         self._responded = True
-        matching = [i for i, (rule, _, _) in enumerate(self._active) if status in rule.deduct_when]
-        if matching:
-            entries, slots = self._entries(matching, with_global=False)
-            self._ops.append(("hit_many", entries, slots))
+        active = self._active
+        refunded = [
+            i
+            for i in self._counted
+            if i >= 0 and active[i][0].deduct_when and status not in active[i][0].deduct_when
+        ]
+        # Given back once, however often this is called.
+        self._counted = []
+        if refunded:
+            entries, slots = self._entries(refunded, with_global=False)
+            self._ops.append(("refund_many", entries, slots, self._at))
 
     def _verdict(self, status: int | None) -> Verdict:
         plan = self._plan
@@ -428,13 +440,13 @@ class Evaluation:
 def _execute(limiter: Limiter, op: Op) -> MultiDecision:
     if op[0] == "hit_many":
         return limiter.hit_many(op[1])
-    return limiter.peek_many(op[1])
+    return limiter.refund_many(op[1], op[3])
 
 
 async def _aexecute(limiter: AsyncLimiter, op: Op) -> MultiDecision:
     if op[0] == "hit_many":
         return await limiter.hit_many(op[1])
-    return await limiter.peek_many(op[1])
+    return await limiter.refund_many(op[1], op[3])
 
 
 def decide(limiter: Limiter, evaluation: Evaluation) -> Verdict:

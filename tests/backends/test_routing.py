@@ -10,6 +10,8 @@ from support import ManualClock, stored_state
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limiter
 from bisman_ratelimit.backends import (
+    AsyncAdapter,
+    AsyncRoutingStorage,
     FallbackStorage,
     MemoryStorage,
     NamespaceRouter,
@@ -88,7 +90,7 @@ def test_hit_many_across_servers_refunds_on_denial(
 
 
 @pytest.mark.redis
-def test_a_route_without_refunds_is_looked_at_instead(
+def test_a_memory_route_gives_its_hits_back_too(
     two_servers: tuple[RedisServer, RedisServer], clock: ManualClock
 ) -> None:
     limits, _ = two_servers
@@ -101,10 +103,47 @@ def test_a_route_without_refunds_is_looked_at_instead(
         # Denied on the local route: the Redis route gives its hit back.
         assert not limiter.hit_many([("local:a", "1/minute"), ("b", "5/minute")]).allowed
         assert limiter.peek("b", "5/minute").remaining == 4
-        # Denied on Redis: the hit counted in memory stays (memory cannot refund).
+        # Denied on Redis: the memory route gives its hit back.
         limiter.hit("c", "1/minute")
         assert not limiter.hit_many([("local:x", "2/minute"), ("c", "1/minute")]).allowed
-        assert limiter.peek("local:x", "2/minute").remaining == 1
+        assert limiter.peek("local:x", "2/minute").remaining == 2
+
+
+@pytest.mark.redis
+def test_hits_on_one_route_are_given_back_there(
+    two_servers: tuple[RedisServer, RedisServer], clock: ManualClock
+) -> None:
+    limits, _ = two_servers
+    storage = RoutingStorage(
+        {"local": MemoryStorage(clock=clock)},
+        default=RedisStorage(redis.Redis(port=limits.port), clock=clock),
+    )
+    with Limiter(storage) as limiter:
+        for entries in ([("local:a", "2/minute")], [("b", "2/minute"), ("c", "2/minute")]):
+            taken = limiter.hit_many(entries)
+            assert taken.at == int(clock.now * 1_000_000)
+            assert [d.remaining for d in limiter.refund_many(entries, taken.at).decisions] == [2] * len(
+                entries
+            )
+        # Spread over routes, the hits were made at two times: they stay, and the refund only looks.
+        spread = [("local:a", "2/minute"), ("b", "2/minute")]
+        taken = limiter.hit_many(spread)
+        assert taken.allowed and taken.at is None
+        assert [d.remaining for d in limiter.refund_many(spread, taken.at).decisions] == [1, 1]
+
+
+async def test_async_hits_on_one_route_are_given_back_there(clock: ManualClock) -> None:
+    storage = AsyncRoutingStorage(
+        {"local": AsyncAdapter(MemoryStorage(clock=clock))}, default=AsyncAdapter(MemoryStorage(clock=clock))
+    )
+    async with AsyncLimiter(storage) as limiter:
+        entries = [("local:a", "2/minute"), ("local:b", "2/minute")]
+        taken = await limiter.hit_many(entries)
+        assert [d.remaining for d in (await limiter.refund_many(entries, taken.at)).decisions] == [2, 2]
+        spread = [("local:a", "2/minute"), ("b", "2/minute")]
+        taken = await limiter.hit_many(spread)
+        assert taken.allowed and taken.at is None
+        assert [d.remaining for d in (await limiter.refund_many(spread, taken.at)).decisions] == [1, 1]
 
 
 @pytest.mark.redis

@@ -1,4 +1,4 @@
-"""Sets ``request.user`` from an ``X-Test-User`` header, so tests need no database."""
+"""Sets ``request.user`` from an ``X-Test-User`` header, so tests need no database; counts gated arrivals."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
+
+from .views import GATE
 
 
 def _user(request: HttpRequest) -> Any:
@@ -27,6 +29,8 @@ class HeaderUserMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
+        if request.headers.get("X-Test-Gate"):
+            GATE.arrive()
         if request.headers.get("X-Test-Lazy-User"):
             # Like AuthenticationMiddleware: a lazy user and an awaitable auser().
             request.user = SimpleLazyObject(lambda: _user(request))

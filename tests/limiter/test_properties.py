@@ -13,6 +13,7 @@ number of seconds, so every non-empty key's reset (its TTL) is at least
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import ManualClock
 
-from bisman_ratelimit import Limit, Limiter
+from bisman_ratelimit import Decision, Limit, Limiter
 from bisman_ratelimit.backends import MemoryStorage, RedisStorage
 from bisman_ratelimit.testing import RedisServer
 
@@ -39,6 +40,8 @@ operations = st.lists(
         st.tuples(st.just("peek"), st.integers(min_value=1, max_value=3)),
         st.tuples(st.just("wait"), st.integers(min_value=0, max_value=240)),  # half seconds
         st.tuples(st.just("many"), st.integers(min_value=1, max_value=2)),
+        # Give back an earlier hit_many: both its entries (0), or "k" (1) or "j" (2) alone.
+        st.tuples(st.just("refund"), st.integers(min_value=0, max_value=2)),
     ),
     min_size=1,
     max_size=40,
@@ -70,9 +73,13 @@ def test_memory_and_redis_agree(
     remote = Limiter(RedisStorage(flushed, clock=clock))
     capacity = limit.capacity if algorithm in ("token_bucket", "gcra") else limit.amount
     other_capacity = other.capacity if algorithm in ("token_bucket", "gcra") else other.amount
+    # hit_many calls that consumed, oldest first: (entries, at).
+    held: list[tuple[list[Any], int]] = []
     for op, arg in ops:
         if op == "wait":
             clock.advance(arg / 2)
+            continue
+        if op == "refund" and not held:
             continue
         results: list[Any] = []
         for lim in (memory, remote):
@@ -80,13 +87,75 @@ def test_memory_and_redis_agree(
                 results.append(lim.hit("k", limit, algorithm, cost=min(arg, capacity)))
             elif op == "peek":
                 results.append(lim.peek("k", limit, algorithm, cost=min(arg, capacity)))
+            elif op == "refund":
+                entries, at = held[0]
+                results.append(lim.refund_many(entries if arg == 0 else [entries[arg - 1]], at))
             else:
-                results.append(
-                    lim.hit_many(
-                        [
-                            ("k", limit, algorithm, min(arg, capacity)),
-                            ("j", other, algorithm, min(arg, other_capacity)),
-                        ]
-                    )
-                )
+                entries = [
+                    ("k", limit, algorithm, min(arg, capacity)),
+                    ("j", other, algorithm, min(arg, other_capacity)),
+                ]
+                results.append(lim.hit_many(entries))
         assert results[0] == results[1], (op, arg, clock.now)
+        assert results[0].__dict__.get("at") == results[1].__dict__.get("at")
+        if op == "refund":
+            held.pop(0)
+        elif op == "many" and results[0].allowed:
+            assert results[0].at == int(clock.now * 1_000_000)
+            held.append((entries, results[0].at))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    algorithm=st.sampled_from(ALGORITHMS),
+    limit=limits,
+    before=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=240), st.integers(min_value=1, max_value=3)), max_size=12
+    ),
+    cost=st.integers(min_value=1, max_value=3),
+    waits=st.lists(st.integers(min_value=0, max_value=240), max_size=3),
+    offset=st.integers(min_value=0, max_value=200),
+    remote=st.booleans(),
+)
+def test_a_refund_leaves_the_counters_as_if_the_hit_never_was(
+    flushed: redis.Redis,
+    algorithm: str,
+    limit: Limit,
+    before: list[tuple[int, int]],
+    cost: int,
+    waits: list[int],
+    offset: int,
+    remote: bool,
+) -> None:
+    """Whatever the time since (half seconds), across window boundaries: never below zero, never
+    a hit of another window given back, never more than was taken."""
+    flushed.flushall()
+    clock = ManualClock()
+    clock.advance(offset / 2)
+    limiter = Limiter(RedisStorage(flushed, clock=clock) if remote else MemoryStorage(clock=clock))
+    capacity = limit.capacity if algorithm in ("token_bucket", "gcra") else limit.amount
+    cost = min(cost, capacity)
+    # "hit" and "kept" see the same history; only "hit" gets the hit that is given back.
+    for wait, amount in before:
+        clock.advance(wait / 2)
+        for key in ("hit", "kept"):
+            limiter.hit(key, limit, algorithm, cost=min(amount, capacity))
+    taken = limiter.hit_many([("hit", limit, algorithm, cost)])
+    for wait in waits:
+        clock.advance(wait / 2)
+    refunded = limiter.refund_many([("hit", limit, algorithm, cost)], taken.at)
+    # The refund answers with what a hit of its cost would meet now.
+    assert_alike(algorithm, refunded.decisions[0], limiter.peek("kept", limit, algorithm, cost=cost))
+    for asked in range(1, capacity + 1):
+        after = limiter.peek("hit", limit, algorithm, cost=asked)
+        assert_alike(algorithm, after, limiter.peek("kept", limit, algorithm, cost=asked))
+
+
+def assert_alike(algorithm: str, refunded: Decision, kept: Decision) -> None:
+    """Equal figures. The buckets' states of the two keys were last written at different times, so
+    their refills round differently: their times may differ by the microsecond a ceil adds."""
+    if algorithm in ("token_bucket", "gcra"):
+        assert abs(refunded.reset_after - kept.reset_after) <= 1.5e-6, (refunded, kept)
+        assert abs(refunded.retry_after - kept.retry_after) <= 1.5e-6, (refunded, kept)
+        refunded = replace(refunded, reset_after=kept.reset_after, retry_after=kept.retry_after)
+    assert replace(refunded, key="kept") == kept

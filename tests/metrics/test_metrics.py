@@ -221,6 +221,32 @@ async def test_instrumented_async_storage(
     assert value(registry, "app_cache_op_duration_seconds_count", method="ratelimit", hit="n/a") == 4
 
 
+def test_instrumented_storages_still_give_hits_back(
+    redis_client: redis.Redis, registry: CollectorRegistry
+) -> None:
+    cache = CacheMetrics(registry=registry)
+    for storage in (RedisStorage(redis_client), MemoryStorage()):
+        limiter = Limiter(instrument_storage(storage, metrics=cache))
+        entries = [("user:1", "2/minute", "fixed_window")]
+        taken = limiter.hit_many(entries)
+        assert taken.decisions[0].remaining == 1
+        assert limiter.refund_many(entries, taken.at).decisions[0].remaining == 2
+    assert value(registry, "app_cache_op_duration_seconds_count", method="ratelimit", hit="n/a") == 2
+    assert value(registry, "app_cache_op_duration_seconds_count", method="refund", hit="n/a") == 2
+
+
+async def test_instrumented_async_storages_still_give_hits_back(
+    async_redis_client: redis.asyncio.Redis, registry: CollectorRegistry
+) -> None:
+    cache = CacheMetrics(registry=registry)
+    for storage in (AsyncRedisStorage(async_redis_client), AsyncAdapter(MemoryStorage())):
+        limiter = AsyncLimiter(instrument_storage(storage, metrics=cache))
+        entries = [("user:1", "2/minute", "fixed_window")]
+        taken = await limiter.hit_many(entries)
+        assert (await limiter.refund_many(entries, taken.at)).decisions[0].remaining == 2
+    assert value(registry, "app_cache_op_duration_seconds_count", method="refund", hit="n/a") == 2
+
+
 def test_instrumented_redis_labels_hits_and_misses(
     redis_client: redis.Redis, registry: CollectorRegistry
 ) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,10 +36,21 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 @pytest.fixture(params=["starlette_app", "fastapi_app"])
 def server(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    yield from serve(request.param, redis_url)
+
+
+@pytest.fixture(params=["starlette_app", "fastapi_app"])
+def patient_server(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    """The example app with a time budget that 50 connections opened at once on a busy machine fit in
+    (else the default 50 ms runs out, and the outage policy lets requests through)."""
+    yield from serve(request.param, redis_url + "?timeout=5s")
+
+
+def serve(app: str, storage_url: str) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "BISMAN_RATELIMIT_STORAGE": redis_url}
+    env = {**os.environ, "BISMAN_RATELIMIT_STORAGE": storage_url}
     command = [
-        sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), f"{request.param}:app",
+        sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), f"{app}:app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -87,6 +100,16 @@ def test_example_app_over_a_socket_on_redis(server: str) -> None:
         for _ in range(3):
             health = client.get("/health")
             assert health.status_code == 200 and "ratelimit" not in health.headers
+
+
+async def test_concurrent_failed_logins_over_sockets_get_exactly_the_limit(patient_server: str) -> None:
+    # 50 connections at once, each with a wrong password: 5/minute lets exactly 5 reach the view.
+    limits = httpx.Limits(max_connections=50)
+    async with httpx.AsyncClient(base_url=patient_server, timeout=10, limits=limits) as client:
+        tries = [client.post("/auth/login", json={"password": "nope"}) for _ in range(50)]
+        statuses = [response.status_code for response in await asyncio.gather(*tries)]
+        assert Counter(statuses) == {401: 5, 429: 45}
+        assert (await client.post("/auth/login", json={"password": "correct horse"})).status_code == 429
 
 
 def start_uvicorn(app: str, *flags: str) -> tuple[subprocess.Popen[bytes], str]:

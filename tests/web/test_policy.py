@@ -329,25 +329,23 @@ def test_bad_declarations_are_refused(make: object, error: type[Exception], mess
         make()  # type: ignore[operator]
 
 
-async def test_adecide_on_redis_peeks_and_hits_in_one_call_each(
+async def test_adecide_on_redis_hits_in_one_call_and_refunds_in_one(
     async_redis_client: redis.asyncio.Redis, clock: ManualClock
 ) -> None:
     limiter = AsyncLimiter(AsyncRedisStorage(async_redis_client, clock=clock))
     try:
         plan = Planner(config=parse_config(CONFIG)).plan("/auth/login", "POST")
-        for status in (401, 401):
+        for status, after in ((200, ["refund_many"]), (401, []), (200, ["refund_many"]), (401, [])):
             evaluation = Evaluation.start(plan, ip="198.51.100.7", ip_key="198.51.100.7")
-            kinds = []
-            op = evaluation.next_op()
-            while op is not None:
-                kinds.append(op[0])
-                evaluation.feed(await _one(limiter, op))
-                op = evaluation.next_op()
+            kinds = await _run(limiter, evaluation)
             assert evaluation.verdict.status == 200
-            # Peek the login limits, then count the global limit.
-            assert kinds == ["peek_many", "hit_many"]
+            # The login limits and the global limit, counted together.
+            assert kinds == ["hit_many"]
             evaluation.on_response(status)
-            assert (await adecide(limiter, evaluation)).status == 200
+            # Only a response that does not count gives the login hits back, once.
+            evaluation.on_response(status)
+            assert await _run(limiter, evaluation) == after
+            assert evaluation.verdict.status == 200
         refused = await adecide(limiter, Evaluation.start(plan, ip="198.51.100.7", ip_key="198.51.100.7"))
         assert refused.status == 429
         assert refused.violated == ("/auth/login-60s",)
@@ -358,10 +356,20 @@ async def test_adecide_on_redis_peeks_and_hits_in_one_call_each(
         await limiter.aclose()
 
 
+async def _run(limiter: AsyncLimiter, evaluation: Evaluation) -> list[str]:
+    kinds = []
+    op = evaluation.next_op()
+    while op is not None:
+        kinds.append(op[0])
+        evaluation.feed(await _one(limiter, op))
+        op = evaluation.next_op()
+    return kinds
+
+
 async def _one(limiter: AsyncLimiter, op: tuple[object, ...]) -> MultiDecision:
     if op[0] == "hit_many":
         return await limiter.hit_many(op[1])  # type: ignore[arg-type]
-    return await limiter.peek_many(op[1])  # type: ignore[arg-type]
+    return await limiter.refund_many(op[1], op[3])  # type: ignore[arg-type]
 
 
 def test_single_check_fast_path_agrees_with_the_general_path(clock: ManualClock) -> None:

@@ -51,14 +51,31 @@ local function run(states, commit)
   return out
 end
 
--- Undo a hit of `cost` made at time t0. Used when a hit_many spans Cluster
--- slots (or servers): each group commits on its own, and the groups that
--- were allowed give their hits back if another group was denied.
+-- Undo a hit of `cost` made at time t0 (the REFUNDS of
+-- bisman_ratelimit/core/_algorithms.py). Used when a hit_many spans Cluster
+-- slots (or servers) and a group was denied, and for the hits of a request
+-- whose response turns out not to count.
 local function refund(key, algorithm, amount, period, capacity, cost, t0)
   if algorithm == 'sliding_log' then
     local mine = redis.call('ZRANGEBYSCORE', key, t0, t0, 'LIMIT', 0, cost)
     for first = 1, #mine, 1000 do
       redis.call('ZREM', key, unpack(mine, first, math.min(#mine, first + 999)))
+    end
+    -- A hit names its members "<time>:<count + i>". With fewer members now,
+    -- a later hit at the newest time would reuse a name there: the members
+    -- at that time take the last positions of the count that hit will see.
+    local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    if #mine > 0 and newest[2] then
+      local last = tonumber(newest[2])
+      local latest = redis.call('ZRANGEBYSCORE', key, last, last)
+      local count = redis.call('ZCOUNT', key, '(' .. num(last - period), '+inf')
+      local stamp = num(last)
+      for first = 1, #latest, 1000 do
+        redis.call('ZREM', key, unpack(latest, first, math.min(#latest, first + 999)))
+      end
+      for i = 1, #latest do
+        redis.call('ZADD', key, stamp, stamp .. ':' .. (count - #latest + i))
+      end
     end
     return
   end
@@ -87,7 +104,7 @@ local function refund(key, algorithm, amount, period, capacity, cost, t0)
   elseif algorithm == 'gcra' then
     local d, ts = decode(stored, 2)
     if d then
-      state = struct.pack('<dd', math.max(0, d - cost * period / amount), ts)
+      state = struct.pack('<dd', math.max(0, d - cost * (period / amount)), ts)
     end
   end
   if state then
