@@ -1,11 +1,14 @@
 """The in-memory backend: process-local, thread-safe, bounded.
 
-It starts no thread and holds at most ``max_keys`` entries, in the
+It starts no thread and holds at most ``max_keys`` entries (and, if set,
+about ``max_bytes``), in the
 :class:`~bisman_ratelimit.backends._bounded.BoundedMap` that the stores'
-memory backend uses too (lazy expiry, an amortised sweep, the oldest
-dropped at the cap). Clients whose counters are dropped start afresh: at
-the cap the backend errs towards allowing, never towards blocking
-everybody.
+memory backend uses too (lazy expiry, a little upkeep per new key, the
+least recently used evicted at the cap). A counter at zero remaining is
+marked as denying, so a flood of new keys evicts idle clients before it
+evicts a locked-out one: he cannot start afresh by flooding. Clients whose
+counters are evicted start afresh: at the cap the backend errs towards
+allowing, never towards blocking everybody.
 """
 
 from __future__ import annotations
@@ -28,15 +31,21 @@ class MemoryStorage:
     ``clock`` returns seconds (default ``time.time``).
     """
 
-    def __init__(self, *, clock: Clock = time.time, max_keys: int = 100_000) -> None:
+    def __init__(
+        self, *, clock: Clock = time.time, max_keys: int = 100_000, max_bytes: int | None = None
+    ) -> None:
         self.clock = clock
         # (key, spec) or ("lease", key) -> [expires_at_us, state]
-        self._map: BoundedMap[tuple[Any, ...]] = BoundedMap(max_keys=max_keys)
+        self._map: BoundedMap[tuple[Any, ...]] = BoundedMap(max_keys=max_keys, max_bytes=max_bytes)
         self._lock = threading.Lock()
 
     @property
     def max_keys(self) -> int:
         return self._map.max_keys
+
+    @property
+    def max_bytes(self) -> int | None:
+        return self._map.max_bytes
 
     def __len__(self) -> int:
         return len(self._map)
@@ -50,12 +59,17 @@ class MemoryStorage:
         allowed, remaining, reset, retry, new_state = ALGORITHMS[spec[0]](
             None if entry is None else entry[1], now, spec[1], spec[2], spec[3], cost, commit
         )
-        if new_state is not None:
-            if entry is None:
-                self._map.add(data_key, [now + reset, new_state], now)
-            else:
+        # Nothing left for a hit of one: the map keeps this entry longer.
+        denying = remaining == 0
+        if entry is None:
+            if new_state is not None:
+                self._map.add(data_key, [now + reset, new_state], now, denying=denying)
+        else:
+            if new_state is not None:
                 entry[0] = now + reset
                 entry[1] = new_state
+            if denying or self._map.denying:
+                self._map.mark(data_key, denying=denying)
         return allowed, remaining, reset, retry
 
     def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
@@ -112,20 +126,24 @@ class MemoryStorage:
                 if expires <= now:
                     del leases[held]
             if len(leases) >= max_in_flight:
+                self._map.mark(data_key, denying=True)
                 return False
             leases[lease_id] = now + ttl_us
             expires_at = max(leases.values())
+            full = len(leases) >= max_in_flight
             if entry is None:
-                self._map.add(data_key, [expires_at, leases], now)
+                self._map.add(data_key, [expires_at, leases], now, denying=full)
             else:
                 entry[0] = expires_at
+                self._map.mark(data_key, denying=full)
             return True
 
     def release(self, key: str, lease_id: str) -> None:
         with self._lock:
-            entry = self._map.entry(("lease", key), self._now())
-            if entry is not None:
-                entry[1].pop(lease_id, None)
+            data_key = ("lease", key)
+            entry = self._map.entry(data_key, self._now())
+            if entry is not None and entry[1].pop(lease_id, None) is not None:
+                self._map.mark(data_key, denying=False)
 
     def close(self) -> None:
         with self._lock:

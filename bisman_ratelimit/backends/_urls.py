@@ -77,6 +77,8 @@ _FALLBACK_OPTIONS = (
     "breaker_probes",
 )
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s)?")
+_MEMORY_OPTIONS = ("max_keys", "max_bytes")
+
 _FLAGS = {
     "1": True,
     "true": True,
@@ -105,17 +107,20 @@ def _split_options(
 
 
 def memory_options(url: str, *, what: str = "storage") -> dict[str, Any]:
-    """The settings of a ``memory://`` URL (``?max_keys=N``), for either in-memory twin."""
-    _, ours = _split_options(url, ("max_keys",))
+    """The settings of a ``memory://`` URL (``?max_keys=N&max_bytes=N``), for either in-memory twin."""
+    _, ours = _split_options(url, _MEMORY_OPTIONS)
     parts = urlsplit(url)
     if parts.netloc or parts.path not in ("", "/"):
-        raise InvalidArgument(f"bad {what} URL {url!r}: memory:// takes no host or path, only ?max_keys=N")
-    if "max_keys" not in ours:
-        return {}
-    try:
-        return {"max_keys": int(ours["max_keys"])}
-    except ValueError:
-        raise InvalidArgument(f"bad {what} URL {url!r}: max_keys must be a whole number") from None
+        raise InvalidArgument(
+            f"bad {what} URL {url!r}: memory:// takes no host or path, only ?max_keys=N and ?max_bytes=N"
+        )
+    options: dict[str, Any] = {}
+    for name, text in ours.items():
+        try:
+            options[name] = int(text)
+        except ValueError:
+            raise InvalidArgument(f"bad {what} URL {url!r}: {name} must be a whole number") from None
+    return options
 
 
 def _memory(url: str, asyncio: bool, options: dict[str, Any]) -> Any:

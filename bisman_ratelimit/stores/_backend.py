@@ -278,23 +278,31 @@ class MemoryBackend:
     """Store data in this process, with Redis semantics and lazy expiry.
 
     ``clock`` returns seconds (default ``time.time``). It starts no thread
-    and holds at most ``max_keys`` keys, in the
+    and holds at most ``max_keys`` keys (and, if set, about ``max_bytes``:
+    key lengths plus a fixed overhead per key), in the
     :class:`~bisman_ratelimit.backends.BoundedMap` that the memory storage
-    of limits uses too: an entry expires when next touched, an amortised
-    sweep drops expired ones, and at the cap the oldest created go first.
+    of limits uses too: an entry expires when next touched, each new key
+    drops a few expired ones, and at the cap the least recently used go
+    first.
     """
 
-    def __init__(self, *, clock: Clock = time.time, max_keys: int = 100_000) -> None:
+    def __init__(
+        self, *, clock: Clock = time.time, max_keys: int = 100_000, max_bytes: int | None = None
+    ) -> None:
         self.clock = clock
         # key -> [expires_at_ms or None, value]; value is a dict (hash), a
         # list (head first), a dict of scores (sorted set) or a str.
-        self._map: BoundedMap[str] = BoundedMap(max_keys=max_keys)
+        self._map: BoundedMap[str] = BoundedMap(max_keys=max_keys, max_bytes=max_bytes)
         self._lock = threading.Lock()
         self._subscriptions: dict[str, list[MemorySubscription]] = {}
 
     @property
     def max_keys(self) -> int:
         return self._map.max_keys
+
+    @property
+    def max_bytes(self) -> int | None:
+        return self._map.max_bytes
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

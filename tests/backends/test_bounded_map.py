@@ -23,34 +23,93 @@ def test_an_entry_expires_when_next_read() -> None:
     assert bounded.entry("forever", now=10**12) == [None, "b"]
 
 
-def test_at_the_cap_the_oldest_go_down_to_seven_eighths() -> None:
+def test_at_the_cap_the_least_recently_used_goes() -> None:
     bounded: BoundedMap[int] = BoundedMap(max_keys=16)
     for key in range(16):
         bounded.add(key, [None, key], now=0)
-    assert len(bounded) == 16
+    assert bounded.entry(0, now=0) == [None, 0]  # read: now the most recently used
     bounded.add(16, [None, 16], now=0)
-    # 14 (seven eighths of 16) were kept, then the new key came in.
-    assert list(bounded) == [*range(2, 17)]
+    assert list(bounded) == [*range(2, 16), 0, 16]
 
 
 def test_expired_entries_go_before_live_ones() -> None:
     bounded: BoundedMap[int] = BoundedMap(max_keys=16)
     for key in range(16):
         bounded.add(key, [5 if key % 2 else None, key], now=0)
+    # The eight least recently used are looked at: their four expired make room.
     bounded.add(16, [None, 16], now=5)
-    assert list(bounded) == [0, 2, 4, 6, 8, 10, 12, 14, 16]
+    assert list(bounded) == [0, 2, 4, 6, *range(8, 17)]
 
 
-def test_a_sweep_comes_once_the_additions_outnumber_half_the_entries() -> None:
-    bounded: BoundedMap[int] = BoundedMap(max_keys=100_000)
-    for key in range(1023):
+def test_denying_entries_go_only_when_nothing_else_can() -> None:
+    bounded: BoundedMap[str] = BoundedMap(max_keys=8)
+    bounded.add("locked", [None, "x"], now=0, denying=True)
+    for i in range(100):
+        bounded.add(f"k{i}", [None, i], now=0)
+    assert list(bounded) == [*(f"k{i}" for i in range(93, 100)), "locked"]
+    assert bounded.denying == 1
+    bounded.mark("locked", denying=False)
+    assert bounded.denying == 0
+    for i in range(100, 107):
+        bounded.add(f"k{i}", [None, i], now=0)
+    assert list(bounded) == ["locked", *(f"k{i}" for i in range(100, 107))]
+    bounded.add("k107", [None, 107], now=0)
+    assert "locked" not in list(bounded)
+
+
+def test_when_all_deny_the_least_recently_used_goes() -> None:
+    bounded: BoundedMap[int] = BoundedMap(max_keys=8)
+    for key in range(9):
+        bounded.add(key, [None, key], now=0, denying=True)
+    assert list(bounded) == [*range(1, 9)]
+    assert bounded.denying == 8
+
+
+def test_below_the_cap_every_eighth_addition_drops_expired_ones() -> None:
+    bounded: BoundedMap[int] = BoundedMap(max_keys=1000)
+    for key in range(7):
         bounded.add(key, [1, key], now=0)
-    # Additions stay cheap: the expired entries wait for the sweep that
-    # comes after more than 1024 additions (or half the entries, if more).
-    bounded.add(1023, [None, 1023], now=1)
-    assert len(bounded) == 1024
-    bounded.add(1024, [None, 1024], now=1)
-    assert list(bounded) == [1023, 1024]
+    assert len(bounded) == 7
+    bounded.add(7, [None, 7], now=1)
+    assert list(bounded) == [7]
+
+
+def test_weight_is_the_key_length_plus_a_fixed_overhead() -> None:
+    bounded: BoundedMap[object] = BoundedMap(max_keys=64, max_bytes=100_000)
+    bounded.add("abc", [None, 1], now=0)
+    assert bounded.bytes == 3 + 512
+    bounded.add(("user:42", ("fixed_window", 5, 60, 5)), [None, 2], now=0)  # string parts only
+    assert bounded.bytes == 3 + 512 + 7 + 512
+    bounded.add(("lease", "ab"), [10, 3], now=0)
+    assert bounded.bytes == 3 + 512 + 7 + 512 + 7 + 512
+    bounded.rename("abc", "abcdef")
+    assert bounded.bytes == 6 + 512 + 7 + 512 + 7 + 512
+    assert bounded.entry(("lease", "ab"), now=10) is None  # expired
+    assert bounded.bytes == 6 + 512 + 7 + 512
+    bounded.pop("abcdef")
+    assert bounded.bytes == 7 + 512
+    bounded.clear()
+    assert bounded.bytes == 0
+
+
+def test_at_max_bytes_the_least_recently_used_go_until_the_new_entry_fits() -> None:
+    bounded: BoundedMap[str] = BoundedMap(max_keys=64, max_bytes=5000)
+    for i in range(9):
+        bounded.add(f"{i}".ljust(100, "."), [None, i], now=0)  # 612 bytes each
+    assert (len(bounded), bounded.bytes) == (8, 8 * 612)
+    bounded.add("big".ljust(1000, "."), [None, "big"], now=0)  # 1512 bytes: three go
+    assert [key[0] for key in bounded] == ["4", "5", "6", "7", "8", "b"]
+    assert bounded.bytes == 5 * 612 + 1512
+    # A lone entry heavier than the bound is kept, alone.
+    bounded.add("huge".ljust(5000, "."), [None, "huge"], now=0)
+    assert [key[:4] for key in bounded] == ["huge"]
+    assert bounded.bytes == 5512
+
+
+@pytest.mark.parametrize("max_bytes", [4095, 0, -1, True, 4096.0, "4096"])
+def test_max_bytes_is_validated(max_bytes: object) -> None:
+    with pytest.raises(InvalidArgument, match=f"max_bytes must be a whole number >= 4096, got {max_bytes!r}"):
+        BoundedMap(max_keys=8, max_bytes=max_bytes)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("max_keys", [7, 0, -1, True, 8.0, "8"])
@@ -93,9 +152,9 @@ def test_both_twins_are_capped_alike(make: Callable[[ManualClock], Twin], clock:
         twin.write(i)
         sizes.append(twin.size())
     assert max(sizes) == 64
-    assert min(sizes[64:]) == 57  # seven eighths of the cap, then the new key
-    # The oldest went first: what is left are the newest keys.
-    assert [i for i in range(500) if twin.kept(i)] == list(range(500 - sizes[-1], 500))
+    assert min(sizes[64:]) == 64  # one out for each one in
+    # The least recently used went first: what is left are the newest keys.
+    assert [i for i in range(500) if twin.kept(i)] == list(range(436, 500))
 
 
 def test_both_twins_hold_their_entries_in_the_one_bounded_map() -> None:

@@ -38,7 +38,7 @@ def test_never_holds_more_than_max_keys(clock: ManualClock) -> None:
         limiter.hit(f"user:{i}", "5/hour")
         sizes.append(len(storage))
     assert max(sizes) == 100
-    # At the cap the oldest-created keys go first and start afresh.
+    # At the cap the least recently used keys go first and start afresh.
     assert limiter.peek("user:999", "5/hour").remaining == 4
     assert limiter.peek("user:0", "5/hour").remaining == 5
 
@@ -50,8 +50,15 @@ def test_expired_entries_are_swept_before_live_ones_are_dropped(clock: ManualClo
     for i in range(99):
         limiter.hit(f"brief:{i}", "5/second", "fixed_window")
     clock.advance(1)
+    # A new key at the cap looks at the eight least recently used: the
+    # keeper stays, seven expired ones go.
     limiter.hit("new", "5/day", "fixed_window")
-    assert len(storage) == 2
+    assert len(storage) == 94
+    # The 98 expired go before any of the live keys that come after them.
+    for i in range(98):
+        limiter.hit(f"more:{i}", "5/day", "fixed_window")
+    assert len(storage) == 100
+    assert {key[0].split(":")[0] for key in storage._map} == {"keeper", "new", "more"}
     assert limiter.peek("keeper", "5/day", "fixed_window").remaining == 4
 
 
