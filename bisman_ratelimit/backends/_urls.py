@@ -26,7 +26,7 @@ redis-py):
     ``on_outage`` (``fallback``, ``open`` or ``closed``),
     ``on_outage.<namespace>`` for one namespace, ``instances`` (the local
     limit is divided by it), ``breaker_failures``, ``breaker_window``,
-    ``breaker_open`` (seconds) and ``breaker_probes``.
+    ``breaker_min_calls``, ``breaker_open`` (seconds) and ``breaker_probes``.
 
 The same settings can be given as keyword arguments (``timeout=0.05``,
 ``fallback=True``, ``on_outage=...`` also a function, ``on_outage_by_prefix``,
@@ -62,6 +62,7 @@ _REDIS_OPTIONS = (
     "instances",
     "breaker_failures",
     "breaker_window",
+    "breaker_min_calls",
     "breaker_open",
     "breaker_probes",
 )
@@ -73,6 +74,7 @@ _FALLBACK_OPTIONS = (
     "breaker",
     "breaker_failures",
     "breaker_window",
+    "breaker_min_calls",
     "breaker_open",
     "breaker_probes",
 )
@@ -195,6 +197,7 @@ class _Settings:
         breaker = {
             "failure_threshold": ("breaker_failures", _whole),
             "failure_window": ("breaker_window", _seconds),
+            "min_calls": ("breaker_min_calls", _whole),
             "open_for": ("breaker_open", _seconds),
             "probes": ("breaker_probes", _whole),
         }

@@ -71,7 +71,7 @@ def restart(server: RedisServer) -> None:
 
 
 def breaker(clock: ManualClock, **options: Any) -> CircuitBreaker:
-    settings: dict[str, Any] = {"failure_threshold": 3, "open_for": 5.0, "clock": clock}
+    settings: dict[str, Any] = {"failure_threshold": 3, "min_calls": 1, "open_for": 5.0, "clock": clock}
     settings.update(options)
     return CircuitBreaker(**settings)
 

@@ -64,19 +64,21 @@ def test_the_budget_in_code() -> None:
 def test_fallback_from_the_url() -> None:
     url = (
         "redis://127.0.0.1:1/0?fallback=memory&on_outage=open&on_outage.login=closed&instances=3"
-        "&breaker_failures=7&breaker_window=30s&breaker_open=500ms&breaker_probes=2&prefix=app"
+        "&breaker_failures=7&breaker_window=30s&breaker_min_calls=40&breaker_open=500ms&breaker_probes=2"
+        "&prefix=app"
     )
     storage = storage_from_url(url)
     assert isinstance(storage, FallbackStorage)
     assert isinstance(storage.primary, RedisStorage) and storage.primary.prefix == "app"
     assert storage.instances == 3
     breaker = storage.breaker
-    assert (breaker.failure_threshold, breaker.failure_window, breaker.open_for, breaker.probes) == (
-        7,
-        30.0,
-        0.5,
-        2,
-    )
+    assert (
+        breaker.failure_threshold,
+        breaker.failure_window,
+        breaker.min_calls,
+        breaker.open_for,
+        breaker.probes,
+    ) == (7, 30.0, 40, 0.5, 2)
     assert storage._reaction("login:alice", None) == "closed"
     assert storage._reaction("login", None) == "closed"
     assert storage._reaction("loginx", None) == "open"
