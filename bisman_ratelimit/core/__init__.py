@@ -12,6 +12,7 @@ from bisman_ratelimit.core._errors import (
     ConfigurationError,
     InvalidArgument,
     InvalidLimit,
+    StorageBusy,
     StorageError,
     StorageResponseError,
     StorageUnavailable,
@@ -19,13 +20,21 @@ from bisman_ratelimit.core._errors import (
 )
 from bisman_ratelimit.core._flows import adrive, drive
 from bisman_ratelimit.core._keys import escape, hash_tag, make_key, redis_keys, scan_pattern
-from bisman_ratelimit.core._outage import OUTAGE_REACTIONS, OutagePolicy, OutageReaction
+from bisman_ratelimit.core._outage import (
+    OUTAGE_REACTIONS,
+    UNDECIDED_CAUSES,
+    OutagePolicy,
+    OutageReaction,
+    UndecidedCause,
+    undecided_cause,
+)
 from bisman_ratelimit.core._rate import Limit, LimitLike, parse_limits
 
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_ALGORITHM",
     "OUTAGE_REACTIONS",
+    "UNDECIDED_CAUSES",
     "Algorithm",
     "BismanRateLimitError",
     "BreakerState",
@@ -41,11 +50,13 @@ __all__ = [
     "MultiDecision",
     "OutagePolicy",
     "OutageReaction",
+    "StorageBusy",
     "StorageError",
     "StorageResponseError",
     "StorageUnavailable",
     "TTLPolicyError",
     "Transition",
+    "UndecidedCause",
     "adrive",
     "drive",
     "escape",
@@ -56,4 +67,5 @@ __all__ = [
     "parse_limits",
     "redis_keys",
     "scan_pattern",
+    "undecided_cause",
 ]

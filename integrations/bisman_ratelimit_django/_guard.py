@@ -345,7 +345,9 @@ class Guard:
     def outage(self, request: HttpRequest, keys: Sequence[str], exc: StorageError) -> Counted | None:
         """What the outage policy says of a storage error: a verdict, or None to count the
         request on this process's counters (``Runtime.local``)."""
-        reaction = outage_reaction(self.on_outage, keys, exc, f"{request.method} {request.path}", logger)
+        reaction = outage_reaction(
+            self.on_outage, keys, exc, f"{request.method} {request.path}", logger, self.metrics
+        )
         if reaction == "fallback":
             return None
         return Counted(_GO_ON if reaction == "open" else UNAVAILABLE)

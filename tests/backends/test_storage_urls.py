@@ -30,7 +30,8 @@ def test_a_plain_url_gets_a_short_budget_and_a_bounded_pool() -> None:
     assert storage.budget == DEFAULT_BUDGET == 0.05
     pool = storage.client.connection_pool
     assert isinstance(pool, redis.BlockingConnectionPool)
-    assert (pool.max_connections, pool.timeout) == (64, 0.05)
+    # A check waits in line for a connection longer than its budget: a busy pool is not a Redis fault.
+    assert (pool.max_connections, pool.timeout) == (64, 2.0)
     kwargs = connection_kwargs(storage)
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.05, 0.05)
     # redis-py retries nothing itself: the storage retries within the budget.
