@@ -11,6 +11,7 @@ thread, never on the loop and never through a client left on a dead loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import weakref
 from typing import Any, cast
@@ -20,7 +21,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.http import HttpRequest
 
-from bisman_ratelimit import Algorithm, AsyncLimiter, Decision, Limit, Limiter
+from bisman_ratelimit import Algorithm, AsyncLimiter, Decision, Limit, Limiter, StorageError
 from bisman_ratelimit.backends import MemoryStorage, storage_from_url
 from bisman_ratelimit.web import Evaluation, Planner, RateLimitConfig, Verdict, adecide, decide, load_config
 
@@ -46,6 +47,11 @@ def template_forms(route: str) -> tuple[str, ...]:
             braced = braced.rstrip("/")
         forms.append(braced)
     return tuple(dict.fromkeys(forms))
+
+
+_log = logging.getLogger("bisman_ratelimit.django")
+# A sync app serves as many requests at once as it has threads: a few.
+_WARM_CONNECTIONS = 8
 
 
 class Runtime:
@@ -77,6 +83,7 @@ class Runtime:
         self._last_loop: asyncio.AbstractEventLoop | None = None
         self._last_async: AsyncLimiter | None = None
         self._local: tuple[Limiter, AsyncLimiter] | None = None
+        self._warmed = False
         self.async_limiter: AsyncLimiter | None
         if settings.limiter is not None and settings.async_limiter is not None:
             self.limiter = settings.limiter
@@ -91,6 +98,16 @@ class Runtime:
             else:
                 self.limiter = Limiter.from_url(url)
                 self.async_limiter = None
+
+    def warm(self) -> None:
+        """Open a few connections to the storage now, once: the first requests then find them open."""
+        if self._warmed:
+            return
+        self._warmed = True
+        try:
+            self.limiter.warm(_WARM_CONNECTIONS)
+        except StorageError as exc:
+            _log.warning("could not open connections to the rate-limit storage in advance: %s", exc)
 
     def template(self, route: str) -> str:
         """The name the planner knows ``route`` by: the form the limits file uses, if any."""
