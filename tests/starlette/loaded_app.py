@@ -1,8 +1,9 @@
 """A small app for the tests under load: one limit per client address, on Redis.
 
-Settings come from the environment: ``LOADED_STORAGE`` (the storage URL)
-and ``LOADED_LIMIT``. ``/stats`` tells what the test cannot see from
-outside: requests decided without Redis, and how often the breaker opened.
+Settings come from the environment: ``LOADED_STORAGE`` (the storage URL),
+``LOADED_LIMIT``, and ``LOADED_STALL`` (seconds ``/stall`` holds the loop).
+``/stats`` tells what the test cannot see from outside: requests decided
+without Redis, and how often the breaker opened.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ logging.getLogger("bisman_ratelimit.starlette").addHandler(warnings)
 registry = CollectorRegistry()
 metrics = RateLimitMetrics(registry=registry)
 limiter = AsyncLimiter.from_url(os.environ["LOADED_STORAGE"])
+STALL = float(os.environ.get("LOADED_STALL", "0.08"))
 
 
 async def home(request: Request) -> Response:
@@ -50,7 +52,7 @@ async def home(request: Request) -> Response:
 
 async def stall(request: Request) -> Response:
     # Work that holds the event loop, as a careless handler does.
-    time.sleep(0.08)
+    time.sleep(STALL)
     return PlainTextResponse("stalled")
 
 
