@@ -285,6 +285,16 @@ class Limiter(_LimiterBase):
             return Lease(self, key, lease_id)
         return None
 
+    def warm(self, connections: int | None = None) -> None:
+        """Open ``connections`` to Redis now (default: the pool's size, at most 64), so that the
+        first requests find them open; nothing for storages without connections.
+
+        Raises ``StorageError`` when Redis cannot be reached.
+        """
+        warm = getattr(self.storage, "warm", None)
+        if warm is not None:
+            warm(connections)
+
     def close(self) -> None:
         self.storage.close()
 
@@ -371,6 +381,12 @@ class AsyncLimiter(_LimiterBase):
         if await self.storage.acquire(key, lease_id, max_in_flight, ttl_us):
             return AsyncLease(self, key, lease_id)
         return None
+
+    async def warm(self, connections: int | None = None) -> None:
+        """:meth:`Limiter.warm`, awaitable."""
+        warm = getattr(self.storage, "warm", None)
+        if warm is not None:
+            await warm(connections)
 
     async def aclose(self) -> None:
         await self.storage.aclose()

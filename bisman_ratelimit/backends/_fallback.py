@@ -5,7 +5,9 @@ to try the primary. A call that fails (any
 :class:`~bisman_ratelimit.core._errors.StorageError`: unreachable, timed out,
 answered with an error) counts against the breaker and is answered by the
 outage reaction; so is every call while the breaker is open. No exception
-from the primary reaches the caller.
+from the primary reaches the caller. A call that found no free connection
+in time (:class:`~bisman_ratelimit.core._errors.StorageBusy`) never reached
+Redis: it is answered by the reaction too, and the breaker does not count it.
 
 The reaction is the :class:`~bisman_ratelimit.core._outage.OutagePolicy`
 answer for the key (``on_outage``: one reaction, or a policy by key
@@ -64,6 +66,7 @@ from bisman_ratelimit.core import (
     InvalidArgument,
     OutagePolicy,
     OutageReaction,
+    StorageBusy,
     StorageError,
     StorageReadOnly,
     Transition,
@@ -247,6 +250,8 @@ class FallbackStorage(_FallbackBase):
         if ticket is not None:
             try:
                 result = call()
+            except StorageBusy:
+                self.breaker.abandon(ticket)
             except StorageError as exc:
                 self.breaker.failure(ticket, exc)
                 self._failed(exc)
@@ -317,6 +322,12 @@ class FallbackStorage(_FallbackBase):
         self._guard(lambda: self.primary.release(key, lease_id), _nothing)
         self.local.release(key, lease_id)
 
+    def warm(self, connections: int | None = None) -> None:
+        """Open connections to the primary now, if it has any to open."""
+        warm = getattr(self.primary, "warm", None)
+        if warm is not None:
+            warm(connections)
+
     def close(self) -> None:
         with contextlib.suppress(StorageError):
             self.primary.close()
@@ -342,6 +353,8 @@ class AsyncFallbackStorage(_FallbackBase):
         if ticket is not None:
             try:
                 result = await call()
+            except StorageBusy:
+                self.breaker.abandon(ticket)
             except StorageError as exc:
                 self.breaker.failure(ticket, exc)
                 self._failed(exc)
@@ -418,6 +431,12 @@ class AsyncFallbackStorage(_FallbackBase):
     async def release(self, key: str, lease_id: str) -> None:
         await self._guard(lambda: self.primary.release(key, lease_id), _anothing)
         self.local.release(key, lease_id)
+
+    async def warm(self, connections: int | None = None) -> None:
+        """Open connections to the primary now, if it has any to open."""
+        warm = getattr(self.primary, "warm", None)
+        if warm is not None:
+            await warm(connections)
 
     async def aclose(self) -> None:
         with contextlib.suppress(StorageError):

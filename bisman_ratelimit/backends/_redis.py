@@ -75,6 +75,9 @@ T = TypeVar("T")
 # Seconds. Short, because a rate limit that waits for a sick Redis turns
 # its sickness into the app's.
 DEFAULT_BUDGET = 0.05
+# Seconds a call may wait in line for a pooled connection. Apart from the
+# budget: when every connection is in use, the app is busy, not Redis.
+POOL_WAIT = 2.0
 
 _CODES = {
     "fixed_window": "fw",
@@ -455,6 +458,12 @@ class RedisStorage(_RedisBase):
     def release(self, key: str, lease_id: str) -> None:
         self._run(self.client.zrem, self.lease_key(key), lease_id)
 
+    def warm(self, connections: int | None = None) -> None:
+        """Open ``connections`` (default: a bounded pool's size, at most 64) to Redis now."""
+        if self._lender is not None:
+            with _translate:
+                self._lender.warm(_warm_count(self._lender.pool, connections))
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
@@ -590,12 +599,26 @@ class AsyncRedisStorage(_RedisBase):
     async def release(self, key: str, lease_id: str) -> None:
         await self._run(self.client.zrem, self.lease_key(key), lease_id)
 
+    async def warm(self, connections: int | None = None) -> None:
+        """Open ``connections`` (default: a bounded pool's size, at most 64) to Redis now."""
+        if self._lender is not None:
+            with _translate:
+                await self._lender.warm(_warm_count(self._lender.pool, connections))
+
     async def aclose(self) -> None:
         if self._lender is not None:
             await self._lender.aclose()
         await self.client.aclose()
         for other in self._closing:
             await other.aclose()
+
+
+def _warm_count(pool: Any, connections: int | None) -> int:
+    if connections is None:
+        return min(getattr(pool, "max_connections", None) or 64, 64)
+    if isinstance(connections, bool) or not isinstance(connections, int) or connections < 0:
+        raise InvalidArgument(f"connections to warm must be a whole number >= 0, got {connections!r}")
+    return min(connections, getattr(pool, "max_connections", None) or connections)
 
 
 def _capture(call: Callable[[], Any]) -> Any:

@@ -15,8 +15,9 @@ redis-py):
 
 ``timeout``
     the time budget of one call: ``0.05``, ``50ms`` or ``1s`` (default
-    50 ms). It sets the socket and connect timeouts, the wait for a pooled
-    connection, and how long retries may go on.
+    50 ms). It sets the socket and connect timeouts and how long retries
+    may go on. A call waits in line for a pooled connection for up to 2 s
+    apart from it: a busy pool is the app's load, not a Redis fault.
 ``prefix``
     of every Redis key (default ``rl``).
 ``blocked_cache``
@@ -26,7 +27,7 @@ redis-py):
     ``on_outage`` (``fallback``, ``open`` or ``closed``),
     ``on_outage.<namespace>`` for one namespace, ``instances`` (the local
     limit is divided by it), ``breaker_failures``, ``breaker_window``,
-    ``breaker_open`` (seconds) and ``breaker_probes``.
+    ``breaker_min_calls``, ``breaker_open`` (seconds) and ``breaker_probes``.
 
 The same settings can be given as keyword arguments (``timeout=0.05``,
 ``fallback=True``, ``on_outage=...`` also an ``OutagePolicy``, ``on_outage_by_prefix``,
@@ -62,6 +63,7 @@ _REDIS_OPTIONS = (
     "instances",
     "breaker_failures",
     "breaker_window",
+    "breaker_min_calls",
     "breaker_open",
     "breaker_probes",
 )
@@ -73,6 +75,7 @@ _FALLBACK_OPTIONS = (
     "breaker",
     "breaker_failures",
     "breaker_window",
+    "breaker_min_calls",
     "breaker_open",
     "breaker_probes",
 )
@@ -200,6 +203,7 @@ class _Settings:
         breaker = {
             "failure_threshold": ("breaker_failures", _whole),
             "failure_window": ("breaker_window", _seconds),
+            "min_calls": ("breaker_min_calls", _whole),
             "open_for": ("breaker_open", _seconds),
             "probes": ("breaker_probes", _whole),
         }
@@ -309,9 +313,15 @@ def redis_from_url(
 
 
 def _storage(connection: RedisConnection, asyncio: bool) -> Any:
-    from bisman_ratelimit.backends._redis import AsyncRedisStorage, RedisStorage
+    from bisman_ratelimit.backends._redis import POOL_WAIT, AsyncRedisStorage, RedisStorage
 
     settings = connection.settings
+    pool: Any = getattr(connection.client, "connection_pool", None)
+    if _is_blocking_pool(pool) and pool.timeout == settings.budget:
+        # A check waits in line for a connection beyond its budget: a busy
+        # pool is the app's load, not Redis failing. After POOL_WAIT it is
+        # decided without Redis (StorageBusy), which no breaker counts.
+        pool.timeout = max(POOL_WAIT, settings.budget)
     storage_class = AsyncRedisStorage if asyncio else RedisStorage
     storage = storage_class(
         connection.client,
@@ -321,6 +331,13 @@ def _storage(connection: RedisConnection, asyncio: bool) -> Any:
         closing=connection.closing,
     )
     return settings.wrap(storage, asyncio)
+
+
+def _is_blocking_pool(pool: object) -> bool:
+    import redis
+    import redis.asyncio
+
+    return isinstance(pool, (redis.BlockingConnectionPool, redis.asyncio.BlockingConnectionPool))
 
 
 def _redis_storage(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
@@ -342,8 +359,9 @@ def _plain(
         raise _bad(url, "the path must be a database number, e.g. /0")
     settings = _Settings(url, ours, options)
     module: Any = redis.asyncio if asyncio else redis
-    # A bounded pool: a burst waits at most the budget for a connection,
-    # then fails over, instead of opening connections without end.
+    # A bounded pool: a burst waits at most the budget for a connection
+    # instead of opening connections without end (rate limits wait longer,
+    # see _storage).
     pool_options = {
         "max_connections": 64,
         "timeout": settings.budget,

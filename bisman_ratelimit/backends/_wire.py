@@ -19,6 +19,19 @@ server leaves every one of them stale), and after a fork the child starts
 with none. Asynchronous commands are written without ``asyncio.wait_for``
 (see :func:`_send`).
 
+Waiting for a connection is not a fault of the server. When every
+connection of a bounded pool is in use, a command waits in line for one,
+as long as the pool's ``timeout`` allows; an asyncio lender lets at most
+``16 x max_connections`` commands wait, and turns away the rest at once.
+Either way the command raises
+:class:`~bisman_ratelimit.core._errors.StorageBusy`, which no circuit
+breaker counts.
+
+An asyncio reply is given up on only once the server has had the
+connection's socket timeout of the event loop's attention (see
+:class:`_Deadline`): a reply that arrived while the loop was held up by
+the app is read, not thrown away as a timeout.
+
 Clients whose commands go through something other than a plain RESP2 pool
 (one shared connection, RESP3 with its push messages, Cluster, a subclass
 or wrapper with an ``execute_command`` of its own, such as
@@ -38,14 +51,19 @@ line on the ``bisman_ratelimit.wire`` logger says so).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
 import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
 import redis.asyncio
+
+from bisman_ratelimit.core import StorageBusy
 
 try:
     from hiredis import pack_command
@@ -56,6 +74,48 @@ except ImportError:  # pragma: no cover - hiredis is in the test extra
 _log = logging.getLogger("bisman_ratelimit.wire")
 
 _KEEP = 16
+# Commands that may wait in line for a connection, per connection of a bounded pool.
+_WAITING_PER_CONNECTION = 16
+# What a bounded pool says when no connection came free in time.
+_EXHAUSTED = "No connection available"
+# Seconds a connection opened in advance may take: a start-up is a busy
+# time, and no request waits for it.
+_WARM_TIMEOUT = 1.0
+_TIMEOUTS = ("socket_connect_timeout", "socket_timeout")
+
+
+@contextlib.contextmanager
+def _patient(pool: Any) -> Iterator[Callable[[Any], None]]:
+    """Connections that the pool opens meanwhile get ``_WARM_TIMEOUT`` to connect;
+    give each to the function yielded to set its own timeouts back."""
+    kwargs = getattr(pool, "connection_kwargs", {})
+    saved = {name: kwargs[name] for name in _TIMEOUTS if name in kwargs}
+    for name, value in saved.items():
+        if value is not None and value < _WARM_TIMEOUT:
+            kwargs[name] = _WARM_TIMEOUT
+
+    def restore(conn: Any) -> None:
+        for name, value in saved.items():
+            for field in (name, f"orig_{name}"):  # redis-py 7+ keeps a copy of each
+                if hasattr(conn, field):
+                    setattr(conn, field, value)
+
+    try:
+        yield restore
+    finally:
+        kwargs.update(saved)
+
+
+# Seconds a timer may fire late before the event loop counts as held up.
+_LATE = 0.001
+
+
+def _busy(pool: Any, exc: BaseException) -> StorageBusy:
+    return StorageBusy(
+        f"no Redis connection came free within {pool.timeout:g} s "
+        f"(all {pool.max_connections} of the pool in use): {exc}"
+    )
+
 
 # The private field of a client's connections that a lender reads, by
 # client class: ``None`` until the connection connects.
@@ -119,6 +179,9 @@ class _LenderBase:
         self._pool = weakref.ref(pool)  # the registry's key: a strong reference would keep it alive
         bound = getattr(pool, "max_connections", None) or 4 * _KEEP
         self.keep = min(_KEEP, bound // 4)
+        # Only a pool that makes callers wait has a line to bound.
+        self.bounded = hasattr(pool, "timeout") and hasattr(pool, "max_connections")
+        self.max_waiting = bound * _WAITING_PER_CONNECTION
         self.idle: list[Any] = []
         # redis-py before 5.3 wants a command name when asked for a
         # connection; later versions warn when given one.
@@ -188,6 +251,9 @@ def _forget_after_fork() -> None:
     # The parent's sockets are not the child's to use, nor to close.
     for lender in list(_lenders.values()):
         lender.idle.clear()
+        if isinstance(lender, AsyncLender):
+            lender.line.clear()
+            lender.lent = 0
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -197,7 +263,29 @@ class Lender(_LenderBase):
     """Commands on connections borrowed from a ``redis.Redis`` pool."""
 
     def _borrow(self) -> Any:
-        return self.pool.get_connection("EVALSHA") if self.named else self.pool.get_connection()
+        pool = self.pool
+        try:
+            return pool.get_connection("EVALSHA") if self.named else pool.get_connection()
+        except redis.ConnectionError as exc:
+            if self.bounded and _EXHAUSTED in str(exc):
+                raise _busy(pool, exc) from exc
+            raise
+
+    def warm(self, count: int) -> None:
+        """Open ``count`` connections of the pool now; they wait, idle, for the first commands."""
+        taken: list[Any] = []
+        with _patient(self.pool) as restore:
+            try:
+                while len(taken) < count:
+                    conn = self._borrow()
+                    taken.append(conn)
+                    if conn._sock is None:
+                        conn.connect()
+            finally:
+                for conn in taken:
+                    restore(conn)
+                    if not self._shelve(conn):
+                        self.pool.release(conn)
 
     def call(self, *args: Any) -> Any:
         idle = self.idle
@@ -238,41 +326,112 @@ class Lender(_LenderBase):
 
 
 class AsyncLender(_LenderBase):
-    """Commands on connections borrowed from a ``redis.asyncio.Redis`` pool."""
+    """Commands on connections borrowed from a ``redis.asyncio.Redis`` pool.
+
+    When it holds all the connections a bounded pool has, commands wait in
+    a line of its own, and each connection that comes back goes straight
+    to the first in line: one wake-up, where the pool's condition and lock
+    would take several turns of a crowded event loop.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        super().__init__(pool)
+        self.line: deque[asyncio.Future[Any]] = deque()
+        # Connections taken from the pool and not given back (idle or in use).
+        self.lent = 0
+        self.capacity = getattr(pool, "max_connections", None) if self.bounded else None
 
     async def _borrow(self) -> Any:
-        if self.named:
-            return await self.pool.get_connection("EVALSHA")
-        return await self.pool.get_connection()
+        pool = self.pool
+        try:
+            conn = await (pool.get_connection("EVALSHA") if self.named else pool.get_connection())
+        except redis.ConnectionError as exc:
+            if self.bounded and _EXHAUSTED in str(exc):
+                raise _busy(pool, exc) from exc
+            raise
+        self.lent += 1
+        return conn
+
+    async def _take(self) -> Any:
+        """A connection: an idle one, a new one from the pool, or the next to come back."""
+        idle = self.idle
+        if idle:
+            return idle.pop()
+        if self.capacity is None or self.lent < self.capacity:
+            return await self._borrow()
+        line = self.line
+        if len(line) >= self.max_waiting:
+            raise StorageBusy(f"{len(line)} Redis commands already wait for a connection of the pool")
+        loop = asyncio.get_running_loop()
+        turn = loop.create_future()
+        line.append(turn)
+        wait = self.pool.timeout
+        # A bare timer rather than asyncio.wait_for: a connection handed over
+        # then wakes its task in one turn of the loop, not three.
+        timer = loop.call_later(wait, _time_out, turn)
+        try:
+            return await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                # Cancelled as a connection came: pass it on.
+                await self._give_back(turn.result())
+            raise
+        except asyncio.TimeoutError:
+            raise StorageBusy(
+                f"no Redis connection came free within {wait:g} s (all {self.capacity} of the pool in use)"
+            ) from None
+        finally:
+            timer.cancel()
+
+    async def _give_back(self, conn: Any) -> None:
+        line = self.line
+        while line:
+            turn = line.popleft()
+            if not turn.done():
+                turn.set_result(conn)
+                return
+        if not self._shelve(conn):
+            self.lent -= 1
+            await self.pool.release(conn)
+
+    async def warm(self, count: int) -> None:
+        """Open ``count`` connections of the pool now; they wait, idle, for the first commands."""
+        taken: list[Any] = []
+        with _patient(self.pool) as restore:
+            try:
+                while len(taken) < count:
+                    conn = await self._borrow()
+                    taken.append(conn)
+                    if not conn.is_connected:
+                        await conn.connect()
+            finally:
+                for conn in taken:
+                    restore(conn)
+                    await self._give_back(conn)
 
     async def call(self, *args: Any) -> Any:
-        idle = self.idle
-        try:
-            conn = idle.pop()
-        except IndexError:
-            conn = await self._borrow()
+        conn = await self._take()
         try:
             if not conn.is_connected:
                 await conn.connect()  # as above
             packed = conn.pack_command(*args) if self.pack is None else [self.pack(args)]
             await _send(conn, packed)
-            return await conn.read_response()
+            return await _read(conn)
         except (redis.ConnectionError, OSError):
             await self.drop_idle()
             raise
         finally:
-            if not self._shelve(conn):
-                await self.pool.release(conn)
+            await self._give_back(conn)
 
     async def drop_idle(self) -> None:
         for conn in self._take_idle():
             await conn.disconnect()
-            if not self._shelve(conn):
-                await self.pool.release(conn)
+            await self._give_back(conn)
 
     async def aclose(self) -> None:
         pool, idle = self.pool, self.idle
         while idle:
+            self.lent -= 1
             await pool.release(idle.pop())
 
 
@@ -305,3 +464,75 @@ async def _send(conn: Any, packed: list[bytes]) -> None:
         if isinstance(exc, OSError):
             raise redis.ConnectionError(f"Error while writing to socket: {exc}") from exc
         raise  # cancelled mid-write
+
+
+def _time_out(turn: asyncio.Future[Any]) -> None:
+    if not turn.done():
+        turn.set_exception(asyncio.TimeoutError())
+
+
+class _Deadline:
+    """Cancels the task reading a reply once the server has had ``budget`` seconds of the loop.
+
+    A plain timeout counts the time the event loop spent elsewhere (a
+    handler that blocks it, a backlog of callbacks) against the server,
+    and throws away a reply that came in meanwhile. So the deadline moves
+    on by as much as its timer fired late, and when it fires on time it
+    cancels one turn of the loop later: a reply read in this turn wakes
+    the task first, and the task then reads it.
+    """
+
+    __slots__ = ("expired", "handle", "last", "loop", "task", "when")
+
+    def __init__(self, budget: float, last: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.when = self.loop.time() + budget
+        self.last = self.loop.time() + last  # whatever the loop did, never later than this
+        self.expired = False
+        self.handle: asyncio.Handle = self.loop.call_at(self.when, self._due)
+
+    def _due(self) -> None:
+        now = self.loop.time()
+        late = now - self.when
+        if late > _LATE and now < self.last:
+            self.when = now + late
+            self.handle = self.loop.call_at(self.when, self._due)
+        else:
+            self.handle = self.loop.call_soon(self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.task is not None:
+            self.task.cancel()
+
+
+async def _read(conn: Any) -> Any:
+    """The reply to the command just sent on ``conn``, within its socket timeout of server time."""
+    budget = conn.socket_timeout
+    if not budget:
+        return await conn.read_response()
+    # redis-py's own timeout stays as a backstop, far enough not to race the deadline.
+    deadline = _Deadline(budget, 10 * budget)
+    backstop = 10 * budget + 1.0
+    try:
+        reply = await conn.read_response(timeout=backstop)
+    except asyncio.CancelledError:
+        if not deadline.expired:
+            raise
+        uncancel = getattr(deadline.task, "uncancel", None)
+        if uncancel is not None and uncancel():
+            raise  # cancelled by someone else as well
+        await conn.disconnect(nowait=True)
+        raise redis.TimeoutError(f"Timeout reading from {_where(conn)}") from None
+    finally:
+        deadline.handle.cancel()
+    if reply is None:  # the backstop: a half-read reply leaves the connection unusable
+        await conn.disconnect(nowait=True)
+        raise redis.TimeoutError(f"Timeout reading from {_where(conn)}")
+    return reply
+
+
+def _where(conn: Any) -> str:
+    path = getattr(conn, "path", None)
+    return str(path) if path else f"{getattr(conn, 'host', '?')}:{getattr(conn, 'port', '?')}"

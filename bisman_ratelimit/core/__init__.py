@@ -12,6 +12,7 @@ from bisman_ratelimit.core._errors import (
     ConfigurationError,
     InvalidArgument,
     InvalidLimit,
+    StorageBusy,
     StorageError,
     StorageReadOnly,
     StorageResponseError,
@@ -20,7 +21,14 @@ from bisman_ratelimit.core._errors import (
 )
 from bisman_ratelimit.core._flows import adrive, drive
 from bisman_ratelimit.core._keys import escape, hash_tag, make_key, redis_keys, scan_pattern
-from bisman_ratelimit.core._outage import OUTAGE_REACTIONS, OutagePolicy, OutageReaction
+from bisman_ratelimit.core._outage import (
+    OUTAGE_REACTIONS,
+    UNDECIDED_CAUSES,
+    OutagePolicy,
+    OutageReaction,
+    UndecidedCause,
+    undecided_cause,
+)
 from bisman_ratelimit.core._rate import Limit, LimitLike, parse_limits
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "DEFAULT_ALGORITHM",
     "OUTAGE_REACTIONS",
     "REFUNDS",
+    "UNDECIDED_CAUSES",
     "Algorithm",
     "BismanRateLimitError",
     "BreakerState",
@@ -43,12 +52,14 @@ __all__ = [
     "MultiDecision",
     "OutagePolicy",
     "OutageReaction",
+    "StorageBusy",
     "StorageError",
     "StorageReadOnly",
     "StorageResponseError",
     "StorageUnavailable",
     "TTLPolicyError",
     "Transition",
+    "UndecidedCause",
     "adrive",
     "drive",
     "escape",
@@ -59,4 +70,5 @@ __all__ = [
     "parse_limits",
     "redis_keys",
     "scan_pattern",
+    "undecided_cause",
 ]

@@ -2,10 +2,18 @@
 
 ::
 
-    closed ── failure_threshold failures within failure_window s ──▶ open
+    closed ── failure_threshold failures and min_calls calls
+              within failure_window s ─────────────────────────────▶ open
     open ──────────── open_for s later ──────────────────────────▶ half_open
     half_open ─────── probes successes in a row ─────────────────▶ closed
     half_open ─────── any failure ───────────────────────────────▶ open
+
+A handful of failures among a handful of calls (a cold start, a stall of
+the caller's own) is no evidence that the dependency is down, so the
+breaker opens only once ``min_calls`` calls (failed or not) have ended
+within the window too. A call abandoned with
+:meth:`~CircuitBreaker.abandon` (it never reached the dependency, e.g. no
+pooled connection was free) counts neither way.
 
 In ``closed`` every call is tried; in ``open`` none is; in ``half_open`` at
 most ``probes`` calls are in flight at once and the rest are turned away.
@@ -96,6 +104,7 @@ class CircuitBreaker:
         name: str = "redis",
         failure_threshold: int = 5,
         failure_window: float = 10.0,
+        min_calls: int = 20,
         open_for: float = 1.0,
         probes: int = 1,
         clock: Callable[[], float] = time.monotonic,
@@ -103,11 +112,13 @@ class CircuitBreaker:
     ) -> None:
         _positive("failure_threshold", failure_threshold, whole=True)
         _positive("failure_window", failure_window)
+        _positive("min_calls", min_calls, whole=True)
         _positive("open_for", open_for)
         _positive("probes", probes, whole=True)
         self.name = name
         self.failure_threshold = failure_threshold
         self.failure_window = float(failure_window)
+        self.min_calls = min_calls
         self.open_for = float(open_for)
         self.probes = probes
         self.clock = clock
@@ -117,6 +128,9 @@ class CircuitBreaker:
         self._generation = 0
         self._opened_at = 0.0
         self._recent_failures: deque[float] = deque(maxlen=failure_threshold)
+        # When the last min_calls calls ended: enough calls in the window
+        # when the oldest of them is inside it.
+        self._recent_calls: deque[float] = deque(maxlen=min_calls)
         self._probes_in_flight = 0
         self._probe_successes = 0
         self._failures = 0
@@ -159,7 +173,9 @@ class CircuitBreaker:
         with self._lock:
             self._successes += 1
             fired = None
-            if ticket == self._generation and self._state == "half_open":
+            if self._state == "closed":
+                self._recent_calls.append(self.clock())
+            elif ticket == self._generation and self._state == "half_open":
                 self._probes_in_flight -= 1
                 self._probe_successes += 1
                 if self._probe_successes >= self.probes:
@@ -177,17 +193,30 @@ class CircuitBreaker:
                 if self._state == "half_open":
                     fired = self._move("open", now, f"a probe failed{detail}")
                 elif self._state == "closed":
+                    since = now - self.failure_window
                     recent = self._recent_failures
                     recent.append(now)
-                    while recent and recent[0] <= now - self.failure_window:
+                    while recent and recent[0] <= since:
                         recent.popleft()
-                    if len(recent) >= self.failure_threshold:
+                    calls = self._recent_calls
+                    calls.append(now)
+                    if (
+                        len(recent) >= self.failure_threshold
+                        and len(calls) >= self.min_calls
+                        and calls[0] > since
+                    ):
                         fired = self._move(
                             "open",
                             now,
                             f"{len(recent)} failure(s) within {self.failure_window:g} s{detail}",
                         )
         self._fire(fired)
+
+    def abandon(self, ticket: int) -> None:
+        """The call holding ``ticket`` never reached the dependency: neither a success nor a failure."""
+        with self._lock:
+            if ticket == self._generation and self._state == "half_open":
+                self._probes_in_flight -= 1
 
     def retry_after(self) -> float:
         """Seconds until calls are tried again (0.0 unless open)."""
@@ -201,6 +230,7 @@ class CircuitBreaker:
         with self._lock:
             fired = self._move("closed", self.clock(), "reset") if self._state != "closed" else None
             self._recent_failures.clear()
+            self._recent_calls.clear()
         self._fire(fired)
 
     def stats(self) -> BreakerStats:
@@ -230,6 +260,7 @@ class CircuitBreaker:
             self._opened_at = now
         if new == "closed":
             self._recent_failures.clear()
+            self._recent_calls.clear()
         self._transitions[(old, new)] = self._transitions.get((old, new), 0) + 1
         return Transition(self.name, old, new, now, reason)
 

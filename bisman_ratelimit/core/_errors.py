@@ -10,6 +10,7 @@ Every exception derives from :class:`BismanRateLimitError`::
     │   └── TTLPolicyError                    a write that breaks its namespace's TTL policy
     └── StorageError                          the backend failed
         ├── StorageUnavailable                it cannot be reached or timed out
+        │   └── StorageBusy                   no connection to it came free in time
         └── StorageResponseError              it answered with an error
             └── StorageReadOnly               it answers but refuses writes (a replica)
 
@@ -60,6 +61,16 @@ class StorageError(BismanRateLimitError):
 
 class StorageUnavailable(StorageError):
     """The backend could not be reached, or did not answer in time."""
+
+
+class StorageBusy(StorageUnavailable):
+    """Every pooled connection was busy for longer than the wait allows.
+
+    The call never reached the backend, so it says nothing about the
+    backend's health: a circuit breaker does not count it, and the web
+    plugins decide such a request on counters of their own process rather
+    than let it through.
+    """
 
 
 class StorageResponseError(StorageError):

@@ -9,6 +9,11 @@ A storage error for a key gets one of three answers:
 ``"fallback"``
     decide it on counters in this process instead.
 
+A storage that found no free connection in time
+(:class:`~bisman_ratelimit.core._errors.StorageBusy`) is not down: the app
+is busy. "open" then means "fallback", so that load never opens a way past
+the limits; "closed" still refuses.
+
 The answer is chosen per key namespace (longest ``:``-separated prefix
 first, ``auth:login`` before ``auth``), else ``default``. When one request
 touches several keys the strictest answer wins: closed, then fallback,
@@ -21,10 +26,30 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from bisman_ratelimit.core._errors import InvalidArgument
+from bisman_ratelimit.core._errors import (
+    InvalidArgument,
+    StorageBusy,
+    StorageResponseError,
+    StorageUnavailable,
+)
 
 OutageReaction = Literal["fallback", "open", "closed"]
 OUTAGE_REACTIONS: tuple[OutageReaction, ...] = get_args(OutageReaction)
+
+# Why a request could not be decided on the storage: no free connection
+# in time, the storage unreachable or timed out, or it answered with an error.
+UndecidedCause = Literal["busy", "unavailable", "error"]
+UNDECIDED_CAUSES: tuple[UndecidedCause, ...] = get_args(UndecidedCause)
+
+
+def undecided_cause(exc: BaseException) -> UndecidedCause:
+    """The cause of a storage error, as metrics label it."""
+    if isinstance(exc, StorageBusy):
+        return "busy"
+    if isinstance(exc, StorageUnavailable) or not isinstance(exc, StorageResponseError):
+        return "unavailable"
+    return "error"
+
 
 # Strictest first.
 _STRICTNESS: dict[OutageReaction, int] = {"closed": 0, "fallback": 1, "open": 2}
@@ -83,9 +108,14 @@ class OutagePolicy:
                 end = key.rfind(":", 0, end)
         return self.default
 
-    def reaction_for(self, keys: Iterable[str]) -> OutageReaction:
-        """The strictest answer among the keys of one request (``default`` when there are none)."""
+    def reaction_for(self, keys: Iterable[str], *, busy: bool = False) -> OutageReaction:
+        """The strictest answer among the keys of one request (``default`` when there are none).
+
+        ``busy``: the storage found no free connection in time, and "open" becomes "fallback".
+        """
         if not self.by_namespace:
-            return self.default
-        answers = [self.reaction(key) for key in keys]
-        return min(answers, key=_STRICTNESS.__getitem__) if answers else self.default
+            answer = self.default
+        else:
+            answers = [self.reaction(key) for key in keys]
+            answer = min(answers, key=_STRICTNESS.__getitem__) if answers else self.default
+        return "fallback" if busy and answer == "open" else answer

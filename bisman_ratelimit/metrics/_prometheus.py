@@ -10,7 +10,8 @@ when none is), so an app, or a test, decides where they live::
     limits.record_decision(route="/api/calls/{id}", allowed=False, reason="client")
 
 Every label has a bounded set of values by construction: ``method`` and
-``hit`` and ``reason`` and breaker ``state`` come from fixed sets, and
+``hit`` and ``reason``, breaker ``state``, and the ``cause`` and
+``reaction`` of undecided requests come from fixed sets, and
 ``route`` is a route template taken from a closed list or capped at
 ``max_routes`` distinct values. Raw paths and client keys never become
 labels, so a flood of distinct URLs or clients cannot grow the series count.
@@ -26,7 +27,15 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from bisman_ratelimit.core import BreakerState, ConfigurationError, InvalidArgument
+from bisman_ratelimit.core import (
+    OUTAGE_REACTIONS,
+    UNDECIDED_CAUSES,
+    BreakerState,
+    ConfigurationError,
+    InvalidArgument,
+    OutageReaction,
+    UndecidedCause,
+)
 
 if TYPE_CHECKING:
     from bisman_ratelimit.core import CircuitBreaker, Transition
@@ -168,7 +177,12 @@ class RateLimitMetrics:
       limit that tripped (see :data:`Reason`); ``reason="shadow"`` counts
       requests a shadow-mode limit would have refused, which were let through;
     - ``app_breaker_state{breaker, state}``: 1 for the state each breaker is in, else 0;
-    - ``app_breaker_transitions_total{breaker, state}``: changes into each state.
+    - ``app_breaker_transitions_total{breaker, state}``: changes into each state;
+    - ``app_rate_limit_undecided_total{cause, reaction}``: requests the storage
+      could not decide, by why (``busy``: no free connection in time,
+      ``unavailable``, ``error``) and what was done instead (``fallback``:
+      decided on this process's counters, ``open``: let through,
+      ``closed``: refused).
     """
 
     def __init__(
@@ -208,6 +222,13 @@ class RateLimitMetrics:
                 ("breaker", "state"),
                 registry=target,
             )
+            self.undecided = Counter(
+                "app_rate_limit_undecided",
+                "Requests the rate-limit storage could not decide, by cause (busy, unavailable, error) "
+                "and reaction (fallback: decided in this process, open: let through, closed: refused).",
+                ("cause", "reaction"),
+                registry=target,
+            )
         except ValueError as exc:
             raise _register_error(exc, "RateLimitMetrics") from None
 
@@ -234,6 +255,14 @@ class RateLimitMetrics:
                 f"got {reason!r} (route {route!r}); shadow-mode refusals are recorded with allowed=True"
             )
         self.blocked.labels(label, reason).inc()
+
+    def record_undecided(self, *, cause: UndecidedCause, reaction: OutageReaction) -> None:
+        """Count one request the storage could not decide, and what was done with it."""
+        if cause not in UNDECIDED_CAUSES:
+            raise InvalidArgument(f"cause must be one of {', '.join(UNDECIDED_CAUSES)}, got {cause!r}")
+        if reaction not in OUTAGE_REACTIONS:
+            raise InvalidArgument(f"reaction must be one of {', '.join(OUTAGE_REACTIONS)}, got {reaction!r}")
+        self.undecided.labels(cause, reaction).inc()
 
     def set_breaker_state(self, state: BreakerState, *, breaker: str = "redis") -> None:
         """Publish the state ``breaker`` is in now, without counting a transition."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 from bisman_ratelimit._limiter import AsyncLimiter, Limiter
 from bisman_ratelimit.core import (
@@ -44,8 +44,10 @@ from bisman_ratelimit.core import (
     OutagePolicy,
     OutageReaction,
     StorageError,
+    UndecidedCause,
     escape,
     most_restrictive,
+    undecided_cause,
 )
 from bisman_ratelimit.web._clientip import ClientIP
 from bisman_ratelimit.web._headers import legacy_headers, ratelimit_item, retry_after
@@ -105,14 +107,31 @@ UNAVAILABLE = Verdict(503, (("Retry-After", "1"),), 1, outage=True)
 _GO_ON = Verdict(200, ())
 
 
-def outage_reaction(
-    policy: OutagePolicy, keys: Iterable[str], exc: StorageError, what: str, log: OutageLog
-) -> OutageReaction:
-    """Ask ``policy`` what a storage error means for a request's ``keys``, and count it in ``log``.
+class UndecidedRecorder(Protocol):
+    """Counts requests the storage could not decide (``RateLimitMetrics`` is one)."""
 
-    ``what`` names the request in the log, e.g. ``"GET /login"``.
+    def record_undecided(self, *, cause: UndecidedCause, reaction: OutageReaction) -> None: ...
+
+
+def outage_reaction(
+    policy: OutagePolicy,
+    keys: Iterable[str],
+    exc: StorageError,
+    what: str,
+    log: OutageLog,
+    metrics: UndecidedRecorder | None = None,
+) -> OutageReaction:
+    """Ask ``policy`` what a storage error means for a request's ``keys``, count it in ``log``
+    (and in ``metrics``).
+
+    ``what`` names the request in the log, e.g. ``"GET /login"``. A storage
+    that only found no free connection in time is not let off the limits:
+    "open" becomes "fallback" then.
     """
-    reaction = policy.reaction_for(keys)
+    cause = undecided_cause(exc)
+    reaction = policy.reaction_for(keys, busy=cause == "busy")
+    if metrics is not None:
+        metrics.record_undecided(cause=cause, reaction=reaction)
     log.failed(exc, reaction, what)
     return reaction
 

@@ -344,7 +344,7 @@ class Guard:
         """What the outage policy says of a storage error: a verdict, or None to count the
         request on this process's counters (``Runtime.local``)."""
         reaction = outage_reaction(
-            self.on_outage, keys, exc, f"{request.method} {request.path}", self.outages
+            self.on_outage, keys, exc, f"{request.method} {request.path}", self.outages, self.metrics
         )
         if reaction == "fallback":
             return None

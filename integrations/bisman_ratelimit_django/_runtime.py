@@ -21,7 +21,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.http import HttpRequest
 
-from bisman_ratelimit import Algorithm, AsyncLimiter, Decision, Limit, Limiter
+from bisman_ratelimit import Algorithm, AsyncLimiter, Decision, Limit, Limiter, StorageError
 from bisman_ratelimit.backends import MemoryStorage, storage_from_url
 from bisman_ratelimit.web import (
     Evaluation,
@@ -58,6 +58,11 @@ def template_forms(route: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(forms))
 
 
+_log = logging.getLogger("bisman_ratelimit.django")
+# A sync app serves as many requests at once as it has threads: a few.
+_WARM_CONNECTIONS = 8
+
+
 class Runtime:
     """Settings, limiters and the planner of one configuration."""
 
@@ -89,6 +94,7 @@ class Runtime:
         self._local: tuple[Limiter, AsyncLimiter] | None = None
         # One log of storage failures for the middleware and every decorator.
         self.outages = OutageLog(logging.getLogger("bisman_ratelimit.django"))
+        self._warmed = False
         self.async_limiter: AsyncLimiter | None
         if settings.limiter is not None and settings.async_limiter is not None:
             self.limiter = settings.limiter
@@ -103,6 +109,16 @@ class Runtime:
             else:
                 self.limiter = Limiter.from_url(url)
                 self.async_limiter = None
+
+    def warm(self) -> None:
+        """Open a few connections to the storage now, once: the first requests then find them open."""
+        if self._warmed:
+            return
+        self._warmed = True
+        try:
+            self.limiter.warm(_WARM_CONNECTIONS)
+        except StorageError as exc:
+            _log.warning("could not open connections to the rate-limit storage in advance: %s", exc)
 
     def template(self, route: str) -> str:
         """The name the planner knows ``route`` by: the form the limits file uses, if any."""

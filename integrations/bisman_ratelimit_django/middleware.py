@@ -62,6 +62,8 @@ class RateLimitMiddleware:
         self.forwarded_meta = runtime.forwarded_meta
         self._targets: dict[tuple[Any, ...], Target | None] = {}
         self.is_async = iscoroutinefunction(get_response)
+        if not self.is_async:
+            runtime.warm()
         self.process_view: Callable[..., Any]
         if self.is_async:
             markcoroutinefunction(self)

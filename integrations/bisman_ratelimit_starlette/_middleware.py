@@ -17,6 +17,7 @@ The failures are logged by state with a count per interval
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Sequence
@@ -175,14 +176,21 @@ class RateLimitMiddleware:
         self._routes = routes
         self._hosts: bool | None = None
         self._cache: dict[tuple[str, str, str], _Route] = {}
+        # Connections to the storage, opened at startup (or by the first requests, which wait for it).
+        self._warming: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket":
                 await self._websocket(scope, receive, send)
+            elif scope["type"] == "lifespan":
+                await self.app(scope, self._warm_on_startup(receive), send)
             else:
                 await self.app(scope, receive, send)
             return
+        warming = self._warming
+        if warming is None or not warming.done():
+            await self._warm()
         route = self._cache.get((scope["method"], scope["path"], scope.get("root_path", "")))
         if route is None:
             route = self._route(scope, scope["method"])
@@ -196,7 +204,9 @@ class RateLimitMiddleware:
         try:
             decision = await self.limiter.hit(*args)
         except StorageError as exc:
-            reaction = outage_reaction(self.on_outage, (args[0],), exc, _what(scope), self.outages)
+            reaction = outage_reaction(
+                self.on_outage, (args[0],), exc, _what(scope), self.outages, self.metrics
+            )
             if reaction != "fallback":
                 await self._outage(reaction, route, scope, receive, send)
                 return
@@ -233,6 +243,31 @@ class RateLimitMiddleware:
         else:
             await refuse(scope, receive, send, verdict, self.on_limited)
 
+    def _warm_on_startup(self, receive: Receive) -> Receive:
+        async def receive_after_warming() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._warm()
+            return message
+
+        return receive_after_warming
+
+    async def _warm(self) -> None:
+        """Open the storage's connections once; everyone else waits for that.
+
+        Fifty first requests on cold connections would each open one, and
+        time out on each other's handshakes.
+        """
+        if self._warming is None:
+            self._warming = asyncio.ensure_future(self._open_connections())
+        await asyncio.shield(self._warming)
+
+    async def _open_connections(self) -> None:
+        try:
+            await self.limiter.warm()
+        except StorageError as exc:
+            logger.warning("could not open connections to the rate-limit storage in advance: %s", exc)
+
     def _local_limiter(self) -> AsyncLimiter:
         if self._local is None:
             self._local = AsyncLimiter()
@@ -244,7 +279,7 @@ class RateLimitMiddleware:
         try:
             verdict = await adecide(self.limiter, evaluation)
         except StorageError as exc:
-            reaction = outage_reaction(self.on_outage, evaluation.keys, exc, what, self.outages)
+            reaction = outage_reaction(self.on_outage, evaluation.keys, exc, what, self.outages, self.metrics)
             if reaction != "fallback":
                 return _GO_ON if reaction == "open" else UNAVAILABLE
             return await adecide(self._local_limiter(), evaluation.restart())
@@ -315,7 +350,9 @@ class RateLimitMiddleware:
         try:
             verdict = await adecide(limiter, evaluation)
         except StorageError as exc:
-            reaction = outage_reaction(self.on_outage, evaluation.keys, exc, _what(scope), self.outages)
+            reaction = outage_reaction(
+                self.on_outage, evaluation.keys, exc, _what(scope), self.outages, self.metrics
+            )
             if reaction != "fallback":
                 await self._outage(reaction, route, scope, receive, send)
                 return

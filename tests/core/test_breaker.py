@@ -15,6 +15,8 @@ def make(clock: ManualClock, changes: list[Transition] | None = None, **options:
     settings: dict[str, object] = {
         "failure_threshold": 3,
         "failure_window": 10.0,
+        # The minimum-calls rule has tests of its own.
+        "min_calls": 1,
         "open_for": 2.0,
         "probes": 2,
     }
@@ -179,3 +181,74 @@ def test_bad_settings_are_named(option: str, value: object, message: str) -> Non
     with pytest.raises(InvalidArgument) as info:
         CircuitBreaker(**{option: value})  # type: ignore[arg-type]
     assert str(info.value) == message
+
+
+def succeed(breaker: CircuitBreaker, times: int = 1) -> None:
+    for _ in range(times):
+        ticket = breaker.begin()
+        assert ticket is not None
+        breaker.success(ticket)
+
+
+def test_the_defaults_open_on_5_failures_among_20_calls_in_10_s(clock: ManualClock) -> None:
+    breaker = CircuitBreaker(clock=clock)
+    assert (breaker.failure_threshold, breaker.min_calls, breaker.failure_window) == (5, 20, 10.0)
+    # A cold start or a stall of the caller: every call failed, but too few calls to judge.
+    fail(breaker, 19)
+    assert breaker.state == "closed"
+    fail(breaker)
+    assert breaker.state == "open"
+
+
+def test_failures_open_only_once_min_calls_calls_ended_within_the_window(clock: ManualClock) -> None:
+    changes: list[Transition] = []
+    breaker = make(clock, changes, min_calls=10)
+    succeed(breaker, 6)
+    fail(breaker, 3)  # 9 calls: the threshold of failures is met, the calls are not
+    assert breaker.state == "closed" and changes == []
+    fail(breaker)
+    assert breaker.state == "open"
+    assert changes == [Transition("redis", "closed", "open", clock.now, "3 failure(s) within 10 s: boom")]
+
+
+def test_calls_older_than_the_window_do_not_count_towards_min_calls(clock: ManualClock) -> None:
+    breaker = make(clock, min_calls=10)
+    succeed(breaker, 7)
+    clock.advance(10.0)
+    # 3 failures and 10 calls, but 7 of the calls ended 10 s ago.
+    fail(breaker, 3)
+    assert breaker.state == "closed"
+    succeed(breaker, 6)
+    assert breaker.state == "closed"
+    fail(breaker)  # now 10 calls within the window, 4 of them failed
+    assert breaker.state == "open"
+
+
+def test_an_abandoned_call_counts_neither_way_and_frees_its_probe(clock: ManualClock) -> None:
+    breaker = make(clock, min_calls=3, probes=1)
+    for _ in range(5):
+        ticket = breaker.begin()
+        assert ticket is not None
+        breaker.abandon(ticket)
+    fail(breaker, 2)
+    assert breaker.state == "closed"  # 2 calls: abandoned ones are not calls
+    fail(breaker)
+    assert breaker.state == "open"
+    clock.advance(2.0)
+    probe = breaker.begin()
+    assert probe is not None and breaker.begin() is None
+    breaker.abandon(probe)
+    assert breaker.state == "half_open"
+    again = breaker.begin()
+    assert again is not None
+    breaker.success(again)
+    assert breaker.state == "closed"
+    stats = breaker.stats()
+    assert (stats.failures, stats.successes) == (3, 1)
+
+
+def test_min_calls_must_be_a_positive_whole_number() -> None:
+    with pytest.raises(InvalidArgument, match=r"^breaker min_calls must be a whole number, got 2.5$"):
+        CircuitBreaker(min_calls=2.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"^breaker min_calls must be a positive number, got 0$"):
+        CircuitBreaker(min_calls=0)

@@ -166,7 +166,7 @@ def test_ten_thousand_paths_and_clients_give_a_fixed_number_of_series(registry: 
 def test_breaker_state_and_transitions(registry: CollectorRegistry) -> None:
     metrics = RateLimitMetrics(registry=registry)
     now = [0.0]
-    breaker = CircuitBreaker(name="redis", failure_threshold=2, open_for=5, clock=lambda: now[0])
+    breaker = CircuitBreaker(name="redis", failure_threshold=2, min_calls=1, open_for=5, clock=lambda: now[0])
     metrics.watch_breaker(breaker)
     assert value(registry, "app_breaker_state", breaker="redis", state="closed") == 1
     assert value(registry, "app_breaker_state", breaker="redis", state="open") == 0

@@ -7,7 +7,13 @@ import logging
 import pytest
 from support import ManualClock
 
-from bisman_ratelimit import InvalidArgument, Limiter, StorageUnavailable
+from bisman_ratelimit import (
+    InvalidArgument,
+    Limiter,
+    StorageBusy,
+    StorageResponseError,
+    StorageUnavailable,
+)
 from bisman_ratelimit.backends import MemoryStorage
 from bisman_ratelimit.core import OUTAGE_REACTIONS, OutagePolicy
 from bisman_ratelimit.web import (
@@ -112,6 +118,51 @@ def test_the_outage_log_interval_must_be_positive() -> None:
         InvalidArgument, match="outage log interval must be a positive number of seconds, got 0"
     ):
         OutageLog(logging.getLogger("test.outage"), interval=0)
+
+
+def test_a_busy_storage_is_never_answered_open_and_each_undecided_request_is_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from bisman_ratelimit.metrics import RateLimitMetrics
+
+    logger = logging.getLogger("test.outage")
+    registry = CollectorRegistry()
+    metrics = RateLimitMetrics(registry=registry)
+    busy = StorageBusy("no Redis connection came free within 2 s (all 64 of the pool in use)")
+    down = StorageUnavailable("Redis is unavailable")
+    answer = StorageResponseError("Redis answered with an error: ERR")
+    policy = OutagePolicy(default="open", by_namespace={"rl:global": "closed"})
+    with caplog.at_level(logging.WARNING, logger="test.outage"):
+        assert outage_reaction(policy, ["rl:ip:a"], busy, "GET /a", logger, metrics) == "fallback"
+        assert outage_reaction(policy, ["rl:global"], busy, "GET /b", logger, metrics) == "closed"
+        assert outage_reaction(policy, ["rl:ip:a"], down, "GET /c", logger, metrics) == "open"
+        assert outage_reaction(policy, ["rl:ip:a"], answer, "GET /d", logger, metrics) == "open"
+    assert caplog.records[0].getMessage() == (
+        "rate-limit storage failed, counting GET /a in this process: "
+        "no Redis connection came free within 2 s (all 64 of the pool in use)"
+    )
+    counts = {
+        (cause, reaction): registry.get_sample_value(
+            "app_rate_limit_undecided_total", {"cause": cause, "reaction": reaction}
+        )
+        for cause, reaction in [
+            ("busy", "fallback"),
+            ("busy", "closed"),
+            ("unavailable", "open"),
+            ("error", "open"),
+        ]
+    }
+    assert counts == {key: 1.0 for key in counts}
+    assert OutagePolicy(default="closed").reaction_for(["k"], busy=True) == "closed"
+    assert OutagePolicy(default="fallback").reaction_for(["k"], busy=True) == "fallback"
+    with pytest.raises(InvalidArgument, match=r"^cause must be one of busy, unavailable, error, got 'slow'$"):
+        metrics.record_undecided(cause="slow", reaction="open")  # type: ignore[arg-type]
+    with pytest.raises(
+        InvalidArgument, match=r"^reaction must be one of fallback, open, closed, got 'maybe'$"
+    ):
+        metrics.record_undecided(cause="busy", reaction="maybe")  # type: ignore[arg-type]
 
 
 def test_the_unavailable_verdict_and_its_metrics_reason() -> None:
