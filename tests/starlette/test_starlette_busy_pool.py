@@ -57,6 +57,6 @@ async def test_a_busy_pool_is_decided_in_this_process_even_when_failing_open(
     )
     assert "letting" not in caplog.text
     assert (
-        "rate-limit storage failed, counting GET /items/1 in this process: "
-        "no Redis connection came free within 0.05 s (all 4 of the pool in use)"
+        "rate-limit storage unavailable (no Redis connection came free within 0.05 s (all 4 of the pool "
+        "in use)): the outage policy answers requests until it is back (GET /items/1: counted in this process)"
     ) in caplog.text

@@ -127,7 +127,7 @@ def test_a_busy_storage_is_never_answered_open_and_each_undecided_request_is_cou
 
     from bisman_ratelimit.metrics import RateLimitMetrics
 
-    logger = logging.getLogger("test.outage")
+    log = OutageLog(logging.getLogger("test.outage"))
     registry = CollectorRegistry()
     metrics = RateLimitMetrics(registry=registry)
     busy = StorageBusy("no Redis connection came free within 2 s (all 64 of the pool in use)")
@@ -135,14 +135,14 @@ def test_a_busy_storage_is_never_answered_open_and_each_undecided_request_is_cou
     answer = StorageResponseError("Redis answered with an error: ERR")
     policy = OutagePolicy(default="open", by_namespace={"rl:global": "closed"})
     with caplog.at_level(logging.WARNING, logger="test.outage"):
-        assert outage_reaction(policy, ["rl:ip:a"], busy, "GET /a", logger, metrics) == "fallback"
-        assert outage_reaction(policy, ["rl:global"], busy, "GET /b", logger, metrics) == "closed"
-        assert outage_reaction(policy, ["rl:ip:a"], down, "GET /c", logger, metrics) == "open"
-        assert outage_reaction(policy, ["rl:ip:a"], answer, "GET /d", logger, metrics) == "open"
-    assert caplog.records[0].getMessage() == (
-        "rate-limit storage failed, counting GET /a in this process: "
-        "no Redis connection came free within 2 s (all 64 of the pool in use)"
-    )
+        assert outage_reaction(policy, ["rl:ip:a"], busy, "GET /a", log, metrics) == "fallback"
+        assert outage_reaction(policy, ["rl:global"], busy, "GET /b", log, metrics) == "closed"
+        assert outage_reaction(policy, ["rl:ip:a"], down, "GET /c", log, metrics) == "open"
+        assert outage_reaction(policy, ["rl:ip:a"], answer, "GET /d", log, metrics) == "open"
+    assert [record.getMessage() for record in caplog.records] == [
+        "rate-limit storage unavailable (no Redis connection came free within 2 s (all 64 of the pool "
+        "in use)): the outage policy answers requests until it is back (GET /a: counted in this process)"
+    ]
     counts = {
         (cause, reaction): registry.get_sample_value(
             "app_rate_limit_undecided_total", {"cause": cause, "reaction": reaction}
