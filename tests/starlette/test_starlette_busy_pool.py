@@ -58,5 +58,6 @@ async def test_a_busy_pool_is_decided_in_this_process_even_when_failing_open(
     assert "letting" not in caplog.text
     assert (
         "rate-limit storage unavailable (no Redis connection came free within 0.05 s (all 4 of the pool "
-        "in use)): the outage policy answers requests until it is back (GET /items/1: counted in this process)"
+        "in use)): the outage policy answers requests until it is back "
+        "(GET /items/1: counted in this process)"
     ) in caplog.text
