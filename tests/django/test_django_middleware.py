@@ -501,6 +501,8 @@ def test_a_thousand_failing_requests_log_a_bounded_number_of_lines(configure, de
         statuses.append(client.get("/plain/").status_code)
     assert statuses == [503] * 1000
     ours = [r.getMessage() for r in caplog.records if r.name == "bisman_ratelimit.django"]
+    # Opening connections in advance, when the middleware loads, fails once too.
+    assert ours.pop(0).startswith("could not open connections to the rate-limit storage in advance: ")
     # The first failure, then one count every 10 s: 81 requests, then 80 each.
     assert len(ours) == 13
     assert ours[0].endswith("the outage policy answers requests until it is back (GET /plain/: refused)")
