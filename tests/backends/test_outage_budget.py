@@ -43,7 +43,7 @@ def limiter_on(server: RedisServer, clock: ManualClock) -> Limiter:
     primary = RedisStorage(
         redis.Redis(port=server.port, socket_timeout=0.5), budget=0.5, blocked_cache=True, clock=clock
     )
-    guard = CircuitBreaker(failure_threshold=1, open_for=60.0, clock=clock)
+    guard = CircuitBreaker(failure_threshold=1, min_calls=1, open_for=60.0, clock=clock)
     return Limiter(FallbackStorage(primary, breaker=guard, local=MemoryStorage(clock=clock)))
 
 
@@ -83,7 +83,7 @@ def test_a_read_only_server_still_refuses_a_client_over_its_limit(
     server: RedisServer, other_server: RedisServer, clock: ManualClock
 ) -> None:
     url = f"{server.url}?fallback=memory&blocked_cache=off"
-    guard = CircuitBreaker(failure_threshold=1, open_for=60.0, clock=clock)
+    guard = CircuitBreaker(failure_threshold=1, min_calls=1, open_for=60.0, clock=clock)
     limiter = Limiter.from_url(url, breaker=guard)
     abuser = [("ip:abuser", "5/minute", "sliding_window"), GLOBAL]
     assert [limiter.hit_many(abuser).allowed for _ in range(6)] == [True] * 5 + [False]
@@ -116,7 +116,7 @@ def fail_over(old: RedisServer, new: RedisServer) -> None:
 async def test_a_read_only_server_still_refuses_under_many_tasks(
     server: RedisServer, other_server: RedisServer, clock: ManualClock
 ) -> None:
-    guard = CircuitBreaker(failure_threshold=1, open_for=60.0, clock=clock)
+    guard = CircuitBreaker(failure_threshold=1, min_calls=1, open_for=60.0, clock=clock)
     url = f"{server.url}?fallback=memory&blocked_cache=off&timeout=1s&max_connections=256"
     limiter = AsyncLimiter.from_url(url, breaker=guard)
     abuser = [("ip:abuser", "5/minute", "sliding_window"), GLOBAL]

@@ -73,7 +73,7 @@ def test_the_bounds_count_alike_on_redis_and_in_memory(algorithm: str) -> None:
 
 @pytest.mark.redis
 def test_a_limit_redis_cannot_hold_never_opens_the_breaker(clock: ManualClock) -> None:
-    guard = CircuitBreaker(failure_threshold=1, open_for=5.0, clock=clock)
+    guard = CircuitBreaker(failure_threshold=1, min_calls=1, open_for=5.0, clock=clock)
     with RedisServer() as server, Limiter.from_url(server.url + "?fallback=memory", breaker=guard) as limiter:
         for _ in range(5):
             with pytest.raises(InvalidLimit):
