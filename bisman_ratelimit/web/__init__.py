@@ -12,6 +12,14 @@ from bisman_ratelimit.web._config import (
     load_config,
     parse_config,
 )
+from bisman_ratelimit.web._environment import (
+    ENABLED_ENV,
+    STORAGE_URL_ENV,
+    EnvironmentWarning,
+    enabled_from_env,
+    parse_switch,
+    storage_url_from_env,
+)
 from bisman_ratelimit.web._evaluate import (
     UNAVAILABLE,
     Evaluation,
@@ -37,10 +45,13 @@ from bisman_ratelimit.web._problem import CONTENT_TYPE
 
 __all__ = [
     "CONTENT_TYPE",
+    "ENABLED_ENV",
     "KEY_KINDS",
+    "STORAGE_URL_ENV",
     "UNAVAILABLE",
     "ClientIP",
     "CostSource",
+    "EnvironmentWarning",
     "Evaluation",
     "Exemptions",
     "HeaderName",
@@ -60,7 +71,10 @@ __all__ = [
     "Verdict",
     "adecide",
     "decide",
+    "enabled_from_env",
     "load_config",
     "outage_reaction",
     "parse_config",
+    "parse_switch",
+    "storage_url_from_env",
 ]
