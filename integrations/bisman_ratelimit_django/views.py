@@ -6,6 +6,8 @@
     urlpatterns = [path("metrics", metrics_view)]
 
 or, for a registry of your own, ``path("metrics", make_metrics_view(registry))``.
+The view is exempt from rate limits (``exempt=False`` counts it like any
+view), so the scrape still answers while the global limit sheds load.
 Keep the URL off the public internet (a firewall, or a view wrapper that
 checks the caller): the figures describe your traffic.
 """
@@ -18,11 +20,20 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from bisman_ratelimit import InvalidArgument
+
+from ._decorators import ratelimit_exempt
+
 __all__ = ["make_metrics_view", "metrics_view"]
 
 
-def make_metrics_view(registry: CollectorRegistry | None = None) -> Callable[[HttpRequest], HttpResponse]:
-    """A view that answers ``GET``/``HEAD`` with ``registry``'s exposition (default ``REGISTRY``)."""
+def make_metrics_view(
+    registry: CollectorRegistry | None = None, *, exempt: bool = True
+) -> Callable[[HttpRequest], HttpResponse]:
+    """A view that answers ``GET``/``HEAD`` with ``registry``'s exposition (default ``REGISTRY``),
+    exempt from rate limits unless ``exempt=False``."""
+    if not isinstance(exempt, bool):
+        raise InvalidArgument(f"exempt must be True or False, got {exempt!r}")
     target = REGISTRY if registry is None else registry
 
     def metrics(request: HttpRequest) -> HttpResponse:
@@ -31,7 +42,7 @@ def make_metrics_view(registry: CollectorRegistry | None = None) -> Callable[[Ht
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return HttpResponse(encoder(target), content_type=content_type)
 
-    return metrics
+    return ratelimit_exempt(metrics) if exempt else metrics
 
 
 metrics_view = make_metrics_view()

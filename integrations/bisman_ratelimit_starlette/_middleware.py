@@ -23,7 +23,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, StorageError
@@ -301,7 +301,10 @@ class RateLimitMiddleware:
         if self._hosts is None:
             self._hosts = uses_hosts(routes)
         template, leaf = resolve(routes, dict(scope))
-        marker = declared_on(getattr(leaf, "endpoint", None), method, getattr(leaf, "dependant", None))
+        endpoint = getattr(leaf, "endpoint", None)
+        if endpoint is None and isinstance(leaf, Mount):
+            endpoint = leaf.app  # a mounted app that is not a router, e.g. MetricsEndpoint
+        marker = declared_on(endpoint, method, getattr(leaf, "dependant", None))
         base = template or scope["path"]
         # Several declarations on one endpoint would share the template as their scope: number them.
         rules = [spec.bind(base if i == 0 else f"{base}#{i + 1}") for i, spec in enumerate(marker.specs)]

@@ -9,6 +9,8 @@
 
 It answers ``GET`` and ``HEAD`` with the registry's exposition, in
 OpenMetrics when the scraper asks for it, else the Prometheus text format.
+``RateLimitMiddleware`` never limits it (``exempt=False`` to count it like
+any route), so the scrape still answers while the global limit sheds load.
 """
 
 from __future__ import annotations
@@ -19,14 +21,25 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from bisman_ratelimit import InvalidArgument
+
+from ._spec import MARKER, Marker
+
 __all__ = ["MetricsEndpoint"]
 
 
 class MetricsEndpoint:
-    """Serves ``registry`` (default: prometheus' default ``REGISTRY``)."""
+    """Serves ``registry`` (default: prometheus' default ``REGISTRY``); exempt from rate limits
+    unless ``exempt=False``."""
 
-    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, *, registry: CollectorRegistry | None = None, exempt: bool = True) -> None:
+        if not isinstance(exempt, bool):
+            raise InvalidArgument(f"exempt must be True or False, got {exempt!r}")
         self.registry = REGISTRY if registry is None else registry
+        if exempt:
+            # Read by the middleware as the @exempt decorator's mark: the scrape that shows an
+            # overload must not be shed by it.
+            setattr(self, MARKER, Marker(exempt=True))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
