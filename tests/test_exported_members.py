@@ -143,6 +143,7 @@ PACKAGES: dict[str, list[str]] = {
         "Reason",
         "RoutePlan",
         "Rule",
+        "ShadowLog",
         "SingleCheck",
         "TrustedProxies",
         "Verdict",

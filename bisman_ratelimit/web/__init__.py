@@ -42,6 +42,7 @@ from bisman_ratelimit.web._plan import (
     Rule,
 )
 from bisman_ratelimit.web._problem import CONTENT_TYPE
+from bisman_ratelimit.web._shadow_log import ShadowLog
 
 __all__ = [
     "CONTENT_TYPE",
@@ -66,6 +67,7 @@ __all__ = [
     "Reason",
     "RoutePlan",
     "Rule",
+    "ShadowLog",
     "SingleCheck",
     "TrustedProxies",
     "Verdict",

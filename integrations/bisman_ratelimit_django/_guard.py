@@ -274,6 +274,7 @@ class Guard:
         self._peers: dict[str | None, tuple[str | None, str | None]] = {}
         self.on_outage = runtime.settings.outage_policy
         self.outages = runtime.outages
+        self.shadows = runtime.shadows
         self.metrics = runtime.settings.metrics
         # Metrics want a Verdict for every request: then no request takes the quick path.
         self.quick = self.metrics is None
@@ -333,6 +334,13 @@ class Guard:
         if target.annotate is not None:
             over = tuple(name for name in target.annotate if name in verdict.shadowed)
             request.ratelimit = RateLimitResult(bool(over), over, verdict)  # type: ignore[attr-defined]
+        if verdict.shadowed:
+            # block=False limits are the view's to handle; shadow mode is the operator's to see.
+            shadowed = [
+                name for name in verdict.shadowed if not target.annotate or name not in target.annotate
+            ]
+            if shadowed:
+                self.shadows.would_refuse(shadowed, f"{request.method} {request.path}")
         if verdict.status == 200:
             return None
         return self.refusal(request, verdict)

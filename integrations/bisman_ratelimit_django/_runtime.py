@@ -28,6 +28,7 @@ from bisman_ratelimit.web import (
     OutageLog,
     Planner,
     RateLimitConfig,
+    ShadowLog,
     Verdict,
     adecide,
     decide,
@@ -94,6 +95,8 @@ class Runtime:
         self._local: tuple[Limiter, AsyncLimiter] | None = None
         # One log of storage failures for the middleware and every decorator.
         self.outages = OutageLog(logging.getLogger("bisman_ratelimit.django"))
+        # What shadow limits would refuse, at WARNING so that default logging shows it; not per request.
+        self.shadows = ShadowLog(logging.getLogger("bisman_ratelimit.django"))
         self._warmed = False
         self.async_limiter: AsyncLimiter | None
         if settings.limiter is not None and settings.async_limiter is not None:

@@ -41,6 +41,7 @@ from bisman_ratelimit.web import (
     RateLimitConfig,
     RoutePlan,
     Rule,
+    ShadowLog,
     SingleCheck,
     TrustedProxies,
     Verdict,
@@ -164,6 +165,8 @@ class RateLimitMiddleware:
         )
         # Storage failures are logged by state and counted, not one line per request.
         self.outages = OutageLog(logger)
+        # What shadow limits would refuse, at WARNING so that default logging shows it; not per request.
+        self.shadows = ShadowLog(logger)
         # Counters of this process, for requests the outage policy sends to the fallback.
         self._local: AsyncLimiter | None = None
         self.metrics = metrics
@@ -371,12 +374,7 @@ class RateLimitMiddleware:
             await refuse(scope, receive, send, verdict, self.on_limited)
             return
         if verdict.shadowed:
-            logger.info(
-                "shadow limits %s would refuse %s %s",
-                ", ".join(verdict.shadowed),
-                scope["method"],
-                scope["path"],
-            )
+            self.shadows.would_refuse(verdict.shadowed, _what(scope))
         added = encode_headers(verdict.headers)
 
         if evaluation.deducts:

@@ -198,7 +198,7 @@ async def test_shadow_mode_counts_but_never_blocks(client: httpx.AsyncClient, ca
         '"/search";r=0;t=60',
     ]
     assert "retry-after" not in responses[2].headers
-    assert "shadow limits /search would refuse GET /search" in caplog.text
+    assert "shadow limit /search would refuse GET /search" in caplog.text
 
 
 async def test_exempt_route_is_never_counted(client: httpx.AsyncClient) -> None:
