@@ -19,7 +19,7 @@ plan is the business of :mod:`bisman_ratelimit.web._evaluate`.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -362,6 +362,20 @@ class Planner:
                 self._plans.clear()  # unbounded only if routes are made up per request
             self._plans[cache_key] = found
         return found
+
+    def by_user(self, declared: Iterable[Rule] = ()) -> tuple[str, ...]:
+        """The names of the limits keyed or exempted by user, among the file's entries, the
+        defaults and ``declared``: those need the request's user, which a plugin checks at start-up."""
+        rules = [] if self.default_rule is None else [self.default_rule]
+        if self.config is not None:
+            rules.extend(
+                Rule.from_policy(entry.policy, name=entry.path, scope=entry.path)
+                for entry in self.config.routes
+                if not entry.policy.exempt.all
+            )
+        rules.extend(declared)
+        names = (rule.name for rule in rules if rule.kind == "user" or rule.exempt.users)
+        return tuple(dict.fromkeys(names))
 
     def _build(self, route: str | None, method: str, declared: tuple[Rule, ...], exempt: bool) -> RoutePlan:
         rules: list[Rule] = []

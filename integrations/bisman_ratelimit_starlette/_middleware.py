@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from starlette.routing import BaseRoute, Mount
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import BaseRoute, Host, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, StorageError
@@ -177,6 +178,8 @@ class RateLimitMiddleware:
             self._message_limits = parse_limits(list(websocket_message_limits))
         self._message_key = key
         self._routes = routes
+        self._user_given = user is not None
+        self._user_checked = False
         self._hosts: bool | None = None
         self._cache: dict[tuple[str, str, str], _Route] = {}
         # Connections to the storage, opened at startup (or by the first requests, which wait for it).
@@ -187,7 +190,7 @@ class RateLimitMiddleware:
             if scope["type"] == "websocket":
                 await self._websocket(scope, receive, send)
             elif scope["type"] == "lifespan":
-                await self.app(scope, self._warm_on_startup(receive), send)
+                await self.app(scope, self._warm_on_startup(scope, receive), send)
             else:
                 await self.app(scope, receive, send)
             return
@@ -246,14 +249,49 @@ class RateLimitMiddleware:
         else:
             await refuse(scope, receive, send, verdict, self.on_limited)
 
-    def _warm_on_startup(self, receive: Receive) -> Receive:
+    def _warm_on_startup(self, scope: Scope, receive: Receive) -> Receive:
         async def receive_after_warming() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._check_user_source(scope.get("app"))
                 await self._warm()
             return message
 
         return receive_after_warming
+
+    def _check_user_source(self, app: Any) -> None:
+        """Say once, at startup (or the first request), that limits keyed by user have no user.
+
+        Without ``scope["user"]`` every request to them fails with a ``ConfigurationError``: a
+        500 per request is a poor way to learn that the authentication middleware is missing.
+        Only an app whose middleware list is known (Starlette's ``user_middleware``) is judged.
+        """
+        if self._user_checked:
+            return
+        self._user_checked = True
+        stack = getattr(app, "user_middleware", None)
+        if self._user_given or not isinstance(stack, list):
+            return
+        classes = [getattr(entry, "cls", None) for entry in stack]
+        ours = next((i for i, cls in enumerate(classes) if cls is RateLimitMiddleware), None)
+        if ours is None:
+            return  # this middleware wraps the app some other way: what runs before it is unknown
+        # user_middleware lists the outermost first: these run before this middleware.
+        if any(isinstance(cls, type) and issubclass(cls, AuthenticationMiddleware) for cls in classes[:ours]):
+            return
+        routes = self._routes
+        if routes is None:
+            routes = getattr(getattr(app, "router", app), "routes", None) or ()
+        names = self.planner.by_user(_declared_rules(routes, ""))
+        if names:
+            logger.error(
+                "rate limits keyed or exempted by user (%s) need scope['user'], but no "
+                "AuthenticationMiddleware runs before RateLimitMiddleware: requests they apply to will "
+                "fail with 500. Add it after RateLimitMiddleware, so that it runs first "
+                "(app.add_middleware(AuthenticationMiddleware, backend=...)), or pass "
+                "RateLimitMiddleware(user=<callable of the request>)",
+                ", ".join(names),
+            )
 
     async def _warm(self) -> None:
         """Open the storage's connections once; everyone else waits for that.
@@ -303,6 +341,7 @@ class RateLimitMiddleware:
             routes = getattr(getattr(app, "router", app), "routes", None) or ()
         if self._hosts is None:
             self._hosts = uses_hosts(routes)
+            self._check_user_source(scope.get("app"))  # if no lifespan startup did
         template, leaf = resolve(routes, dict(scope))
         endpoint = getattr(leaf, "endpoint", None)
         if endpoint is None and isinstance(leaf, Mount):
@@ -459,6 +498,20 @@ class RateLimitMiddleware:
             return message
 
         return receive_limited
+
+
+def _declared_rules(routes: Sequence[BaseRoute], prefix: str) -> Iterator[Rule]:
+    """The rules declared on the endpoints of ``routes`` (decorators, FastAPI dependencies)."""
+    for route in routes:
+        if isinstance(route, (Mount, Host)):
+            inner = prefix + route.path if isinstance(route, Mount) else prefix
+            yield from _declared_rules(route.routes, inner)
+            continue
+        endpoint = getattr(route, "endpoint", None)
+        path = prefix + str(getattr(route, "path", ""))
+        for method in getattr(route, "methods", None) or ("GET",):
+            for spec in declared_on(endpoint, method, getattr(route, "dependant", None)).specs:
+                yield Rule.declared(spec.options, scope=spec.group or path)
 
 
 def _record(metrics: RateLimitMetrics, route: _Route, verdict: Verdict) -> None:

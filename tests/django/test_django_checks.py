@@ -140,7 +140,13 @@ def test_limits_without_the_middleware_are_a_warning() -> None:
             "bisman_ratelimit.W002",
             "BISMAN_RATELIMIT sets limits, but bisman_ratelimit_django.middleware.RateLimitMiddleware "
             "is not in MIDDLEWARE: only @ratelimit views are limited.",
-        )
+        ),
+        # The test project's @ratelimit(key="user") views, with nothing left to set request.user.
+        (
+            "bisman_ratelimit.W003",
+            "limits keyed or exempted by user (per-user/, stacked/) need request.user, but no "
+            "AuthenticationMiddleware is in MIDDLEWARE: requests they apply to will fail with 500.",
+        ),
     ]
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
@@ -18,7 +19,9 @@ def _user(request: HttpRequest) -> Any:
     return User(username=name) if name else AnonymousUser()
 
 
-class HeaderUserMiddleware:
+class HeaderUserMiddleware(AuthenticationMiddleware):
+    """Sets request.user as AuthenticationMiddleware would (a subclass: the system checks know it)."""
+
     sync_capable = True
     async_capable = True
 

@@ -2,7 +2,8 @@
 
 It stands in for ``django.contrib.auth.middleware.AuthenticationMiddleware``
 so that the example runs without a database; limits keyed by ``user`` read
-``request.user`` the same way with either.
+``request.user`` the same way with either. It subclasses it (and replaces
+all it does) so that the system checks know that it sets ``request.user``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 
 
-class BearerUserMiddleware:
+class BearerUserMiddleware(AuthenticationMiddleware):
     sync_capable = True
     async_capable = True
 
