@@ -8,8 +8,9 @@ is already struggling). An :class:`OutageLog` writes instead:
   policy did with that first request;
 - while it stays down, at most one WARNING per ``interval`` seconds
   counting the requests the policy answered since the last line, by answer;
-- one INFO when a request reaches the storage again, with how long the
-  outage lasted and the requests answered since the last line.
+- one WARNING when a request reaches the storage again, with how long the
+  outage lasted and the requests answered since the last line (a WARNING
+  too, so that the default logging that showed the outage shows its end).
 
 So an outage of ``d`` seconds costs at most ``2 + d / interval`` lines.
 """
@@ -91,7 +92,7 @@ class OutageLog:
             self.down = False
             lasted = now - self._started
             total, _, detail = self._take(now)
-        self.logger.info(
+        self.logger.warning(
             "rate-limit storage available again after %.1f s; %d requests answered by the outage policy "
             "since the last report (%s)",
             lasted,

@@ -76,7 +76,7 @@ async def test_a_thousand_failing_requests_log_a_bounded_number_of_lines(
     counts = [message.split(" requests answered")[0] for _, message in messages[1:13]]
     assert counts == ["81"] + ["80"] * 11
     assert messages[13] == (
-        "INFO",
+        "WARNING",
         "rate-limit storage available again after 124.9 s; 39 requests answered by the outage policy "
         "since the last report (39 let through)",
     )

@@ -106,7 +106,7 @@ def test_an_outage_is_logged_by_state_and_count_not_per_request(
     )
     assert [message.split(" requests")[0] for _, message in records[2:13]] == ["80"] * 11
     assert records[13] == (
-        "INFO",
+        "WARNING",
         "rate-limit storage available again after 124.9 s; 39 requests answered by the outage policy "
         "since the last report (19 let through, 10 refused, 10 counted in this process)",
     )
