@@ -1,5 +1,5 @@
 """The on/off switch of the Django plugin: ``BISMAN_RATELIMIT["ENABLED"]``, ``BISMAN_RATELIMIT_ENABLED``
-and the environment's storage URL.
+and django-ratelimit's ``RATELIMIT_ENABLE``.
 
 Switched off, nothing is checked, no header is added and the storage is
 never asked: a real server's command count does not move.
@@ -20,10 +20,21 @@ from bisman_ratelimit_django._runtime import get_runtime
 
 pytestmark = pytest.mark.redis
 
+COMPAT_MIDDLEWARE = [
+    "compat_app.UserFromHeader",
+    "bisman_ratelimit_django.middleware.RateLimitMiddleware",
+]
+
 
 def commands(client: redis.Redis) -> int:
     """The server's count of commands processed (those scripts run included), this INFO not included."""
     return int(client.info("stats")["total_commands_processed"])
+
+
+def scripts(client: redis.Redis) -> int:
+    """The script calls the server has run (the commands they run inside are counted apart)."""
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
 
 
 def traffic(client: redis.Redis, paths: list[str], **extra: Any) -> tuple[list[Any], int]:
@@ -126,3 +137,48 @@ def test_bad_switch_values_are_named(configure: Any, monkeypatch: pytest.MonkeyP
         match=r"the environment variable BISMAN_RATELIMIT_ENABLED must be one of .*; got 'later'",
     ):
         get_settings()
+
+
+# -- the compatibility module
+
+
+OFF = [{"RATELIMIT_ENABLE": False}, {"BISMAN_RATELIMIT": {"ENABLED": False}}]
+
+
+@pytest.mark.parametrize("off", OFF, ids=["ratelimit", "bisman"])
+def test_compat_switched_off_passes_everything_without_traffic(
+    configure: Any, redis_url: str, redis_client: redis.Redis, off: dict[str, Any]
+) -> None:
+    configure(STORAGE_URL=redis_url)
+    configure.override(ROOT_URLCONF="compat_app", MIDDLEWARE=COMPAT_MIDDLEWARE)
+    configure.override(**off)
+    if "BISMAN_RATELIMIT" in off:
+        configure(STORAGE_URL=redis_url, **off["BISMAN_RATELIMIT"])
+    try:
+        # With the plugin on, its middleware opens its connections at the first request.
+        assert Client().get("/post/").status_code == 200
+        responses, sent = traffic(redis_client, ["/block/", "/login-tenant/", "/async/", "/closed/"] * 3)
+        assert [r.status_code for r in responses] == [200] * 12
+        annotated, sent_too = traffic(redis_client, ["/annotate/"] * 7)
+        assert [json.loads(r.content)["limited"] for r in annotated] == [False] * 7
+        assert sent == sent_too == 0
+    finally:
+        get_runtime().close()
+
+
+def test_compat_counts_stacked_limits_in_one_round_trip(
+    configure: Any, redis_url: str, redis_client: redis.Redis
+) -> None:
+    configure(STORAGE_URL=redis_url)
+    configure.override(ROOT_URLCONF="compat_app", MIDDLEWARE=COMPAT_MIDDLEWARE)
+    try:
+        http = Client()
+        # The first request loads the script.
+        assert http.post("/login-tenant/", {"username": "a", "tenant": "t"}).status_code == 200
+        before = scripts(redis_client)
+        codes = [http.post("/login-tenant/", {"username": "a", "tenant": "t"}).status_code for _ in range(4)]
+        assert codes == [200] * 4
+        # Two limits, four requests: one script call each.
+        assert scripts(redis_client) - before == 4
+    finally:
+        get_runtime().close()
