@@ -20,9 +20,9 @@ and ``RATELIMIT_IPV6_MASK``.
 
 The counters live in the storage ``BISMAN_RATELIMIT`` names (memory or
 Redis, with its fallback and breaker, its metrics); the limits of every
-decorator on a view are counted in one storage call. Values read from the
-request (headers, query and form fields) are escaped into the keys, long
-ones digested. See docs/migrating.md.
+decorator on a view are counted in one storage call. Query and form values
+are escaped into the keys (long ones digested); header values, which may be
+credentials, are kept as a digest only. See docs/migrating.md.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class Usage(TypedDict):
 
 # What a request gets when the storage fails and RATELIMIT_FAIL_OPEN is false (django-ratelimit's figures).
 _FAILED = Usage(count=0, limit=0, should_limit=True, time_left=-1)
-# Values longer than this are digested: a form field can be megabytes, a key should not.
+# Values longer than this are digested (as header values always are): a form field can be megabytes.
 _LONGEST_VALUE = 128
 # django-ratelimit counts in fixed windows of the rate's period.
 _FIXED: Algorithm = "fixed_window"
@@ -301,29 +301,30 @@ def _user_or_ip(request: HttpRequest) -> str:
 _SIMPLE_KEYS: dict[str, Callable[[HttpRequest], str]] = {"ip": _ip, "user": _user, "user_or_ip": _user_or_ip}
 
 
-def _key_getter(key: object) -> tuple[KeyFunction, bool]:
-    """The function of (group, request) giving a key's value, and whether it may touch the database."""
+def _key_getter(key: object) -> tuple[KeyFunction, bool, bool]:
+    """The function of (group, request) giving a key's value; whether it may touch the database;
+    whether its values may be credentials (header values, as the native plugin holds them)."""
     if not key:
         raise ImproperlyConfigured("Ratelimit key must be specified")
     if callable(key):
-        return key, True
+        return key, True, False
     if not isinstance(key, str):
         raise ImproperlyConfigured(f"a ratelimit key must be a string or a callable, got {key!r}")
     simple = _SIMPLE_KEYS.get(key)
     if simple is not None:
-        return (lambda group, request: simple(request)), key != "ip" or _meta_is_callable()
+        return (lambda group, request: simple(request)), key != "ip" or _meta_is_callable(), False
     if ":" in key:
         accessor, name = key.split(":", 1)
         if accessor == "header":
             meta = "HTTP_" + name.replace("-", "_").upper()
-            return (lambda group, request: request.META.get(meta, "")), False
+            return (lambda group, request: request.META.get(meta, "")), False, True
         if accessor == "get":
-            return (lambda group, request: request.GET.get(name, "")), False
+            return (lambda group, request: request.GET.get(name, "")), False, False
         if accessor == "post":
-            return (lambda group, request: request.POST.get(name, "")), False
+            return (lambda group, request: request.POST.get(name, "")), False, False
         raise ImproperlyConfigured(f"Unknown ratelimit key: {key} (expected header:, get: or post:)")
     if "." in key:
-        return (lambda group, request: _imported(key)(group, request)), True
+        return (lambda group, request: _imported(key)(group, request)), True, False
     raise ImproperlyConfigured(
         f"Could not understand ratelimit key: {key} (expected ip, user, user_or_ip, header:<name>, "
         "get:<field>, post:<field>, a callable or its dotted path)"
@@ -335,15 +336,15 @@ def _meta_is_callable() -> bool:
     return callable(meta) or (isinstance(meta, str) and "." in meta)
 
 
-def _value_text(value: object) -> str:
+def _value_text(value: object, secret: bool) -> str:
     if isinstance(value, bytes):
         value = value.decode("latin-1")  # one character per byte: distinct bytes stay distinct
     if not isinstance(value, str):
         raise ImproperlyConfigured(f"a ratelimit key function must return a string, got {value!r}")
     text = escape(value)
-    if len(text) > _LONGEST_VALUE:
+    if secret or len(text) > _LONGEST_VALUE:
         # "#" never appears in an escaped value, so a digest cannot stand for another value.
-        return "#" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        return "#" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return text
 
 
@@ -366,7 +367,7 @@ def _methods(method: object) -> frozenset[str] | None:
 class _Rule:
     """One ``@ratelimit(...)`` (or one call of :func:`get_usage`), checked once."""
 
-    __slots__ = ("block", "group", "key", "methods", "needs_sync", "rate", "tag")
+    __slots__ = ("block", "group", "key", "methods", "needs_sync", "rate", "secret", "tag")
 
     def __init__(
         self, *, group: str | None, key: object, rate: RateSource, method: object, block: bool
@@ -379,7 +380,7 @@ class _Rule:
         # Each method list counts apart, as in django-ratelimit's cache keys.
         self.tag = "all" if self.methods is None else "+".join(sorted(self.methods))
         self.rate = _rate_getter(rate)
-        self.key, needs_sync = _key_getter(key)
+        self.key, needs_sync, self.secret = _key_getter(key)
         self.needs_sync = needs_sync or callable(rate) or (isinstance(rate, str) and "/" not in rate)
 
     def applies_to(self, method: str | None) -> bool:
@@ -408,7 +409,7 @@ def _items(request: HttpRequest, rules: Sequence[tuple[_Rule, str]]) -> list[_It
         rate = rule.rate(group, request)
         if rate is None:
             continue
-        value = _value_text(rule.key(group, request))
+        value = _value_text(rule.key(group, request), rule.secret)
         out.append(_Item(f"{make_key('dj', group, rule.tag)}:{value}", rate[0], rate[1], rule.block))
     return out
 

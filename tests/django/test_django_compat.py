@@ -8,6 +8,7 @@ test clock, so fixed windows move only when a test says so).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from django.test import AsyncClient, Client, RequestFactory
 from bisman_ratelimit import AsyncLimiter, InvalidLimit, Limiter
 from bisman_ratelimit.backends import AsyncRedisStorage, RedisStorage
 from bisman_ratelimit.testing import free_port
+from bisman_ratelimit_django._runtime import get_runtime
 from bisman_ratelimit_django.compat import ALL, UNSAFE, Ratelimited, get_usage, is_ratelimited, ratelimit
 
 MIDDLEWARE = [
@@ -423,3 +425,26 @@ def test_decisions_show_in_the_metrics(configure: Any) -> None:
     assert sample("app_rate_limit_block_total", "compat_app.block", reason="client") == 1
     assert sample("app_rate_limit_allowed_total", "compat_app.annotate") == 6
     assert sample("app_rate_limit_block_total", "compat_app.annotate", reason="shadow") == 1
+
+
+@pytest.mark.redis
+def test_values_from_the_request_are_escaped_into_keys(
+    configure: Any, redis_url: str, redis_client: redis.Redis
+) -> None:
+    configure.override(ROOT_URLCONF="compat_app", MIDDLEWARE=MIDDLEWARE)
+    configure(STORAGE_URL=redis_url)
+    client = Client()
+    try:
+        client.post("/login/", {"username": "a:b*{x}"})
+        client.post("/login/", {"username": "é" * 100})
+        client.get("/by-header/", headers={"X-Cluster-Client-IP": "secret-token"})
+    finally:
+        get_runtime().close()
+    long_digest = hashlib.sha256(("é" * 100).encode()).hexdigest()[:32]
+    header_digest = hashlib.sha256(b"secret-token").hexdigest()[:32]
+    # The storage escapes the identity once more for its hash tag: "%" is "%25" there, "#" is "%23".
+    assert sorted(key.decode() for key in redis_client.keys("rl:*")) == [
+        "rl:{dj:compat_app.by_header:all:%23" + header_digest + "}:fw:3:60000000:3",
+        "rl:{dj:compat_app.login:GET+POST:%23" + long_digest + "}:fw:6:60000000:6",
+        "rl:{dj:compat_app.login:GET+POST:a%253Ab%252A%257Bx%257D}:fw:6:60000000:6",
+    ]
