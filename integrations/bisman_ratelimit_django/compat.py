@@ -15,8 +15,8 @@ request is limited once the count passes the rate; ``block=True`` raises
 :class:`Ratelimited` (a ``PermissionDenied``, so 403), ``block=False`` sets
 ``request.limited``. Its settings are read with its defaults:
 ``RATELIMIT_ENABLE``, ``RATELIMIT_VIEW`` (with :class:`RatelimitMiddleware`),
-``RATELIMIT_FAIL_OPEN``, ``RATELIMIT_IP_META_KEY``, ``RATELIMIT_IPV4_MASK``
-and ``RATELIMIT_IPV6_MASK``.
+``RATELIMIT_FAIL_OPEN``, ``RATELIMIT_IP_META_KEY``, ``RATELIMIT_IPV4_MASK``,
+``RATELIMIT_IPV6_MASK`` and ``RATELIMIT_EXCEPTION_CLASS``.
 
 The counters live in the storage ``BISMAN_RATELIMIT`` names (memory or
 Redis, with its fallback and breaker, its metrics); the limits of every
@@ -112,6 +112,7 @@ class _Settings:
     ip_meta_key: Callable[[HttpRequest], str] | str | None
     ipv4_mask: int
     ipv6_mask: int
+    exception: type[Exception]
 
 
 def _read_settings() -> _Settings:
@@ -129,7 +130,15 @@ def _read_settings() -> _Settings:
         if isinstance(mask, bool) or not isinstance(mask, int) or not 0 <= mask <= top:
             raise ImproperlyConfigured(f"{name} must be a whole number from 0 to {top}, got {mask!r}")
         masks[name] = mask
+    exception: Any = getattr(settings, "RATELIMIT_EXCEPTION_CLASS", None) or Ratelimited
+    if isinstance(exception, str):
+        exception = import_string(exception)
+    if not (isinstance(exception, type) and issubclass(exception, Exception)):
+        raise ImproperlyConfigured(
+            f"RATELIMIT_EXCEPTION_CLASS must be an exception class or its dotted path, got {exception!r}"
+        )
     return _Settings(
+        exception=exception,
         enable=bool(getattr(settings, "RATELIMIT_ENABLE", True)),
         fail_open=None if fail_open is None else bool(fail_open),
         ip_meta_key=meta,
@@ -656,7 +665,7 @@ def _decide(
         _record(engine, route, over)
     request.limited = bool(over) or getattr(request, "limited", False)  # type: ignore[attr-defined]
     if any(item.block for item in over):
-        raise Ratelimited()
+        raise engine.conf.exception()
 
 
 def _pending(request: HttpRequest, stack: tuple[tuple[_Rule, str], ...]) -> tuple[tuple[_Rule, str], ...]:

@@ -198,6 +198,10 @@ def usage_of_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"usage": get_usage(request, fn=block, key="ip", rate="5/m")})
 
 
+class TooMany(Exception):
+    """A RATELIMIT_EXCEPTION_CLASS of the project's own."""
+
+
 def ratelimited_view(request: HttpRequest, exception: Exception) -> HttpResponse:
     """RATELIMIT_VIEW: what a Ratelimited request gets with RatelimitMiddleware."""
     assert isinstance(exception, Ratelimited)

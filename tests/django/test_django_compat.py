@@ -291,6 +291,16 @@ def test_ratelimit_enable_false_switches_it_off(app: Any, configure: Any) -> Non
     assert get_usage(RequestFactory().get("/"), group="g", key="ip", rate="1/m", increment=True) is None
 
 
+def test_exception_class(app: Any, configure: Any) -> None:
+    from compat_app import TooMany
+
+    configure.override(RATELIMIT_EXCEPTION_CLASS="compat_app.TooMany")
+    client = Client()
+    assert [client.get("/block/").status_code for _ in range(5)] == [200] * 5
+    with pytest.raises(TooMany):
+        client.get("/block/")
+
+
 def test_ip_meta_key_and_masks(app: Any, configure: Any) -> None:
     configure.override(RATELIMIT_IP_META_KEY="HTTP_X_REAL_IP", RATELIMIT_IPV4_MASK=24)
     # 10.0.0.1 and 10.0.0.200 are one /24: one counter.
