@@ -230,13 +230,24 @@ PACKAGES: dict[str, list[str]] = {
 # Public modules that are not re-exporting packages, with their __all__. Django
 # finds ``apps`` by convention; users name ``middleware`` and ``sessions`` by
 # dotted path in settings (MIDDLEWARE, SESSION_ENGINE) and import ``views`` in
-# their URLconf; the metrics endpoints stay apart so that the packages import
-# without prometheus_client; the ``bisman-ratelimit`` command is ``ops.cli:main``.
+# their URLconf; ``compat`` is django-ratelimit's API, imported in its place;
+# the metrics endpoints stay apart so that the packages import without
+# prometheus_client; the ``bisman-ratelimit`` command is ``ops.cli:main``.
 MODULES: dict[str, list[str]] = {
     "bisman_ratelimit.ops.cli": ["main"],
     "bisman_ratelimit.testing": ["RedisServer", "find_server_binary", "free_port"],
     "bisman_ratelimit_starlette.metrics": ["MetricsEndpoint"],
     "bisman_ratelimit_django.apps": ["BismanRateLimitConfig"],
+    "bisman_ratelimit_django.compat": [
+        "ALL",
+        "UNSAFE",
+        "RatelimitMiddleware",
+        "Ratelimited",
+        "Usage",
+        "get_usage",
+        "is_ratelimited",
+        "ratelimit",
+    ],
     "bisman_ratelimit_django.middleware": ["RateLimitMiddleware"],
     "bisman_ratelimit_django.sessions": [
         "SessionStore",

@@ -3,6 +3,9 @@
 The notation is the one Flask-Limiter, slowapi and ``limits`` users know
 (``"100/minute"``, ``"10 per second"``, ``"5 per 30 seconds"``); several limits
 are joined with ``;`` or ``,``. Parsing is delegated to ``limits``.
+django-ratelimit's short form is an alias: ``"5/m"``, ``"100/h"``,
+``"1000/d"``, ``"10/s"``, ``"100/5m"`` (one unit letter, optionally after a
+count of units).
 """
 
 from __future__ import annotations
@@ -25,10 +28,20 @@ MAX_PERIOD_YEARS_TEXT = f"{MAX_PERIOD_US // (365 * 86400 * 1_000_000)} years"
 # ``limits`` reads a period count of 0 ("1/0 seconds") as 1.
 _ZERO_PERIOD = re.compile(r"(?:/|\bper\b)\s*0+\s*[a-z]", re.IGNORECASE)
 
+# django-ratelimit's "5/m" and "100/5m": spelled out for ``limits``, which knows only whole unit names.
+_SHORT = re.compile(r"(?<![\w.])(\d+)\s*/\s*(\d*)\s*([smhd])(?![\w.])", re.IGNORECASE)
+_UNIT_NAMES = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+
 _NOTATION_HELP = (
     "expected '<amount>/<period>' or '<amount> per [<n>] <period>', e.g. '100/minute', "
-    "'10 per second' or '5 per 30 seconds'; join several with ';'"
+    "'10 per second', '5 per 30 seconds' or the short '5/m' and '100/5m'; join several with ';'"
 )
+
+
+def _spell_out(match: re.Match[str]) -> str:
+    amount, count, unit = match.groups()
+    name = _UNIT_NAMES[unit.lower()]
+    return f"{amount}/{count} {name}" if count else f"{amount}/{name}"
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,7 @@ def parse_limits(value: LimitLike | tuple[Limit, ...] | list[LimitLike]) -> tupl
         if _ZERO_PERIOD.search(text):
             raise InvalidLimit(f"invalid rate limit {value!r}: a period of 0 is no period: {_NOTATION_HELP}")
         try:
-            items = _parse_many(text)
+            items = _parse_many(_SHORT.sub(_spell_out, text))
         except ValueError:
             raise InvalidLimit(f"invalid rate limit {value!r}: {_NOTATION_HELP}") from None
         try:

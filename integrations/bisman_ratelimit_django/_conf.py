@@ -3,7 +3,8 @@
 ::
 
     BISMAN_RATELIMIT = {
-        "STORAGE_URL": "redis://localhost:6379/0",   # default "memory://"
+        "ENABLED": True,                             # default: BISMAN_RATELIMIT_ENABLED, else on
+        "STORAGE_URL": "redis://localhost:6379/0",   # default: BISMAN_RATELIMIT_STORAGE_URL, else "memory://"
         "CONFIG": BASE_DIR / "ratelimits.toml",      # per-route limits, optional
         "DEFAULT_LIMITS": ["100/minute"],            # for routes the file does not list
         "TRUSTED_PROXIES": 1,                        # a hop count, or CIDRs such as ["10.0.0.0/8"]
@@ -35,7 +36,15 @@ from bisman_ratelimit.core import (
     OutagePolicy,
     parse_limits,
 )
-from bisman_ratelimit.web import KEY_KINDS, ClientIP, HeaderStyle
+from bisman_ratelimit.web import (
+    KEY_KINDS,
+    STORAGE_URL_ENV,
+    ClientIP,
+    HeaderStyle,
+    enabled_from_env,
+    parse_switch,
+    storage_url_from_env,
+)
 
 SETTING = "BISMAN_RATELIMIT"
 
@@ -45,6 +54,8 @@ class RateLimitSettings:
     """The validated ``BISMAN_RATELIMIT`` setting."""
 
     storage_url: str = "memory://"
+    # False: no checks, no headers, no storage traffic. ENABLED, else BISMAN_RATELIMIT_ENABLED, else on.
+    enabled: bool = True
     config: str | None = None
     default_limits: tuple[Limit, ...] = ()
     default_key: str = "ip"
@@ -176,6 +187,14 @@ def _header_name(value: object) -> str:
     return value.lower()
 
 
+def _switch(value: object) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return parse_switch(value, where="a string value")
+    raise ConfigurationError(f"expected True, False or a string such as 'off', got {value!r}")
+
+
 def _boolean(value: object) -> bool:
     if not isinstance(value, bool):
         raise ConfigurationError(f"expected True or False, got {value!r}")
@@ -208,6 +227,7 @@ def _async_limiter(value: object) -> AsyncLimiter | None:
 
 # setting field -> (RateLimitSettings attribute, parser)
 _FIELDS: dict[str, tuple[str, Callable[[object], Any]]] = {
+    "ENABLED": ("enabled", _switch),
     "STORAGE_URL": ("storage_url", _storage_url),
     "CONFIG": ("config", _config),
     "DEFAULT_LIMITS": ("default_limits", _default_limits),
@@ -237,7 +257,7 @@ FIELDS = (*_FIELDS, *_CLIENT_IP_FIELDS)
 def read_settings(raw: object) -> tuple[RateLimitSettings, list[SettingProblem]]:
     """Validate the setting's value; every bad field gives one problem."""
     if raw is None:
-        return RateLimitSettings(), []
+        raw = {}
     if not isinstance(raw, Mapping):
         return RateLimitSettings(), [SettingProblem("", f"expected a dict, got {type(raw).__name__}")]
     problems: list[SettingProblem] = []
@@ -255,6 +275,17 @@ def read_settings(raw: object) -> tuple[RateLimitSettings, list[SettingProblem]]
                 values[attribute] = parse(raw[name])
             except BismanRateLimitError as exc:
                 problems.append(SettingProblem(name, str(exc)))
+    try:
+        values["enabled"] = enabled_from_env(values.get("enabled"))
+    except BismanRateLimitError as exc:
+        problems.append(SettingProblem("ENABLED", str(exc)))
+    if "STORAGE_URL" not in raw and "LIMITER" not in raw:
+        from_env = storage_url_from_env()
+        if from_env is not None:
+            try:
+                values["storage_url"] = _storage_url(from_env)
+            except BismanRateLimitError as exc:
+                problems.append(SettingProblem("STORAGE_URL", f"(from {STORAGE_URL_ENV}) {exc}"))
     options = {_CLIENT_IP_FIELDS[name]: raw[name] for name in _CLIENT_IP_FIELDS if name in raw}
     if "header" in options and isinstance(options["header"], str):
         options["header"] = options["header"].lower()

@@ -106,7 +106,12 @@ class Declaration:
         members: frozenset[Declaration],
         unfiltered: bool,
     ) -> tuple[Declaration, ...]:
-        """What this stack of decorators must count now: nothing if the middleware or an outer one did."""
+        """What this stack of decorators must count now: nothing if the middleware or an outer one did,
+        or if limiting is switched off."""
+        if not get_runtime().enabled:
+            if "ratelimit" not in request.__dict__ and not all(d.block for d in stack):
+                request.ratelimit = _NOT_CHECKED  # type: ignore[attr-defined]
+            return ()
         covered: frozenset[Declaration] | None = request.__dict__.get(COVERED)
         if covered is None:
             # The usual case: nothing counted yet, no method filter.
@@ -175,11 +180,13 @@ class Declaration:
 
 
 def ratelimit(
-    limits: LimitLike | Sequence[LimitLike],
+    limits: LimitLike | Sequence[LimitLike] | None = None,
     *,
+    rate: LimitLike | Sequence[LimitLike] | None = None,
     key: KeySource = "ip",
     group: str | None = None,
     methods: Iterable[str] | None = None,
+    method: str | Iterable[str] | None = None,
     block: bool = True,
     algorithm: Algorithm = "sliding_window",
     cost: int | Callable[..., Any] = 1,
@@ -197,7 +204,25 @@ def ratelimit(
     ``request.ratelimit.limited`` set instead. ``cost`` is a number or a
     function of the request; ``deduct_when`` lists the response statuses
     that count (e.g. ``[401, 403]`` for failed logins).
+
+    ``rate=`` and ``method=`` are django-ratelimit's names for ``limits``
+    and ``methods``; the short notation (``"5/m"``, ``"100/5m"``) works in
+    either. This decorator keeps its own defaults (429 with headers); for
+    django-ratelimit's own behaviour use ``bisman_ratelimit_django.compat``.
     """
+    if limits is not None and rate is not None:
+        raise InvalidArgument(
+            f"give the limits once, as the first argument or as rate=, not both: got {limits!r} and {rate!r}"
+        )
+    if methods is not None and method is not None:
+        raise InvalidArgument(
+            f"give the methods once, as methods= or as method=, not both: got {methods!r} and {method!r}"
+        )
+    limits = limits if limits is not None else rate
+    if limits is None:
+        raise InvalidArgument("@ratelimit needs limits, e.g. ratelimit('5/minute') or ratelimit(rate='5/m')")
+    if method is not None:
+        methods = [method] if isinstance(method, str) else method
     if not isinstance(block, bool):
         raise InvalidArgument(f"block must be True or False, got {block!r}")
     options = LimitOptions(

@@ -113,9 +113,24 @@ class Runtime:
                 self.limiter = Limiter.from_url(url)
                 self.async_limiter = None
 
+    @property
+    def enabled(self) -> bool:
+        """False when the settings or the environment switch limiting off."""
+        return self.settings.enabled
+
+    def async_limiter_for(self, request: HttpRequest) -> AsyncLimiter | None:
+        """The async limiter for the running loop; None under WSGI, where the sync one must be
+        used in a worker thread (the loop is Django's throwaway one)."""
+        limiter = self.async_limiter
+        if limiter is None:
+            if isinstance(request, WSGIRequest):
+                return None
+            limiter = self._loop_limiter()
+        return limiter
+
     def warm(self) -> None:
         """Open a few connections to the storage now, once: the first requests then find them open."""
-        if self._warmed:
+        if self._warmed or not self.enabled:
             return
         self._warmed = True
         try:
@@ -137,11 +152,9 @@ class Runtime:
         return decide(self.limiter, evaluation)
 
     async def adecide(self, request: HttpRequest, evaluation: Evaluation) -> Verdict:
-        limiter = self.async_limiter
+        limiter = self.async_limiter_for(request)
         if limiter is None:
-            if isinstance(request, WSGIRequest):
-                return await sync_to_async(decide, thread_sensitive=False)(self.limiter, evaluation)
-            limiter = self._loop_limiter()
+            return await sync_to_async(decide, thread_sensitive=False)(self.limiter, evaluation)
         return await adecide(limiter, evaluation)
 
     def local(self) -> tuple[Limiter, AsyncLimiter]:
@@ -157,13 +170,9 @@ class Runtime:
     async def ahit(
         self, request: HttpRequest, key: str, limit: Limit, algorithm: Algorithm, cost: int
     ) -> Decision:
-        limiter = self.async_limiter
+        limiter = self.async_limiter_for(request)
         if limiter is None:
-            if isinstance(request, WSGIRequest):
-                return await sync_to_async(self.limiter.hit, thread_sensitive=False)(
-                    key, limit, algorithm, cost
-                )
-            limiter = self._loop_limiter()
+            return await sync_to_async(self.limiter.hit, thread_sensitive=False)(key, limit, algorithm, cost)
         return await limiter.hit(key, limit, algorithm, cost)
 
     def _loop_limiter(self) -> AsyncLimiter:

@@ -10,6 +10,10 @@ picks the policy, so every id shares one. Limits written with
 ``@ratelimit`` on the view are counted in the same storage call. Paths that
 match no URL pattern are counted under the defaults once their 404 is
 ready, and a client over its limit gets the 429 instead.
+
+With limiting switched off (``BISMAN_RATELIMIT["ENABLED"] = False`` or
+``BISMAN_RATELIMIT_ENABLED=0``), the middleware takes itself out of the
+chain at start-up: no checks, no headers, no storage traffic.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
@@ -53,6 +58,8 @@ class RateLimitMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
         runtime = get_runtime()
+        if not runtime.enabled:
+            raise MiddlewareNotUsed("rate limiting is switched off")
         self.runtime = runtime
         self.planner = runtime.planner
         self.guard = Guard(runtime)

@@ -27,15 +27,15 @@ def test_bad_fields_are_each_reported() -> None:
         (
             "bisman_ratelimit.E001",
             "BISMAN_RATELIMIT['STORAGE_URLS']: unknown field (did you mean 'STORAGE_URL'?); allowed: "
-            "STORAGE_URL, CONFIG, DEFAULT_LIMITS, DEFAULT_KEY, DEFAULT_ALGORITHM, GLOBAL_LIMITS, HEADERS, "
-            "RESPONSE, USER, API_KEY_HEADER, FAIL_OPEN, ON_OUTAGE, METRICS, LIMITER, ASYNC_LIMITER, "
+            "ENABLED, STORAGE_URL, CONFIG, DEFAULT_LIMITS, DEFAULT_KEY, DEFAULT_ALGORITHM, GLOBAL_LIMITS, "
+            "HEADERS, RESPONSE, USER, API_KEY_HEADER, FAIL_OPEN, ON_OUTAGE, METRICS, LIMITER, ASYNC_LIMITER, "
             "TRUSTED_PROXIES, FORWARDED_HEADER, IPV6_PREFIX, IPV4_PREFIX",
         ),
         (
             "bisman_ratelimit.E001",
             "BISMAN_RATELIMIT['DEFAULT_LIMITS']: invalid rate limit 'lots': expected "
-            "'<amount>/<period>' or '<amount> per [<n>] <period>', e.g. '100/minute', '10 per second' or "
-            "'5 per 30 seconds'; join several with ';'",
+            "'<amount>/<period>' or '<amount> per [<n>] <period>', e.g. '100/minute', '10 per second', "
+            "'5 per 30 seconds' or the short '5/m' and '100/5m'; join several with ';'",
         ),
         (
             "bisman_ratelimit.E001",

@@ -195,6 +195,25 @@ async def test_async_class_based_view(configure, mode: str) -> None:
     assert (await client.get("/cbv-async/"))["RateLimit-Policy"] == '"AsyncView";q=2;w=60'
 
 
+def test_django_ratelimit_spellings_are_aliases(configure, mode: str) -> None:
+    # @ratelimit(rate="2/m", key="ip", method="POST"): rate= and method= with the short notation.
+    configure()
+    client = Client()
+    assert codes(client, "/aliases/", 3) == [200] * 3
+    first = client.post("/aliases/")
+    assert first["RateLimit-Policy"] == '"aliases";q=2;w=60'
+    assert codes(client, "/aliases/", 2, "post") == [200, 429]
+
+
+def test_aliases_are_given_once() -> None:
+    with pytest.raises(InvalidArgument, match="give the limits once, as the first argument or as rate="):
+        ratelimit("1/minute", rate="1/m")
+    with pytest.raises(InvalidArgument, match="give the methods once, as methods= or as method=, not both"):
+        ratelimit("1/minute", methods=["GET"], method="GET")
+    with pytest.raises(InvalidArgument, match=r"@ratelimit needs limits, e.g. ratelimit\('5/minute'\)"):
+        ratelimit(key="ip")
+
+
 def test_bad_arguments_fail_at_import() -> None:
     with pytest.raises(InvalidLimit, match="invalid rate limit 'lots'"):
         ratelimit("lots")

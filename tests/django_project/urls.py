@@ -30,6 +30,7 @@ urlpatterns = [
     path("annotated/", views.annotated),
     path("annotated-async/", views.annotated_async),
     path("post-only/", views.post_only),
+    path("aliases/", views.aliases),
     path("shared/a/", views.shared_a),
     path("shared/b/", views.shared_b),
     path("tenant/", views.by_tenant),

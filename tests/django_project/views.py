@@ -112,6 +112,11 @@ def post_only(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+@ratelimit(rate="2/m", key="ip", method="POST", algorithm="fixed_window")
+def aliases(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
 @ratelimit("3/minute", key="ip", algorithm="fixed_window", group="shared")
 def shared_a(request: HttpRequest) -> HttpResponse:
     return HttpResponse("a")

@@ -25,7 +25,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "example_apps" / "ratelimits.tom
 
 NOTATION_HELP = (
     "expected '<amount>/<period>' or '<amount> per [<n>] <period>', e.g. '100/minute', "
-    "'10 per second' or '5 per 30 seconds'; join several with ';'"
+    "'10 per second', '5 per 30 seconds' or the short '5/m' and '100/5m'; join several with ';'"
 )
 ROUTE_FIELDS = "path, methods, limits, algorithm, key, cost, shadow, exempt, deduct_when, description"
 A = "ratelimits.toml: routes[0] (/a): "  # where errors in route() land
