@@ -31,7 +31,6 @@ class NamespaceStats:
     no_ttl: int
     ephemeral: bool
     above_policy: int = 0
-    policy_ttl: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,6 @@ class _Tally:
         self.no_ttl_keys: list[str] = []
         self.above: Counter[str] = Counter()
         self.above_keys: list[tuple[str, float, float]] = []
-        self.policy_ttls: dict[str, float | None] = {}
         self.biggest: list[tuple[int, str]] = []
 
     def wants_memory(self, group: str) -> bool:
@@ -99,7 +97,6 @@ class _Tally:
         policy_ttl = self.grouper.policy_ttl(key)
         if ttl is not None and policy_ttl is not None and above_policy(ttl, policy_ttl):
             self.above[group] += 1
-            self.policy_ttls[group] = policy_ttl
             if len(self.above_keys) < self.keep:
                 self.above_keys.append((key, ttl, policy_ttl))
         if memory is not None:
@@ -131,7 +128,6 @@ class _Tally:
                     no_ttl=self.no_ttl[group],
                     ephemeral=self.grouper.is_ephemeral(group),
                     above_policy=self.above[group],
-                    policy_ttl=self.policy_ttls.get(group),
                 )
             )
         biggest = tuple((key, memory) for memory, key in sorted(self.biggest, reverse=True))

@@ -43,7 +43,6 @@ from bisman_ratelimit.ops import (
 from bisman_ratelimit.ops._grouping import whole_seconds
 from bisman_ratelimit.ops._hotkeys import MIN_COST_COMMANDS
 from bisman_ratelimit.ops.cli._common import (
-    DEFAULT_URL,
     UsageError,
     add_url,
     connection,
@@ -52,8 +51,6 @@ from bisman_ratelimit.ops.cli._common import (
     scheme_of,
     whole_number,
 )
-
-__all__ = ["DEFAULT_URL", "display_url", "format_table", "parse_duration", "register"]
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -148,21 +145,16 @@ class Progress:
         if not self.enabled or now - self._last < 0.1:
             return
         self._last = now
-        self.stream.write(f"\r{progress_line(self.label, done, total, self.unit)}")
+        share = min(1.0, done / total) if total else 0.0
+        bar = "#" * int(share * 30)
+        figures = f"{done:.1f}/{total:.1f}{self.unit}" if self.unit else f"{int(done)}/{int(total)}"
+        self.stream.write(f"\r{self.label} [{bar:<30}] {share:4.0%} {figures}")
         self.stream.flush()
 
     def close(self) -> None:
         if self.enabled:
             self.stream.write("\r\033[K")
             self.stream.flush()
-
-
-def progress_line(label: str, done: float, total: float, unit: str = "") -> str:
-    """One frame of the progress bar."""
-    share = min(1.0, done / total) if total else 0.0
-    bar = "#" * int(share * 30)
-    figures = f"{done:.1f}/{total:.1f}{unit}" if unit else f"{int(done)}/{int(total)}"
-    return f"{label} [{bar:<30}] {share:4.0%} {figures}"
 
 
 @contextmanager
