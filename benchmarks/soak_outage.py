@@ -84,7 +84,7 @@ class App:
         self.log = log
         env = {
             **os.environ,
-            "BISMAN_RATELIMIT_STORAGE": storage_url,
+            "BISMAN_RATELIMIT_STORAGE_URL": storage_url,
             "BISMAN_RATELIMIT_TRUSTED_PROXIES": "1",
         }
         command = [

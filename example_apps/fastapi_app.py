@@ -1,7 +1,7 @@
 """The same API in FastAPI, with the limits of ``ratelimits.toml`` plus one declared as a dependency.
 
     uvicorn --app-dir example_apps fastapi_app:app --host 127.0.0.1 --port 8000 --no-proxy-headers
-    BISMAN_RATELIMIT_STORAGE=redis://127.0.0.1:6390/0 \
+    BISMAN_RATELIMIT_STORAGE_URL=redis://127.0.0.1:6390/0 \
         uvicorn --app-dir example_apps fastapi_app:app --no-proxy-headers
 
 Users are whoever the ``Authorization: Bearer <name>`` header names (a stand-in
@@ -11,7 +11,6 @@ for real authentication).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,12 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
 
 from bisman_ratelimit import AsyncLimiter
+from bisman_ratelimit.web import storage_url_from_env
 from bisman_ratelimit_starlette import RateLimit, RateLimitMiddleware
 
 CONFIG = Path(__file__).with_name("ratelimits.toml")
-STORAGE = os.environ.get("BISMAN_RATELIMIT_STORAGE", "memory://")
+# The one name every plugin, example and the command line read; a near miss warns.
+STORAGE = storage_url_from_env("memory://")
 
 limiter = AsyncLimiter.from_url(STORAGE)
 

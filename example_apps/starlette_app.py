@@ -6,7 +6,7 @@ Run it on the in-memory default::
 
 or on Redis::
 
-    BISMAN_RATELIMIT_STORAGE=redis://127.0.0.1:6390/0 \
+    BISMAN_RATELIMIT_STORAGE_URL=redis://127.0.0.1:6390/0 \
         uvicorn --app-dir example_apps starlette_app:app --no-proxy-headers
 
 ``--no-proxy-headers`` leaves forwarding headers to the middleware, which
@@ -35,10 +35,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bisman_ratelimit import AsyncLimiter
+from bisman_ratelimit.web import storage_url_from_env
 from bisman_ratelimit_starlette import RateLimitMiddleware, limit
 
 CONFIG = Path(__file__).with_name("ratelimits.toml")
-STORAGE = os.environ.get("BISMAN_RATELIMIT_STORAGE", "memory://")
+# The one name every plugin, example and the command line read; a near miss warns.
+STORAGE = storage_url_from_env("memory://")
 
 
 def trusted_proxies() -> int | list[str] | None:

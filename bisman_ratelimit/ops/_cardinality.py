@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 import heapq
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from bisman_ratelimit.core import InvalidArgument
-from bisman_ratelimit.ops._grouping import NamespaceGrouper, Progress, as_text
+from bisman_ratelimit.ops._grouping import NamespaceGrouper, Progress, above_policy, as_text
+
+StopReason = Literal["complete", "max_keys", "time_limit"]
 
 
 @dataclass(frozen=True)
@@ -27,11 +30,16 @@ class NamespaceStats:
     memory_estimated: int
     no_ttl: int
     ephemeral: bool
+    above_policy: int = 0
 
 
 @dataclass(frozen=True)
 class KeyspaceSample:
-    """What one SCAN pass (complete, or cut at ``max_keys``) found."""
+    """What one SCAN pass found: complete, or cut at ``max_keys`` or at the time limit (``stopped``).
+
+    ``above_policy_keys`` are ``(key, ttl, namespace TTL)`` of keys that
+    outlive their namespace's TTL.
+    """
 
     total_keys: int
     scanned: int
@@ -39,6 +47,8 @@ class KeyspaceSample:
     namespaces: tuple[NamespaceStats, ...]
     no_ttl_keys: tuple[str, ...]
     biggest: tuple[tuple[str, int], ...]
+    stopped: StopReason = "complete"
+    above_policy_keys: tuple[tuple[str, float, float], ...] = ()
 
     def namespace(self, name: str) -> NamespaceStats | None:
         for stats in self.namespaces:
@@ -50,6 +60,11 @@ class KeyspaceSample:
     def no_ttl_total(self) -> int:
         """Keys without a TTL in ephemeral namespaces: each one breaks the TTL policy."""
         return sum(stats.no_ttl for stats in self.namespaces)
+
+    @property
+    def above_policy_total(self) -> int:
+        """Keys whose TTL is longer than their namespace's."""
+        return sum(stats.above_policy for stats in self.namespaces)
 
 
 class _Tally:
@@ -64,6 +79,8 @@ class _Tally:
         self.measured: Counter[str] = Counter()
         self.no_ttl: Counter[str] = Counter()
         self.no_ttl_keys: list[str] = []
+        self.above: Counter[str] = Counter()
+        self.above_keys: list[tuple[str, float, float]] = []
         self.biggest: list[tuple[int, str]] = []
 
     def wants_memory(self, group: str) -> bool:
@@ -76,6 +93,12 @@ class _Tally:
             self.no_ttl[group] += 1
             if len(self.no_ttl_keys) < self.keep:
                 self.no_ttl_keys.append(key)
+        ttl = pttl / 1000 if pttl is not None and pttl >= 0 else None
+        policy_ttl = self.grouper.policy_ttl(key)
+        if ttl is not None and policy_ttl is not None and above_policy(ttl, policy_ttl):
+            self.above[group] += 1
+            if len(self.above_keys) < self.keep:
+                self.above_keys.append((key, ttl, policy_ttl))
         if memory is not None:
             self.memory[group] += memory
             self.measured[group] += 1
@@ -85,7 +108,8 @@ class _Tally:
             elif item > self.biggest[0]:
                 heapq.heapreplace(self.biggest, item)
 
-    def result(self, total_keys: int, complete: bool) -> KeyspaceSample:
+    def result(self, total_keys: int, stopped: StopReason) -> KeyspaceSample:
+        complete = stopped == "complete"
         scanned = sum(self.keys.values())
         scale = 1.0 if complete or scanned == 0 else total_keys / scanned
         stats = []
@@ -103,6 +127,7 @@ class _Tally:
                     memory_estimated=round(average * estimated),
                     no_ttl=self.no_ttl[group],
                     ephemeral=self.grouper.is_ephemeral(group),
+                    above_policy=self.above[group],
                 )
             )
         biggest = tuple((key, memory) for memory, key in sorted(self.biggest, reverse=True))
@@ -113,6 +138,8 @@ class _Tally:
             namespaces=tuple(stats),
             no_ttl_keys=tuple(self.no_ttl_keys),
             biggest=biggest,
+            stopped=stopped,
+            above_policy_keys=tuple(self.above_keys),
         )
 
 
@@ -126,17 +153,24 @@ def sample_keyspace(
     check_ttl: bool = True,
     keep: int = 20,
     progress: Progress | None = None,
+    time_limit: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> KeyspaceSample:
-    """SCAN at most ``max_keys`` keys (``None``: all) of the client's database.
+    """SCAN at most ``max_keys`` keys (``None``: all) of the client's database, for at most ``time_limit`` s.
 
     For each key the TTL is read (``check_ttl``) and, for up to
     ``memory_samples`` keys per namespace (``None``: every key), ``MEMORY
     USAGE``; both in one pipeline per SCAN batch. When the scan stops early
     the counts are scaled to ``DBSIZE``: SCAN walks the hash table in an
     order unrelated to key names, so its first keys are a fair sample.
+    With ``memory_samples=None`` every key is measured, so the biggest keys
+    are found as ``redis-cli --memkeys`` finds them.
     """
     if max_keys is not None and max_keys < 1:
         raise InvalidArgument(f"max_keys must be >= 1 or None, got {max_keys!r}")
+    if time_limit is not None and not time_limit > 0:
+        raise InvalidArgument(f"time_limit must be > 0 seconds or None, got {time_limit!r}")
+    deadline = None if time_limit is None else clock() + time_limit
     tally = _Tally(grouper or NamespaceGrouper(), memory_samples=memory_samples, keep=keep)
     total_keys = int(client.dbsize())
     cursor: int = 0
@@ -150,9 +184,11 @@ def sample_keyspace(
         if progress is not None:
             progress(scanned, max(total_keys, scanned) if max_keys is None else min(max_keys, total_keys))
         if int(cursor) == 0:
-            return tally.result(total_keys, complete=True)
+            return tally.result(total_keys, "complete")
         if max_keys is not None and scanned >= max_keys:
-            return tally.result(max(total_keys, scanned), complete=False)
+            return tally.result(max(total_keys, scanned), "max_keys")
+        if deadline is not None and clock() >= deadline:
+            return tally.result(max(total_keys, scanned), "time_limit")
 
 
 def _measure(client: Any, tally: _Tally, raw_keys: Sequence[bytes | str], check_ttl: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from bisman_ratelimit.stores import NamespaceRegistry, default_registry
@@ -10,6 +11,16 @@ OTHER_NAMESPACE = "other"
 
 Progress = Callable[[float, float], None]
 """Called with (done, total) as long work advances."""
+
+
+def above_policy(ttl: float | None, policy_ttl: float | None) -> bool:
+    """Whether a key that expires in ``ttl`` seconds outlives its namespace's TTL."""
+    return ttl is not None and policy_ttl is not None and ttl > policy_ttl
+
+
+def whole_seconds(ttl: float) -> int:
+    """A TTL read in milliseconds, in the whole seconds a writer gave (4507.2 s left of 4508 -> 4508)."""
+    return math.ceil(ttl)
 
 
 def as_text(key: bytes | str) -> str:
@@ -47,6 +58,11 @@ class NamespaceGrouper:
             *sorted(self.domains),
             OTHER_NAMESPACE,
         )
+
+    def policy_ttl(self, key: str) -> float | None:
+        """The TTL (seconds) that ``key``'s namespace sets, or ``None`` when it sets none."""
+        namespace = self.registry.find(key)
+        return None if namespace is None else namespace.ttl
 
     def is_ephemeral(self, group: str) -> bool:
         for namespace in self.registry:

@@ -122,6 +122,11 @@ class HotKey:
     suggestion: str
 
 
+# Below this many commands in either window, INFO's CPU counters (10 ms
+# steps) and the audit's own commands swamp the figure: +250% from 7 commands.
+MIN_COST_COMMANDS = 1000
+
+
 @dataclass(frozen=True)
 class MonitorCost:
     """What sampling ``MONITOR`` cost the server.
@@ -136,11 +141,19 @@ class MonitorCost:
     monitor_cpu_seconds: float
     monitor_commands: int
     output_buffer_bytes: int | None
+    baseline_commands: int | None = None
+
+    @property
+    def too_small(self) -> bool:
+        """Whether either window saw too few commands for the comparison to mean anything."""
+        return self.monitor_commands < MIN_COST_COMMANDS or (
+            self.baseline_commands is not None and self.baseline_commands < MIN_COST_COMMANDS
+        )
 
     @property
     def overhead(self) -> float | None:
-        """Extra server CPU per command while monitoring (0.25 = 25% more), when both are known."""
-        if not self.baseline_cpu_per_kcmd or self.monitor_cpu_per_kcmd is None:
+        """Extra server CPU per command while monitoring (0.25 = 25% more), when both can be judged."""
+        if self.too_small or not self.baseline_cpu_per_kcmd or self.monitor_cpu_per_kcmd is None:
             return None
         return self.monitor_cpu_per_kcmd / self.baseline_cpu_per_kcmd - 1.0
 
@@ -341,6 +354,7 @@ def audit_hotkeys(
         monitor_cpu_seconds=cpu_end - cpu_start,
         monitor_commands=commands_end - commands_start,
         output_buffer_bytes=buffer,
+        baseline_commands=cost_baseline[1] if cost_baseline else None,
     )
     return summarize_hotkeys(
         ops, reads, writes, commands=commands, grouper=grouper, threshold=threshold, top=top,

@@ -22,7 +22,8 @@ from typing import Any
 import redis
 
 from bisman_ratelimit.core import InvalidArgument, StorageError, StorageResponseError, scan_pattern
-from bisman_ratelimit.stores import NamespaceRegistry, default_registry
+from bisman_ratelimit.ops._grouping import above_policy, whole_seconds
+from bisman_ratelimit.stores import Namespace, NamespaceRegistry, default_registry
 
 Progress = Callable[[float, float], None]
 
@@ -58,6 +59,20 @@ def namespace_prefix(namespace: str) -> str:
     return text if text.endswith(":") else text + ":"
 
 
+def scan_share(cursor: int) -> float:
+    """How much of the keyspace a SCAN has walked when the server hands back ``cursor``.
+
+    SCAN counts its cursor up with the bits reversed (so a table that grows
+    or shrinks between calls loses no key): read backwards, the cursor is
+    the walked share of the hash table, whatever the table's size.
+    """
+    if cursor <= 0:
+        return 0.0
+    bits = cursor.bit_length()
+    reversed_cursor = int(format(cursor, f"0{bits}b")[::-1], 2)
+    return reversed_cursor / (1 << bits)
+
+
 def flush_namespace(
     client: Any,
     namespace: str,
@@ -67,13 +82,19 @@ def flush_namespace(
     expected: int | None = None,
     progress: Progress | None = None,
 ) -> FlushResult:
-    """Delete every key under ``namespace`` (see :func:`namespace_prefix`) with SCAN + UNLINK."""
+    """Delete every key under ``namespace`` (see :func:`namespace_prefix`) with SCAN + UNLINK.
+
+    ``progress`` is called with (done, total) after each batch: keys deleted
+    (or matched, on a dry run) out of ``expected`` when it is known, else
+    keys walked out of ``DBSIZE``, estimated from the SCAN cursor.
+    """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InvalidArgument(f"batch must be a whole number >= 1, got {batch!r}")
     prefix = namespace_prefix(namespace)
     pattern = scan_pattern(prefix)
     raw_prefix = prefix.encode()
     matched = deleted = 0
+    keyspace = max(1, int(client.dbsize())) if progress is not None and expected is None else 0
     pending: list[Any] = []
     cursor: int = 0
     while True:
@@ -90,10 +111,26 @@ def flush_namespace(
         elif dry_run:
             pending.clear()
         if progress is not None:
-            done = matched if dry_run else deleted
-            progress(done, max(done, expected or 0))
+            if expected is None:
+                # Nothing says how many keys match until the walk ends; the cursor says how far it is.
+                walked = keyspace if int(cursor) == 0 else round(scan_share(int(cursor)) * keyspace)
+                progress(min(walked, keyspace), keyspace)
+            else:
+                done = matched if dry_run else deleted
+                progress(done, max(done, expected))
         if int(cursor) == 0:
             return FlushResult(prefix, pattern, matched, deleted, dry_run)
+
+
+def ttl_above_policy(ttl: float, namespace: Namespace) -> str:
+    """Why a key outlives its namespace's TTL, and which of the two wins."""
+    why = (
+        "a rate limit's key lives as long as its window needs, and the window wins over the namespace TTL"
+        if namespace.prefix.startswith("rl:")
+        else "its writer gave a TTL longer than the namespace's"
+    )
+    policy = f"{namespace.prefix}'s TTL of {namespace.ttl:g} s"
+    return f"expires in {whole_seconds(ttl)} s, longer than {policy}: {why}"
 
 
 # --- inspect --------------------------------------------------------------------------------------------
@@ -137,6 +174,8 @@ def _policy_note(key: str, ttl: float | None, registry: NamespaceRegistry) -> tu
         )
     if not namespace.ephemeral and ttl is not None:
         return namespace.prefix, f"{namespace.prefix} is persistent but this key expires in {ttl:g} s"
+    if ttl is not None and above_policy(ttl, namespace.ttl):
+        return namespace.prefix, f"TTL ABOVE POLICY: {ttl_above_policy(ttl, namespace)}"
     return namespace.prefix, "follows its namespace's TTL policy"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
+from typing import overload
 
 from bisman_ratelimit.core import InvalidArgument
 
@@ -48,6 +49,12 @@ def _warn_near_misses(name: str, environ: Mapping[str, str]) -> None:
                 EnvironmentWarning,
                 stacklevel=3,
             )
+
+
+@overload
+def storage_url_from_env(default: str, *, environ: Mapping[str, str] | None = None) -> str: ...
+@overload
+def storage_url_from_env(default: None = None, *, environ: Mapping[str, str] | None = None) -> str | None: ...
 
 
 def storage_url_from_env(

@@ -276,7 +276,7 @@ def test_cardinality_command(
         if line.startswith(("rl:user ", "auth:sess "))
     }
     assert rows["rl:user"][1:3] == ["120", "120"]
-    assert rows["auth:sess"][-2:] == ["3", "yes"]
+    assert rows["auth:sess"][-3:] == ["3", "-", "yes"]
     biggest = out.split("Biggest keys")[1].splitlines()
     assert biggest[3].startswith("chat:ctx:thread:big")
     assert len([line for line in biggest if line.strip()]) == 2 + 3

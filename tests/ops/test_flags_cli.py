@@ -55,20 +55,27 @@ def test_errors(redis_url: str, capsys: pytest.CaptureFixture[str], monkeypatch:
     assert run(capsys, "delete", "nope", "--url", redis_url)[2].endswith(
         "no flag named 'nope' in 'flags:config'\n"
     )
+    # Bad arguments exit 2; a flag that is not there is a failed lookup, 1.
     assert run(capsys, "set", "new", "1", "--url", redis_url) == (
-        1,
+        2,
         "",
         "bisman-ratelimit: error: 'new' is a new flag: give its type with --type {bool,str,json}\n",
     )
-    assert run(capsys, "set", "b", "maybe", "--type", "bool", "--url", redis_url)[2] == (
-        "bisman-ratelimit: error: bad bool flag value 'maybe': use true/false, on/off, yes/no or 1/0\n"
+    assert run(capsys, "set", "b", "maybe", "--type", "bool", "--url", redis_url) == (
+        2,
+        "",
+        "bisman-ratelimit: error: bad bool flag value 'maybe': use true/false, on/off, yes/no or 1/0\n",
     )
-    assert run(capsys, "list", "--url", "memory://")[2] == (
-        "bisman-ratelimit: error: flags commands need a Redis URL: memory:// lives inside one process\n"
+    assert run(capsys, "list", "--url", "memory://") == (
+        2,
+        "",
+        "bisman-ratelimit: error: flags commands need a Redis URL: memory:// lives inside one process\n",
     )
-    monkeypatch.delenv("BISMAN_RATELIMIT_URL", raising=False)
-    assert run(capsys, "list")[2] == (
-        "bisman-ratelimit: error: give --url redis://host:port/db (or set BISMAN_RATELIMIT_URL)\n"
+    monkeypatch.delenv("BISMAN_RATELIMIT_STORAGE_URL", raising=False)
+    assert run(capsys, "list") == (
+        2,
+        "",
+        "bisman-ratelimit: error: give --url redis://host:port/db (or set BISMAN_RATELIMIT_STORAGE_URL)\n",
     )
     with pytest.raises(SystemExit):
         main(["flags", "set", "x", "1", "--type", "int", "--url", redis_url])

@@ -109,8 +109,12 @@ def test_flush_refuses_an_empty_namespace(
     keys: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for namespace in ("", ":", "  "):
-        assert main(["flush", "--url", redis_url, "--namespace", namespace, "--yes"]) == 1
-        assert "flush needs a namespace such as 'rl:'" in capsys.readouterr().err
+        # A bad argument: exit 2, as argparse's own errors.
+        assert main(["flush", "--url", redis_url, "--namespace", namespace, "--yes"]) == 2
+        assert capsys.readouterr().err == (
+            "bisman-ratelimit: error: --namespace: flush needs a namespace such as 'rl:' "
+            f"(got {namespace!r}); it never deletes every key\n"
+        )
     assert remaining(keys) == set(OTHERS + RL_KEYS)
     with pytest.raises(InvalidArgument, match="it never deletes every key"):
         namespace_prefix("")
@@ -272,11 +276,31 @@ def sentinel_setup() -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
             sentinel.stop()
 
 
+def test_commands_take_a_sentinel_url(
+    sentinel_setup: tuple[RedisServer, RedisServer, Sentinel], capsys: pytest.CaptureFixture[str]
+) -> None:
+    primary, _, sentinel = sentinel_setup
+    with redis.Redis(port=primary.port) as client:
+        client.set("auth:sess:user:7", "x", ex=100)
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/cache"
+    code = main(["inspect", "auth:sess:user:7", "--url", url])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("key        auth:sess:user:7\ntype       string (embstr)\n")
+    # The master's name comes from the URL; a name the Sentinel does not know is a failed check.
+    assert main(["failover", "--url", f"redis+sentinel://127.0.0.1:{sentinel.port}/nope"]) == 1
+    assert capsys.readouterr().err == (
+        "bisman-ratelimit: error: the Sentinel knows no master named 'nope': check --master\n"
+    )
+
+
 def test_failover_through_the_cli(
     sentinel_setup: tuple[RedisServer, RedisServer, Sentinel], capsys: pytest.CaptureFixture[str]
 ) -> None:
     primary, replica, sentinel = sentinel_setup
-    code = main(["failover", "--url", sentinel.url, "--master", "cache", "--timeout", "30s"])
+    # A redis+sentinel:// URL names the Sentinels and the master at once.
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/cache"
+    code = main(["failover", "--url", url, "--timeout", "30s"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"primary 127.0.0.1:{primary.port} -> 127.0.0.1:{replica.port}" in out

@@ -48,7 +48,7 @@ def patient_server(request: pytest.FixtureRequest, redis_url: str) -> Iterator[s
 
 def serve(app: str, storage_url: str) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "BISMAN_RATELIMIT_STORAGE": storage_url}
+    env = {**os.environ, "BISMAN_RATELIMIT_STORAGE_URL": storage_url}
     command = [
         sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), f"{app}:app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bisman_ratelimit.core import Limit
+from bisman_ratelimit.stores import NamespaceRegistry, default_registry
 from bisman_ratelimit.web import Exemptions, Policy, RateLimitConfig, load_config
 
 _COLUMNS = ("route", "methods", "limits", "algorithm", "key", "cost", "shadow", "exemptions", "description")
@@ -45,6 +46,8 @@ def register(subparsers: Any) -> None:
 def _check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(summary(config))
+    for warning in ttl_warnings(config):
+        print(f"warning: {warning}")
     return 0
 
 
@@ -103,6 +106,42 @@ def summary(config: RateLimitConfig) -> str:
     else:
         parts.append("no global limit")
     return f"{config.source}: OK: {', '.join(parts)}"
+
+
+def _namespace_of(key: str) -> str:
+    # The web layer stores a route's counters under rl:<kind>:<identity>...
+    kind = key.split(":", 1)[0] if key.startswith("header:") else key
+    return f"rl:{kind}"
+
+
+def ttl_warnings(config: RateLimitConfig, registry: NamespaceRegistry = default_registry) -> list[str]:
+    """A line for each limit whose window outlives the TTL of the namespace its keys live in."""
+    entries: list[tuple[str, tuple[Limit, ...], str]] = []
+    if config.defaults.limits and not config.defaults.exempt.all:
+        entries.append(("defaults", config.defaults.limits, _namespace_of(config.defaults.key)))
+    if config.global_limit is not None:
+        entries.append(("global", config.global_limit.limits, "rl:global"))
+    for index, route in enumerate(config.routes):
+        if route.policy.exempt.all:
+            continue
+        methods = " ".join(sorted(route.methods)) + " " if route.methods is not None else ""
+        entries.append(
+            (f"routes[{index}] ({methods}{route.path})", route.policy.limits, _namespace_of(route.policy.key))
+        )
+    lines = []
+    for where, limits, prefix in entries:
+        namespace = registry.find(prefix)
+        if namespace is None or namespace.ttl is None:
+            continue
+        for limit in limits:
+            if limit.period > namespace.ttl:
+                lines.append(
+                    f"{where}: the window of {limit} ({limit.period:g} s) outlives the TTL of its "
+                    f"namespace {namespace.prefix} ({namespace.ttl:g} s); the window wins: the limiter sets "
+                    f"each key's TTL from its window, so these keys live longer than {namespace.prefix}'s "
+                    "policy says"
+                )
+    return lines
 
 
 def render_docs(config: RateLimitConfig) -> str:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 from bisman_ratelimit.core import InvalidArgument
+from bisman_ratelimit.ops.cli._common import UsageError, add_url, resolve_url, scheme_of
 from bisman_ratelimit.stores import FLAG_TYPES, Flag, FlagAdmin, parse_flag_value
-
-URL_VARIABLE = "BISMAN_RATELIMIT_URL"
 
 
 def register(subparsers: Any) -> None:
@@ -26,11 +24,8 @@ def register(subparsers: Any) -> None:
     commands.required = True
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url",
-        default=os.environ.get(URL_VARIABLE),
-        help=f"Redis URL, such as redis://localhost:6379/0 (default: ${URL_VARIABLE})",
-    )
+    # Flags change what every app does: no silent default server.
+    add_url(common, what="the Redis server holding the flags", fallback=False)
     common.add_argument("--key", default="flags:config", help="the flags hash (default: flags:config)")
 
     set_ = commands.add_parser("set", parents=[common], help="set a flag and tell every app")
@@ -53,12 +48,20 @@ def register(subparsers: Any) -> None:
 
 
 def _admin(args: argparse.Namespace) -> FlagAdmin:
-    url = args.url
-    if not url:
-        raise InvalidArgument(f"give --url redis://host:port/db (or set {URL_VARIABLE})")
-    if url.split("://", 1)[0].lower() == "memory":
-        raise InvalidArgument("flags commands need a Redis URL: memory:// lives inside one process")
-    return FlagAdmin(url, key=args.key)
+    url = resolve_url(args)
+    if scheme_of(url) == "memory":
+        raise UsageError("flags commands need a Redis URL: memory:// lives inside one process")
+    try:
+        return FlagAdmin(url, key=args.key)
+    except InvalidArgument as exc:
+        raise UsageError(f"--url: {exc}") from None
+
+
+def _value(args: argparse.Namespace, flag_type: str) -> Any:
+    try:
+        return parse_flag_value(args.value, flag_type)
+    except InvalidArgument as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _json(value: Any) -> str:
@@ -75,11 +78,11 @@ def _set(args: argparse.Namespace) -> int:
         if flag_type is None:
             existing = admin.get(args.name)
             if existing is None:
-                raise InvalidArgument(
+                raise UsageError(
                     f"{args.name!r} is a new flag: give its type with --type {{{','.join(FLAG_TYPES)}}}"
                 )
             flag_type = existing.type
-        value = parse_flag_value(args.value, flag_type)
+        value = _value(args, flag_type)
         admin.set(args.name, value, flag_type)
     print(f"{args.name} = {_json(value)} ({flag_type})")
     return 0

@@ -2,16 +2,15 @@
 
 Each command is a thin shell over the audits, the doctor and the runbook
 operations of :mod:`bisman_ratelimit.ops`: it
-parses arguments, opens a client for ``--url``, shows progress on a
-terminal and prints tables. Redis errors become one line on stderr.
+parses arguments, opens a client for ``--url`` (any URL the library takes,
+read by its own parser), shows progress on a terminal and prints tables.
+Redis errors become one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,9 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import wraps
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
-
-import redis
+from urllib.parse import unquote, urlsplit
 
 from bisman_ratelimit.backends import translate_errors
 from bisman_ratelimit.core import InvalidArgument
@@ -43,9 +40,17 @@ from bisman_ratelimit.ops import (
     parse_size,
     sample_keyspace,
 )
-
-URL_ENV = "BISMAN_REDIS_URL"
-DEFAULT_URL = "redis://localhost:6379/0"
+from bisman_ratelimit.ops._grouping import whole_seconds
+from bisman_ratelimit.ops._hotkeys import MIN_COST_COMMANDS
+from bisman_ratelimit.ops.cli._common import (
+    UsageError,
+    add_url,
+    connection,
+    display_url,
+    resolve_url,
+    scheme_of,
+    whole_number,
+)
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -82,10 +87,12 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"bad number {text!r}: expected a whole number >= 0")
-    return int(text)
+_count = whole_number(0)
+_positive = whole_number(1)
+
+
+def _duration_or_zero(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0s") else parse_duration(text)
 
 
 # --- output (pure) --------------------------------------------------------------------------------------
@@ -121,18 +128,6 @@ def _bytes(size: float | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
-
-
-def display_url(url: str) -> str:
-    """``url`` with any password masked, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class Progress:
@@ -174,47 +169,16 @@ def _progress(label: str, *, unit: str = "") -> Iterator[Progress]:
 # --- plumbing -------------------------------------------------------------------------------------------
 
 
-def _client(url: str, *, timeout: float = 30.0) -> Any:
-    try:
-        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=5)
-    except ValueError as exc:
-        raise InvalidArgument(f"bad --url {display_url(url)!r}: {exc}") from None
-
-
 def _redis_command(func: Command) -> Command:
-    """Redis errors become our StorageError (one line on stderr), and the client is closed."""
+    """Redis errors become our StorageError (one line on stderr)."""
 
     @wraps(func)
     def run(args: argparse.Namespace) -> int:
+        resolve_url(args)
         with translate_errors():
             return func(args)
 
     return run
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    # A `kill` during an audit must unwind through the finally that restores the server's settings.
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _add_url(parser: argparse.ArgumentParser, *, what: str = "the Redis server") -> None:
-    parser.add_argument(
-        "--url",
-        default=os.environ.get(URL_ENV, DEFAULT_URL),
-        help=f"URL of {what} (default: ${URL_ENV} or {DEFAULT_URL})",
-    )
 
 
 def register(subparsers: Any) -> None:
@@ -226,14 +190,14 @@ def register(subparsers: Any) -> None:
     hot = audits.add_parser(
         "hotkeys", help="sample MONITOR and flag keys with too large a share of operations"
     )
-    _add_url(hot)
+    add_url(hot)
     hot.add_argument("--duration", type=parse_duration, default=10.0, help="how long to sample (default 10s)")
     hot.add_argument(
         "--threshold", type=parse_share, default=0.05, help="flag keys above this share of operations (5%%)"
     )
     hot.add_argument(
         "--baseline",
-        type=lambda text: 0.0 if text in ("0", "0s") else parse_duration(text),
+        type=_duration_or_zero,
         default=1.0,
         help="measure server CPU this long before MONITOR, to show its cost (default 1s; 0 to skip)",
     )
@@ -244,9 +208,15 @@ def register(subparsers: Any) -> None:
     card = audits.add_parser(
         "cardinality", help="keys and memory per namespace, keys missing a TTL, biggest keys"
     )
-    _add_url(card)
+    add_url(card)
     card.add_argument(
-        "--max-keys", type=_count, default=100_000, help="stop the SCAN after this many keys (0: all; 100000)"
+        "--max-keys", type=_count, default=0, help="stop the SCAN after this many keys (default 0: all)"
+    )
+    card.add_argument(
+        "--time-limit",
+        type=_duration_or_zero,
+        default=60.0,
+        help="stop the SCAN after this long, and say so (default 60s; 0: no limit)",
     )
     card.add_argument(
         "--memory-samples",
@@ -258,7 +228,7 @@ def register(subparsers: Any) -> None:
     card.set_defaults(func=_audit_cardinality)
 
     doctor = subparsers.add_parser("doctor", help="check a server against the memory and eviction guardrails")
-    _add_url(doctor)
+    add_url(doctor)
     doctor.add_argument(
         "--memory-limit",
         type=_size,
@@ -272,30 +242,33 @@ def register(subparsers: Any) -> None:
     flush = subparsers.add_parser(
         "flush", help="delete the keys of one namespace (SCAN + UNLINK, never FLUSHALL)"
     )
-    _add_url(flush)
+    add_url(flush)
     flush.add_argument("--namespace", required=True, help="the namespace to empty, e.g. rl: or chat:ctx:")
     flush.add_argument("--dry-run", action="store_true", help="count the keys, delete nothing")
     flush.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     flush.add_argument(
-        "--batch", type=_count, default=500, help="keys per SCAN and UNLINK call (default 500)"
+        "--batch", type=_positive, default=500, help="keys per SCAN and UNLINK call (default 500)"
     )
     flush.set_defaults(func=_flush)
 
     inspect = subparsers.add_parser("inspect", help="type, TTL, memory and size of one key")
-    _add_url(inspect)
+    add_url(inspect)
     inspect.add_argument("key", metavar="KEY", help="the exact key name")
     inspect.set_defaults(func=_inspect)
 
     save = subparsers.add_parser("backup", help="BGSAVE and wait until the snapshot is written")
-    _add_url(save)
+    add_url(save)
     save.add_argument(
         "--timeout", type=parse_duration, default=600.0, help="give up waiting after this long (10m)"
     )
     save.set_defaults(func=_backup)
 
     fail = subparsers.add_parser("failover", help="SENTINEL FAILOVER a master and wait for the new primary")
-    _add_url(fail, what="a Sentinel, e.g. redis://sentinel:26379")
-    fail.add_argument("--master", required=True, help="the master's name in the Sentinel configuration")
+    add_url(fail, what="the Sentinels, e.g. redis+sentinel://sentinel:26379/NAME or redis://sentinel:26379")
+    fail.add_argument(
+        "--master",
+        help="the master's name in the Sentinel configuration (default: the name in a redis+sentinel:// URL)",
+    )
     fail.add_argument("--timeout", type=parse_duration, default=60.0, help="give up after this long (60s)")
     fail.set_defaults(func=_failover)
 
@@ -305,19 +278,18 @@ def register(subparsers: Any) -> None:
 
 @_redis_command
 def _audit_hotkeys(args: argparse.Namespace) -> int:
-    client = _client(args.url, timeout=max(30.0, args.duration + 10))
-    try:
-        with _sigterm_as_interrupt(), _progress("sampling MONITOR", unit="s") as bar:
-            report = audit_hotkeys(
-                client,
-                duration=args.duration,
-                threshold=args.threshold,
-                baseline=args.baseline,
-                top=args.top,
-                progress=bar,
-            )
-    finally:
-        client.close()
+    with (
+        connection(args.url, command="audit hotkeys", timeout=max(30.0, args.duration + 10)) as opened,
+        _progress("sampling MONITOR", unit="s") as bar,
+    ):
+        report = audit_hotkeys(
+            opened.client,
+            duration=args.duration,
+            threshold=args.threshold,
+            baseline=args.baseline,
+            top=args.top,
+            progress=bar,
+        )
     print(render_hotkeys(report, display_url(args.url)))
     if args.metrics_file:
         write_hotkey_metrics(report, args.metrics_file)
@@ -366,11 +338,20 @@ def render_hotkeys(report: HotKeyReport, where: str) -> str:
         before = (
             f"{cost.baseline_cpu_per_kcmd * 1000:.2f} ms" if cost.baseline_cpu_per_kcmd is not None else "n/a"
         )
-        extra = f" ({cost.overhead:+.0%})" if cost.overhead is not None else ""
-        lines.append(
-            f"Cost of MONITOR: server CPU per 1000 commands {during} while sampling{extra}, {before} before; "
-            f"{cost.monitor_cpu_seconds:.2f} CPU s over {cost.monitor_commands} commands"
-        )
+        if cost.too_small:
+            seen = f"{cost.monitor_commands} while sampling" + (
+                f", {cost.baseline_commands} before" if cost.baseline_commands is not None else ""
+            )
+            lines.append(
+                f"Cost of MONITOR: too few commands to judge ({seen}; "
+                f"it takes at least {MIN_COST_COMMANDS} in each)"
+            )
+        else:
+            extra = f" ({cost.overhead:+.0%})" if cost.overhead is not None else ""
+            lines.append(
+                f"Cost of MONITOR: server CPU per 1000 commands {during} while sampling{extra}, "
+                f"{before} before; {cost.monitor_cpu_seconds:.2f} CPU s over {cost.monitor_commands} commands"
+            )
         if cost.output_buffer_bytes is not None:
             lines.append(f"MONITOR output buffer at the end: {_bytes(cost.output_buffer_bytes)}")
     lines.append(f"notify-keyspace-events restored to {report.notify_setting!r}")
@@ -406,40 +387,45 @@ def write_hotkey_metrics(report: HotKeyReport, path: str) -> None:
 
 @_redis_command
 def _audit_cardinality(args: argparse.Namespace) -> int:
-    client = _client(args.url)
-    try:
-        with _progress("scanning keys") as bar:
-            sample = sample_keyspace(
-                client,
-                max_keys=args.max_keys or None,
-                memory_samples=args.memory_samples,
-                grouper=NamespaceGrouper(open_domains=True),
-                keep=max(args.top, 20),
-                progress=bar,
-            )
-    finally:
-        client.close()
+    with connection(args.url, command="audit cardinality") as opened, _progress("scanning keys") as bar:
+        sample = sample_keyspace(
+            opened.client,
+            max_keys=args.max_keys or None,
+            memory_samples=args.memory_samples,
+            grouper=NamespaceGrouper(open_domains=True),
+            keep=max(args.top, 20),
+            progress=bar,
+            time_limit=args.time_limit or None,
+        )
     print(render_cardinality(sample, display_url(args.url), top=args.top))
     return 1 if sample.no_ttl_total else 0
 
 
 def render_cardinality(sample: KeyspaceSample, where: str, *, top: int = 10) -> str:
     """The cardinality report as text."""
-    if sample.complete:
+    if sample.stopped == "complete":
         head = f"{where}: scanned all {sample.scanned} keys"
+    elif sample.stopped == "time_limit":
+        head = (
+            f"{where}: stopped at the time limit (--time-limit) after {sample.scanned} of "
+            f"{sample.total_keys} keys; figures scaled to the whole, biggest keys only among those scanned"
+        )
     else:
         head = f"{where}: scanned {sample.scanned} of {sample.total_keys} keys; figures scaled to the whole"
     rows = [
         (
             s.namespace, s.keys_estimated, s.keys_scanned, _bytes(s.memory_estimated),
             _bytes(s.memory_sampled / s.memory_samples) if s.memory_samples else "?",
-            s.no_ttl if s.ephemeral else "-", "yes" if s.ephemeral else "no",
+            s.no_ttl if s.ephemeral else "-", s.above_policy if s.above_policy else "-",
+            "yes" if s.ephemeral else "no",
         )
         for s in sample.namespaces
     ]  # fmt: skip
     lines = [head, ""]
     lines.append(
-        format_table(("namespace", "keys", "scanned", "memory", "per key", "no TTL", "ephemeral"), rows)
+        format_table(
+            ("namespace", "keys", "scanned", "memory", "per key", "no TTL", "TTL > policy", "ephemeral"), rows
+        )
         if rows
         else "no keys"
     )
@@ -448,6 +434,16 @@ def render_cardinality(sample: KeyspaceSample, where: str, *, top: int = 10) -> 
             "",
             f"POLICY VIOLATION: {sample.no_ttl_total} keys without a TTL in ephemeral namespaces, e.g.:",
             *(f"  {key}" for key in sample.no_ttl_keys),
+        ]
+    if sample.above_policy_total:
+        lines += [
+            "",
+            f"TTL ABOVE POLICY: {sample.above_policy_total} keys outlive their namespace's TTL, e.g.:",
+            *(
+                f"  {key}: {whole_seconds(ttl)} s (namespace TTL {policy:g} s)"
+                for key, ttl, policy in sample.above_policy_keys
+            ),
+            "  a rate limit's key lives as long as its window needs: the window wins over the namespace TTL",
         ]
     if sample.biggest:
         lines += ["", "Biggest keys", format_table(
@@ -459,11 +455,8 @@ def render_cardinality(sample: KeyspaceSample, where: str, *, top: int = 10) -> 
 @_redis_command
 def _doctor(args: argparse.Namespace) -> int:
     limit = MemoryLimit(args.memory_limit, "--memory-limit") if args.memory_limit else cgroup_memory_limit()
-    client = _client(args.url)
-    try:
-        facts = gather_facts(client, sample_keys=args.sample_keys)
-    finally:
-        client.close()
+    with connection(args.url, command="doctor") as opened:
+        facts = gather_facts(opened.client, sample_keys=args.sample_keys)
     results = evaluate(facts, limit)
     print(f"doctor: {display_url(args.url)}")
     for result in results:
@@ -482,13 +475,14 @@ def _confirm(question: str) -> bool:
 
 @_redis_command
 def _flush(args: argparse.Namespace) -> int:
-    prefix = namespace_prefix(args.namespace)
-    if args.batch < 1:
-        raise InvalidArgument("--batch must be at least 1")
-    where = display_url(args.url)
-    client = _client(args.url)
     try:
-        with _progress("counting") as bar:
+        prefix = namespace_prefix(args.namespace)
+    except InvalidArgument as exc:
+        raise UsageError(f"--namespace: {exc}") from None
+    where = display_url(args.url)
+    with connection(args.url, command="flush") as opened:
+        client = opened.client
+        with _progress("counting (keys walked)") as bar:
             counted = flush_namespace(client, prefix, dry_run=True, batch=args.batch, progress=bar)
         print(f"{counted.matched} keys under {prefix!r} on {where} (SCAN MATCH {counted.pattern})")
         if args.dry_run or counted.matched == 0:
@@ -502,19 +496,14 @@ def _flush(args: argparse.Namespace) -> int:
             return 1
         with _progress("deleting") as bar:
             done = flush_namespace(client, prefix, batch=args.batch, expected=counted.matched, progress=bar)
-    finally:
-        client.close()
     print(f"deleted {done.deleted} keys under {prefix!r}")
     return 0
 
 
 @_redis_command
 def _inspect(args: argparse.Namespace) -> int:
-    client = _client(args.url)
-    try:
-        report = inspect_key(client, args.key)
-    finally:
-        client.close()
+    with connection(args.url, command="inspect", cluster=True) as opened:
+        report = inspect_key(opened.client, args.key)
     if report is None:
         print(f"bisman-ratelimit: no such key {args.key!r} on {display_url(args.url)}", file=sys.stderr)
         return 1
@@ -534,11 +523,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 @_redis_command
 def _backup(args: argparse.Namespace) -> int:
-    client = _client(args.url)
-    try:
-        result = backup(client, timeout=args.timeout)
-    finally:
-        client.close()
+    with connection(args.url, command="backup", timeout=max(30.0, args.timeout)) as opened:
+        result = backup(opened.client, timeout=args.timeout)
     when = datetime.fromtimestamp(result.lastsave, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     size = f" ({_bytes(result.size)})" if result.size is not None else " (on the server's host)"
     print(f"BGSAVE finished in {result.seconds:.1f} s; LASTSAVE {when}")
@@ -548,14 +534,40 @@ def _backup(args: argparse.Namespace) -> int:
 
 @_redis_command
 def _failover(args: argparse.Namespace) -> int:
-    client = _client(args.url)
-    try:
-        result = failover(client, args.master, timeout=args.timeout)
-    finally:
-        client.close()
+    named = sentinel_service(args.url)
+    if args.master and named and args.master != named:
+        raise UsageError(f"--master {args.master!r} and the URL's master {named!r} differ: give one of them")
+    master = args.master or named
+    if not master:
+        raise UsageError(
+            "failover needs the master's name: give --master NAME, or --url redis+sentinel://host:26379/NAME"
+        )
+    with connection(args.url, command="failover") as opened:
+        # A redis+sentinel:// URL opens the primary; the failover is asked of its Sentinels.
+        sentinel = opened.closing[0] if opened.closing else opened.client
+        mode = _text(sentinel.info("server").get("redis_mode", "standalone"))
+        if mode != "sentinel":
+            raise UsageError(
+                f"failover needs a Sentinel, and {display_url(args.url)} is a Redis server ({mode}), "
+                f"not a Sentinel: give --url redis+sentinel://SENTINEL-HOST:26379/{master} "
+                f"(or --url redis://SENTINEL-HOST:26379 --master {master})"
+            )
+        result = failover(sentinel, master, timeout=args.timeout)
     old, new = result.old, result.new
     print(
         f"failover of {result.master!r} finished in {result.seconds:.1f} s: "
         f"primary {old[0]}:{old[1]} -> {new[0]}:{new[1]}"
     )
     return 0
+
+
+def sentinel_service(url: str) -> str | None:
+    """The master's name in a ``redis+sentinel://host:port/NAME[/db]`` URL, else ``None``."""
+    if scheme_of(url) != "redis+sentinel":
+        return None
+    path = [unquote(part) for part in urlsplit(url).path.split("/") if part]
+    return path[0] if path else None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

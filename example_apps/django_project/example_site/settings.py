@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bisman_ratelimit.web import storage_url_from_env
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = BASE_DIR.parent
 
@@ -38,7 +40,8 @@ DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 
 BISMAN_RATELIMIT = {
-    "STORAGE_URL": os.environ.get("BISMAN_RATELIMIT_STORAGE_URL", "memory://"),
+    # The one name every plugin, example and the command line read; a near miss warns.
+    "STORAGE_URL": storage_url_from_env("memory://"),
     "CONFIG": EXAMPLES_DIR / "ratelimits.toml",
     # Behind one reverse proxy, set BISMAN_RATELIMIT_TRUSTED_PROXIES=1 to read X-Forwarded-For.
     "TRUSTED_PROXIES": int(os.environ.get("BISMAN_RATELIMIT_TRUSTED_PROXIES", "0")),
