@@ -22,7 +22,7 @@ def start(storage: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BISMAN_RATELIMIT")}
     if storage is not None:
-        env["BISMAN_RATELIMIT_STORAGE"] = env["BISMAN_RATELIMIT_STORAGE_URL"] = storage
+        env["BISMAN_RATELIMIT_STORAGE_URL"] = storage
     command = [
         sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), "starlette_app:app",
         "--host", "127.0.0.1", "--port", str(port),
