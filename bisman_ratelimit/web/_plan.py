@@ -161,6 +161,7 @@ class Rule:
             raise InvalidLimit(f"rule {self.name!r} has no limits")
         kind = _kind_of(self.key)
         _check_cost(self.cost, self.limits, f"rule {self.name!r}")
+        _one_per_window(self.limits, f"rule {self.name!r}")
         names = _item_names(self.name, self.limits)
         setattr_ = object.__setattr__
         setattr_(self, "kind", kind)
@@ -203,6 +204,19 @@ class Rule:
             exempt=options.exempt,
             deduct_when=tuple(options.deduct_when),
         )
+
+
+def _one_per_window(limits: tuple[Limit, ...], where: str) -> None:
+    # A key's limits are stored apart by window (core.limit_tag): two
+    # amounts over one window would share a counter.
+    seen: dict[int, Limit] = {}
+    for limit in limits:
+        other = seen.setdefault(limit.period_us, limit)
+        if other != limit:
+            raise InvalidLimit(
+                f"{where}: limits {other} and {limit} count over one window and would share a "
+                "counter; keep the stricter one"
+            )
 
 
 def _networks(name: str, values: Sequence[str]) -> tuple[IPNetwork, ...]:
