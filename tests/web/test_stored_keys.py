@@ -11,11 +11,11 @@ import redis
 import redis.cluster
 from redis.crc import key_slot
 
-from bisman_ratelimit import Limiter
+from bisman_ratelimit import ConfigFileError, InvalidLimit, Limiter
 from bisman_ratelimit.backends import RedisStorage
 from bisman_ratelimit.ops.cli import main
 from bisman_ratelimit.stores import default_registry
-from bisman_ratelimit.web import Evaluation, parse_config
+from bisman_ratelimit.web import Evaluation, LimitOptions, parse_config
 from bisman_ratelimit.web._evaluate import decide
 from bisman_ratelimit.web._plan import Planner, RoutePlan
 
@@ -150,3 +150,16 @@ def test_the_documented_flush_drops_the_old_layout_only(
     assert main(["flush", "--url", redis_url, "--namespace", "rl:{rl", "--yes"]) == 0
     assert "deleted 2 keys under 'rl:{rl:'" in capsys.readouterr().out
     assert redis_client.keys("*") == [b"rl:user:{u14}:api:/calls/%7Bthread_id%7D:s1m"]
+
+
+def test_two_amounts_over_one_window_fail_when_the_config_is_read() -> None:
+    # They would share one counter: said at start-up, naming the entry.
+    config = {"routes": [{"path": "/x", "limits": ["10/minute", "20 per 60 seconds"]}]}
+    with pytest.raises(ConfigFileError) as caught:
+        parse_config(config)
+    assert str(caught.value) == (
+        "<dict>: routes[0] (/x): field 'limits': limits 10/minute and 20/minute count over one "
+        "window and would share a counter; keep the stricter one"
+    )
+    with pytest.raises(InvalidLimit, match="^limits 10/minute and 20/minute count over one window"):
+        LimitOptions(limits="10/minute;20/minute")
