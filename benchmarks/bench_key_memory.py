@@ -94,7 +94,8 @@ def _installed(name: str) -> bool:
 def measure(
     client: redis.Redis, url: str, write: Callable[[str, str, int], None], algorithm: str, count: int
 ) -> list[str]:
-    client.flushall()
+    # SYNC: a lazy flush (Valkey's default) would free the last run's keys during this one.
+    client.execute_command("FLUSHALL", "SYNC")
     before = int(client.info("memory")["used_memory"])
     write(url, algorithm, count)
     after = int(client.info("memory")["used_memory"])
