@@ -19,7 +19,8 @@ redis-py):
     may go on. A call waits in line for a pooled connection for up to 2 s
     apart from it: a busy pool is the app's load, not a Redis fault.
 ``prefix``
-    of every Redis key (default ``rl``).
+    put before every key, with a ``:`` (default none: a key is stored
+    under its own name).
 ``blocked_cache``
     ``off`` to ask Redis even about keys it has just denied.
 ``fallback=memory``
@@ -167,7 +168,7 @@ class _Settings:
     def __init__(self, url: str, ours: dict[str, str], options: dict[str, Any]) -> None:
         from bisman_ratelimit.backends._redis import DEFAULT_BUDGET
 
-        self.prefix: str = ours.get("prefix", options.pop("prefix", "rl"))
+        self.prefix: str = ours.get("prefix", options.pop("prefix", ""))
         self.budget: float = (
             _seconds(url, "timeout", ours["timeout"])
             if "timeout" in ours

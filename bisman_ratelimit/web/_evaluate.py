@@ -45,7 +45,7 @@ from bisman_ratelimit.core import (
     OutageReaction,
     StorageError,
     UndecidedCause,
-    escape,
+    hash_tag,
     most_restrictive,
     undecided_cause,
 )
@@ -202,10 +202,7 @@ class SingleCheck:
 
     def key(self, ip_key: str | None) -> str:
         """The storage key of a client, from its masked address (as :meth:`Evaluation.start` builds it)."""
-        if not ip_key:
-            return self._prefix + "unknown" + self._suffix
-        # Dotted IPv4 needs no escaping; IPv6 networks hold ':'.
-        return self._prefix + (escape(ip_key) if ":" in ip_key else ip_key) + self._suffix
+        return self._prefix + hash_tag(ip_key or "unknown") + self._suffix
 
     def hit_args(self, peer: str | None, forwarded: str | None = None) -> HitArgs:
         """The arguments of ``Limiter.hit`` for the client behind ``peer`` (and ``forwarded``, if trusted)."""
@@ -302,7 +299,8 @@ class Evaluation:
             elif kind == "header":
                 kind = "header:" + rule.header  # type: ignore[operator]
             cost = rule.cost if type(rule.cost) is int else (costs[index] if costs is not None else 1)
-            active.append((rule, f"rl:{kind}:{escape(identity)}{rule.key_suffix}", cost))
+            # The hash tag around the identity keeps its keys in one Cluster slot.
+            active.append((rule, f"rl:{kind}:{hash_tag(identity)}{rule.key_suffix}", cost))
         return cls(plan, active)
 
     def __init__(self, plan: RoutePlan, active: list[tuple[Rule, str, int]]) -> None:
