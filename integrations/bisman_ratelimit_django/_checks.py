@@ -16,10 +16,9 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from bisman_ratelimit.core import BismanRateLimitError, ConfigFileError
-from bisman_ratelimit.web import RateLimitConfig, load_config
+from bisman_ratelimit.web import RateLimitConfig, load_config, template_forms
 
 from ._conf import SETTING, read_settings
-from ._runtime import template_forms
 
 MIDDLEWARE = "bisman_ratelimit_django.middleware.RateLimitMiddleware"
 
