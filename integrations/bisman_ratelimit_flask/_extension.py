@@ -283,8 +283,8 @@ class _Runtime:
                     for d in self.defaults
                     if d.applies_to(method)
                 )
-            elif self.planner.default_rule is not None and declared:
-                # The limits file's defaults, which the planner adds only when nothing else is declared.
+            elif self.planner.default_rule is not None:
+                # The limits file's defaults, which the planner would add only when nothing is declared.
                 declared.append((_FILE_DEFAULTS, self.planner.default_rule))
         declared.extend((d, d.rule_for(endpoint, method, self.algorithm)) for d in applicable)
         plan = self.planner.plan(template, method, tuple(rule for _, rule in declared))
