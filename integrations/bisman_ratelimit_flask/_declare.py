@@ -84,6 +84,8 @@ class Declaration:
         limits = parse_limits(limit_value if isinstance(limit_value, (str, Limit)) else list(limit_value))
         if kind == "shared" and (not isinstance(scope, str) or not scope):
             raise InvalidArgument(f"shared_limit needs a scope naming the shared counters, got {scope!r}")
+        if scope is not None and (not isinstance(scope, str) or not scope):
+            raise InvalidArgument(f"scope must be a non-empty string, got {scope!r}")
         if cost is None:
             cost = 1
         if not callable(cost):
@@ -127,7 +129,8 @@ class Declaration:
                 # Each endpoint has its own default counters, apart from its declared ones.
                 name, scope = "default", "default/" + endpoint
             else:
-                name = scope = endpoint
+                # A route limit's scope, when given, tells its counters apart within the endpoint.
+                name = scope = endpoint if self.scope is None else f"{endpoint}:{self.scope}"
             if self.per_method:
                 scope = f"{scope}:{method}"
             rule = Rule(

@@ -388,7 +388,7 @@ class _Runtime:
         """Remember the verdict for the response; the refusal, if any."""
         if self.metrics is not None:
             self.metrics.record_decision(route=target.route, allowed=verdict.allowed, reason=verdict.reason)
-        if verdict.headers:
+        if verdict.headers or evaluation is not None:
             req.environ[_STATE] = _Counted(target, verdict, evaluation, engine)
         if verdict.status == 200:
             return None
@@ -577,6 +577,8 @@ class Limiter:
 
     def init_app(self, app: Flask) -> None:
         """Read ``app.config`` and start limiting ``app``'s requests (unless turned off)."""
+        if self in app.extensions.get("limiter", ()):
+            return  # hooked once: a second set of hooks would count every request twice
         config = app.config
         unsupported = sorted(name for name in _UNSUPPORTED if config.get(name) is not None)
         if unsupported:
@@ -679,7 +681,7 @@ class Limiter:
         """A limit on a view function, or on every view of a blueprint: ``@limiter.limit("1/second")``."""
         declaration = Declaration.of(
             limit_value,
-            kind="route" if scope is None else "shared",
+            kind="route",
             key_func=key_func or self._key_func,
             scope=scope,
             per_method=per_method,

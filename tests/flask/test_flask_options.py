@@ -213,3 +213,39 @@ def test_storage_outage_follows_the_fallback_setting(redis_url: str) -> None:
 
     # Nothing listens on port 1: the process's own counters decide.
     assert statuses(app, "/", "/", "/") == [200, 200, 429]
+
+
+def test_deduct_when_gives_back_without_headers_too() -> None:
+    app = Flask(__name__)
+    limiter = Limiter(get_remote_address, app=app, engine=engine(), headers_enabled=False)
+
+    @app.route("/login", methods=["POST"])
+    @limiter.limit("1 per minute", deduct_when=lambda response: response.status_code == 401)
+    def login() -> tuple[str, int]:
+        return ("no", 401) if request.form.get("password") != "right" else ("yes", 200)
+
+    client = app.test_client()
+    assert [client.post("/login", data={"password": "right"}).status_code for _ in range(3)] == [200] * 3
+    assert [client.post("/login", data={"password": "x"}).status_code for _ in range(2)] == [401, 429]
+
+
+def test_init_app_twice_counts_once_and_scope_splits_a_route() -> None:
+    app = Flask(__name__)
+    limiter = Limiter(get_remote_address, engine=engine(), strategy="fixed-window")
+
+    @app.route("/a", methods=["GET", "POST"])
+    @limiter.limit("2 per minute")
+    @limiter.limit("1 per minute", scope="other", methods=["POST"])
+    def a() -> str:
+        return "a"
+
+    limiter.init_app(app)
+    limiter.init_app(app)
+    client = app.test_client()
+    first = client.post("/a")
+    # The POST-only limit has counters of its own, apart from the route's.
+    # Decorators register from the innermost out.
+    assert first.headers["RateLimit-Policy"] == '"a:other";q=1;w=60, "a";q=2;w=60'
+    assert first.headers["RateLimit"] == '"a:other";r=0;t=60, "a";r=1;t=60'
+    assert statuses(app, "/a", method="POST") == [429]
+    assert statuses(app, "/a", "/a") == [200, 429]

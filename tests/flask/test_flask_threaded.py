@@ -116,8 +116,8 @@ def test_every_limit_of_a_request_in_one_round_trip(redis_url: str, redis_client
     # New connections, opened when more requests ran at once than the pool held: per connection,
     # not per request.
     opened = calls.pop("cmdstat_hello", 0)
-    assert calls.pop("cmdstat_client|setinfo", 0) == 2 * opened
     assert opened <= CLIENTS
+    assert calls.pop("cmdstat_client|setinfo", 0) <= 2 * opened
     requests = CLIENTS * REQUESTS_EACH
     # One EVALSHA per request; the rest runs inside it, on the server: its clock, one read of the
     # three counters, one write each.
