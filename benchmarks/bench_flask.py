@@ -15,7 +15,9 @@ what the run uses, so every timed request is allowed (the warm-up checks it).
   ``RateLimit`` header fields on);
 - *Flask-Limiter*: the same code with ``flask_limiter`` imports, on
   ``memory://`` and on the same Redis (its default: no headers), with the
-  fixed window, its default strategy.
+  fixed window, its default strategy;
+- *3 limits*: both on Redis with an application limit and two default
+  limits, which Flask-Limiter checks one after the other.
 
 Rounds interleave the contenders in rotating order; each figure is the
 median of its rounds (CPU time of this process per request, which a busy
@@ -63,12 +65,22 @@ def bare_app() -> Flask:
     return app
 
 
-def bisman_app(storage_uri: str) -> Flask:
+def limits(many: bool) -> dict[str, Any]:
+    """One limit on the client address; or three: an application limit and two defaults."""
+    if not many:
+        return {"default_limits": [f"{AMOUNT} per minute"]}
+    return {
+        "default_limits": [f"{AMOUNT} per minute", f"{AMOUNT} per hour"],
+        "application_limits": [f"{AMOUNT} per day"],
+    }
+
+
+def bisman_app(storage_uri: str, many: bool = False) -> Flask:
     from bisman_ratelimit_flask import Limiter
     from bisman_ratelimit_flask.util import get_remote_address
 
     app = Flask("bisman")
-    Limiter(get_remote_address, app=app, default_limits=[f"{AMOUNT} per minute"], storage_uri=storage_uri)
+    Limiter(get_remote_address, app=app, storage_uri=storage_uri, **limits(many))
 
     @app.route("/")
     def index() -> str:
@@ -77,14 +89,14 @@ def bisman_app(storage_uri: str) -> Flask:
     return app
 
 
-def flask_limiter_app(storage_uri: str) -> Flask:
+def flask_limiter_app(storage_uri: str, many: bool = False) -> Flask:
     from flask_limiter import Limiter
     from flask_limiter.util import get_remote_address
 
     app = Flask("flask_limiter")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        Limiter(get_remote_address, app=app, default_limits=[f"{AMOUNT} per minute"], storage_uri=storage_uri)
+        Limiter(get_remote_address, app=app, storage_uri=storage_uri, **limits(many))
 
     @app.route("/")
     def index() -> str:
@@ -173,6 +185,8 @@ def main() -> None:
             "Flask-Limiter, memory": caller(flask_limiter_app("memory://")),
             "bisman, Redis": caller(bisman_app(url)),
             "Flask-Limiter, Redis": caller(flask_limiter_app(url)),
+            "bisman, Redis, 3 limits": caller(bisman_app(url, many=True)),
+            "Flask-Limiter, Redis, 3 limits": caller(flask_limiter_app(url, many=True)),
         }
         trips: dict[str, float] = {}
         for name, call in contenders.items():
