@@ -159,6 +159,7 @@ PACKAGES: dict[str, list[str]] = {
         "parse_config",
         "parse_switch",
         "storage_url_from_env",
+        "template_forms",
     ],
     "bisman_ratelimit.stores": [
         "DEFAULT_NAMESPACES",
@@ -229,6 +230,7 @@ PACKAGES: dict[str, list[str]] = {
         "rate_limit_exceeded_handler",
     ],
     "bisman_ratelimit_django": ["RateLimitResult", "ratelimit", "ratelimit_exempt"],
+    "bisman_ratelimit_flask": ["Limiter", "RateLimitExceeded"],
 }
 
 # Public modules that are not re-exporting packages, with their __all__. Django
@@ -262,9 +264,16 @@ MODULES: dict[str, list[str]] = {
         "logout_everywhere",
     ],
     "bisman_ratelimit_django.views": ["make_metrics_view", "metrics_view"],
+    # Flask-Limiter's key functions live in a module of this name.
+    "bisman_ratelimit_flask.util": ["get_remote_address"],
 }
 
-TOP_LEVEL = ("bisman_ratelimit", "bisman_ratelimit_starlette", "bisman_ratelimit_django")
+TOP_LEVEL = (
+    "bisman_ratelimit",
+    "bisman_ratelimit_starlette",
+    "bisman_ratelimit_django",
+    "bisman_ratelimit_flask",
+)
 SURFACE = {**PACKAGES, **MODULES}
 
 

@@ -383,15 +383,24 @@ class Evaluation:
                 return True
         return False
 
-    def on_response(self, status: int) -> None:
-        """Queue the refund of the ``deduct_when`` hits that ``status`` does not count."""
+    def on_response(self, status: int, counts: Callable[[Rule], bool] | None = None) -> None:
+        """Queue the refund of the ``deduct_when`` hits that ``status`` does not count.
+
+        ``counts``, when given, says instead whether the response counts for a
+        ``deduct_when`` rule (frameworks whose users judge the whole response).
+        """
         self._responded = True
         active = self._active
-        refunded = [
-            i
-            for i in self._counted
-            if i >= 0 and active[i][0].deduct_when and status not in active[i][0].deduct_when
-        ]
+        if counts is None:
+            refunded = [
+                i
+                for i in self._counted
+                if i >= 0 and active[i][0].deduct_when and status not in active[i][0].deduct_when
+            ]
+        else:
+            refunded = [
+                i for i in self._counted if i >= 0 and active[i][0].deduct_when and not counts(active[i][0])
+            ]
         # Given back once, however often this is called.
         self._counted = []
         if refunded:
