@@ -136,7 +136,7 @@ def test_the_quickstart_on_redis_with_its_moving_window(redis_url: str, redis_cl
     keys = sorted(key.decode() for key in redis_client.keys("*"))
     # One counter per limit, under the endpoint's scope; the defaults apart from the route's own.
     assert keys == [
-        "rl:{rl:ip:127.0.0.1:api:default/fast}:sl:1:1000000:1",
-        "rl:{rl:ip:127.0.0.1:api:default/fast}:sl:2:60000000:2",
-        "rl:{rl:ip:127.0.0.1:api:slow}:sl:1:86400000000:1",
+        "rl:ip:{127.0.0.1}:api:default/fast:l1m",
+        "rl:ip:{127.0.0.1}:api:default/fast:l1s",
+        "rl:ip:{127.0.0.1}:api:slow:l1d",
     ]
