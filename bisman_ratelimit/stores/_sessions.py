@@ -314,25 +314,24 @@ class SessionCore:
         new_index = index or old_index
         login = ("", "", "") if user is None else (life, user, index)
         index_life = life if index is not None else int(left)
+        rotated: str | None = None
         for _ in range(3):
-            new_id: str | None = new_session_id()
-            assert new_id is not None
+            new_id = new_session_id()
             if new_index is not None:
                 yield self._index_add(new_index, new_id, index_life)
             put = yield Call(PUT, (self.session_key(new_id),), (*login, *fields))
             if put == 1:
+                rotated = new_id
                 break
             if new_index is not None:
                 yield self._index_remove(new_index, (new_id,))
             if put == -1:
-                # The absolute deadline passed between the two calls.
-                new_id = None
-                break
+                break  # the absolute deadline passed between the two calls: the session is over
         else:
             raise StorageResponseError("could not rotate the session: three fresh random ids were all taken")
         if old_index is not None:
             yield self._index_remove(old_index, (session_id,))
-        return new_id
+        return rotated
 
     def delete(self, session_id: str) -> Flow[bool]:
         if not is_session_id(session_id):

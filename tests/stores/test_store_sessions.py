@@ -334,3 +334,21 @@ def test_concurrent_logins_stay_listed_while_readers_repair_the_index(
         assert [store.load(sid) for sid in made] == [None] * 100
     finally:
         env.close()
+
+
+def test_a_taken_id_never_joins_another_users_index(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = sessions(env)
+    bob = store.create({"who": "bob"}, user_id="bob")
+    # The id enters alice's index before the create finds it taken: it must leave it again.
+    assert store.run(store.core.create_with_id(bob.id, {"who": "alice"}, user_id="alice")) is None
+    assert index_size(env, "auth:sess:user:{alice}") == 0
+    alice = store.create({"who": "alice"}, user_id="alice")
+    fresh = new_session_id()
+    ids = iter([bob.id, fresh])
+    monkeypatch.setattr("bisman_ratelimit.stores._sessions.new_session_id", lambda: next(ids))
+    assert store.rotate(alice.id, user_id="alice") == fresh
+    assert index_size(env, "auth:sess:user:{alice}") == 1
+    assert store.delete_user_sessions("alice") == [fresh]
+    loaded = store.load(bob.id)
+    assert loaded is not None and loaded.data == {"who": "bob"} and loaded.user_id == "bob"
+    assert store.user_sessions("bob") == [bob.id]
