@@ -117,7 +117,9 @@ class _RedisKeys:
 
     @staticmethod
     def auth_session(user_id: object) -> str:
-        return make_key("auth", "sess", "user", user_id)
+        # The user's index of sessions, as SessionStore keeps it; the hash
+        # tag is the user, so the index sits in one Redis Cluster slot.
+        return f"auth:sess:user:{{{make_key(user_id)}}}"
 
     @staticmethod
     def rate_limit_user_route(user_id: object, route: str) -> str:
@@ -133,7 +135,8 @@ class _RedisKeys:
 
     @staticmethod
     def chat_thread_window(thread_id: object, window: int) -> str:
-        return make_key("chat", "ctx", "thread", thread_id, "w", window)
+        # As ChatContext keeps it: a thread's keys share the thread's slot.
+        return f"chat:ctx:thread:{{{make_key(thread_id)}}}:w:{make_key(window)}"
 
     @staticmethod
     def call_room_participants(room: object) -> str:
