@@ -230,11 +230,28 @@ PACKAGES: dict[str, list[str]] = {
 # finds ``apps`` by convention; users name ``middleware`` and ``sessions`` by
 # dotted path in settings (MIDDLEWARE, SESSION_ENGINE) and import ``views`` in
 # their URLconf; the metrics endpoints stay apart so that the packages import
-# without prometheus_client; the ``bisman-ratelimit`` command is ``ops.cli:main``.
+# without prometheus_client; the slowapi and fastapi-limiter surfaces are
+# modules of their own, so that moving over is a change of import path; the
+# ``bisman-ratelimit`` command is ``ops.cli:main``.
 MODULES: dict[str, list[str]] = {
     "bisman_ratelimit.ops.cli": ["main"],
     "bisman_ratelimit.testing": ["RedisServer", "find_server_binary", "free_port"],
     "bisman_ratelimit_starlette.metrics": ["MetricsEndpoint"],
+    "bisman_ratelimit_starlette.slowapi": [
+        "Limiter",
+        "RateLimitExceeded",
+        "SlowAPIASGIMiddleware",
+        "SlowAPIMiddleware",
+        "_rate_limit_exceeded_handler",
+        "get_ipaddr",
+        "get_remote_address",
+    ],
+    "bisman_ratelimit_starlette.fastapi_limiter": [
+        "FastAPILimiter",
+        "RateLimiter",
+        "default_identifier",
+        "http_default_callback",
+    ],
     "bisman_ratelimit_django.apps": ["BismanRateLimitConfig"],
     "bisman_ratelimit_django.middleware": ["RateLimitMiddleware"],
     "bisman_ratelimit_django.sessions": [
