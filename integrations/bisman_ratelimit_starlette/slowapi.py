@@ -42,6 +42,7 @@ from bisman_ratelimit.web import (
     UNAVAILABLE,
     ClientIP,
     HeaderStyle,
+    KeySource,
     OutageLog,
     RoutePlan,
     Rule,
@@ -157,12 +158,20 @@ def _of_request(function: Callable[..., Any], what: str) -> Callable[[Request], 
     return lambda _request: function()
 
 
+def _key_of(function: Callable[..., Any]) -> KeySource:
+    # The peer's address is what our "ip" key counts: no call into Python per request, and the
+    # plugins' client-address handling (IPv6 kept whole here, as slowapi keeps it).
+    if function is get_remote_address:
+        return "ip"
+    return _of_request(function, "key_func")
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class _Declared:
     """One ``limit``/``shared_limit`` decoration (or the defaults, or the application limits)."""
 
     limits: tuple[Limit, ...]
-    key: Callable[[Request], Any]
+    key: KeySource
     shared_scope: str | None = None
     per_method: bool = False
     methods: frozenset[str] | None = None
@@ -226,7 +235,7 @@ class Limiter:
         on_outage: OutageReaction | OutagePolicy | None = None,
         metrics: RateLimitMetrics | None = None,
     ) -> None:
-        self._key_func = _of_request(key_func, "key_func")
+        self._key_func = _key_of(key_func)
         if strategy is not None and strategy not in _STRATEGIES:
             raise InvalidArgument(
                 f"unknown strategy {strategy!r}: expected one of {', '.join(sorted(_STRATEGIES))}"
@@ -264,7 +273,7 @@ class Limiter:
         # Connections to the storage, opened by the first request (the others wait for it).
         self._warming: asyncio.Future[None] | None = None
         self._metrics = metrics
-        self._facts = Facts(client_ip=ClientIP())
+        self._facts = Facts(client_ip=ClientIP(ipv6_prefix=128))
         self._route_limits: dict[str, list[_Declared]] = {}
         self._exempt_routes: set[str] = set()
         self._choices: dict[tuple[Any, ...], tuple[tuple[_Declared, str], ...]] = {}
@@ -349,7 +358,7 @@ class Limiter:
             raise InvalidArgument(f"cost must be a whole number >= 1 or a callable, got {cost!r}")
         declared = _Declared(
             limits=_parse(limit_value),
-            key=_of_request(key_func, "key_func") if key_func is not None else self._key_func,
+            key=_key_of(key_func) if key_func is not None else self._key_func,
             shared_scope=shared_scope,
             per_method=bool(per_method),
             methods=frozenset(m.upper() for m in methods) if methods is not None else None,
