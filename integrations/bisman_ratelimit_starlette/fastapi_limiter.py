@@ -79,6 +79,8 @@ class FastAPILimiter:
     enabled: ClassVar[bool] = True
     on_outage: ClassVar[OutagePolicy] = OutagePolicy.of("open")
     outages: ClassVar[OutageLog] = OutageLog(logger)
+    # Counters of this process, for requests the outage policy sends to the fallback.
+    local: ClassVar[AsyncLimiter | None] = None
     _groups: ClassVar[dict[int, tuple[Any, tuple["RateLimiter", ...]]]] = {}
 
     @classmethod
@@ -110,6 +112,7 @@ class FastAPILimiter:
         cls.enabled = enabled_from_env(enabled)
         cls.on_outage = OutagePolicy.of(on_outage)
         cls._groups = {}
+        cls.local = None
         if cls.enabled:
             # At startup, so that the first requests do not each open a connection.
             try:
@@ -238,7 +241,9 @@ async def _check_all(
         if reaction == "closed":
             raise HTTPException(503, "Service Unavailable", headers={"Retry-After": "1"}) from None
         if reaction == "fallback":
-            multi = await _local().hit_many(entries)
+            if FastAPILimiter.local is None:
+                FastAPILimiter.local = AsyncLimiter()
+            multi = await FastAPILimiter.local.hit_many(entries)
         else:
             return dict.fromkeys(group, _PASS)
     else:
@@ -247,11 +252,5 @@ async def _check_all(
     return dict(zip(group, multi.decisions, strict=True))
 
 
-_LOCAL: list[AsyncLimiter] = []
+# What a request let through by the outage policy reads.
 _PASS = Decision(allowed=True, limit=0, remaining=0, reset_after=0.0, retry_after=0.0, key="", algorithm="")
-
-
-def _local() -> AsyncLimiter:
-    if not _LOCAL:
-        _LOCAL.append(AsyncLimiter())
-    return _LOCAL[0]
