@@ -153,6 +153,9 @@ PACKAGES: dict[str, list[str]] = {
         "outage_reaction",
         "parse_config",
         "parse_switch",
+        "policy_item",
+        "ratelimit_value",
+        "sf_string",
         "storage_url_from_env",
     ],
     "bisman_ratelimit.stores": [

@@ -17,7 +17,9 @@ Every ``RateLimiter`` of a route (route, router and nested dependencies) is
 checked in one call (``hit_many``) by the first of them that runs; the
 others read their own decision. A refusal goes to the callback, by default
 fastapi-limiter's: ``HTTPException(429, "Too Many Requests")`` with
-``Retry-After``. What differs from fastapi-limiter is in docs/migrating.md.
+``Retry-After``. An allowed response gets our ``RateLimit-Policy`` and
+``RateLimit`` fields, which fastapi-limiter does not send. What differs
+from fastapi-limiter is in docs/migrating.md.
 """
 
 # No "from __future__ import annotations" here: FastAPI reads the parameter types of
@@ -34,7 +36,14 @@ from starlette.responses import Response
 
 from bisman_ratelimit import AsyncLimiter, ConfigurationError, Decision, InvalidArgument, Limit, StorageError
 from bisman_ratelimit.core import ALGORITHMS, Algorithm, OutagePolicy, OutageReaction
-from bisman_ratelimit.web import OutageLog, enabled_from_env, outage_reaction
+from bisman_ratelimit.web import (
+    OutageLog,
+    enabled_from_env,
+    outage_reaction,
+    policy_item,
+    ratelimit_value,
+    sf_string,
+)
 
 __all__ = [
     "FastAPILimiter",
@@ -81,7 +90,7 @@ class FastAPILimiter:
     outages: ClassVar[OutageLog] = OutageLog(logger)
     # Counters of this process, for requests the outage policy sends to the fallback.
     local: ClassVar[AsyncLimiter | None] = None
-    _groups: ClassVar[dict[int, tuple[Any, tuple["RateLimiter", ...]]]] = {}
+    _groups: ClassVar[dict[int, tuple[Any, "_Group"]]] = {}
 
     @classmethod
     async def init(
@@ -182,8 +191,13 @@ class RateLimiter:
             raise ConfigurationError("You must call FastAPILimiter.init in startup event of fastapi!")
         decisions: dict[RateLimiter, Decision] | None = request.scope.get(_DECISIONS)
         if decisions is None or self not in decisions:
-            decisions = await _check_all(limiter, request, _group(request, self))
+            group = _group(request, self)
+            decisions = await _check_all(limiter, request, group)
             request.scope[_DECISIONS] = decisions
+            if all(d.allowed and d.limit for d in decisions.values()):
+                # fastapi-limiter sends no rate-limit fields: ours, for every limiter of the route.
+                response.headers["RateLimit-Policy"] = group.policy
+                response.headers["RateLimit"] = ratelimit_value(group.quoted, list(decisions.values()))
         decision = decisions[self]
         if decision.allowed:
             return None
@@ -191,18 +205,32 @@ class RateLimiter:
         return await callback(request, response, max(1, math.ceil(decision.retry_after * 1000)))
 
 
-def _group(request: Request, first: RateLimiter) -> tuple[RateLimiter, ...]:
-    """Every RateLimiter of the request's route, in the order FastAPI runs them (cached per route)."""
+class _Group:
+    """The RateLimiters of one route, in the order FastAPI runs them, and their header parts."""
+
+    __slots__ = ("limiters", "policy", "quoted", "scope")
+
+    def __init__(self, scope: str, limiters: tuple[RateLimiter, ...]) -> None:
+        self.scope = scope
+        self.limiters = limiters
+        names = [scope if i == 0 else f"{scope}#{i + 1}" for i in range(len(limiters))]
+        self.quoted = [sf_string(name) for name in names]
+        self.policy = ", ".join(policy_item(n, d.limit) for n, d in zip(names, limiters, strict=True))
+
+
+def _group(request: Request, first: RateLimiter) -> _Group:
+    """The group of the request's route (cached per route)."""
     route = request.scope.get("route")
+    scope = getattr(route, "path_format", None) or "unrouted"
     dependant = getattr(route, "dependant", None)
     if dependant is None:
-        return (first,)
+        return _Group(scope, (first,))
     cached = FastAPILimiter._groups.get(id(route))
-    if cached is not None and cached[0] is route:
+    if cached is not None and cached[0] is route and first in cached[1].limiters:
         return cached[1]
     found: list[RateLimiter] = []
     _collect(dependant, found, set())
-    group = tuple(dict.fromkeys(found)) if first in found else (first,)
+    group = _Group(scope, tuple(dict.fromkeys(found)) if first in found else (first,))
     if len(FastAPILimiter._groups) >= _CACHE_SIZE:
         FastAPILimiter._groups.clear()
     FastAPILimiter._groups[id(route)] = (route, group)
@@ -220,14 +248,11 @@ def _collect(dependant: Any, found: list[RateLimiter], seen: set[int]) -> None:
             found.append(call)
 
 
-async def _check_all(
-    limiter: AsyncLimiter, request: Request, group: tuple[RateLimiter, ...]
-) -> dict[RateLimiter, Decision]:
+async def _check_all(limiter: AsyncLimiter, request: Request, group: _Group) -> dict[RateLimiter, Decision]:
     """One round trip for every RateLimiter of the route: all counted, or none."""
-    route = request.scope.get("route")
-    scope = getattr(route, "path_format", None) or "unrouted"
+    scope = group.scope
     entries: list[tuple[str, Limit, Algorithm, int]] = []
-    for index, dependency in enumerate(group):
+    for index, dependency in enumerate(group.limiters):
         identifier = dependency.identifier or FastAPILimiter.identifier
         rate_key = await identifier(request)
         entries.append((f"{rate_key}:{scope}:{index}", dependency.limit, dependency.algorithm, 1))
@@ -245,11 +270,11 @@ async def _check_all(
                 FastAPILimiter.local = AsyncLimiter()
             multi = await FastAPILimiter.local.hit_many(entries)
         else:
-            return dict.fromkeys(group, _PASS)
+            return dict.fromkeys(group.limiters, _PASS)
     else:
         if FastAPILimiter.outages.down:
             FastAPILimiter.outages.recovered()
-    return dict(zip(group, multi.decisions, strict=True))
+    return dict(zip(group.limiters, multi.decisions, strict=True))
 
 
 # What a request let through by the outage policy reads.

@@ -70,6 +70,9 @@ async def test_readme_example(connection: Callable[[], Any]) -> None:
     ]
     # Whole seconds until the same request would pass: within two windows of 5 s (sliding window).
     assert 1 <= int(answers[2].headers["retry-after"]) <= 10
+    # fastapi-limiter sends no rate-limit fields on allowed responses: ours are there.
+    assert [r.headers.get("ratelimit-policy") for r in answers] == ['"/";q=2;w=5', '"/";q=2;w=5', None]
+    assert answers[1].headers["ratelimit"].startswith('"/";r=0;t=')
 
 
 async def test_the_window_adds_up_its_parts_and_clients_count_apart(clock: ManualClock) -> None:
@@ -114,6 +117,8 @@ async def test_several_limiters_on_a_route_and_a_router_in_one_round_trip(
             answers.append(await c.get("/api/multiple"))
             calls.append(redis_client.info("commandstats")["cmdstat_evalsha"]["calls"] - before)
     assert calls == [1, 1, 1, 1]
+    assert answers[0].headers["ratelimit-policy"] == '"/api/multiple";q=3;w=60, "/api/multiple#2";q=5;w=5'
+    assert answers[2].headers["ratelimit"].startswith('"/api/multiple";r=0;t=')
     # The router's 3 a minute refuses the fourth.
     assert [r.status_code for r in answers] == [200, 200, 200, 429]
     keys = sorted(key.decode() for key in redis_client.keys("*"))
