@@ -338,8 +338,13 @@ async def _lag_under_load(app: Any, requests: int, concurrency: int) -> tuple[li
 
 async def lag_section(url: str, requests: int, rounds: int) -> str:
     limiter = AsyncLimiter(redis.asyncio.Redis.from_url(url, max_connections=128))
+    compat = AsyncLimiter(redis.asyncio.Redis.from_url(url, max_connections=128))
     # No bare app here: in-process it never waits, so it would hold the loop for a whole batch.
-    apps = [("ours, Redis", ours(limiter)), ("slowapi, Redis", slowapi(url))]
+    apps = [
+        ("ours, Redis", ours(limiter)),
+        ("slowapi, Redis", slowapi(url)),
+        ("ours with slowapi's spelling, Redis", slowapi_compat(compat)),
+    ]
     samples: dict[str, list[tuple[list[float], float]]] = {name: [] for name, _ in apps}
     try:
         for _, app in apps:
@@ -350,6 +355,7 @@ async def lag_section(url: str, requests: int, rounds: int) -> str:
                 samples[name].append(await _lag_under_load(app, requests, 64))
     finally:
         await limiter.aclose()
+        await compat.aclose()
     rows = []
     for name, runs in samples.items():
         lags = sorted(lag for run, _ in runs for lag in run)
