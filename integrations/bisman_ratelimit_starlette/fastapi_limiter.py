@@ -28,7 +28,7 @@ from fastapi-limiter is in docs/migrating.md.
 import logging
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from fastapi import HTTPException
 from starlette.requests import HTTPConnection, Request
@@ -44,6 +44,9 @@ from bisman_ratelimit.web import (
     ratelimit_value,
     sf_string,
 )
+
+if TYPE_CHECKING:
+    from bisman_ratelimit.metrics import RateLimitMetrics
 
 __all__ = [
     "FastAPILimiter",
@@ -90,6 +93,7 @@ class FastAPILimiter:
     outages: ClassVar[OutageLog] = OutageLog(logger)
     # Counters of this process, for requests the outage policy sends to the fallback.
     local: ClassVar[AsyncLimiter | None] = None
+    metrics: ClassVar["RateLimitMetrics | None"] = None
     _groups: ClassVar[dict[int, tuple[Any, "_Group"]]] = {}
 
     @classmethod
@@ -102,11 +106,13 @@ class FastAPILimiter:
         *,
         enabled: bool | None = None,
         on_outage: OutageReaction | OutagePolicy = "open",
+        metrics: "RateLimitMetrics | None" = None,
     ) -> None:
         """Use ``redis`` (a ``redis.asyncio`` client, or one of our ``AsyncLimiter``) from now on.
 
         ``enabled`` defaults to ``BISMAN_RATELIMIT_ENABLED``, else on; switched
         off, the dependencies pass every request without a word to the storage.
+        ``metrics`` (a ``RateLimitMetrics``) counts decisions by route template.
         """
         if not isinstance(prefix, str) or not prefix:
             raise InvalidArgument(f"prefix must be a non-empty string, got {prefix!r}")
@@ -122,6 +128,7 @@ class FastAPILimiter:
         cls.on_outage = OutagePolicy.of(on_outage)
         cls._groups = {}
         cls.local = None
+        cls.metrics = metrics
         if cls.enabled:
             # At startup, so that the first requests do not each open a connection.
             try:
@@ -261,7 +268,12 @@ async def _check_all(limiter: AsyncLimiter, request: Request, group: _Group) -> 
     except StorageError as exc:
         what = f"{request.method} {request.url.path}"
         reaction = outage_reaction(
-            FastAPILimiter.on_outage, [e[0] for e in entries], exc, what, FastAPILimiter.outages
+            FastAPILimiter.on_outage,
+            [e[0] for e in entries],
+            exc,
+            what,
+            FastAPILimiter.outages,
+            FastAPILimiter.metrics,
         )
         if reaction == "closed":
             raise HTTPException(503, "Service Unavailable", headers={"Retry-After": "1"}) from None
@@ -274,6 +286,12 @@ async def _check_all(limiter: AsyncLimiter, request: Request, group: _Group) -> 
     else:
         if FastAPILimiter.outages.down:
             FastAPILimiter.outages.recovered()
+    metrics = FastAPILimiter.metrics
+    if metrics is not None:
+        if multi.allowed:
+            metrics.record_decision(route=scope, allowed=True)
+        else:
+            metrics.record_decision(route=scope, allowed=False, reason="client")
     return dict(zip(group.limiters, multi.decisions, strict=True))
 
 

@@ -16,12 +16,14 @@ import pytest
 import redis
 import redis.asyncio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
+from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, ConfigurationError, InvalidArgument
 from bisman_ratelimit.backends import MemoryStorage
+from bisman_ratelimit.metrics import RateLimitMetrics
 from bisman_ratelimit_starlette.fastapi_limiter import FastAPILimiter, RateLimiter
 
 PEER = "198.51.100.7"
@@ -199,3 +201,22 @@ def test_bad_arguments_are_named() -> None:
         RateLimiter(times=0, seconds=1)
     with pytest.raises(InvalidArgument, match="RateLimiter needs a window"):
         RateLimiter(times=2)
+
+
+async def test_decisions_are_counted_by_route_template(clock: ManualClock) -> None:
+    registry = CollectorRegistry()
+    app = app_with(
+        lambda: AsyncLimiter(MemoryStorage(clock=clock)), metrics=RateLimitMetrics(registry=registry)
+    )
+
+    @app.get("/items/{item_id}", dependencies=[Depends(RateLimiter(times=2, seconds=5))])
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item": item_id}
+
+    async with serving(app) as c:
+        # The default identifier holds the path: one item, one counter.
+        statuses = [(await c.get("/items/7")).status_code for _ in range(3)]
+    route = {"route": "/items/{item_id}"}
+    assert statuses == [200, 200, 429]
+    assert registry.get_sample_value("app_rate_limit_allowed_total", route) == 2
+    assert registry.get_sample_value("app_rate_limit_block_total", {**route, "reason": "client"}) == 1

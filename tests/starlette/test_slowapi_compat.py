@@ -13,6 +13,7 @@ import httpx
 import pytest
 import redis
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -20,6 +21,7 @@ from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument
 from bisman_ratelimit.backends import MemoryStorage
+from bisman_ratelimit.metrics import RateLimitMetrics
 from bisman_ratelimit_starlette.slowapi import (
     Limiter,
     RateLimitExceeded,
@@ -349,3 +351,25 @@ def test_bad_arguments_are_named() -> None:
 
     with pytest.raises(InvalidArgument, match="cost must be a whole number >= 1"):
         limiter.limit("1/minute", cost=0)
+
+
+async def test_decisions_are_counted_by_route_template() -> None:
+    registry = CollectorRegistry()
+    limiter = Limiter(
+        key_func=get_remote_address, default_limits=["2/minute"], metrics=RateLimitMetrics(registry=registry)
+    )
+    app = FastAPI()
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)
+    app.add_middleware(SlowAPIMiddleware)
+
+    @app.get("/items/{item_id}")
+    async def item(request: Request, item_id: int) -> dict[str, int]:
+        return {"item": item_id}
+
+    async with client(app) as c:
+        statuses = [(await c.get(f"/items/{n}")).status_code for n in range(3)]
+    route = {"route": "/items/{item_id}"}
+    assert statuses == [200, 200, 429]
+    assert registry.get_sample_value("app_rate_limit_allowed_total", route) == 2
+    assert registry.get_sample_value("app_rate_limit_block_total", {**route, "reason": "client"}) == 1
