@@ -92,6 +92,7 @@ _GRANULARITIES = (
     (1, "second"),
 )
 _CACHE_SIZE = 4096
+_GO_ON = Verdict(200, ())
 _STATE_FLAG = "_rate_limiting_complete"
 
 
@@ -476,9 +477,11 @@ class Limiter:
         self, scope: Scope, name: str | None, template: str | None, *, in_middleware: bool
     ) -> Verdict:
         """Check every limit that applies to this request in one call; raise when one refuses."""
+        if name in self._exempt_routes:
+            return _GO_ON
         plan, needs, items = self._plan(scope, name, template, in_middleware)
         if not plan.limited:
-            return Verdict(200, ())
+            return _GO_ON
         warming = self._warming
         if warming is None or not warming.done():
             await self._warm()
@@ -492,7 +495,7 @@ class Limiter:
                 self._on_outage, evaluation.keys, exc, what, self._outages, self._metrics
             )
             if reaction == "open":
-                verdict = Verdict(200, ())
+                verdict = _GO_ON
             elif reaction == "closed":
                 verdict = UNAVAILABLE
             else:

@@ -373,3 +373,20 @@ async def test_decisions_are_counted_by_route_template() -> None:
     assert statuses == [200, 200, 429]
     assert registry.get_sample_value("app_rate_limit_allowed_total", route) == 2
     assert registry.get_sample_value("app_rate_limit_block_total", {**route, "reason": "client"}) == 1
+
+
+async def test_exempt_wins_over_a_limit_on_the_same_endpoint() -> None:
+    limiter = Limiter(key_func=get_remote_address)
+    app = FastAPI()
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)
+
+    @app.get("/both")
+    @limiter.exempt
+    @limiter.limit("1/minute")
+    async def both(request: Request) -> dict[str, str]:
+        return {"ok": "yes"}
+
+    async with client(app) as c:
+        statuses = [(await c.get("/both")).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
