@@ -158,6 +158,9 @@ PACKAGES: dict[str, list[str]] = {
         "outage_reaction",
         "parse_config",
         "parse_switch",
+        "policy_item",
+        "ratelimit_value",
+        "sf_string",
         "storage_url_from_env",
         "template_forms",
     ],
@@ -238,11 +241,28 @@ PACKAGES: dict[str, list[str]] = {
 # dotted path in settings (MIDDLEWARE, SESSION_ENGINE) and import ``views`` in
 # their URLconf; ``compat`` is django-ratelimit's API, imported in its place;
 # the metrics endpoints stay apart so that the packages import without
-# prometheus_client; the ``bisman-ratelimit`` command is ``ops.cli:main``.
+# prometheus_client; the slowapi and fastapi-limiter surfaces are modules of
+# their own, so that moving over is a change of import path; the
+# ``bisman-ratelimit`` command is ``ops.cli:main``.
 MODULES: dict[str, list[str]] = {
     "bisman_ratelimit.ops.cli": ["main"],
     "bisman_ratelimit.testing": ["RedisServer", "find_server_binary", "free_port"],
     "bisman_ratelimit_starlette.metrics": ["MetricsEndpoint"],
+    "bisman_ratelimit_starlette.slowapi": [
+        "Limiter",
+        "RateLimitExceeded",
+        "SlowAPIASGIMiddleware",
+        "SlowAPIMiddleware",
+        "_rate_limit_exceeded_handler",
+        "get_ipaddr",
+        "get_remote_address",
+    ],
+    "bisman_ratelimit_starlette.fastapi_limiter": [
+        "FastAPILimiter",
+        "RateLimiter",
+        "default_identifier",
+        "http_default_callback",
+    ],
     "bisman_ratelimit_django.apps": ["BismanRateLimitConfig"],
     "bisman_ratelimit_django.compat": [
         "ALL",
