@@ -167,6 +167,7 @@ PACKAGES: dict[str, list[str]] = {
         "ChatContext",
         "Flag",
         "FlagAdmin",
+        "FlagChange",
         "Flags",
         "Flow",
         "MemoryBackend",
