@@ -112,6 +112,17 @@ class MemoryStorage:
                             entry[1] = state
             return self._check_many(checks, False, now)[1]
 
+    def sample(self, max_keys: int) -> list[tuple[str, Spec]]:
+        """Up to ``max_keys`` (key, limit) pairs counted now, those with nothing left first (no I/O)."""
+        with self._lock:
+            found: list[tuple[str, Spec]] = []
+            for data_key in reversed(list(self._map)):
+                if len(found) >= max_keys:
+                    break
+                if isinstance(data_key[1], Spec):
+                    found.append((data_key[0], data_key[1]))
+            return found
+
     def reset(self, key: str, spec: Spec) -> None:
         with self._lock:
             self._map.pop((key, spec))

@@ -68,6 +68,8 @@ from bisman_ratelimit.core import (
     drive,
     hash_tag,
     make_decision,
+    scan_pattern,
+    unescape,
 )
 
 T = TypeVar("T")
@@ -94,6 +96,7 @@ _FORMS = 1024
 _FAULTS = (redis.RedisError, RedisClusterException, OSError)
 
 
+_BY_CODE = {code: name for name, code in _CODES.items()}
 _ALGORITHM_FILES = tuple(f"algo_{name}.lua" for name in _CODES)
 # Every limit of a hit_many, all or nothing, and refunds.
 RATELIMIT = Script(*_ALGORITHM_FILES, "ratelimit.lua")
@@ -230,6 +233,19 @@ class _RedisBase:
 
     def key_for(self, key: str, spec: Spec) -> str:
         return self._head(key) + self._form(spec)[0]
+
+    def parse_key(self, redis_key: str) -> tuple[str, Spec] | None:
+        """The (key, limit) that :meth:`key_for` turned into ``redis_key``; ``None`` for other keys."""
+        head = self.prefix + ":{"
+        end = redis_key.find("}", len(head))
+        if not redis_key.startswith(head) or end < 0:
+            return None
+        parts = redis_key[end + 1 :].split(":")
+        algorithm = _BY_CODE.get(parts[1]) if len(parts) == 5 and not parts[0] else None
+        if algorithm is None or not all(part.isdigit() for part in parts[2:]):
+            return None
+        spec = Spec(algorithm, int(parts[2]), int(parts[3]), int(parts[4]))
+        return unescape(redis_key[len(head) : end]), spec
 
     def lease_key(self, key: str) -> str:
         return self._head(key) + ":lease"
@@ -450,6 +466,24 @@ class RedisStorage(_RedisBase):
         if self.blocked is not None:
             self.blocked.forget(key, spec)
         self._run(self.client.delete, self.key_for(key, spec))
+
+    def sample(self, max_keys: int) -> list[tuple[str, Spec]]:
+        """Up to ``max_keys`` (key, limit) pairs counted now, from a bounded SCAN (standalone Redis)."""
+        found: list[tuple[str, Spec]] = []
+        cursor = 0
+        pattern = scan_pattern(self.prefix + ":{")
+        # SCAN may return nothing for many rounds on a big database: bound the rounds too.
+        for _ in range(max(10, max_keys // 10)):
+            cursor, keys = self._run(self.client.scan, cursor, pattern, 1000)
+            for raw in keys:
+                parsed = self.parse_key(raw.decode() if isinstance(raw, bytes) else raw)
+                if parsed is not None:
+                    found.append(parsed)
+                    if len(found) >= max_keys:
+                        return found
+            if int(cursor) == 0:
+                break
+        return found
 
     def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
         lease_key, args = self._lease_args(key, lease_id, max_in_flight, ttl_us)

@@ -20,7 +20,7 @@ from bisman_ratelimit.core._errors import (
     TTLPolicyError,
 )
 from bisman_ratelimit.core._flows import adrive, drive
-from bisman_ratelimit.core._keys import escape, hash_tag, make_key, redis_keys, scan_pattern
+from bisman_ratelimit.core._keys import escape, hash_tag, make_key, redis_keys, scan_pattern, unescape
 from bisman_ratelimit.core._outage import (
     OUTAGE_REACTIONS,
     UNDECIDED_CAUSES,
@@ -71,4 +71,5 @@ __all__ = [
     "redis_keys",
     "scan_pattern",
     "undecided_cause",
+    "unescape",
 ]

@@ -24,7 +24,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bisman_ratelimit.core import InvalidArgument, StorageResponseError, TTLPolicyError, make_key
+from bisman_ratelimit.core import (
+    InvalidArgument,
+    StorageResponseError,
+    TTLPolicyError,
+    make_key,
+    scan_pattern,
+    unescape,
+)
 from bisman_ratelimit.stores._backend import (
     AsyncStoreShell,
     Call,
@@ -38,6 +45,7 @@ from bisman_ratelimit.stores._backend import (
 from bisman_ratelimit.stores._common import (
     decode_json,
     encode_json,
+    positive_int,
     positive_seconds,
     text,
     to_ms,
@@ -112,6 +120,15 @@ class SessionCore:
 
     def user_key(self, user_id: str) -> str:
         return f"{self.prefix}:{make_key('user', user_id)}"
+
+    def user_index_pattern(self) -> str:
+        """A ``SCAN MATCH`` pattern for every user's index key."""
+        return scan_pattern(self.user_key("x")[:-1])
+
+    def user_of(self, key: str) -> str | None:
+        """The user whose index ``key`` is (from a SCAN), or ``None`` for another key."""
+        head = self.user_key("x")[:-1]
+        return unescape(key[len(head) :]) if key.startswith(head) and len(key) > len(head) else None
 
     def _ttl_ms(self, key: str, ttl: float) -> int:
         checked = self.registry.ttl_for(key, ttl)
@@ -370,6 +387,27 @@ class SessionStore(_SessionShell, StoreShell):
     def user_sessions(self, user_id: object) -> list[str]:
         """Ids of the user's live sessions."""
         return self._run(self.core.user_sessions(user_id, "list"))
+
+    def users(self, max_users: int) -> tuple[list[str], bool]:
+        """Up to ``max_users`` users with a session index, sorted, and whether that is all of them.
+
+        A bounded SCAN on Redis; for operators' pages, not request code.
+        """
+        limit = positive_int("max_users", max_users)
+        found: list[str] = []
+        backend = self.backend
+        keys = (
+            backend.live_keys()
+            if isinstance(backend, MemoryBackend)
+            else backend.scan_iter(match=self.core.user_index_pattern(), count=1000)
+        )
+        for raw in keys:
+            user = self.core.user_of(text(raw))
+            if user is not None:
+                if len(found) >= limit:
+                    return sorted(found), False
+                found.append(user)
+        return sorted(found), True
 
     def delete_user_sessions(self, user_id: object) -> list[str]:
         """Log the user out everywhere; returns the ids deleted."""
