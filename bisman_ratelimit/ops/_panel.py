@@ -14,6 +14,7 @@ Each page is one frozen value (:class:`FlagsPage`, :class:`LimitsPage`,
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,12 +41,14 @@ from bisman_ratelimit.stores import (
     Flag,
     FlagAdmin,
     FlagChange,
+    MemoryBackend,
     NamespaceRegistry,
     SessionStore,
+    backend_from_url,
     default_registry,
     parse_flag_value,
 )
-from bisman_ratelimit.web import RateLimitConfig
+from bisman_ratelimit.web import RateLimitConfig, load_config
 
 audit_log = logging.getLogger("bisman_ratelimit.admin")
 
@@ -180,6 +183,37 @@ class PanelEngine:
         self.storage, self.fallback = self._sync_storage(limiter, redis)
         blocked = getattr(self.storage, "blocked", None)
         self.blocked: BlockedKeys | None = blocked if isinstance(blocked, BlockedKeys) else None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        limiter: Limiter | AsyncLimiter | None = None,
+        config: RateLimitConfig | str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> PanelEngine:
+        """The engine over the stores at ``url`` (``memory://`` or ``redis://...``), for an app's limiter.
+
+        ``config`` is the limits file (its path, or as loaded). On memory the
+        stores are this process's: give ``flags=`` and ``sessions=`` built on
+        the app's :class:`~bisman_ratelimit.stores.MemoryBackend` to show the app's own.
+        """
+        if config is not None and not isinstance(config, RateLimitConfig):
+            config = load_config(config)
+        backend: Any = backend_from_url(url, use_async=False)
+        client = None if isinstance(backend, MemoryBackend) else backend
+        options.setdefault("flags", FlagAdmin(backend))
+        options.setdefault("sessions", SessionStore(backend))
+        return cls(limiter=limiter, config=config, redis=client, **options)
+
+    def close(self) -> None:
+        """Close the stores and the Redis client."""
+        self.flags.close()
+        if self.sessions is not None:
+            self.sessions.close()
+        if self.redis is not None:
+            self.redis.close()
 
     @staticmethod
     def _sync_storage(
