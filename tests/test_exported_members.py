@@ -253,6 +253,10 @@ MODULES: dict[str, list[str]] = {
     "bisman_ratelimit.testing": ["RedisServer", "find_server_binary", "free_port"],
     "bisman_ratelimit_starlette.admin": ["AdminPanel"],
     "bisman_ratelimit_starlette.metrics": ["MetricsEndpoint"],
+    "bisman_ratelimit_django.admin_panel": [],
+    "bisman_ratelimit_django.admin_panel.apps": ["AdminPanelConfig"],
+    "bisman_ratelimit_django.admin_panel.models": ["Panel"],
+    "bisman_ratelimit_django.admin_panel.urls": ["app_name", "urlpatterns"],
     "bisman_ratelimit_django.apps": ["BismanRateLimitConfig"],
     "bisman_ratelimit_django.compat": [
         "ALL",

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bisman_ratelimit._limiter import AsyncLimiter, Limiter
 from bisman_ratelimit.backends import (
@@ -30,6 +31,7 @@ from bisman_ratelimit.backends import (
     MemoryStorage,
     RedisStorage,
     Spec,
+    redis_from_url,
     translate_errors,
 )
 from bisman_ratelimit.core import InvalidArgument, StorageError
@@ -41,7 +43,6 @@ from bisman_ratelimit.stores import (
     Flag,
     FlagAdmin,
     FlagChange,
-    MemoryBackend,
     NamespaceRegistry,
     SessionStore,
     backend_from_url,
@@ -51,6 +52,9 @@ from bisman_ratelimit.stores import (
 from bisman_ratelimit.web import RateLimitConfig, load_config
 
 audit_log = logging.getLogger("bisman_ratelimit.admin")
+
+PANEL_TIMEOUT = 5.0
+"""Seconds a Redis call of the panel may take (SCAN samples, INFO)."""
 
 PageName = Literal["flags", "limits", "sessions", "namespaces", "health"]
 PAGES: tuple[PageName, ...] = ("flags", "limits", "sessions", "namespaces", "health")
@@ -201,8 +205,20 @@ class PanelEngine:
         """
         if config is not None and not isinstance(config, RateLimitConfig):
             config = load_config(config)
-        backend: Any = backend_from_url(url, use_async=False)
-        client = None if isinstance(backend, MemoryBackend) else backend
+        client: Any = None
+        backend: Any
+        if urlsplit(url).scheme == "memory":
+            backend = backend_from_url(url, use_async=False)
+        else:
+            # Not the app's hot-path budget (?timeout=, 50 ms by default): a page may SCAN a while.
+            parts = urlsplit(url)
+            query = urlencode(
+                [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "timeout"]
+            )
+            patient = {"timeout": PANEL_TIMEOUT, "socket_connect_timeout": PANEL_TIMEOUT}
+            backend = client = redis_from_url(
+                urlunsplit(parts._replace(query=query)), asyncio=False, options=patient
+            ).client
         options.setdefault("flags", FlagAdmin(backend))
         options.setdefault("sessions", SessionStore(backend))
         return cls(limiter=limiter, config=config, redis=client, **options)
@@ -236,7 +252,9 @@ class PanelEngine:
                     "an AsyncLimiter on Redis needs redis= (a redis.Redis of the same server)"
                 )
             # The same keys and the same cache: a reset here is seen by the app's next request.
-            twin = RedisStorage(client, prefix=storage.prefix, blocked_cache=storage.blocked or False)
+            twin = RedisStorage(
+                client, prefix=storage.prefix, blocked_cache=storage.blocked or False, budget=PANEL_TIMEOUT
+            )
             return twin, fallback
         raise InvalidArgument(f"the admin panel cannot read the counters of {storage!r}")
 
@@ -329,7 +347,10 @@ class PanelEngine:
             for key, spec, denial in self.blocked.blocked(self.max_clients):
                 clients[key, spec] = self._client(key, spec, denial.remaining, denial.retry_after)
         if storage is not None:
-            pairs = storage.sample(self.sample_keys)
+            try:
+                pairs = storage.sample(self.sample_keys)
+            except StorageError:
+                pairs = []  # the blocked-keys cache still shows who is limited
             sampled = len(pairs)
             for key, spec in pairs:
                 if len(clients) >= self.max_clients:
