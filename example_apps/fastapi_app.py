@@ -19,26 +19,37 @@ from fastapi import Depends, FastAPI, Response
 from pydantic import BaseModel
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 
 from bisman_ratelimit import AsyncLimiter
+from bisman_ratelimit.ops import PanelEngine
 from bisman_ratelimit.web import storage_url_from_env
 from bisman_ratelimit_starlette import RateLimit, RateLimitMiddleware
+from bisman_ratelimit_starlette.admin import AdminPanel
 
 CONFIG = Path(__file__).with_name("ratelimits.toml")
 # The one name every plugin, example and the command line read; a near miss warns.
 STORAGE = storage_url_from_env("memory://")
 
 limiter = AsyncLimiter.from_url(STORAGE)
+panel_engine = PanelEngine.from_url(STORAGE, limiter=limiter, config=CONFIG)
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     await limiter.aclose()
+    panel_engine.close()
+
+
+def admin_only(request: Request) -> str | None:
+    """Who may use the admin panel: the logged-in user ``admin`` (put your staff check here)."""
+    user = request.user
+    return user.display_name if user.is_authenticated and user.display_name == "admin" else None
 
 
 app = FastAPI(title="bisman-ratelimit example", lifespan=lifespan)
+app.mount("/admin/ratelimit", AdminPanel(engine=panel_engine, authorize=admin_only, limiter=limiter))
 
 
 class BearerNames(AuthenticationBackend):

@@ -31,12 +31,14 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bisman_ratelimit import AsyncLimiter
+from bisman_ratelimit.ops import PanelEngine
 from bisman_ratelimit.web import storage_url_from_env
 from bisman_ratelimit_starlette import RateLimitMiddleware, limit
+from bisman_ratelimit_starlette.admin import AdminPanel
 
 CONFIG = Path(__file__).with_name("ratelimits.toml")
 # The one name every plugin, example and the command line read; a near miss warns.
@@ -101,13 +103,21 @@ async def chat_socket(websocket: WebSocket) -> None:
         pass
 
 
+def admin_only(request: Request) -> str | None:
+    """Who may use the admin panel: the logged-in user ``admin`` (put your staff check here)."""
+    user = request.user
+    return user.display_name if user.is_authenticated and user.display_name == "admin" else None
+
+
 limiter = AsyncLimiter.from_url(STORAGE)
+panel_engine = PanelEngine.from_url(STORAGE, limiter=limiter, config=CONFIG)
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
     await limiter.aclose()
+    panel_engine.close()
 
 
 app = Starlette(
@@ -119,6 +129,7 @@ app = Starlette(
         Route("/reports/export", export, methods=["POST"]),
         Route("/health", health),
         WebSocketRoute("/chat/ws", chat_socket),
+        Mount("/admin/ratelimit", AdminPanel(engine=panel_engine, authorize=admin_only, limiter=limiter)),
     ],
     middleware=[
         # Authentication runs first, so that limits keyed by user see the user.
