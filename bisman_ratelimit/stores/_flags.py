@@ -3,7 +3,8 @@
 All flags live in one hash, flag name -> typed value (no TTL)::
 
     flags:config             hash: <name> -> {"type": "bool"|"str"|"json", "value": ...}
-    {flags:config}:history   list, newest first: {"name", "by", "at", "old", "new"}
+    flags:config:history:{flags:config}
+                             list, newest first: {"name", "by", "at", "old", "new"}
 
 Writes go only through :class:`FlagAdmin` (and the ``bisman-ratelimit
 flags`` command and the admin panel); each write that changes a flag
@@ -149,8 +150,10 @@ class FlagsCore:
         history_size: int = DEFAULT_HISTORY_SIZE,
     ) -> None:
         self.key = valid_prefix("key", key)
-        # Tagged with the flags' key: on a Cluster both are in one slot, for the one script that writes them.
-        self.history_key = "{" + self.key + "}:history"
+        # Under the flags' namespace (the namespace tools count, flush and
+        # back it up with the flags) and tagged with the flags' key: on a
+        # Cluster both are in one slot, for the one script that writes them.
+        self.history_key = self.key + ":history:{" + self.key + "}"
         self.history_size = positive_int("history_size", history_size)
         self.channel = self.key
         self.registry = registry

@@ -108,7 +108,7 @@ def test_flush_asks_first(
 
 @pytest.fixture
 def flags(redis_client: redis.Redis) -> redis.Redis:
-    """Two flags, in the one hash that is the whole flags:config namespace, and keys beside it."""
+    """Two flags, their hash and history (the flags:config namespace), and keys beside it."""
     admin = FlagAdmin(redis_client)
     admin.set("darkMode", True)
     admin.set("theme", "blue")
@@ -123,11 +123,16 @@ def test_flush_counts_the_key_a_namespace_is_made_of(
     assert main(["flush", "--url", redis_url, "--namespace", "flags:config", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out == (
-        f"1 keys under 'flags:config:' on {redis_url} (the key flags:config and SCAN MATCH flags:config:*)\n"
+        f"2 keys under 'flags:config:' on {redis_url} (the key flags:config and SCAN MATCH flags:config:*)\n"
     )
-    assert remaining(flags) == {b"flags:config", b"flags:configuration", b"chat:ctx:thread:{1}:seq"}
+    assert remaining(flags) == {
+        b"flags:config",
+        b"flags:config:history:{flags:config}",
+        b"flags:configuration",
+        b"chat:ctx:thread:{1}:seq",
+    }
     result = flush_namespace(flags, "flags:config", dry_run=True)
-    assert (result.matched, result.deleted, result.own_key) == (1, 0, True)
+    assert (result.matched, result.deleted, result.own_key) == (2, 0, True)
 
 
 @pytest.mark.parametrize("namespace", ["flags:config", "flags:config:", "flags"])
@@ -144,7 +149,7 @@ def test_flushing_a_persistent_namespace_must_be_typed_out(
         "flags:config is persistent: its keys never expire and nothing writes them back once deleted. "
         "Back up first: bisman-ratelimit backup\n"
     )
-    question = f"Type {head} to delete {2 if head == 'flags' else 1} keys under {prefix!r} on {redis_url}: "
+    question = f"Type {head} to delete {3 if head == 'flags' else 2} keys under {prefix!r} on {redis_url}: "
     # "y" is not enough for keys that do not come back.
     monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
     assert main(["flush", "--url", redis_url, "--namespace", namespace]) == 1
@@ -172,7 +177,7 @@ def test_inspect_and_audit_place_the_flags_key_in_its_namespace(
     assert (lines["namespace"], lines["policy"]) == ("flags:config", "follows its namespace's TTL policy")
     sample = sample_keyspace(flags)
     stats = sample.namespace("flags:config")
-    assert stats is not None and (stats.keys_scanned, stats.no_ttl) == (1, 0)
+    assert stats is not None and (stats.keys_scanned, stats.no_ttl) == (2, 0)
     assert default_registry.persistent_within("flags:config:") == [default_registry.get("flags:config")]
     assert default_registry.persistent_within("flags") == [default_registry.get("flags:config")]
     assert default_registry.persistent_within("flags:config:x") == [default_registry.get("flags:config")]

@@ -210,8 +210,8 @@ async def test_every_page_renders_a_known_state(site: Site) -> None:
         assert [row[3] for row in namespaces[1:]] == ["-"] * 6
         assert "Server: memory (no Redis to check)." in health.text
     else:
-        # Three sessions and two user indexes; the flags hash (its history is tagged, so "other").
-        assert [row[3] for row in namespaces[1:]] == ["5", "0", "0", "1", "0", "0"]
+        # Three sessions and two user indexes; the flags hash and its history.
+        assert [row[3] for row in namespaces[1:]] == ["5", "0", "0", "2", "0", "0"]
         checks = tables(health.text)["checks"]
         assert [row[0] for row in checks] == [
             "Check",

@@ -87,7 +87,7 @@ def test_every_change_is_in_the_bounded_history(env: Env) -> None:
     ]
     assert all(isinstance(c, FlagChange) and before - 1 <= c.at <= after + 1 for c in history)
     assert [c.by for c in admin.history(limit=1)] == ["dave"]
-    assert env.ttls()["{flags:config}:history"] == -1
+    assert env.ttls()["flags:config:history:{flags:config}"] == -1
     with pytest.raises(InvalidArgument, match=r"who changes a flag \(by=\) must be 1 to 200"):
         admin.set("darkMode", True, by="")
 
