@@ -110,7 +110,7 @@ def _e(value: object) -> str:
 STYLE = """
 body { font: 16px/1.5 system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem; }
 body.dark { background: #15171c; color: #e6e6e6; } body.dark a { color: #8ab4f8; }
-nav a { margin-right: 1rem; } li { margin: .2rem 0; } .error { color: #c0392b; }
+nav a { margin-right: 1rem; } .who { margin: 1rem 0; } li { margin: .2rem 0; } .error { color: #c0392b; }
 form.inline { display: inline; } input, button { font: inherit; }
 """
 
@@ -130,7 +130,7 @@ async def page(request: Request, title: str, body: str, *, status_code: int = 20
 <body class="{"dark" if dark else "light"}" data-theme="{"dark" if dark else "light"}">
 <nav><a href="/">Home</a><a href="/session">Session</a><a href="/chat/lobby">Chat</a>
 <a href="/calls/standup">Call room</a><a href="/metrics">Metrics</a></nav>
-<p>{who}</p>
+<div class="who">{who}</div>
 <h1>{_e(title)}</h1>
 {body}
 </body></html>"""
