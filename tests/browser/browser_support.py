@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -77,10 +78,16 @@ class Browser:
         return [element.text for element in self.driver.find_elements(By.CSS_SELECTOR, css)]
 
     def click(self, css: str) -> None:
-        """Clicks and waits until the page that the click loads replaces this one."""
-        old = self.driver.find_element(By.TAG_NAME, "html")
+        """Clicks and waits until the page that the click loads has replaced this one, and loaded."""
+        self.driver.execute_script("window.__left = true")
         self.find(css).click()
-        WebDriverWait(self.driver, WAIT).until(expected_conditions.staleness_of(old))
+        # A new document has no marker. While the browser swaps documents a query may fail
+        # with an error of its own, hence the ignored exceptions.
+        WebDriverWait(self.driver, WAIT, ignored_exceptions=(WebDriverException,)).until(
+            lambda driver: driver.execute_script(
+                "return window.__left === undefined && document.readyState === 'complete'"
+            )
+        )
 
     def fill(self, **fields: str) -> None:
         for name, value in fields.items():
