@@ -148,7 +148,7 @@ def core_alone(limiter: AsyncLimiter) -> AsyncContender:
     limit = Limit.parse(LIMIT)
 
     def check(ip: str) -> Awaitable[Any]:
-        return limiter.hit(f"rl:ip:{ip}:api:default", limit)
+        return limiter.hit(f"rl:ip:{{{ip}}}:api:default", limit)
 
     return AsyncContender("our core alone (AsyncLimiter.hit)", check, lambda d: bool(d))
 

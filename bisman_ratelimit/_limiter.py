@@ -68,11 +68,30 @@ def _spec(limit: Limit, algorithm: str) -> Spec:
     return Spec(algorithm, limit.amount, limit.period_us, capacity)
 
 
+def _one_per_window(specs: Iterable[Spec], what: str) -> None:
+    """Refuse two limits that a storage would count under one key.
+
+    A key's limits are stored apart by algorithm and window only (see
+    :func:`~bisman_ratelimit.core.limit_tag`), so two amounts over one
+    window would share a counter.
+    """
+    seen: dict[tuple[str, int], Spec] = {}
+    for spec in specs:
+        other = seen.setdefault((spec.algorithm, spec.period_us), spec)
+        if other != spec:
+            raise InvalidLimit(
+                f"{what} has two {spec.algorithm} limits over one window ({other.amount} and "
+                f"{spec.amount} per {spec.period_us / 1e6:g} s): they would share a counter; "
+                "keep the stricter one, or count them under different keys"
+            )
+
+
 def _merge(checks: list[Check]) -> tuple[list[Check], list[int]]:
     """One check per (key, limit), of the summed cost; and each check's place among them."""
     merged: list[Check] = []
     place: dict[tuple[str, Spec], int] = {}
     where: list[int] = []
+    windows: dict[str, list[Spec]] = {}
     for key, spec, cost in checks:
         at = place.get((key, spec))
         if at is None:
@@ -81,6 +100,10 @@ def _merge(checks: list[Check]) -> tuple[list[Check], list[int]]:
         else:
             merged[at] = (key, spec, merged[at][2] + cost)
         where.append(at)
+    for key, spec, _ in merged:
+        windows.setdefault(key, []).append(spec)
+    for key, specs in windows.items():
+        _one_per_window(specs, f"hit_many() key {key!r}")
     for key, spec, cost in merged:
         if cost > spec.capacity:
             raise InvalidLimit(
@@ -120,6 +143,7 @@ class _LimiterBase:
             )
         # A limit given twice ("10/minute;10/minute") is one limit.
         specs = tuple(dict.fromkeys(_spec(item, algorithm) for item in parse_limits(limit)))
+        _one_per_window(specs, f"limit {limit!r}")
         return specs, min(spec.capacity for spec in specs)
 
     def _prepare(self, key: str, limit: LimitLike, algorithm: str, cost: int) -> tuple[Spec, ...]:
@@ -174,7 +198,7 @@ class _LimiterBase:
                 checks += [(key, spec, cost) for spec in specs]
         if not checks:
             raise InvalidArgument("hit_many() needs at least one (key, limit) entry")
-        if len(checks) > 1 and len({(key, spec) for key, spec, _ in checks}) < len(checks):
+        if len(checks) > 1 and len({(key, spec[0], spec[2]) for key, spec, _ in checks}) < len(checks):
             return _merge(checks)
         return checks, None
 
@@ -205,7 +229,7 @@ class Limiter(_LimiterBase):
     :meth:`from_url` puts them on Redis.
     """
 
-    def __init__(self, storage: Storage | SyncClient | None = None, *, prefix: str = "rl") -> None:
+    def __init__(self, storage: Storage | SyncClient | None = None, *, prefix: str = "") -> None:
         super().__init__()
         if storage is None:
             storage = MemoryStorage()
@@ -224,7 +248,7 @@ class Limiter(_LimiterBase):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Limiter:
-        """``memory://``, ``redis://host:port/db``, ``rediss://...`` (``?prefix=`` sets the key prefix)."""
+        """``memory://``, ``redis://host:port/db``, ``rediss://...`` (``?prefix=`` goes before every key)."""
         return cls(storage_from_url(url, **options))
 
     def hit(
@@ -309,7 +333,7 @@ class AsyncLimiter(_LimiterBase):
     """The methods of :class:`Limiter`, awaitable."""
 
     def __init__(
-        self, storage: AsyncStorage | MemoryStorage | AsyncClient | None = None, *, prefix: str = "rl"
+        self, storage: AsyncStorage | MemoryStorage | AsyncClient | None = None, *, prefix: str = ""
     ) -> None:
         super().__init__()
         if storage is None:
@@ -334,7 +358,7 @@ class AsyncLimiter(_LimiterBase):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncLimiter:
-        """``memory://``, ``redis://host:port/db``, ``rediss://...`` (``?prefix=`` sets the key prefix)."""
+        """``memory://``, ``redis://host:port/db``, ``rediss://...`` (``?prefix=`` goes before every key)."""
         return cls(storage_from_url(url, asyncio=True, **options))
 
     async def hit(

@@ -12,14 +12,22 @@ import redis.asyncio
 
 from bisman_ratelimit import AsyncLimiter, Limiter
 from bisman_ratelimit.backends import AsyncRedisStorage, MemoryStorage, RedisStorage
+from bisman_ratelimit.core import unpack_state
+
+_BY_LETTER = {"f": "fixed_window", "s": "sliding_window", "t": "token_bucket", "g": "gcra"}
 
 
-def stored_state(client: Any, key: str) -> tuple[float, ...] | None:
-    """The doubles a counter key holds (fixed_window: window, count; sliding_window:
-    window, count, previous count; token_bucket: tokens, time; gcra: debt, time)."""
+def stored_state(client: Any, key: str | bytes) -> tuple[float, ...] | None:
+    """The numbers a counter key holds (fixed_window: window, count; sliding_window:
+    window, count, previous count; token_bucket and gcra: debt, time, or the
+    time the debt is paid off, 0), from an integer or a string of doubles."""
     raw = client.get(key)
     if raw is None:
         return None
+    if raw.isdigit():
+        name = key.decode() if isinstance(key, bytes) else key
+        algorithm = _BY_LETTER[name.rsplit(":", 1)[1][0]]
+        return tuple(float(n) for n in unpack_state(algorithm, int(raw)))
     return struct.unpack(f"<{len(raw) // 8}d", raw)
 
 

@@ -77,14 +77,18 @@ PACKAGES: dict[str, list[str]] = {
         "adrive",
         "drive",
         "escape",
+        "has_hash_tag",
         "hash_tag",
+        "limit_tag",
         "make_decision",
         "make_key",
         "most_restrictive",
+        "pack_state",
         "parse_limits",
         "redis_keys",
         "scan_pattern",
         "undecided_cause",
+        "unpack_state",
     ],
     "bisman_ratelimit.backends": [
         "DEFAULT_BUDGET",
@@ -155,6 +159,7 @@ PACKAGES: dict[str, list[str]] = {
         "parse_config",
         "parse_switch",
         "storage_url_from_env",
+        "template_forms",
     ],
     "bisman_ratelimit.stores": [
         "DEFAULT_NAMESPACES",
@@ -225,6 +230,7 @@ PACKAGES: dict[str, list[str]] = {
         "rate_limit_exceeded_handler",
     ],
     "bisman_ratelimit_django": ["RateLimitResult", "ratelimit", "ratelimit_exempt"],
+    "bisman_ratelimit_flask": ["Limiter", "RateLimitExceeded"],
 }
 
 # Public modules that are not re-exporting packages, with their __all__. Django
@@ -258,9 +264,16 @@ MODULES: dict[str, list[str]] = {
         "logout_everywhere",
     ],
     "bisman_ratelimit_django.views": ["make_metrics_view", "metrics_view"],
+    # Flask-Limiter's key functions live in a module of this name.
+    "bisman_ratelimit_flask.util": ["get_remote_address"],
 }
 
-TOP_LEVEL = ("bisman_ratelimit", "bisman_ratelimit_starlette", "bisman_ratelimit_django")
+TOP_LEVEL = (
+    "bisman_ratelimit",
+    "bisman_ratelimit_starlette",
+    "bisman_ratelimit_django",
+    "bisman_ratelimit_flask",
+)
 SURFACE = {**PACKAGES, **MODULES}
 
 

@@ -12,6 +12,7 @@ PACKAGES = {
     "bisman_ratelimit.web": ROOT / "bisman_ratelimit" / "web",
     "bisman_ratelimit_starlette": ROOT / "integrations" / "bisman_ratelimit_starlette",
     "bisman_ratelimit_django": ROOT / "integrations" / "bisman_ratelimit_django",
+    "bisman_ratelimit_flask": ROOT / "integrations" / "bisman_ratelimit_flask",
 }
 
 

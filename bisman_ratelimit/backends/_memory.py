@@ -20,9 +20,14 @@ from typing import Any
 
 from bisman_ratelimit.backends._base import Check, Spec
 from bisman_ratelimit.backends._bounded import BoundedMap
-from bisman_ratelimit.core import ALGORITHMS, REFUNDS, Decision, make_decision
+from bisman_ratelimit.core import ALGORITHMS, REFUNDS, Decision, make_decision, pack_state, unpack_state
 
 Clock = Callable[[], float]
+
+# States kept packed as on Redis (core.pack_state): a gcra or token_bucket
+# state packs into the time its debt is paid off, on which a refund rounds
+# as it does in the Lua script and not as it would on the debt alone.
+_REPACKED = frozenset({"gcra", "token_bucket"})
 
 
 class MemoryStorage:
@@ -35,7 +40,8 @@ class MemoryStorage:
         self, *, clock: Clock = time.time, max_keys: int = 100_000, max_bytes: int | None = None
     ) -> None:
         self.clock = clock
-        # (key, spec) or ("lease", key) -> [expires_at_us, state]
+        # (key, (algorithm, period)) or ("lease", key) -> [expires_at_us, state]. As on
+        # Redis, a key's limits are told apart by algorithm and window only.
         self._map: BoundedMap[tuple[Any, ...]] = BoundedMap(max_keys=max_keys, max_bytes=max_bytes)
         self._lock = threading.Lock()
 
@@ -54,11 +60,19 @@ class MemoryStorage:
         return int(self.clock() * 1_000_000)
 
     def _decide(self, key: str, spec: Spec, cost: int, now: int, commit: bool) -> tuple[bool, int, int, int]:
-        data_key = (key, spec)
+        algorithm = spec[0]
+        data_key = (key, (algorithm, spec[2]))
         entry = self._map.entry(data_key, now)
-        allowed, remaining, reset, retry, new_state = ALGORITHMS[spec[0]](
-            None if entry is None else entry[1], now, spec[1], spec[2], spec[3], cost, commit
+        state = None if entry is None else entry[1]
+        # The window algorithms pack without loss: their tuples compute alike.
+        repacked = algorithm in _REPACKED
+        if repacked and state is not None:
+            state = unpack_state(algorithm, state)
+        allowed, remaining, reset, retry, new_state = ALGORITHMS[algorithm](
+            state, now, spec[1], spec[2], spec[3], cost, commit
         )
+        if repacked and new_state is not None:
+            new_state = pack_state(algorithm, new_state)
         # Nothing left for a hit of one: the map keeps this entry longer.
         denying = remaining == 0
         if entry is None:
@@ -105,16 +119,19 @@ class MemoryStorage:
             now = self._now()
             if at is not None:
                 for key, spec, cost in checks:
-                    entry = self._map.entry((key, spec), now)
+                    algorithm = spec[0]
+                    entry = self._map.entry((key, (algorithm, spec[2])), now)
                     if entry is not None:
-                        state = REFUNDS[spec[0]](entry[1], at, spec[1], spec[2], spec[3], cost)
+                        repacked = algorithm in _REPACKED
+                        state = unpack_state(algorithm, entry[1]) if repacked else entry[1]
+                        state = REFUNDS[algorithm](state, at, spec[1], spec[2], spec[3], cost)
                         if state is not None:
-                            entry[1] = state
+                            entry[1] = pack_state(algorithm, state) if repacked else state
             return self._check_many(checks, False, now)[1]
 
     def reset(self, key: str, spec: Spec) -> None:
         with self._lock:
-            self._map.pop((key, spec))
+            self._map.pop((key, (spec[0], spec[2])))
 
     def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
         with self._lock:

@@ -3,9 +3,15 @@
 Each check is one Lua script call (``backends/lua/*.lua``), run by SHA and
 loaded again when the server answers NOSCRIPT (after ``SCRIPT FLUSH`` or a
 restart). Time comes from the server's ``TIME``, so app hosts with skewed
-clocks agree. Every key of one identity carries the same hash tag, so the
-scripts are valid on Redis Cluster; a ``hit_many`` whose identities fall in
-several slots is split per slot (see :mod:`.cluster`).
+clocks agree.
+
+Keys. A limit of key ``K`` is stored under ``K:<tag>``, the tag being the
+algorithm's letter and the window (``rl:user:{u14}:api:/calls:s1m``, see
+:func:`~bisman_ratelimit.core.limit_tag`); with a ``prefix``, under
+``<prefix>:K:<tag>``. ``K`` is not changed: a key that holds a Cluster hash
+tag (``{u14}``, as the web plugins write them) keeps every limit of that
+identity in one slot; a ``hit_many`` whose keys fall in several slots is
+split per slot (see :mod:`.cluster`).
 
 Faults. Every call has a time budget (``budget`` seconds). Within it a
 call is tried again after a connection reset, ``BUSY`` (a slow script),
@@ -66,7 +72,8 @@ from bisman_ratelimit.core import (
     StorageUnavailable,
     adrive,
     drive,
-    hash_tag,
+    escape,
+    limit_tag,
     make_decision,
 )
 
@@ -79,13 +86,7 @@ DEFAULT_BUDGET = 0.05
 # budget: when every connection is in use, the app is busy, not Redis.
 POOL_WAIT = 2.0
 
-_CODES = {
-    "fixed_window": "fw",
-    "sliding_window": "sw",
-    "sliding_log": "sl",
-    "token_bucket": "tb",
-    "gcra": "gc",
-}
+_ALGORITHMS = ("fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra")
 
 # Limits whose key suffix and arguments are kept (a limiter keeps as many).
 _FORMS = 1024
@@ -94,11 +95,11 @@ _FORMS = 1024
 _FAULTS = (redis.RedisError, RedisClusterException, OSError)
 
 
-_ALGORITHM_FILES = tuple(f"algo_{name}.lua" for name in _CODES)
+_ALGORITHM_FILES = tuple(f"algo_{name}.lua" for name in _ALGORITHMS)
 # Every limit of a hit_many, all or nothing, and refunds.
 RATELIMIT = Script(*_ALGORITHM_FILES, "ratelimit.lua")
 # One limit: a script per algorithm holding only that algorithm.
-SINGLE = {name: Script(f"algo_{name}.lua", "single.lua", bind=name) for name in _CODES}
+SINGLE = {name: Script(f"algo_{name}.lua", "single.lua", bind=name) for name in _ALGORITHMS}
 LEASE = Script("lease.lua")
 
 
@@ -185,7 +186,7 @@ class _RedisBase:
         self,
         client: Any,
         *,
-        prefix: str = "rl",
+        prefix: str = "",
         budget: float = DEFAULT_BUDGET,
         blocked_cache: bool | BlockedKeys = False,
         clock: Callable[[], float] | None = None,
@@ -197,8 +198,11 @@ class _RedisBase:
             or not (math.isfinite(budget) and budget > 0)
         ):
             raise InvalidArgument(f"Redis time budget must be a positive number of seconds, got {budget!r}")
+        if not isinstance(prefix, str) or prefix.endswith(":"):
+            raise InvalidArgument(f"key prefix must be a string not ending in ':', got {prefix!r}")
         self.client = client
         self.prefix = prefix
+        self._start = f"{prefix}:" if prefix else ""
         self.budget = float(budget)
         self.cluster = is_cluster_client(client)
         self._clock = clock
@@ -219,14 +223,21 @@ class _RedisBase:
             self._forms.clear()
         algorithm, amount, period_us, capacity = spec
         form = self._forms[spec] = (
-            f":{_CODES[algorithm]}:{amount}:{period_us}:{capacity}",
+            ":" + limit_tag(algorithm, period_us),
             (algorithm, str(amount), str(period_us), str(capacity)),
         )
         return form
 
     def _head(self, key: str) -> str:
-        """What every key of identity ``key`` starts with: the prefix and its hash tag."""
-        return f"{self.prefix}:{hash_tag(key)}"
+        """What every stored key of ``key`` starts with: the prefix, if any, and ``key``."""
+        if not key.isascii():
+            try:
+                key.encode()
+            except UnicodeEncodeError:
+                # Lone surrogates (from a badly decoded header, say) are no
+                # UTF-8: such a key is stored percent-escaped.
+                key = escape(key)
+        return self._start + key if self._start else key
 
     def key_for(self, key: str, spec: Spec) -> str:
         return self._head(key) + self._form(spec)[0]

@@ -19,7 +19,8 @@ redis-py):
     may go on. A call waits in line for a pooled connection for up to 2 s
     apart from it: a busy pool is the app's load, not a Redis fault.
 ``prefix``
-    of every Redis key (default ``rl``).
+    put before every key, with a ``:`` (default none: a key is stored
+    under its own name).
 ``blocked_cache``
     ``off`` to ask Redis even about keys it has just denied.
 ``fallback=memory``
@@ -49,7 +50,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Storage
 from bisman_ratelimit.backends._memory import MemoryStorage
-from bisman_ratelimit.core import ConfigurationError, InvalidArgument
+from bisman_ratelimit.core import InvalidArgument
 
 # A factory takes the URL, whether an async backend is wanted, and options.
 BackendFactory = Callable[[str, bool, dict[str, Any]], "Storage | AsyncStorage"]
@@ -167,7 +168,7 @@ class _Settings:
     def __init__(self, url: str, ours: dict[str, str], options: dict[str, Any]) -> None:
         from bisman_ratelimit.backends._redis import DEFAULT_BUDGET
 
-        self.prefix: str = ours.get("prefix", options.pop("prefix", "rl"))
+        self.prefix: str = ours.get("prefix", options.pop("prefix", ""))
         self.budget: float = (
             _seconds(url, "timeout", ours["timeout"])
             if "timeout" in ours
@@ -279,7 +280,6 @@ def redis_from_url(
     asyncio: bool,
     options: dict[str, Any] | None = None,
     store: str | None = None,
-    cluster_refusal: str | None = None,
 ) -> RedisConnection:
     """The Redis client (sync or async) and the settings that a Redis URL names.
 
@@ -287,8 +287,7 @@ def redis_from_url(
     budget, Sentinel, Cluster, TLS and the pool options alike. ``options``
     are keyword settings (taken out as they are read; the rest go to
     redis-py). ``store`` names a store building the client: the settings
-    of rate limits are refused for it, and so is Redis Cluster when
-    ``cluster_refusal`` says why the store cannot run there.
+    of rate limits are refused for it.
     """
     options = {} if options is None else options
     scheme = url.split("://", 1)[0].lower() if isinstance(url, str) and "://" in url else ""
@@ -305,10 +304,6 @@ def redis_from_url(
         if foreign:
             verb = "is a setting" if len(foreign) == 1 else "are settings"
             raise _bad(url, f"{', '.join(foreign)} {verb} of rate limit storage, not of {store}")
-        if scheme == "redis+cluster" and cluster_refusal is not None:
-            raise ConfigurationError(
-                f"{store} cannot run on Redis Cluster ({masked_url(url)!r}): {cluster_refusal}"
-            )
     return connect(url, client_url, ours, options, asyncio)
 
 

@@ -3,7 +3,14 @@ algorithms, keys, the circuit breaker and the generator drivers. No I/O."""
 
 from __future__ import annotations
 
-from bisman_ratelimit.core._algorithms import ALGORITHMS, DEFAULT_ALGORITHM, REFUNDS, Algorithm
+from bisman_ratelimit.core._algorithms import (
+    ALGORITHMS,
+    DEFAULT_ALGORITHM,
+    REFUNDS,
+    Algorithm,
+    pack_state,
+    unpack_state,
+)
 from bisman_ratelimit.core._breaker import BreakerState, BreakerStats, CircuitBreaker, Transition
 from bisman_ratelimit.core._decision import Decision, MultiDecision, make_decision, most_restrictive
 from bisman_ratelimit.core._errors import (
@@ -20,7 +27,15 @@ from bisman_ratelimit.core._errors import (
     TTLPolicyError,
 )
 from bisman_ratelimit.core._flows import adrive, drive
-from bisman_ratelimit.core._keys import escape, hash_tag, make_key, redis_keys, scan_pattern
+from bisman_ratelimit.core._keys import (
+    escape,
+    has_hash_tag,
+    hash_tag,
+    limit_tag,
+    make_key,
+    redis_keys,
+    scan_pattern,
+)
 from bisman_ratelimit.core._outage import (
     OUTAGE_REACTIONS,
     UNDECIDED_CAUSES,
@@ -63,12 +78,16 @@ __all__ = [
     "adrive",
     "drive",
     "escape",
+    "has_hash_tag",
     "hash_tag",
+    "limit_tag",
     "make_decision",
     "make_key",
     "most_restrictive",
+    "pack_state",
     "parse_limits",
     "redis_keys",
     "scan_pattern",
     "undecided_cause",
+    "unpack_state",
 ]

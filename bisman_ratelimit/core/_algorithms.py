@@ -21,6 +21,8 @@ goes below zero or above capacity.
 The Lua scripts in ``backends/lua/`` carry out the same operations in the same
 order on doubles, so the memory and Redis backends decide alike; the
 property tests hold them to it. A denied hit never changes the state.
+:func:`pack_state` gives the form a state is stored in (one integer when
+it fits), :func:`unpack_state` the tuple these functions take back.
 """
 
 from __future__ import annotations
@@ -130,21 +132,23 @@ def token_bucket(
     cost: int,
     commit: bool,
 ) -> AlgorithmResult:
-    if state is None:
-        tokens = float(capacity)
-    else:
-        tokens = min(float(capacity), state[0] + float(max(0, now - state[1])) * amount / period)
+    # The bucket is kept as `debt`, the time it needs to be full again, as
+    # gcra keeps its arrival time: whole microseconds stay whole, so the
+    # state usually packs into one integer (see pack_state).
+    interval = period / amount
+    debt = 0.0 if state is None else max(0.0, state[0] - float(now - state[1]))
+    tokens = capacity - debt / interval
     allowed = tokens + _EPS >= cost
     new_state = None
     if allowed:
         retry = 0
         if commit:
             tokens -= cost
-            new_state = (tokens, now)
+            debt += cost * interval
+            new_state = (debt, now)
     else:
-        retry = ceil((cost - tokens) * period / amount)
-    reset = ceil((capacity - tokens) * period / amount) if tokens < capacity else 0
-    return allowed, max(0, floor(tokens + _EPS)), reset, retry, new_state
+        retry = ceil((cost - tokens) * interval)
+    return allowed, max(0, floor(tokens + _EPS)), ceil(debt), retry, new_state
 
 
 def gcra(
@@ -214,7 +218,8 @@ def refund_token_bucket(
 ) -> tuple[float, int] | None:
     if state is None:
         return None
-    return min(float(capacity), state[0] + cost), state[1]
+    # cost * interval, as the hit added it.
+    return max(0.0, state[0] - cost * (period / amount)), state[1]
 
 
 def refund_gcra(
@@ -233,6 +238,68 @@ ALGORITHMS: dict[str, AlgorithmFn] = {
     "token_bucket": token_bucket,
     "gcra": gcra,
 }
+
+# Stored states. A state of fixed_window, sliding_window, token_bucket or gcra that fits
+# exactly in a double (below 2**53) is kept as ONE integer, which Redis
+# stores in 16 B where a string of doubles takes 48 B; any other is kept as
+# the tuple (on Redis: a string of little-endian doubles). The Lua scripts
+# (common.lua) pack and unpack alike, and the memory backend stores what
+# these functions give, so both backends compute on the same numbers.
+#
+# - fixed_window: the window number, then the count in `width` bits, then
+#   `width` in the low 6 bits;
+# - sliding_window: the same with two counts (this window's, the last's);
+# - gcra and token_bucket: the time the debt is paid off (last update +
+#   debt: gcra's theoretical arrival time, the time the bucket is full),
+#   when the debt is whole; it unpacks as (that time, 0), which gives the
+#   same debt.
+_EXACT = 2**53
+
+
+def _pack_counts(window: int, *counts: int) -> int | None:
+    width = max(counts).bit_length()
+    value = window
+    for count in counts:
+        value = value << width | count
+    value = value << 6 | width
+    return value if value < _EXACT else None
+
+
+def _unpack_counts(value: int, size: int) -> tuple[int, ...]:
+    width = value & 63
+    value >>= 6
+    mask = (1 << width) - 1
+    counts = []
+    for _ in range(size):
+        counts.append(value & mask)
+        value >>= width
+    return (value, *reversed(counts))
+
+
+_DEBTS = frozenset({"gcra", "token_bucket"})
+_COUNTS = {"fixed_window": 1, "sliding_window": 2}
+
+
+def pack_state(algorithm: str, state: Any) -> Any:
+    """The form in which ``state`` (a tuple, or sliding_log's list) is stored."""
+    if algorithm in _DEBTS:
+        debt, ts = state
+        paid_off = ts + debt
+        return int(paid_off) if paid_off < _EXACT and debt == floor(debt) else state
+    if algorithm in _COUNTS:
+        packed = _pack_counts(*state)
+        return state if packed is None else packed
+    return state
+
+
+def unpack_state(algorithm: str, stored: Any) -> Any:
+    """Undo :func:`pack_state`; ``None`` stays ``None``."""
+    if type(stored) is not int:
+        return stored
+    if algorithm in _DEBTS:
+        return float(stored), 0
+    return _unpack_counts(stored, _COUNTS[algorithm])
+
 
 REFUNDS: dict[str, RefundFn] = {
     "fixed_window": refund_fixed_window,

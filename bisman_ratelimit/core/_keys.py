@@ -52,6 +52,39 @@ def hash_tag(identity: str) -> str:
     return "{" + quote(_utf8(identity), safe=_SAFE_EXTRA + ":") + "}"
 
 
+def has_hash_tag(key: str) -> bool:
+    """Whether Redis Cluster hashes ``key`` by a tag: a ``{`` then a ``}``, not empty between."""
+    start = key.find("{")
+    return start >= 0 and key.find("}", start + 1) > start + 1
+
+
+_UNITS = ((86_400_000_000, "d"), (3_600_000_000, "h"), (60_000_000, "m"), (1_000_000, "s"), (1000, "ms"))
+_ALGORITHM_LETTERS = {
+    "fixed_window": "f",
+    "sliding_window": "s",
+    "sliding_log": "l",
+    "token_bucket": "t",
+    "gcra": "g",
+}
+
+
+def limit_tag(algorithm: str, period_us: int) -> str:
+    """What tells one key's limits apart in storage: the algorithm's letter and the window.
+
+    ``("sliding_window", 60_000_000)`` gives ``"s1m"``; the window is written
+    in the largest unit that divides it (``d h m s ms us``). The amount is
+    not part of it, so raising a limit keeps its counter.
+    """
+    try:
+        letter = _ALGORITHM_LETTERS[algorithm]
+    except KeyError:
+        raise InvalidArgument(f"unknown algorithm {algorithm!r}") from None
+    for size, unit in _UNITS:
+        if period_us % size == 0:
+            return f"{letter}{period_us // size}{unit}"
+    return f"{letter}{period_us}us"
+
+
 def unescape(part: str) -> str:
     """Undo :func:`escape`."""
     return unquote(part, errors="surrogatepass")
@@ -84,11 +117,16 @@ class _RedisKeys:
 
     @staticmethod
     def auth_session(user_id: object) -> str:
-        return make_key("auth", "sess", "user", user_id)
+        # The user's index of sessions, as SessionStore keeps it; the hash
+        # tag is the user, so the index sits in one Redis Cluster slot.
+        return f"auth:sess:user:{{{make_key(user_id)}}}"
 
     @staticmethod
     def rate_limit_user_route(user_id: object, route: str) -> str:
-        return make_key("rl", "user", user_id, "api", route)
+        # The key the web plugins count a per-user route limit under: the
+        # hash tag keeps one user's keys in one Redis Cluster slot.
+        identity = user_id if isinstance(user_id, str) else escape(user_id)
+        return f"rl:user:{hash_tag(identity)}:api:{escape(route)}"
 
     @staticmethod
     def rate_limit_global_minute(now: float | None = None) -> str:
@@ -97,7 +135,8 @@ class _RedisKeys:
 
     @staticmethod
     def chat_thread_window(thread_id: object, window: int) -> str:
-        return make_key("chat", "ctx", "thread", thread_id, "w", window)
+        # As ChatContext keeps it: a thread's keys share the thread's slot.
+        return f"chat:ctx:thread:{{{make_key(thread_id)}}}:w:{make_key(window)}"
 
     @staticmethod
     def call_room_participants(room: object) -> str:

@@ -31,8 +31,8 @@ class NamespaceGrouper:
     """Which namespace a key belongs to, out of a bounded set.
 
     A key goes to its registered namespace (longest prefix), else to the
-    domain (first segment) of a registered namespace, such as the limiter's
-    own ``rl:{id}:...`` keys going to ``rl``. Other keys go to ``other``,
+    domain (first segment) of a registered namespace, such as the web
+    plugins' ``rl:ip:{<address>}:...`` keys going to ``rl``. Other keys go to ``other``,
     or with ``open_domains`` to their own first segment (for audits, where a
     person reads the table; metrics keep the bounded form).
     """

@@ -178,7 +178,7 @@ class HotKeyReport:
 def suggest_split(key: str, namespace: str, reads: int, writes: int) -> str:
     """How to take the load off one hot key."""
     if namespace == "chat:ctx":
-        return "split the thread into windows: chat:ctx:thread:<id>:w:<n> (redis_keys.chat_thread_window)"
+        return "split the thread into windows: chat:ctx:thread:{<id>}:w:<n> (redis_keys.chat_thread_window)"
     if namespace == "rl:global":
         return (
             "shard the global counter into N keys (rl:global:minute:<m>:s:<0..N-1>) each allowing 1/N, "

@@ -1,10 +1,11 @@
 """Runbook operations: flush one namespace, inspect a key, back up, fail over.
 
-- :func:`flush_namespace` deletes the keys under one prefix with SCAN and
-  UNLINK in batches, never ``FLUSHALL``/``FLUSHDB``. The prefix is escaped
-  with :func:`~bisman_ratelimit.core._keys.scan_pattern`, so ``*`` or ``?`` in it
-  match only themselves, and each key is checked against the prefix again
-  before it is deleted.
+- :func:`flush_namespace` deletes the keys of one namespace, the key named
+  by the namespace itself (``flags:config``, one hash) and every key under
+  its prefix, with SCAN and UNLINK in batches, never ``FLUSHALL``/``FLUSHDB``.
+  The prefix is escaped with :func:`~bisman_ratelimit.core._keys.scan_pattern`,
+  so ``*`` or ``?`` in it match only themselves, and each key is checked
+  against the prefix again before it is deleted.
 - :func:`inspect_key` reads type, TTL, ``MEMORY USAGE``, size and encoding.
 - :func:`backup` runs ``BGSAVE`` and waits until ``LASTSAVE`` moves.
 - :func:`failover` asks a Sentinel to fail a master over and waits until a
@@ -37,13 +38,24 @@ def _text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class FlushResult:
-    """How many keys under ``prefix`` were found, and deleted (0 on a dry run)."""
+    """How many keys of the namespace were found, and deleted (0 on a dry run).
+
+    ``own_key`` tells whether the key named by the namespace itself (``flags:config``
+    for the namespace ``flags:config:``) was among them; ``pattern`` matched the rest.
+    """
 
     prefix: str
     pattern: str
     matched: int
     deleted: int
     dry_run: bool
+    own_key: bool = False
+
+    @property
+    def searched(self) -> str:
+        """Where the keys were looked for, as the command prints it."""
+        scan = f"SCAN MATCH {self.pattern}"
+        return f"the key {self.prefix[:-1]} and {scan}" if self.own_key else scan
 
 
 def namespace_prefix(namespace: str) -> str:
@@ -96,6 +108,11 @@ def flush_namespace(
     matched = deleted = 0
     keyspace = max(1, int(client.dbsize())) if progress is not None and expected is None else 0
     pending: list[Any] = []
+    # The namespace's own key (a namespace may be one key): SCAN MATCH prefix:* cannot see it.
+    own_key = bool(client.exists(prefix[:-1]))
+    if own_key:
+        matched += 1
+        pending.append(prefix[:-1])
     cursor: int = 0
     while True:
         cursor, keys = client.scan(cursor, match=pattern, count=batch)
@@ -119,7 +136,7 @@ def flush_namespace(
                 done = matched if dry_run else deleted
                 progress(done, max(done, expected))
         if int(cursor) == 0:
-            return FlushResult(prefix, pattern, matched, deleted, dry_run)
+            return FlushResult(prefix, pattern, matched, deleted, dry_run, own_key)
 
 
 def ttl_above_policy(ttl: float, namespace: Namespace) -> str:

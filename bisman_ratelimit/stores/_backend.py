@@ -23,7 +23,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio
@@ -36,14 +36,13 @@ from bisman_ratelimit.backends import (
     RedisConnection,
     Script,
     is_async_client,
-    is_cluster_client,
     is_sync_client,
     masked_url,
     memory_options,
     redis_from_url,
     translate_errors,
 )
-from bisman_ratelimit.core import ConfigurationError, InvalidArgument, StorageUnavailable, adrive, drive
+from bisman_ratelimit.core import InvalidArgument, StorageUnavailable, adrive, drive
 
 T = TypeVar("T")
 S = TypeVar("S", bound="StoreShell")
@@ -407,12 +406,6 @@ def _describe(backend: object) -> str:
     return f"{type(backend).__module__}.{type(backend).__qualname__}"
 
 
-def _on_cluster(client: object, store: type[ShellBase] | None) -> None:
-    """Refuse a Redis Cluster client for a store that cannot run there."""
-    if store is not None and store.cluster_refusal is not None and is_cluster_client(client):
-        raise ConfigurationError(f"{store.__name__} cannot run on Redis Cluster: {store.cluster_refusal}")
-
-
 def sync_runner(backend: object, store: type[ShellBase] | None = None) -> SyncRunner:
     """A runner for ``backend``: a URL, a ``redis.Redis`` client or a :class:`MemoryBackend`."""
     if isinstance(backend, str):
@@ -427,7 +420,6 @@ def sync_runner(backend: object, store: type[ShellBase] | None = None) -> SyncRu
             "this store is synchronous: give it a redis.Redis client, or use the Async store"
         )
     if is_sync_client(backend):
-        _on_cluster(backend, store)
         return RedisRunner(cast(SyncClient, backend))
     raise InvalidArgument(
         f"a store needs a URL, a redis.Redis client or a MemoryBackend, got {_describe(backend)}"
@@ -443,7 +435,6 @@ def async_runner(backend: object, store: type[ShellBase] | None = None) -> Async
     if isinstance(backend, MemoryBackend):
         return AsyncMemoryRunner(backend)
     if is_async_client(backend):
-        _on_cluster(backend, store)
         return AsyncRedisRunner(cast(AsyncClient, backend))
     if is_sync_client(backend):
         raise InvalidArgument("this store is asynchronous: give it a redis.asyncio.Redis client")
@@ -468,12 +459,7 @@ def _connect(url: str, *, asyncio: bool, store: type[ShellBase] | None) -> Redis
             f"bad store URL {masked_url(url)!r}: "
             f"expected memory:// or {', '.join(s + '://' for s in REDIS_SCHEMES)}"
         )
-    return redis_from_url(
-        url,
-        asyncio=asyncio,
-        store="a store" if store is None else store.__name__,
-        cluster_refusal=None if store is None else store.cluster_refusal,
-    )
+    return redis_from_url(url, asyncio=asyncio, store="a store" if store is None else store.__name__)
 
 
 def backend_from_url(
@@ -484,8 +470,8 @@ def backend_from_url(
     Redis URLs are read as the rate limits read them (``redis://``,
     ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``,
     with ``?timeout=`` the time budget of one call, 50 ms by default).
-    Given the ``store`` class the client is for, a URL that store cannot
-    use is refused now, with the reason. A store given a URL itself also
+    ``store``, the class the client is for, names it in errors. A store
+    given a URL itself also
     closes the sentinels' clients; here they are left to the garbage
     collector.
     """
@@ -502,9 +488,6 @@ class ShellBase:
     ``backend`` on to whichever of :class:`StoreShell` or
     :class:`AsyncStoreShell` comes next in the class's bases.
     """
-
-    # Why the store cannot run on Redis Cluster, or None if it can.
-    cluster_refusal: ClassVar[str | None] = None
 
     def __init__(self, backend: object) -> None:
         self._owns_client = isinstance(backend, str)

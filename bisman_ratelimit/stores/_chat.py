@@ -3,8 +3,11 @@
 A thread's messages are numbered from 1 and sharded into windows of
 ``window_size`` messages, so a hot thread never grows one big key::
 
-    chat:ctx:thread:<id>:w:<n>   list of JSON messages, newest first
-    chat:ctx:thread:<id>:seq     the last message number
+    chat:ctx:thread:{<id>}:w:<n>   list of JSON messages, newest first
+    chat:ctx:thread:{<id>}:seq     the last message number
+
+The braces are a Redis Cluster hash tag: a thread's keys share one slot,
+so the scripts that name its windows at run time work on Cluster too.
 
 Appending pushes, trims the thread to its last ``keep`` messages (the seed
 keeps 30) and renews the TTL of every kept window, all in one round trip.
@@ -17,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bisman_ratelimit.core import InvalidArgument, TTLPolicyError, make_key
+from bisman_ratelimit.core import InvalidArgument, TTLPolicyError
 from bisman_ratelimit.stores._backend import (
     AsyncStoreShell,
     Call,
@@ -33,6 +36,7 @@ from bisman_ratelimit.stores._common import (
     encode_json,
     positive_int,
     positive_seconds,
+    tagged,
     text,
     to_ms,
     valid_prefix,
@@ -63,7 +67,7 @@ class ChatCore:
 
     def thread_key(self, thread_id: object) -> str:
         """The base key every key of the thread starts with."""
-        return f"{self.prefix}:{make_key('thread', thread_id)}"
+        return f"{self.prefix}:thread:{tagged(thread_id)}"
 
     def window_key(self, thread_id: object, window: int) -> str:
         return f"{self.thread_key(thread_id)}:w:{window}"
@@ -104,11 +108,6 @@ class ChatCore:
 
 class _ChatShell(ShellBase):
     """The constructor :class:`ChatContext` and :class:`AsyncChatContext` share."""
-
-    cluster_refusal = (
-        "its scripts name a thread's message windows at run time, "
-        "keys that Redis Cluster cannot route or keep in one slot"
-    )
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from bisman_ratelimit.core import InvalidArgument
+from bisman_ratelimit.core import InvalidArgument, make_key
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)*")
 
@@ -32,6 +32,15 @@ def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidArgument(f"{name} must be a whole number >= 1, got {value!r}")
     return value
+
+
+def tagged(part: object) -> str:
+    """``{part}``, escaped: a Redis Cluster hash tag around one identity.
+
+    Escaping turns braces into ``%7B``/``%7D``, so the tag ends where it
+    should, and every key built around one identity lands in one slot.
+    """
+    return "{" + make_key(part) + "}"
 
 
 def to_ms(seconds: float) -> int:

@@ -36,10 +36,13 @@ from typing import Any, Generic, Literal, TypeVar, cast, get_args
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
-from bisman_ratelimit.backends import translate_errors
+from bisman_ratelimit.backends import is_cluster_client, translate_errors
 from bisman_ratelimit.core import InvalidArgument, StorageUnavailable, TTLPolicyError
 from bisman_ratelimit.stores._backend import (
+    AsyncClient,
     AsyncMemoryRunner,
     AsyncStoreShell,
     Call,
@@ -49,6 +52,7 @@ from bisman_ratelimit.stores._backend import (
     Op,
     ShellBase,
     StoreShell,
+    SyncClient,
     store_script,
 )
 from bisman_ratelimit.stores._common import encode_json, positive_seconds, text, valid_prefix
@@ -292,12 +296,41 @@ def _enabled(snapshot: dict[str, Flag], name: str, default: bool) -> bool:
     return bool(flag.value)
 
 
+# On Redis Cluster a PUBLISH (the flags script's) reaches every node, so a
+# reader listens on one plain connection to the primary serving the
+# channel's slot. redis-py's ClusterPubSub would do it for the sync client,
+# but redis-py 5's asyncio cluster client has no pub/sub: one way for both.
+
+
+def _sync_listener(client: SyncClient, channel: str) -> redis.Redis:
+    if is_cluster_client(client):
+        cluster = cast(redis.cluster.RedisCluster, client)
+        with translate_errors():
+            node = cluster.get_node_from_key(channel)  # type: ignore[no-untyped-call, unused-ignore]
+        return cast(redis.Redis, node.redis_connection)
+    return cast(redis.Redis, client)
+
+
+async def _async_listener(client: AsyncClient, channel: str) -> tuple[redis.asyncio.Redis, bool]:
+    """The client to listen on, and whether it was built here (and is to be closed with the subscription)."""
+    if not is_cluster_client(client):
+        return cast(redis.asyncio.Redis, client), False
+    cluster = cast(redis.asyncio.cluster.RedisCluster, client)
+    with translate_errors():
+        await cluster.initialize()
+    node = cluster.get_node_from_key(channel)
+    if node is None:
+        raise StorageUnavailable(f"no Redis Cluster node serves the slot of {channel!r}")
+    pool = redis.asyncio.ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+    return redis.asyncio.Redis(connection_pool=pool), True
+
+
 class _RedisSubscription:
     """Change messages on a ``redis.Redis`` pub/sub connection."""
 
-    def __init__(self, client: redis.Redis, channel: str, timeout: float) -> None:
+    def __init__(self, client: SyncClient, channel: str, timeout: float) -> None:
         self.reconnected = False
-        self.pubsub = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
+        self.pubsub = _sync_listener(client, channel).pubsub()  # type: ignore[no-untyped-call, unused-ignore]
         with translate_errors():
             self.pubsub.subscribe(channel)
             # Until the server confirms, a change could be missed.
@@ -332,9 +365,23 @@ class _RedisSubscription:
 class _AsyncRedisSubscription:
     """Change messages on a ``redis.asyncio.Redis`` pub/sub connection."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, *, owned: bool) -> None:
         self.reconnected = False
+        self.client = client
+        self.owned = owned
         self.pubsub = client.pubsub()
+
+    @classmethod
+    async def open(cls, client: AsyncClient, channel: str, timeout: float) -> _AsyncRedisSubscription:
+        listener, owned = await _async_listener(client, channel)
+        subscription = cls(listener, owned=owned)
+        try:
+            await subscription.subscribe(channel, timeout)
+        except BaseException:
+            if owned:
+                await listener.aclose()
+            raise
+        return subscription
 
     async def subscribe(self, channel: str, timeout: float) -> None:
         with translate_errors():
@@ -364,7 +411,11 @@ class _AsyncRedisSubscription:
         return changed
 
     async def aclose(self) -> None:
-        await self.pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+        try:
+            await self.pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+        finally:
+            if self.owned:
+                await self.client.aclose()
 
 
 class _MemorySubscription:
@@ -380,11 +431,6 @@ class _MemorySubscription:
 
 class _FlagsShell(ShellBase, Generic[Sub]):
     """The constructor :class:`Flags` and :class:`AsyncFlags` share."""
-
-    cluster_refusal = (
-        "the flags cache listens for changes over pub/sub, "
-        "which it does on a single primary (or through Sentinel) only"
-    )
 
     def __init__(
         self,
@@ -418,8 +464,7 @@ class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
         runner = self._runner
         if isinstance(runner, MemoryBackend):
             return _MemorySubscription(runner.subscribe(self.core.channel))
-        # cluster_refusal keeps Cluster clients out.
-        return _RedisSubscription(cast(redis.Redis, runner.client), self.core.channel, self.subscribe_timeout)
+        return _RedisSubscription(runner.client, self.core.channel, self.subscribe_timeout)
 
     def _snapshot(self) -> dict[str, Flag]:
         with self._lock:
@@ -492,9 +537,9 @@ class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], Asy
             if isinstance(runner, AsyncMemoryRunner):
                 self._subscription = _MemorySubscription(runner.backend.subscribe(self.core.channel))
             else:
-                subscribing = _AsyncRedisSubscription(cast(redis.asyncio.Redis, runner.client))
-                await subscribing.subscribe(self.core.channel, self.subscribe_timeout)
-                self._subscription = subscribing
+                self._subscription = await _AsyncRedisSubscription.open(
+                    runner.client, self.core.channel, self.subscribe_timeout
+                )
         return True
 
     async def _snapshot(self) -> dict[str, Flag]:

@@ -17,8 +17,10 @@ from bisman_ratelimit.core import InvalidArgument, TTLPolicyError
 class Namespace:
     """A key prefix such as ``auth:sess`` and its TTL policy.
 
-    ``ttl`` is the default TTL in seconds (``None``: the writer must give
-    one if the namespace is ephemeral).
+    Its keys are the key named by the prefix itself (``flags:config`` is
+    one hash) and every key under ``prefix:``. ``ttl`` is the default TTL
+    in seconds (``None``: the writer must give one if the namespace is
+    ephemeral).
     """
 
     prefix: str
@@ -81,6 +83,14 @@ class NamespaceRegistry:
             if namespace is not None:
                 return namespace
         return None
+
+    def persistent_within(self, prefix: str) -> list[Namespace]:
+        """The persistent namespaces with keys in ``prefix`` (``"flags"``, ``"flags:config:"``...).
+
+        Emptying ``prefix`` would delete keys of these, which nothing writes back.
+        """
+        head = prefix.rstrip(":")
+        return [n for n in self if not n.ephemeral and (n.owns(head) or n.prefix.startswith(head + ":"))]
 
     def ttl_for(self, key: str, ttl: float | None = None) -> float | None:
         """The TTL to write ``key`` with, or raise :class:`TTLPolicyError`."""

@@ -1,15 +1,33 @@
 """Server-side sessions: one Redis hash per session, under ``auth:sess``.
 
-Keys (built with :func:`bisman_ratelimit.core._keys.make_key`)::
+Keys (parts from users escaped with :func:`bisman_ratelimit.core.make_key`)::
 
-    auth:sess:id:<session id>   hash: d:<field> -> JSON value, m:* -> metadata
-    auth:sess:user:<user id>    set of the user's session ids ("log out everywhere")
+    auth:sess:{<session id>}        hash: d:<field> -> JSON value, m:* -> metadata
+    auth:sess:user:{<user id>}      sorted set: the user's session ids -> when added (ms)
+
+The braces are Redis Cluster hash tags: every script touches one key, so
+the stores run on a single primary and on Cluster alike. A user's index
+lists sessions that live in other slots, so it is kept in step by calls of
+its own, in an order that never lets "log out everywhere" miss a session:
+
+- an id enters the index *before* its session is written (create, login,
+  binding to another user), and leaves it *after* the session is gone
+  (delete, rotation);
+- readers of the index (``user_sessions``, ``delete_user_sessions``) check
+  each listed session in its own slot, and drop ids whose session is gone
+  or bound elsewhere once they are older than :data:`INDEX_GRACE_MS` (a
+  younger one may name a session still being written).
+
+A crash between two such calls thus leaves at worst an index entry naming
+no session, which the next reader drops. Rotation takes the session out
+of its old key (read and delete, one step) and then writes it under the
+new id: the old id stops working at once, and a crash between the two
+loses the session (the user signs in again), never keeps the old id alive.
 
 A session has an idle TTL, renewed on every access (rolling renewal), and
 an absolute deadline that renewal never passes. Loading a session and
 renewing it is one round trip. Session ids are 256 random bits from
-:mod:`secrets`; rotating a session (at login) moves its data to a new id
-and removes the old one.
+:mod:`secrets`.
 
 :class:`SessionStore` and :class:`AsyncSessionStore` are thin shells over
 :class:`SessionCore`, which does no I/O.
@@ -24,7 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bisman_ratelimit.core import InvalidArgument, StorageResponseError, TTLPolicyError, make_key
+from bisman_ratelimit.core import InvalidArgument, StorageResponseError, TTLPolicyError
 from bisman_ratelimit.stores._backend import (
     AsyncStoreShell,
     Call,
@@ -39,6 +57,7 @@ from bisman_ratelimit.stores._common import (
     decode_json,
     encode_json,
     positive_seconds,
+    tagged,
     text,
     to_ms,
     valid_prefix,
@@ -50,6 +69,13 @@ DEFAULT_ABSOLUTE_LIFETIME = 12 * 3600.0
 
 _ID = re.compile(r"[A-Za-z0-9_-]{43}")
 _DATA = "d:"
+
+INDEX_GRACE_MS = 60_000
+"""How long an index entry may name no session before readers drop it.
+
+An id enters a user's index one call before its session is written; a
+reader that finds no session for an entry younger than this leaves it.
+"""
 
 
 def new_session_id() -> str:
@@ -102,16 +128,16 @@ class SessionCore:
         self.absolute_lifetime = positive_seconds("absolute_lifetime", absolute_lifetime)
         self.prefix = valid_prefix("prefix", prefix)
         self.registry = registry
-        self.id_prefix = self.session_key("x" * 43)[:-43]
         # Fail at construction, not at the first request, on a policy that refuses these keys.
         self._ttl_ms(self.session_key("x" * 43), self.idle_ttl)
         self._ttl_ms(self.user_key("x"), self.absolute_lifetime)
 
     def session_key(self, session_id: str) -> str:
-        return f"{self.prefix}:{make_key('id', session_id)}"
+        # Ids are checked by is_session_id(): no brace, nothing to escape.
+        return f"{self.prefix}:{{{session_id}}}"
 
     def user_key(self, user_id: str) -> str:
-        return f"{self.prefix}:{make_key('user', user_id)}"
+        return f"{self.prefix}:user:{tagged(user_id)}"
 
     def _ttl_ms(self, key: str, ttl: float) -> int:
         checked = self.registry.ttl_for(key, ttl)
@@ -154,6 +180,17 @@ class SessionCore:
             ttl=int(ttl_ms) / 1000,
         )
 
+    # Index upkeep: each a call in the index's own slot.
+
+    @staticmethod
+    def _index_add(index: str, session_id: str, life_ms: int) -> Call:
+        return Call(INDEX, (index,), ("add", session_id, life_ms))
+
+    @staticmethod
+    def _index_remove(index: str, removed: Sequence[str], stale: Sequence[str] = ()) -> Call:
+        """Take ``removed`` out of the index, and ``stale`` too once past the grace."""
+        return Call(INDEX, (index,), ("prune", INDEX_GRACE_MS, len(removed), *removed, *stale))
+
     # Operations. Each yields its calls and returns the result.
 
     def create(
@@ -181,14 +218,19 @@ class SessionCore:
         pairs = self._pairs(data or {})
         user = None if user_id is None else _user(user_id)
         key = self.session_key(session_id)
-        keys: tuple[str, ...] = (key,)
+        index = ""
         life = to_ms(self.absolute_lifetime)
         if user is not None:
-            keys = (key, self.user_key(user))
-            life = self._ttl_ms(keys[1], self.absolute_lifetime)
+            index = self.user_key(user)
+            life = self._ttl_ms(index, self.absolute_lifetime)
         idle = self._idle_ms(key, idle_ttl)
-        now_ms = yield Call(CREATE, keys, (session_id, idle, life, user or "", *pairs))
+        if index:
+            yield self._index_add(index, session_id, life)
+        now_ms = yield Call(CREATE, (key,), (idle, life, user or "", index, *pairs))
         if not now_ms:
+            if index:
+                # The id belongs to someone else's session: it must not stay listed as this user's.
+                yield self._index_remove(index, (session_id,))
             return None
         return Session(
             id=session_id,
@@ -236,53 +278,88 @@ class SessionCore:
             return False
         key = self.session_key(session_id)
         idle = self._idle_ms(key, idle_ttl)
-        keys: tuple[str, ...] = (key,)
-        user = ""
+        user = index = ""
         if user_id is not None:
             user = _user(user_id)
-            keys = (key, self.user_key(user))
-            self._ttl_ms(keys[1], self.absolute_lifetime)
-        args = (session_id, mode, "" if idle_ttl is None else idle, user, len(pairs) // 2, *pairs, *removed)
-        result = yield Call(WRITE, keys, args)
-        return bool(result)
+            index = self.user_key(user)
+            self._ttl_ms(index, self.absolute_lifetime)
+        tail = ("" if idle_ttl is None else idle, user, index)
+        body = (len(pairs) // 2, *pairs, *removed)
+        written, left = yield Call(WRITE, (key,), (mode, *tail, "", *body))
+        if written == 2:
+            # Bound to another user: into the new index first, then the session, then out of the old.
+            yield self._index_add(index, session_id, to_ms(self.absolute_lifetime))
+            written, left = yield Call(WRITE, (key,), (mode, *tail, "bind", *body))
+            if not written:
+                yield self._index_remove(index, (session_id,))
+        if written and left:
+            yield self._index_remove(text(left), (session_id,))
+        return bool(written)
 
     def rotate(self, session_id: str, *, user_id: object = None) -> Flow[str | None]:
         if not is_session_id(session_id):
             return None
         user = None if user_id is None else _user(user_id)
+        life = to_ms(self.absolute_lifetime)
+        index = None if user is None else self.user_key(user)
+        if index is not None:
+            life = self._ttl_ms(index, self.absolute_lifetime)
+        self._ttl_ms(self.session_key(session_id), self.idle_ttl)
+        taken = yield Call(TAKE, (self.session_key(session_id),))
+        if taken is None:
+            return None
+        left, flat = taken
+        fields = [text(item) for item in flat]
+        old_index = dict(zip(fields[::2], fields[1::2], strict=True)).get("m:index")
+        new_index = index or old_index
+        login = ("", "", "") if user is None else (life, user, index)
+        index_life = life if index is not None else int(left)
+        rotated: str | None = None
         for _ in range(3):
             new_id = new_session_id()
-            keys: tuple[str, ...] = (self.session_key(session_id), self.session_key(new_id))
-            life = to_ms(self.absolute_lifetime)
-            if user is not None:
-                keys += (self.user_key(user),)
-                life = self._ttl_ms(keys[2], self.absolute_lifetime)
-            self._ttl_ms(keys[1], self.idle_ttl)
-            result = yield Call(ROTATE, keys, (session_id, new_id, user or "", life))
-            if result == 1:
-                return new_id
-            if result == 0:
-                return None
-        raise StorageResponseError("could not rotate the session: three fresh random ids were all taken")
+            if new_index is not None:
+                yield self._index_add(new_index, new_id, index_life)
+            put = yield Call(PUT, (self.session_key(new_id),), (*login, *fields))
+            if put == 1:
+                rotated = new_id
+                break
+            if new_index is not None:
+                yield self._index_remove(new_index, (new_id,))
+            if put == -1:
+                break  # the absolute deadline passed between the two calls: the session is over
+        else:
+            raise StorageResponseError("could not rotate the session: three fresh random ids were all taken")
+        if old_index is not None:
+            yield self._index_remove(old_index, (session_id,))
+        return rotated
 
     def delete(self, session_id: str) -> Flow[bool]:
         if not is_session_id(session_id):
             return False
-        result = yield Call(DELETE, (self.session_key(session_id),), (session_id,))
-        return bool(result)
+        found, index = yield Call(DELETE, (self.session_key(session_id),))
+        if index:
+            yield self._index_remove(text(index), (session_id,))
+        return bool(found)
 
     def user_sessions(self, user_id: object, action: Literal["list", "delete"]) -> Flow[list[str]]:
-        raw = yield Call(USER, (self.user_key(_user(user_id)),), (action, self.id_prefix))
-        return sorted(text(item) for item in raw)
+        """The user's live sessions, listed or deleted: one call per session listed, in its slot."""
+        index = self.user_key(_user(user_id))
+        listed = yield Call(INDEX, (index,), ("list",))
+        live: list[str] = []
+        stale: list[str] = []
+        for item in listed:
+            session_id = text(item)
+            claimed = 0
+            if is_session_id(session_id):
+                claimed = yield Call(CLAIM, (self.session_key(session_id),), (index, action))
+            (live if claimed else stale).append(session_id)
+        if stale or (live and action == "delete"):
+            yield self._index_remove(index, live if action == "delete" else (), stale)
+        return sorted(live)
 
 
 class _SessionShell(ShellBase):
     """The constructor :class:`SessionStore` and :class:`AsyncSessionStore` share."""
-
-    cluster_refusal = (
-        "its scripts find a user's session index and the sessions it lists from stored values, "
-        "keys that Redis Cluster cannot route or keep in one slot"
-    )
 
     def __init__(
         self,
@@ -461,21 +538,6 @@ def _live_session(m: MemoryBackend, key: str, now: int) -> tuple[dict[str, str],
     return h, left
 
 
-def _add_to_index(m: MemoryBackend, index: str, session_id: str, ttl: int, now: int) -> None:
-    members: set[str] = m.get(index, now) or set()
-    members.add(session_id)
-    m.put(index, members, now)
-    if m.pttl(index, now) < ttl:
-        m.expire(index, ttl, now)
-
-
-def _remove_from_index(m: MemoryBackend, index: str, session_id: str, now: int) -> None:
-    members: set[str] | None = m.get(index, now)
-    if members is not None:
-        members.discard(session_id)
-        m.drop_if_empty(index, now)
-
-
 def _mem_load(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
     found = _live_session(m, keys[0], now)
     if found is None:
@@ -489,96 +551,109 @@ def _mem_load(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[An
 
 
 def _mem_create(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    session_id, idle, life, user = args[0], int(args[1]), int(args[2]), args[3]
+    idle, life, user, index = int(args[0]), int(args[1]), args[2], args[3]
     if m.get(keys[0], now) is not None:
         return 0
     h = {"m:created": str(now), "m:abs": str(now + life), "m:idle": str(idle)}
-    if len(keys) > 1:
-        h.update({"m:user": user, "m:index": keys[1]})
+    if index:
+        h.update({"m:user": user, "m:index": index})
     h.update(zip(args[4::2], args[5::2], strict=True))
     m.put(keys[0], h, now)
     m.expire(keys[0], min(idle, life), now)
-    if len(keys) > 1:
-        _add_to_index(m, keys[1], session_id, life, now)
     return now
 
 
 def _mem_write(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
     found = _live_session(m, keys[0], now)
     if found is None:
-        return 0
+        return [0, ""]
     h, left = found
-    session_id, mode, idle_arg, user, n = args[0], args[1], args[2], args[3], int(args[4])
-    idle = int(h["m:idle"]) if idle_arg == "" else int(idle_arg)
-    if len(keys) > 1 and keys[1] != h.get("m:index"):
-        if "m:index" in h:
-            _remove_from_index(m, h["m:index"], session_id, now)
-        h["m:user"], h["m:index"] = user, keys[1]
-        _add_to_index(m, keys[1], session_id, left, now)
+    mode, idle_arg, user, index, bind, n = args[0], args[1], args[2], args[3], args[4], int(args[5])
+    left_index = ""
+    if index and index != h.get("m:index"):
+        if bind != "bind":
+            return [2, ""]
+        left_index = h.get("m:index", "")
+        h["m:user"], h["m:index"] = user, index
     if mode == "replace":
         for name in [name for name in h if name.startswith(_DATA)]:
             del h[name]
+    idle = int(h["m:idle"]) if idle_arg == "" else int(idle_arg)
     h["m:idle"] = str(idle)
-    h.update(zip(args[5 : 5 + 2 * n : 2], args[6 : 6 + 2 * n : 2], strict=True))
-    for name in args[5 + 2 * n :]:
+    h.update(zip(args[6 : 6 + 2 * n : 2], args[7 : 7 + 2 * n : 2], strict=True))
+    for name in args[6 + 2 * n :]:
         h.pop(name, None)
     m.expire(keys[0], min(idle, left), now)
+    return [1, left_index]
+
+
+def _mem_take(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    h: dict[str, str] | None = m.get(keys[0], now)
+    if h is None or "m:abs" not in h:
+        return None
+    m.delete(keys[0], now)
+    left = int(h["m:abs"]) - now
+    return None if left <= 0 else [left, [item for pair in h.items() for item in pair]]
+
+
+def _mem_put(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    life, user, index = args[0], args[1], args[2]
+    if m.get(keys[0], now) is not None:
+        return 0
+    h = dict(zip(args[3::2], args[4::2], strict=True))
+    if life != "":
+        h.update({"m:created": str(now), "m:abs": str(now + int(life)), "m:user": user, "m:index": index})
+    left = int(h["m:abs"]) - now
+    if left <= 0:
+        return -1
+    m.put(keys[0], h, now)
+    m.expire(keys[0], min(int(h["m:idle"]), left), now)
     return 1
 
 
-def _mem_rotate(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
+def _mem_claim(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
     found = _live_session(m, keys[0], now)
-    if found is None:
+    if found is None or found[0].get("m:index") != args[0]:
         return 0
-    h, left = found
-    old_id, new_id, user, life = args[0], args[1], args[2], int(args[3])
-    if m.get(keys[1], now) is not None:
-        return -1
-    m.rename(keys[0], keys[1])
-    index = h.get("m:index")
-    if index is not None:
-        _remove_from_index(m, index, old_id, now)
-    if len(keys) > 2:
-        index, left = keys[2], life
-        h.update({"m:created": str(now), "m:abs": str(now + life), "m:user": user, "m:index": index})
-    if index is not None:
-        _add_to_index(m, index, new_id, left, now)
-    m.expire(keys[1], min(int(h["m:idle"]), left), now)
+    if args[1] == "delete":
+        m.delete(keys[0], now)
     return 1
 
 
 def _mem_delete(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
     h: dict[str, str] | None = m.get(keys[0], now)
     if h is None:
-        return 0
+        return [0, ""]
     m.delete(keys[0], now)
-    if "m:index" in h:
-        _remove_from_index(m, h["m:index"], args[0], now)
-    return 1
+    return [1, h.get("m:index", "")]
 
 
-def _mem_user(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    action, id_prefix = args[0], args[1]
-    members: set[str] = m.get(keys[0], now) or set()
-    live = []
-    for session_id in sorted(members):
-        key = id_prefix + session_id
-        if _live_session(m, key, now) is not None:
-            live.append(session_id)
-            if action == "delete":
-                m.delete(key, now)
-        else:
-            members.discard(session_id)
-    if action == "delete":
-        m.delete(keys[0], now)
-    else:
-        m.drop_if_empty(keys[0], now)
-    return live
+def _mem_index(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    index: dict[str, int] = m.get(keys[0], now) or {}
+    if args[0] == "add":
+        index[args[1]] = now
+        m.put(keys[0], index, now)
+        if m.pttl(keys[0], now) < int(args[2]):
+            m.expire(keys[0], int(args[2]), now)
+        return 1
+    if args[0] == "list":
+        return [name for _, name in sorted((added, name) for name, added in index.items())]
+    cutoff, n = now - int(args[1]), int(args[2])
+    removed = 0
+    for position, session_id in enumerate(args[3:]):
+        added = index.get(session_id)
+        if added is not None and (position < n or added <= cutoff):
+            del index[session_id]
+            removed += 1
+    m.drop_if_empty(keys[0], now)
+    return removed
 
 
 LOAD = Op(store_script("session_load.lua"), _mem_load)
 CREATE = Op(store_script("session_create.lua"), _mem_create)
 WRITE = Op(store_script("session_write.lua"), _mem_write)
-ROTATE = Op(store_script("session_rotate.lua"), _mem_rotate)
+TAKE = Op(store_script("session_take.lua"), _mem_take)
+PUT = Op(store_script("session_put.lua"), _mem_put)
+CLAIM = Op(store_script("session_claim.lua"), _mem_claim)
 DELETE = Op(store_script("session_delete.lua"), _mem_delete)
-USER = Op(store_script("session_user.lua"), _mem_user)
+INDEX = Op(store_script("session_index.lua"), _mem_index)

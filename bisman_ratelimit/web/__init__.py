@@ -42,6 +42,7 @@ from bisman_ratelimit.web._plan import (
     Rule,
 )
 from bisman_ratelimit.web._problem import CONTENT_TYPE
+from bisman_ratelimit.web._routes import template_forms
 from bisman_ratelimit.web._shadow_log import ShadowLog
 
 __all__ = [
@@ -79,4 +80,5 @@ __all__ = [
     "parse_config",
     "parse_switch",
     "storage_url_from_env",
+    "template_forms",
 ]

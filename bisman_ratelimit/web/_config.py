@@ -230,6 +230,23 @@ def parse_config(data: Mapping[str, Any], source: str = "<dict>") -> RateLimitCo
 # --- validation --------------------------------------------------------------------------------------
 
 
+def shared_window(limits: Sequence[Limit]) -> str | None:
+    """Why ``limits`` cannot be counted under one key, or ``None``.
+
+    A key's limits are stored apart by algorithm and window only (see
+    ``core.limit_tag``): two amounts over one window would share a counter.
+    """
+    seen: dict[int, Limit] = {}
+    for limit in limits:
+        other = seen.setdefault(limit.period_us, limit)
+        if other != limit:
+            return (
+                f"limits {other} and {limit} count over one window and would share a counter; "
+                "keep the stricter one"
+            )
+    return None
+
+
 def _type_name(value: object) -> str:
     if value is None:
         return "null"
@@ -467,6 +484,9 @@ class _Parser:
                 out.extend(parse_limits(item))
             except InvalidLimit as exc:
                 self.fail(where, name, str(exc))
+        problem = shared_window(out)
+        if problem:
+            self.fail(where, "limits", problem)
         return tuple(out)
 
     def algorithm(self, where: str, value: object) -> Algorithm:

@@ -45,7 +45,7 @@ from bisman_ratelimit.core import (
     OutageReaction,
     StorageError,
     UndecidedCause,
-    escape,
+    hash_tag,
     most_restrictive,
     undecided_cause,
 )
@@ -202,10 +202,7 @@ class SingleCheck:
 
     def key(self, ip_key: str | None) -> str:
         """The storage key of a client, from its masked address (as :meth:`Evaluation.start` builds it)."""
-        if not ip_key:
-            return self._prefix + "unknown" + self._suffix
-        # Dotted IPv4 needs no escaping; IPv6 networks hold ':'.
-        return self._prefix + (escape(ip_key) if ":" in ip_key else ip_key) + self._suffix
+        return self._prefix + hash_tag(ip_key or "unknown") + self._suffix
 
     def hit_args(self, peer: str | None, forwarded: str | None = None) -> HitArgs:
         """The arguments of ``Limiter.hit`` for the client behind ``peer`` (and ``forwarded``, if trusted)."""
@@ -302,7 +299,8 @@ class Evaluation:
             elif kind == "header":
                 kind = "header:" + rule.header  # type: ignore[operator]
             cost = rule.cost if type(rule.cost) is int else (costs[index] if costs is not None else 1)
-            active.append((rule, f"rl:{kind}:{escape(identity)}{rule.key_suffix}", cost))
+            # The hash tag around the identity keeps its keys in one Cluster slot.
+            active.append((rule, f"rl:{kind}:{hash_tag(identity)}{rule.key_suffix}", cost))
         return cls(plan, active)
 
     def __init__(self, plan: RoutePlan, active: list[tuple[Rule, str, int]]) -> None:
@@ -385,15 +383,24 @@ class Evaluation:
                 return True
         return False
 
-    def on_response(self, status: int) -> None:
-        """Queue the refund of the ``deduct_when`` hits that ``status`` does not count."""
+    def on_response(self, status: int, counts: Callable[[Rule], bool] | None = None) -> None:
+        """Queue the refund of the ``deduct_when`` hits that ``status`` does not count.
+
+        ``counts``, when given, says instead whether the response counts for a
+        ``deduct_when`` rule (frameworks whose users judge the whole response).
+        """
         self._responded = True
         active = self._active
-        refunded = [
-            i
-            for i in self._counted
-            if i >= 0 and active[i][0].deduct_when and status not in active[i][0].deduct_when
-        ]
+        if counts is None:
+            refunded = [
+                i
+                for i in self._counted
+                if i >= 0 and active[i][0].deduct_when and status not in active[i][0].deduct_when
+            ]
+        else:
+            refunded = [
+                i for i in self._counted if i >= 0 and active[i][0].deduct_when and not counts(active[i][0])
+            ]
         # Given back once, however often this is called.
         self._counted = []
         if refunded:

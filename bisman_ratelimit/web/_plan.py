@@ -33,7 +33,14 @@ from bisman_ratelimit.core import (
     escape,
     parse_limits,
 )
-from bisman_ratelimit.web._config import Exemptions, GlobalPolicy, IPNetwork, Policy, RateLimitConfig
+from bisman_ratelimit.web._config import (
+    Exemptions,
+    GlobalPolicy,
+    IPNetwork,
+    Policy,
+    RateLimitConfig,
+    shared_window,
+)
 from bisman_ratelimit.web._headers import policy_item, sf_string
 
 GLOBAL_KEY = "rl:global"
@@ -106,6 +113,9 @@ class LimitOptions:
             )
         _kind_of(self.key)
         _check_cost(self.cost, parsed, "this limit")
+        problem = shared_window(parsed)
+        if problem:
+            raise InvalidLimit(problem)
         codes = tuple(sorted(set(self.deduct_when)))
         for code in codes:
             if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
@@ -161,6 +171,9 @@ class Rule:
             raise InvalidLimit(f"rule {self.name!r} has no limits")
         kind = _kind_of(self.key)
         _check_cost(self.cost, self.limits, f"rule {self.name!r}")
+        problem = shared_window(self.limits)
+        if problem:
+            raise InvalidLimit(f"rule {self.name!r}: {problem}")
         names = _item_names(self.name, self.limits)
         setattr_ = object.__setattr__
         setattr_(self, "kind", kind)

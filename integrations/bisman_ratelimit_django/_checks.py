@@ -19,11 +19,10 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.module_loading import import_string
 
 from bisman_ratelimit.core import BismanRateLimitError, ConfigFileError
-from bisman_ratelimit.web import Planner, RateLimitConfig, Rule, load_config
+from bisman_ratelimit.web import Planner, RateLimitConfig, Rule, load_config, template_forms
 
 from ._conf import SETTING, RateLimitSettings, read_settings
 from ._decorators import DECLARED
-from ._runtime import template_forms
 
 MIDDLEWARE = "bisman_ratelimit_django.middleware.RateLimitMiddleware"
 AUTHENTICATION = "django.contrib.auth.middleware.AuthenticationMiddleware"

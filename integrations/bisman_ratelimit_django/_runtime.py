@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import weakref
 from typing import Any, cast
 
@@ -33,31 +32,10 @@ from bisman_ratelimit.web import (
     adecide,
     decide,
     load_config,
+    template_forms,
 )
 
 from ._conf import SETTING, RateLimitSettings, get_settings
-
-# <int:id> -> {id}: the spelling of route templates in files shared with ASGI apps.
-_CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
-
-
-def template_forms(route: str) -> tuple[str, ...]:
-    """The ways a limits file may name a Django route, most exact first.
-
-    ``users/<int:id>/`` is also found as ``/users/<int:id>/`` and as
-    ``/users/{id}``, so one file can serve a Django and an ASGI app.
-    """
-    forms = [route]
-    if not route.startswith("/"):
-        forms.append("/" + route)
-    plain = route.removeprefix("^").removesuffix("$")
-    if not any(char in plain for char in "^$()[]?*+\\|"):
-        braced = "/" + _CONVERTER.sub(r"{\1}", plain).lstrip("/")
-        if len(braced) > 1:
-            braced = braced.rstrip("/")
-        forms.append(braced)
-    return tuple(dict.fromkeys(forms))
-
 
 _log = logging.getLogger("bisman_ratelimit.django")
 # A sync app serves as many requests at once as it has threads: a few.

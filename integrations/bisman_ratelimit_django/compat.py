@@ -419,7 +419,9 @@ def _items(request: HttpRequest, rules: Sequence[tuple[_Rule, str]]) -> list[_It
         if rate is None:
             continue
         value = _value_text(rule.key(group, request), rule.secret)
-        out.append(_Item(f"{make_key('dj', group, rule.tag)}:{value}", rate[0], rate[1], rule.block))
+        # rl:dj:{value}:<group>:<methods>: the value (escaped, so brace-free) is
+        # the Cluster hash tag, so one client's counters share a slot.
+        out.append(_Item(f"rl:dj:{{{value}}}:{make_key(group, rule.tag)}", rate[0], rate[1], rule.block))
     return out
 
 

@@ -18,7 +18,7 @@ trip) and an absolute deadline; the idle TTL is Django's expiry age
 (``SESSION_COOKIE_AGE`` or ``set_expiry()``). The cookie value is the
 session id signed with ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` still
 verify). ``cycle_key()`` (called by ``login()``) moves the data to a new id
-in one atomic step, and a session holding ``_auth_user_id`` joins that
+(the old id stops working at once), and a session holding ``_auth_user_id`` joins that
 user's index, so :func:`logout_everywhere` ends all of a user's sessions.
 
 Values must be JSON-serialisable, as with Django's default serializer.
@@ -37,7 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
@@ -176,7 +175,8 @@ async def aclose_connections() -> None:
     """Close the asyncio Redis client of the running event loop, if one was opened."""
     if _engine is not None and _engine.async_stores is not None:
         store = _engine.async_stores.pop(asyncio.get_running_loop(), None)
-        if store is not None and isinstance(store.backend, redis.asyncio.Redis):
+        # A redis.asyncio Redis or RedisCluster client: both close alike.
+        if store is not None and not isinstance(store.backend, MemoryBackend):
             await store.backend.aclose()
 
 

@@ -249,7 +249,7 @@ def test_local_counters_never_reach_redis(server: RedisServer, clock: ManualCloc
         sleeper.close()
         # The first hit timed out: Redis may or may not run it on waking
         # (it was sent). The four decided locally never reach it.
-        key = "rl:{k}:sw:5:60000000:5"
+        key = "k:s1m"
         state = stored_state(client, key)
         counted = int(state[1]) if state else 0
         assert counted <= 1

@@ -62,8 +62,8 @@ def test_each_namespace_lands_on_its_server(two_servers: tuple[RedisServer, Redi
         limiter.hit("other", "5/minute")
         lease = limiter.acquire("auth:sess:upload", max_in_flight=1, ttl=5)
         assert lease is not None
-        assert keys_on(limits) == ["rl:{other}:sw:5:60000000:5", "rl:{rl:user:1}:sw:5:60000000:5"]
-        assert keys_on(sessions) == ["rl:{auth:sess:upload}:lease", "rl:{auth:sess:user:1}:sw:5:60000000:5"]
+        assert keys_on(limits) == ["other:s1m", "rl:user:1:s1m"]
+        assert keys_on(sessions) == ["auth:sess:upload:lease", "auth:sess:user:1:s1m"]
         # An eviction storm on the rate-limit server leaves the sessions' keys alone.
         with redis.Redis(port=limits.port) as client:
             client.flushall()
@@ -163,7 +163,7 @@ async def test_async_routing(two_servers: tuple[RedisServer, RedisServer]) -> No
     assert keys_on(sessions) == []
     # rl:v's hit was given back: its key stays, with nothing counted.
     with redis.Redis(port=limits.port) as client:
-        assert stored_state(client, "rl:{rl:v}:sw:1:60000000:1")[1] == 0
+        assert stored_state(client, "rl:v:s1m")[1] == 0
 
 
 @pytest.mark.redis
@@ -184,7 +184,7 @@ def test_each_route_has_its_own_fallback(two_servers: tuple[RedisServer, RedisSe
         assert isinstance(session_route, FallbackStorage) and session_route.breaker.state == "open"
         assert isinstance(limits_route, FallbackStorage) and limits_route.breaker.state == "closed"
         assert len(routes) == 2
-    assert keys_on(limits) == ["rl:{rl:u}:sw:100:60000000:100"]
+    assert keys_on(limits) == ["rl:u:s1m"]
 
 
 def test_routes_must_match_the_router_kind(redis_url: str) -> None:

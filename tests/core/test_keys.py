@@ -85,10 +85,12 @@ def test_bad_parts_are_named() -> None:
 
 
 def test_seed_key_builders() -> None:
-    assert redis_keys.auth_session("123") == "auth:sess:user:123"
-    assert redis_keys.rate_limit_user_route("123", "/calls") == "rl:user:123:api:/calls"
+    assert redis_keys.auth_session("123") == "auth:sess:user:{123}"
+    assert redis_keys.auth_session("a:{b}") == "auth:sess:user:{a%3A%7Bb%7D}"
+    assert redis_keys.rate_limit_user_route("123", "/calls") == "rl:user:{123}:api:/calls"
+    assert redis_keys.rate_limit_user_route(7, "/calls/{id}") == "rl:user:{7}:api:/calls/%7Bid%7D"
     assert redis_keys.rate_limit_global_minute(now=120.5) == "rl:global:minute:2"
-    assert redis_keys.chat_thread_window("987", 3) == "chat:ctx:thread:987:w:3"
+    assert redis_keys.chat_thread_window("987", 3) == "chat:ctx:thread:{987}:w:3"
     assert redis_keys.call_room_participants("abc123") == "call:room:abc123:participants"
     assert redis_keys.call_room_participants("a:b") == "call:room:a%3Ab:participants"
 

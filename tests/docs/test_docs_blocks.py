@@ -94,6 +94,8 @@ def test_block_runs(path: Path, index: int, request: pytest.FixtureRequest, in_e
     reading = readings.get(path)
     if reading is None or reading.done > index:
         document = parse(path)
+        # As in a script the reader runs: Flask(__name__) finds its root there.
+        document.namespace["__name__"] = "__main__"
         reading = readings[path] = Reading(list(document))
         if needs_server(document):
             url = server_url(request.getfixturevalue("server_pool"))

@@ -112,11 +112,34 @@ def test_reset_forgets(limiter: Any, algorithm: str) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_keys_and_limits_are_independent(limiter: Any, algorithm: str) -> None:
+def test_keys_windows_and_algorithms_are_independent(limiter: Any, algorithm: str) -> None:
     limiter.hit("a", "1/minute", algorithm)
     assert not limiter.hit("a", "1/minute", algorithm).allowed
     assert limiter.hit("b", "1/minute", algorithm).allowed
-    assert limiter.hit("a", "2/minute", algorithm).allowed
+    assert limiter.hit("a", "1/hour", algorithm).allowed
+    other = "gcra" if algorithm != "gcra" else "fixed_window"
+    assert limiter.hit("a", "1/minute", other).allowed
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_new_amount_over_the_same_window_keeps_the_counter(limiter: Any, algorithm: str) -> None:
+    # Keys tell limits apart by algorithm and window: raising a limit (a
+    # new deploy) does not hand every client a fresh allowance.
+    limiter.hit("a", "1/minute", algorithm)
+    raised = limiter.hit("a", "2/minute", algorithm)
+    if algorithm in ("token_bucket", "gcra"):
+        # The bucket is still empty: it refills at the new rate.
+        assert (raised.allowed, raised.remaining, raised.retry_after) == (False, 0, 30.0)
+    else:
+        assert (raised.allowed, raised.remaining) == (True, 0)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_two_amounts_over_one_window_in_one_call_are_refused(limiter: Any, algorithm: str) -> None:
+    with pytest.raises(InvalidLimit, match=r"limit '1/minute;2/minute' has two .* limits over one window"):
+        limiter.hit("a", "1/minute;2/minute", algorithm)
+    with pytest.raises(InvalidLimit, match=r"hit_many\(\) key 'a' has two .* limits over one window"):
+        limiter.hit_many([("a", "1/minute", algorithm), ("a", "2/minute", algorithm)])
 
 
 def test_burst_sets_bucket_capacity(limiter: Any, clock: ManualClock) -> None:

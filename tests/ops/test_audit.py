@@ -106,7 +106,7 @@ def test_summary_flags_keys_above_the_threshold() -> None:
         ("chat:ctx:thread:9", 0.6),
         ("rl:global:minute:1", 0.06),
     ]
-    assert report.hot[0].suggestion.startswith("split the thread into windows: chat:ctx:thread:<id>:w:<n>")
+    assert report.hot[0].suggestion.startswith("split the thread into windows: chat:ctx:thread:{<id>}:w:<n>")
     assert report.hot[1].suggestion.startswith("shard the global counter into N keys")
     assert len(report.top) == 3
     assert report.namespaces == (("chat:ctx", 60, 0.6), ("rl:user", 34, 0.34), ("rl:global", 6, 0.06))

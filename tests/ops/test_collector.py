@@ -84,7 +84,7 @@ def test_namespace_counts_from_a_bounded_sample(redis_client: redis.Redis) -> No
 def test_limiter_keys_and_strangers_get_bounded_labels(redis_client: redis.Redis) -> None:
     limiter = Limiter(redis_client)
     for i in range(50):
-        limiter.hit(f"client:{i}", "10/minute")
+        limiter.hit(f"rl:client:{{{i}}}", "10/minute")
     for i in range(300):
         redis_client.set(f"tenant{i}:cache:{i}", 1, ex=60)
     collector = RedisCollector(redis_client)

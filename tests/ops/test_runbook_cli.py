@@ -14,16 +14,16 @@ import pytest
 import redis
 
 from bisman_ratelimit import InvalidArgument
-from bisman_ratelimit.ops import flush_namespace, namespace_prefix
+from bisman_ratelimit.ops import flush_namespace, namespace_prefix, sample_keyspace
 from bisman_ratelimit.ops.cli import main
 from bisman_ratelimit.ops.cli._ops_cmd import display_url, format_table, parse_duration
+from bisman_ratelimit.stores import FlagAdmin, default_registry
 from bisman_ratelimit.testing import RedisServer, find_server_binary, free_port
 
 OTHERS = [
     b"rlx:user:1",  # shares the letters, not the namespace
     b"r*:user:1",
     b"rl*",
-    b"rl",
     b"chat:ctx:thread:1",
     b"auth:sess:user:rl:1",
     b"flags:config:rl:*",
@@ -35,6 +35,7 @@ RL_KEYS = [
     b"rl:global:minute:1",
     b"rl:\\*:weird",
     b"rl:{user:1}:sw:1:2:3",
+    b"rl",  # the key named by the namespace is in it, as flags:config is
 ]
 
 
@@ -57,14 +58,14 @@ def test_flush_removes_exactly_one_namespace(
     code = main(["flush", "--url", redis_url, "--namespace", "rl:", "--yes", "--batch", "2"])
     out = capsys.readouterr().out
     assert code == 0
-    assert f"6 keys under 'rl:' on {redis_url} (SCAN MATCH rl:*)" in out
-    assert "deleted 6 keys under 'rl:'" in out
+    assert f"7 keys under 'rl:' on {redis_url} (the key rl and SCAN MATCH rl:*)" in out
+    assert "deleted 7 keys under 'rl:'" in out
     assert remaining(keys) == set(OTHERS)
 
 
 def test_a_bare_name_flushes_the_namespace_not_the_prefix(keys: redis.Redis) -> None:
     result = flush_namespace(keys, "rl")
-    assert (result.prefix, result.matched, result.deleted) == ("rl:", 6, 6)
+    assert (result.prefix, result.matched, result.deleted, result.own_key) == ("rl:", 7, 7, True)
     assert b"rlx:user:1" in remaining(keys)
 
 
@@ -81,7 +82,7 @@ def test_dry_run_counts_and_deletes_nothing(
     keys: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["flush", "--url", redis_url, "--namespace", "rl:", "--dry-run"]) == 0
-    assert "6 keys under 'rl:'" in capsys.readouterr().out
+    assert "7 keys under 'rl:'" in capsys.readouterr().out
     assert remaining(keys) == set(OTHERS + RL_KEYS)
 
 
@@ -91,7 +92,7 @@ def test_flush_asks_first(
     monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
     assert main(["flush", "--url", redis_url, "--namespace", "rl:"]) == 1
     out = capsys.readouterr().out
-    assert f"Delete 6 keys under 'rl:' on {redis_url}? [y/N] " in out
+    assert f"Delete 7 keys under 'rl:' on {redis_url}? [y/N] " in out
     assert "aborted: nothing deleted" in out
     assert remaining(keys) == set(OTHERS + RL_KEYS)
 
@@ -103,6 +104,79 @@ def test_flush_asks_first(
     monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
     assert main(["flush", "--url", redis_url, "--namespace", "rl:"]) == 0
     assert remaining(keys) == set(OTHERS)
+
+
+@pytest.fixture
+def flags(redis_client: redis.Redis) -> redis.Redis:
+    """Two flags, in the one hash that is the whole flags:config namespace, and keys beside it."""
+    admin = FlagAdmin(redis_client)
+    admin.set("darkMode", True)
+    admin.set("theme", "blue")
+    redis_client.set("flags:configuration", 1)  # shares the letters, not the namespace
+    redis_client.set("chat:ctx:thread:{1}:seq", 1, ex=120)
+    return redis_client
+
+
+def test_flush_counts_the_key_a_namespace_is_made_of(
+    flags: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["flush", "--url", redis_url, "--namespace", "flags:config", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out == (
+        f"1 keys under 'flags:config:' on {redis_url} (the key flags:config and SCAN MATCH flags:config:*)\n"
+    )
+    assert remaining(flags) == {b"flags:config", b"flags:configuration", b"chat:ctx:thread:{1}:seq"}
+    result = flush_namespace(flags, "flags:config", dry_run=True)
+    assert (result.matched, result.deleted, result.own_key) == (1, 0, True)
+
+
+@pytest.mark.parametrize("namespace", ["flags:config", "flags:config:", "flags"])
+def test_flushing_a_persistent_namespace_must_be_typed_out(
+    flags: redis.Redis,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    namespace: str,
+) -> None:
+    prefix = namespace_prefix(namespace)
+    head = prefix[:-1]
+    warning = (
+        "flags:config is persistent: its keys never expire and nothing writes them back once deleted. "
+        "Back up first: bisman-ratelimit backup\n"
+    )
+    question = f"Type {head} to delete {2 if head == 'flags' else 1} keys under {prefix!r} on {redis_url}: "
+    # "y" is not enough for keys that do not come back.
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    assert main(["flush", "--url", redis_url, "--namespace", namespace]) == 1
+    out = capsys.readouterr().out
+    assert warning + question + "aborted: nothing deleted\n" in out
+    assert flags.exists("flags:config") == 1
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(head + "\n"))
+    assert main(["flush", "--url", redis_url, "--namespace", namespace]) == 0
+    assert warning + question in capsys.readouterr().out
+    kept = {b"chat:ctx:thread:{1}:seq"} | (set() if head == "flags" else {b"flags:configuration"})
+    assert remaining(flags) == kept
+
+
+def test_inspect_and_audit_place_the_flags_key_in_its_namespace(
+    flags: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", "--url", redis_url, "flags:config"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert (lines["type"].split()[0], lines["ttl"], lines["size"]) == (
+        "hash",
+        "none (never expires)",
+        "2 fields",
+    )
+    assert (lines["namespace"], lines["policy"]) == ("flags:config", "follows its namespace's TTL policy")
+    sample = sample_keyspace(flags)
+    stats = sample.namespace("flags:config")
+    assert stats is not None and (stats.keys_scanned, stats.no_ttl) == (1, 0)
+    assert default_registry.persistent_within("flags:config:") == [default_registry.get("flags:config")]
+    assert default_registry.persistent_within("flags") == [default_registry.get("flags:config")]
+    assert default_registry.persistent_within("flags:config:x") == [default_registry.get("flags:config")]
+    assert default_registry.persistent_within("chat:ctx") == []
 
 
 def test_flush_refuses_an_empty_namespace(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -22,6 +23,12 @@ from bisman_ratelimit import InvalidArgument
 from bisman_ratelimit.stores import AsyncSessionStore, MemoryBackend, Signer, is_session_id
 from bisman_ratelimit.testing import RedisServer
 from bisman_ratelimit_starlette._sessions import UNAVAILABLE_TEXT, ServerSession, SessionMiddleware
+
+if TYPE_CHECKING:
+    from cluster_fixtures import RedisClusterServers
+
+# The redis_cluster fixture.
+pytest_plugins = ["cluster_fixtures"]
 
 SECRET = "s" * 32
 OLD_SECRET = "o" * 32
@@ -467,3 +474,29 @@ def test_in_place_union_keeps_the_session() -> None:
     same = session
     session |= {"b": 2}
     assert session is same and dict(session) == {"a": 1, "b": 2} and session.id == "x"
+
+
+async def test_sessions_on_a_cluster_url(redis_cluster: RedisClusterServers, client_for: Any) -> None:
+    """20 devices log in at once through the middleware on a Redis Cluster, then are logged out everywhere."""
+    store = AsyncSessionStore(redis_cluster.url + "?timeout=1")
+    app = make_app(store)
+    devices = [client_for(app) for _ in range(20)]
+
+    async def log_in(n: int, device: httpx.AsyncClient) -> str:
+        await device.post("/put", json={"n": n})
+        session_id = cookie_id(await device.post("/login?user=dave"))
+        assert (await device.get("/")).json() == {"n": n, "user": "dave"}
+        return session_id
+
+    try:
+        ids = await asyncio.gather(*(log_in(n, device) for n, device in enumerate(devices)))
+        cluster = redis_cluster.client()
+        assert len({cluster.get_node_from_key(f"auth:sess:{{{sid}}}").port for sid in ids}) > 1
+        cluster.close()
+        assert await store.user_sessions("dave") == sorted(ids)
+        assert await store.delete_user_sessions("dave") == sorted(ids)
+        assert [(await device.get("/")).json() for device in devices] == [{}] * 20
+    finally:
+        for device in devices:
+            await device.aclose()
+        await store.aclose()

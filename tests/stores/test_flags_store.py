@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import redis
 from support import ManualClock
-from test_store_conformance import Env, env_fixture  # noqa: F401 - the env fixture
+from test_store_conformance import Env, backend_fixture, env_fixture  # noqa: F401 - the env fixture
 
 from bisman_ratelimit import InvalidArgument, StorageUnavailable
 from bisman_ratelimit.stores import (
@@ -21,6 +21,9 @@ from bisman_ratelimit.stores import (
     MemoryBackend,
     parse_flag_value,
 )
+
+# The redis_cluster fixture, for env's Cluster backend.
+pytest_plugins = ["cluster_fixtures"]
 
 
 def admin_for(env: Env) -> FlagAdmin:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from test_store_conformance import Env, env_fixture  # noqa: F401 - the env fixture
+from test_store_conformance import Env, backend_fixture, env_fixture  # noqa: F401 - the env fixture
 
 from bisman_ratelimit import InvalidArgument
-from bisman_ratelimit.core import redis_keys
 from bisman_ratelimit.stores import AsyncChatContext, ChatContext
+
+# The redis_cluster fixture, for env's Cluster backend.
+pytest_plugins = ["cluster_fixtures"]
 
 
 def chat(env: Env, **options: object) -> ChatContext:
@@ -19,7 +21,7 @@ def window_lengths(env: Env, thread: str) -> dict[int, int]:
     """Messages held per window, read from the backend itself."""
     out = {}
     for key in env.ttls():
-        if key.startswith(f"chat:ctx:thread:{thread}:w:"):
+        if key.startswith(f"chat:ctx:thread:{{{thread}}}:w:"):
             window = int(key.rsplit(":", 1)[1])
             if env.memory is not None:
                 out[window] = len(env.memory.get(key, env.memory.now_ms()))
@@ -74,8 +76,8 @@ def test_reads_span_windows(env: Env) -> None:
     assert store.last("hot", 4) == [8, 9, 10, 11]
     assert store.last("hot", 2) == [10, 11]
     keys = set(env.ttls())
-    assert redis_keys.chat_thread_window("hot", 3) in keys
-    assert redis_keys.chat_thread_window("hot", 0) not in keys
+    assert "chat:ctx:thread:{hot}:w:3" in keys
+    assert "chat:ctx:thread:{hot}:w:0" not in keys
 
 
 def test_batches_larger_than_keep(env: Env) -> None:

@@ -1,7 +1,8 @@
 """What every store shares, on every backend: the ``env`` fixture and key/TTL rules.
 
-``env`` gives each test a backend (memory on the manual clock, or a flushed
-Redis/Valkey server) and a mode (the sync store, or the async store run to
+``env`` gives each test a backend (memory on the manual clock, a flushed
+Redis/Valkey server, or the flushed three-primary Redis Cluster of
+``cluster_fixtures``) and a mode (the sync store, or the async store run to
 completion on a private loop), so each store's suite is written once.
 ``env.wait()`` moves the manual clock on memory and sleeps for real on
 Redis, where the tests use windows well under a second.
@@ -18,10 +19,11 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from support import ManualClock
 
 from bisman_ratelimit import InvalidArgument, TTLPolicyError
-from bisman_ratelimit.core import redis_keys
 from bisman_ratelimit.stores import (
     AsyncChatContext,
     AsyncFlagAdmin,
@@ -35,6 +37,10 @@ from bisman_ratelimit.stores import (
     Presence,
     SessionStore,
 )
+from bisman_ratelimit.testing import RedisServer, find_server_binary
+
+# The redis_cluster fixture.
+pytest_plugins = ["cluster_fixtures"]
 
 
 class Synced:
@@ -66,16 +72,25 @@ class Env:
         self.memory = MemoryBackend(clock=clock) if kind == "memory" else None
         self.loop = asyncio.new_event_loop() if mode == "async" else None
         self._opened: list[Any] = []
-        self.redis = redis.Redis.from_url(url) if url else None
+        self.redis: Any = self.client(asyncio=False) if url else None
+
+    def client(self, *, asyncio: bool) -> Any:
+        """A new client of this env's server (or cluster), as an app would build it."""
+        assert self.url is not None
+        if self.kind == "cluster":
+            return (redis.asyncio.cluster.RedisCluster if asyncio else redis.cluster.RedisCluster).from_url(
+                self.url
+            )
+        return (redis.asyncio.Redis if asyncio else redis.Redis).from_url(self.url)
 
     def make(self, sync_class: type, async_class: type, **options: Any) -> Any:
         """The store under test, over this env's backend."""
         if self.mode == "sync":
-            store = sync_class(self.memory or redis.Redis.from_url(self.url or ""), **options)
+            store = sync_class(self.memory or self.client(asyncio=False), **options)
             self._opened.append(store)
             return store
         assert self.loop is not None
-        store = async_class(self.memory or redis.asyncio.Redis.from_url(self.url or ""), **options)
+        store = async_class(self.memory or self.client(asyncio=True), **options)
         self._opened.append(store)
         return Synced(store, self.loop)
 
@@ -94,16 +109,46 @@ class Env:
 
     def close(self) -> None:
         for store in self._opened:
+            # The store first (a flags reader's subscription), then the client it was given.
+            if self.mode == "async":
+                assert self.loop is not None
+                self.loop.run_until_complete(store.aclose())
+            else:
+                store.close()
             client = getattr(store, "backend", None)
-            if isinstance(client, redis.asyncio.Redis):
+            if isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
                 assert self.loop is not None
                 self.loop.run_until_complete(client.aclose())
-            elif isinstance(client, redis.Redis):
+            elif isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
                 client.close()
         if self.loop is not None:
             self.loop.close()
         if self.redis is not None:
             self.redis.close()
+
+
+# conftest's backends (tests/django has a conftest too: the name cannot be imported), and Cluster.
+STORE_BACKENDS = ["memory", *(kind for kind in ("redis", "valkey") if find_server_binary(kind)), "cluster"]
+
+
+@pytest.fixture(name="backend", params=STORE_BACKENDS)
+def backend_fixture(
+    request: pytest.FixtureRequest, server_pool: dict[str, RedisServer]
+) -> tuple[str, str | None]:
+    """conftest's ``backend``, and the Redis Cluster: ("cluster", the URL of one of its nodes)."""
+    kind = request.param
+    if kind == "memory":
+        return "memory", None
+    if kind == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        host, port = cluster.nodes[0]
+        return "cluster", f"redis://{host}:{port}"
+    server = server_pool.get(kind)
+    if server is None or server.process is None or server.process.poll() is not None:
+        server = server_pool[kind] = RedisServer(find_server_binary(kind)).start()
+    with redis.Redis.from_url(server.url) as client:
+        client.flushall()
+    return kind, server.url
 
 
 @pytest.fixture(name="env", params=["sync", "async"])
@@ -139,17 +184,17 @@ def test_every_ephemeral_key_has_a_ttl_and_flags_have_none(env: Env) -> None:
     ttls = env.ttls()
     assert ttls.pop("flags:config") == -1
     expected = {
-        f"auth:sess:id:{first.id}": 1_800_000,
-        "auth:sess:user:u%3A1": 43_200_000,
-        "auth:sess:user:u%3A2": 43_200_000,
-        "chat:ctx:thread:thread%209:seq": 120_000,
-        redis_keys.chat_thread_window("thread 9", 2): 120_000,
-        redis_keys.chat_thread_window("thread 9", 3): 120_000,
-        redis_keys.call_room_participants("room/1"): 60_000,
+        f"auth:sess:{{{first.id}}}": 1_800_000,
+        "auth:sess:user:{u%3A1}": 43_200_000,
+        "auth:sess:user:{u%3A2}": 43_200_000,
+        "chat:ctx:thread:{thread%209}:seq": 120_000,
+        "chat:ctx:thread:{thread%209}:w:2": 120_000,
+        "chat:ctx:thread:{thread%209}:w:3": 120_000,
+        "call:room:room/1:participants": 60_000,
     }
     rotated = sessions.user_sessions("u:2")
     assert len(rotated) == 1
-    expected[f"auth:sess:id:{rotated[0]}"] = 1_800_000
+    expected[f"auth:sess:{{{rotated[0]}}}"] = 1_800_000
     assert set(ttls) == set(expected)
     for key, ttl in ttls.items():
         # Redis counts down while the test runs.
@@ -161,9 +206,13 @@ def test_keys_escape_user_input(env: Env) -> None:
     presence = STORES["presence"](env)
     chat.append("a:b*", "hi")
     presence.join("r:{1}", "bob")
+    chat.append("}{", "hi")
     assert set(env.ttls()) == {
-        "chat:ctx:thread:a%3Ab%2A:seq",
-        "chat:ctx:thread:a%3Ab%2A:w:0",
+        "chat:ctx:thread:{a%3Ab%2A}:seq",
+        "chat:ctx:thread:{a%3Ab%2A}:w:0",
+        # Braces from users are escaped: the hash tag is the whole id and nothing else.
+        "chat:ctx:thread:{%7D%7B}:seq",
+        "chat:ctx:thread:{%7D%7B}:w:0",
         "call:room:r%3A%7B1%7D:participants",
     }
 
@@ -184,7 +233,7 @@ def test_store_ttls_follow_the_registry() -> None:
     Presence(memory, room_ttl=7, registry=registry).join("r", "a")
     ChatContext(memory, ttl=9, registry=registry).append("t", "m")
     assert memory.ttl("call:room:r:participants") == 7000
-    assert memory.ttl("chat:ctx:thread:t:w:0") == 9000
+    assert memory.ttl("chat:ctx:thread:{t}:w:0") == 9000
 
 
 @pytest.mark.parametrize(

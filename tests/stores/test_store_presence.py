@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 from support import ManualClock
-from test_store_conformance import Env, env_fixture  # noqa: F401 - the env fixture
+from test_store_conformance import Env, backend_fixture, env_fixture  # noqa: F401 - the env fixture
 
 from bisman_ratelimit import InvalidArgument
 from bisman_ratelimit.stores import AsyncPresence, MemoryBackend, Presence, RoomState
+
+# The redis_cluster fixture, for env's Cluster backend.
+pytest_plugins = ["cluster_fixtures"]
 
 
 def presence(env: Env, **options: object) -> Presence:

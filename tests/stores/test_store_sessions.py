@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
 from support import ManualClock
-from test_store_conformance import Env, env_fixture  # noqa: F401 - the env fixture
+from test_store_conformance import Env, backend_fixture, env_fixture  # noqa: F401 - the env fixture
 
 from bisman_ratelimit import InvalidArgument
 from bisman_ratelimit.stores import (
     AsyncSessionStore,
+    Flow,
     MemoryBackend,
     SessionStore,
     is_session_id,
     new_session_id,
 )
-from bisman_ratelimit.stores._sessions import SessionCore
+from bisman_ratelimit.stores._backend import Call
+from bisman_ratelimit.stores._sessions import INDEX_GRACE_MS, SessionCore
+
+# The redis_cluster fixture, for env's Cluster backend.
+pytest_plugins = ["cluster_fixtures"]
 
 
 def sessions(env: Env, **options: object) -> SessionStore:
@@ -200,22 +206,23 @@ def test_binding_a_session_to_another_user_moves_it_between_indexes(env: Env) ->
 
 
 def test_expired_sessions_leave_the_index(env: Env) -> None:
-    store = sessions(env, idle_ttl=0.2)
+    store = sessions(env, idle_ttl=0.4)
     gone = store.create({}, user_id="u")
-    env.wait(0.1)
+    env.wait(0.2)
     kept = store.create({}, user_id="u")
-    env.wait(0.15)
+    # Listing checks each session with a call of its own: kept has 0.15 s to spare for them.
+    env.wait(0.25)
     assert store.user_sessions("u") == [kept.id]
     assert store.delete_user_sessions("u") == [kept.id]
-    assert gone.id not in env.ttls()
+    assert f"auth:sess:{{{gone.id}}}" not in env.ttls()
 
 
 def test_core_builds_keys_with_the_key_builder() -> None:
     core = SessionCore()
     session_id = new_session_id()
-    assert core.session_key(session_id) == f"auth:sess:id:{session_id}"
-    assert core.user_key("a:b c") == "auth:sess:user:a%3Ab%20c"
-    assert core.id_prefix == "auth:sess:id:"
+    assert core.session_key(session_id) == f"auth:sess:{{{session_id}}}"
+    assert core.user_key("a:b c") == "auth:sess:user:{a%3Ab%20c}"
+    assert core.user_key("{x}") == "auth:sess:user:{%7Bx%7D}"
 
 
 async def test_async_store_directly(redis_url: str) -> None:
@@ -226,3 +233,123 @@ async def test_async_store_directly(redis_url: str) -> None:
         assert new_id is not None
         assert await store.get_fields(new_id, ["a"]) == {"a": 1}
         assert await store.delete_user_sessions("u") == [new_id]
+
+
+def index_size(env: Env, index: str) -> int:
+    if env.memory is not None:
+        return len(env.memory.get(index, env.memory.now_ms()) or ())
+    assert env.redis is not None
+    return int(env.redis.zcard(index))
+
+
+def age_index_entries(env: Env, index: str, seconds: float) -> None:
+    """Make every entry of a user's index ``seconds`` older, as time passing would."""
+    if env.memory is not None:
+        env.clock.advance(seconds)
+        return
+    assert env.redis is not None
+    entries = env.redis.zrange(index, 0, -1, withscores=True)
+    env.redis.zadd(index, {member: score - seconds * 1000 for member, score in entries})
+
+
+def test_a_crash_between_index_and_session_leaves_an_entry_that_readers_drop(env: Env) -> None:
+    store = sessions(env, idle_ttl=600, absolute_lifetime=600)
+    kept = store.create({}, user_id="u")
+    # A login that stops after its first call: the id is in the index, the session never written.
+    flow = store.core.create_with_id(new_session_id(), {}, user_id="u")
+    first = next(flow)
+    assert first.keys == ("auth:sess:user:{u}",)
+    store.run(_one_call(first))
+    index = "auth:sess:user:{u}"
+    assert store.user_sessions("u") == [kept.id]
+    # Younger than the grace: it may name a session still being written, so it stays.
+    assert index_size(env, index) == 2
+    age_index_entries(env, index, INDEX_GRACE_MS / 1000)
+    assert store.user_sessions("u") == [kept.id]
+    assert index_size(env, index) == 1
+
+
+def test_an_id_bound_to_another_user_is_not_listed_or_logged_out_by_the_old_one(env: Env) -> None:
+    store = sessions(env)
+    session = store.create({}, user_id="a")
+    # The entry in a's index outlives the binding, as a crash after the session write would leave it.
+    flow = store.core.update(session.id, values={"k": 1}, user_id="b")
+    store.run(_calls(flow, stop_before="auth:sess:user:{a}"))
+    assert store.user_sessions("b") == [session.id]
+    assert store.user_sessions("a") == []
+    assert store.delete_user_sessions("a") == []
+    loaded = store.load(session.id)
+    assert loaded is not None and loaded.user_id == "b"
+
+
+def _one_call(call: Call) -> Flow[None]:
+    yield call
+
+
+def _calls(flow: Flow[object], *, stop_before: str) -> Flow[None]:
+    """Run ``flow`` until it would touch ``stop_before``: a process that died there."""
+    reply = None
+    while True:
+        try:
+            call = flow.send(reply)
+        except StopIteration:
+            return
+        if stop_before in call.keys:
+            return
+        reply = yield call
+
+
+def test_concurrent_logins_stay_listed_while_readers_repair_the_index(
+    backend: tuple[str, str | None],
+) -> None:
+    """4 threads log in 25 sessions each while a fifth lists (and repairs) the index all along."""
+    env = Env(backend[0], "sync", backend[1], ManualClock())
+    store = sessions(env)
+    done = threading.Event()
+    made: list[str] = []
+    listings = 0
+
+    def log_in() -> None:
+        for _ in range(25):
+            made.append(store.create({}, user_id="alice").id)
+
+    def read() -> None:
+        nonlocal listings
+        while not done.is_set():
+            store.user_sessions("alice")
+            listings += 1
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writers = [threading.Thread(target=log_in) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    done.set()
+    reader.join()
+    try:
+        assert listings > 0 and len(made) == 100
+        assert store.user_sessions("alice") == sorted(made)
+        assert store.delete_user_sessions("alice") == sorted(made)
+        assert [store.load(sid) for sid in made] == [None] * 100
+    finally:
+        env.close()
+
+
+def test_a_taken_id_never_joins_another_users_index(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = sessions(env)
+    bob = store.create({"who": "bob"}, user_id="bob")
+    # The id enters alice's index before the create finds it taken: it must leave it again.
+    assert store.run(store.core.create_with_id(bob.id, {"who": "alice"}, user_id="alice")) is None
+    assert index_size(env, "auth:sess:user:{alice}") == 0
+    alice = store.create({"who": "alice"}, user_id="alice")
+    fresh = new_session_id()
+    ids = iter([bob.id, fresh])
+    monkeypatch.setattr("bisman_ratelimit.stores._sessions.new_session_id", lambda: next(ids))
+    assert store.rotate(alice.id, user_id="alice") == fresh
+    assert index_size(env, "auth:sess:user:{alice}") == 1
+    assert store.delete_user_sessions("alice") == [fresh]
+    loaded = store.load(bob.id)
+    assert loaded is not None and loaded.data == {"who": "bob"} and loaded.user_id == "bob"
+    assert store.user_sessions("bob") == [bob.id]

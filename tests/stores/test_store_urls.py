@@ -1,5 +1,5 @@
 """Stores built from URLs, by the parser the rate limits use: the time budget,
-TLS and pool options, Sentinel, and Redis Cluster (or why not)."""
+TLS and pool options, Sentinel, and Redis Cluster."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 
-from bisman_ratelimit import ConfigurationError, InvalidArgument, StorageUnavailable
+from bisman_ratelimit import InvalidArgument, StorageUnavailable
 from bisman_ratelimit.backends import DEFAULT_BUDGET, Script
 from bisman_ratelimit.stores import (
     AsyncChatContext,
@@ -35,7 +35,7 @@ from bisman_ratelimit.stores import (
 from bisman_ratelimit.stores._backend import AsyncUrlRunner, RedisRunner
 from bisman_ratelimit.stores._chat import APPEND
 from bisman_ratelimit.stores._sessions import LOAD
-from bisman_ratelimit.testing import RedisServer, free_port
+from bisman_ratelimit.testing import RedisServer
 
 if TYPE_CHECKING:
     from cluster_fixtures import RedisClusterServers
@@ -47,7 +47,6 @@ pytest_plugins = ["sentinel_fixtures", "cluster_fixtures"]
 # Well above any budget used here, well below what an unbounded wait takes.
 MARGIN = 0.4
 TIMED_OUT = "^Redis is unavailable: Timeout reading from"
-SESSIONS_REASON = "its scripts find a user's session index and the sessions it lists from stored values"
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +217,7 @@ def test_a_store_from_a_sentinel_url_reaches_the_primary(sentinel_setup: Sentine
             port for _, port in sentinel_setup.sentinel_addresses
         )
     with sentinel_setup.client_for(sentinel_setup.primary_port()) as client:
-        assert client.exists(f"auth:sess:id:{session.id}", "auth:sess:user:7") == 2
+        assert client.exists(f"auth:sess:{{{session.id}}}", "auth:sess:user:{7}") == 2
     # Closing the store closed the sentinels' clients too.
     for sentinel in sentinels:
         pool = sentinel.connection_pool
@@ -236,40 +235,6 @@ async def test_an_async_store_from_a_sentinel_url_reaches_the_primary(sentinel_s
         assert len(runner._clients[asyncio.get_running_loop()].connection.closing) == 3
     with sentinel_setup.client_for(sentinel_setup.primary_port()) as client:
         assert client.exists("call:room:room:participants") == 1
-
-
-REFUSED = [
-    (SessionStore, SESSIONS_REASON),
-    (AsyncSessionStore, SESSIONS_REASON),
-    (ChatContext, "its scripts name a thread's message windows at run time"),
-    (AsyncChatContext, "its scripts name a thread's message windows at run time"),
-    (Flags, "the flags cache listens for changes over pub/sub"),
-    (AsyncFlags, "the flags cache listens for changes over pub/sub"),
-]
-
-
-@pytest.mark.parametrize(("store", "reason"), REFUSED, ids=[store.__name__ for store, _ in REFUSED])
-def test_a_cluster_url_is_refused_for_a_store_that_cannot_run_there(store: type, reason: str) -> None:
-    # Refused before connecting: nothing listens on the port.
-    url = f"redis+cluster://:secret@127.0.0.1:{free_port()}"
-    masked = url.replace(":secret@", ":***@")
-    with pytest.raises(
-        ConfigurationError,
-        match=re.escape(f"{store.__name__} cannot run on Redis Cluster ({masked!r}): {reason}"),
-    ):
-        store(url)
-    with pytest.raises(ConfigurationError, match=re.escape(f"{store.__name__} cannot run on Redis Cluster")):
-        backend_from_url(url, use_async=store.__name__.startswith("Async"), store=store)
-
-
-async def test_a_cluster_client_is_refused_for_such_a_store() -> None:
-    # The asyncio Cluster client connects on first use only.
-    client = redis.asyncio.cluster.RedisCluster(host="127.0.0.1", port=free_port())
-    with pytest.raises(
-        ConfigurationError, match="^AsyncSessionStore cannot run on Redis Cluster: its scripts find"
-    ):
-        AsyncSessionStore(client)
-    await client.aclose()
 
 
 def test_presence_and_flag_admin_run_on_a_cluster(redis_cluster: RedisClusterServers) -> None:
@@ -290,3 +255,66 @@ async def test_async_presence_runs_on_a_cluster(redis_cluster: RedisClusterServe
     async with AsyncPresence(redis_cluster.url) as presence:
         assert (await presence.join("room", "ann")).participants == 1
         assert [p.id for p in await presence.participants("room")] == ["ann"]
+
+
+def test_sessions_chat_and_flags_run_on_a_cluster_url(redis_cluster: RedisClusterServers) -> None:
+    with (
+        SessionStore(redis_cluster.url + "?timeout=1") as sessions,
+        ChatContext(redis_cluster.url + "?timeout=1", keep=5, window_size=2) as chat,
+        FlagAdmin(redis_cluster.url) as admin,
+        Flags(redis_cluster.url, max_age=3600) as flags,
+    ):
+        client = sessions.backend
+        assert isinstance(client, redis.cluster.RedisCluster)
+        made = [sessions.create({"n": i}, user_id="alice") for i in range(12)]
+        ids = sorted(session.id for session in made)
+        # One user's sessions are spread over the primaries (all 12 on one: odds of 1 in 177 147).
+        ports = {client.get_node_from_key(f"auth:sess:{{{sid}}}").port for sid in ids}
+        assert len(ports) > 1
+        assert sessions.user_sessions("alice") == ids
+        rotated = sessions.rotate(ids[0], user_id="alice")
+        assert rotated is not None and sessions.load(ids[0]) is None
+        assert sessions.user_sessions("alice") == sorted([rotated, *ids[1:]])
+        assert sessions.delete_user_sessions("alice") == sorted([rotated, *ids[1:]])
+        assert [sessions.load(sid) for sid in [rotated, *ids]] == [None] * 13
+        assert sessions.user_sessions("alice") == []
+
+        chat.extend("thread 1", list(range(9)))
+        assert chat.last("thread 1") == [4, 5, 6, 7, 8]
+        windows = [key.decode() for key in client.scan_iter(match="chat:ctx:thread:*")]
+        assert sorted(windows) == [
+            "chat:ctx:thread:{thread%201}:seq",
+            "chat:ctx:thread:{thread%201}:w:2",
+            "chat:ctx:thread:{thread%201}:w:3",
+            "chat:ctx:thread:{thread%201}:w:4",
+        ]
+        assert len({client.keyslot(key) for key in windows}) == 1
+
+        assert flags.get("beta") is None
+        admin.set("beta", True)
+        # max_age is an hour: only the change message can make the reader reload.
+        deadline = time.monotonic() + 2
+        while flags.get("beta") is not True:
+            assert time.monotonic() < deadline, "the flags reader missed the change on the cluster"
+            time.sleep(0.005)
+
+
+async def test_async_sessions_chat_and_flags_run_on_a_cluster_url(redis_cluster: RedisClusterServers) -> None:
+    async with (
+        AsyncSessionStore(redis_cluster.url + "?timeout=1") as sessions,
+        AsyncChatContext(redis_cluster.url + "?timeout=1") as chat,
+        AsyncFlagAdmin(redis_cluster.url) as admin,
+        AsyncFlags(redis_cluster.url, max_age=3600) as flags,
+    ):
+        made = await asyncio.gather(*(sessions.create({"n": i}, user_id=7) for i in range(30)))
+        ids = sorted(session.id for session in made)
+        assert await sessions.user_sessions(7) == ids
+        assert await sessions.delete_user_sessions(7) == ids
+        assert await sessions.user_sessions(7) == []
+        assert await chat.append("t", "hi") == 1 and await chat.last("t") == ["hi"]
+        assert await flags.get("beta") is None
+        await admin.set("beta", "on")
+        deadline = time.monotonic() + 2
+        while await flags.get("beta") != "on":
+            assert time.monotonic() < deadline, "the async flags reader missed the change on the cluster"
+            await asyncio.sleep(0.005)

@@ -186,5 +186,5 @@ def test_a_global_limit_refusal_is_no_outage(clock: ManualClock) -> None:
 def test_evaluation_keys_name_every_counter_of_the_request() -> None:
     plan = Planner(default_limits="9/minute", global_limits="1/minute").plan("/x", "GET")
     evaluation = Evaluation.start(plan, ip="192.0.2.1", ip_key="192.0.2.1")
-    assert evaluation.keys == ["rl:global", "rl:ip:192.0.2.1:api:default"]
+    assert evaluation.keys == ["rl:global", "rl:ip:{192.0.2.1}:api:default"]
     assert evaluation.restart().keys == evaluation.keys

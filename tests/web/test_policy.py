@@ -10,7 +10,6 @@ from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, InvalidLimit, Limiter, MultiDecision
 from bisman_ratelimit.backends import AsyncRedisStorage, MemoryStorage
-from bisman_ratelimit.core import escape
 from bisman_ratelimit.web import ClientIP, Evaluation, LimitOptions, SingleCheck, parse_config
 from bisman_ratelimit.web._evaluate import Verdict, adecide, decide
 from bisman_ratelimit.web._plan import GLOBAL_KEY, Planner, RoutePlan, Rule
@@ -95,7 +94,7 @@ def test_keys_are_structured_and_escaped(mem: Limiter) -> None:
     evaluation = Evaluation.start(plan, ip="2001:db8::1", ip_key="2001:db8::/64")
     op = evaluation.next_op()
     assert op is not None and op[0] == "hit_many"
-    assert [entry[0] for entry in op[1]] == ["rl:ip:2001%3Adb8%3A%3A/64:api:default"]
+    assert [entry[0] for entry in op[1]] == ["rl:ip:{2001:db8::/64}:api:default"]
 
 
 def test_global_limit_answers_503_distinct_from_429(mem: Limiter) -> None:
@@ -143,7 +142,7 @@ def test_route_entry_replaces_defaults_and_names_the_policy(mem: Limiter) -> Non
     op = evaluation.next_op()
     assert op is not None
     # The API key is a credential: only its digest reaches storage.
-    assert op[1][1][0] == f"rl:header:x-api-key:{digest}:api:/chat/%7Bid%7D"
+    assert op[1][1][0] == f"rl:header:x-api-key:{{{digest}}}:api:/chat/%7Bid%7D"
     assert op[1][0][0] == GLOBAL_KEY
 
 
@@ -151,7 +150,7 @@ def test_header_key_without_the_header_counts_the_ip(mem: Limiter) -> None:
     plan = Planner(config=parse_config(CONFIG)).plan("/chat/{id}", "GET")
     evaluation = Evaluation.start(plan, ip="1.2.3.4", ip_key="1.2.3.4", header=lambda name: None)
     op = evaluation.next_op()
-    assert op is not None and op[1][1][0] == "rl:ip:1.2.3.4:api:/chat/%7Bid%7D"
+    assert op is not None and op[1][1][0] == "rl:ip:{1.2.3.4}:api:/chat/%7Bid%7D"
 
 
 def test_user_key_and_exemptions(mem: Limiter) -> None:
@@ -249,7 +248,7 @@ def test_declared_rule_costs_and_custom_keys(mem: Limiter) -> None:
     plan = Planner().plan("/bulk", "POST", (dynamic,))
     evaluation = Evaluation.start(plan, ip="1.2.3.4", ip_key="1.2.3.4", custom_keys=["acme"], costs=[7])
     op = evaluation.next_op()
-    assert op is not None and op[1] == [("rl:custom:acme:api:bulk", dynamic.limits, "fixed_window", 7)]
+    assert op is not None and op[1] == [("rl:custom:{acme}:api:bulk", dynamic.limits, "fixed_window", 7)]
 
 
 def test_header_styles(mem: Limiter) -> None:
@@ -416,20 +415,20 @@ def test_fast_path_arguments_follow_the_client_address() -> None:
     direct = SingleCheck.of(plan, client_ip=ClientIP())
     assert direct is not None
     assert direct.hit_args("198.51.100.7") == (
-        "rl:ip:198.51.100.7:api:default",
+        "rl:ip:{198.51.100.7}:api:default",
         direct.limit,
         "sliding_window",
         1,
     )
     # Remembered per peer: the same tuple, not built again.
     assert direct.hit_args("198.51.100.7") is direct.hit_args("198.51.100.7")
-    assert direct.hit_args("2001:db8::1")[0] == "rl:ip:" + escape("2001:db8::/64") + ":api:default"
-    assert direct.hit_args(None)[0] == "rl:ip:unknown:api:default"
+    assert direct.hit_args("2001:db8::1")[0] == "rl:ip:{2001:db8::/64}:api:default"
+    assert direct.hit_args(None)[0] == "rl:ip:{unknown}:api:default"
     # Behind a trusted proxy the forwarded address names the client.
     proxied = SingleCheck.of(plan, client_ip=ClientIP(trusted_proxies=1))
     assert proxied is not None
-    assert proxied.hit_args("10.0.0.1", "203.0.113.9")[0] == "rl:ip:203.0.113.9:api:default"
-    assert proxied.hit_args("10.0.0.1", "198.51.100.1")[0] == "rl:ip:198.51.100.1:api:default"
+    assert proxied.hit_args("10.0.0.1", "203.0.113.9")[0] == "rl:ip:{203.0.113.9}:api:default"
+    assert proxied.hit_args("10.0.0.1", "198.51.100.1")[0] == "rl:ip:{198.51.100.1}:api:default"
     with pytest.raises(InvalidArgument, match="is not one limit on the client address"):
         SingleCheck(Planner(default_limits="3/minute", key="user").plan("/x", "GET"), client_ip=ClientIP())
 

@@ -1,8 +1,8 @@
--- State: window number, count.
+-- State: window number, count (see pack_counts in common.lua).
 local function fixed_window(key, stored, amount, period, capacity, cost, commit)
   local window = math.floor(now / period)
   local count = 0
-  local w, c = decode(stored, 2)
+  local w, c = unpack_counts(stored, 2)
   if w == window then
     count = c
   end
@@ -12,7 +12,7 @@ local function fixed_window(key, stored, amount, period, capacity, cost, commit)
   end
   if commit then
     -- Later hits in this window keep the expiry set by the first.
-    store(key, struct.pack('<dd', window, count + cost), count == 0 and until_end or nil)
+    store(key, pack_counts(window, count + cost), count == 0 and until_end or nil)
     count = count + cost
     return 1, amount - count, until_end, 0
   end

@@ -3,7 +3,7 @@ local function gcra(key, stored, amount, period, capacity, cost, commit)
   local interval = period / amount
   local tolerance = capacity * interval
   local debt = 0
-  local d, ts = decode(stored, 2)
+  local d, ts = unpack_gcra(stored)
   if d then
     debt = math.max(0, d - (now - ts))
   end
@@ -13,7 +13,7 @@ local function gcra(key, stored, amount, period, capacity, cost, commit)
   if allowed then
     if commit then
       debt = new_debt
-      store(key, struct.pack('<dd', debt, now), debt)
+      store(key, pack_gcra(debt, now), debt)
     end
   else
     retry = math.ceil(new_debt - tolerance)

@@ -1,9 +1,9 @@
--- State: window number, its count, the previous window's count.
+-- State: window number, its count, the previous window's count (see pack_counts in common.lua).
 local function sliding_window(key, stored, amount, period, capacity, cost, commit)
   local window = math.floor(now / period)
   local elapsed = now - window * period
   local cur, prev = 0, 0
-  local w, c, p = decode(stored, 3)
+  local w, c, p = unpack_counts(stored, 3)
   local had_count = false
   if w == window then
     cur, prev = c, p
@@ -35,7 +35,7 @@ local function sliding_window(key, stored, amount, period, capacity, cost, commi
   end
   if allowed and commit then
     -- The expiry (end of the next window) is the same for every hit in this window.
-    store(key, struct.pack('<ddd', window, cur, prev), not had_count and reset or nil)
+    store(key, pack_counts(window, cur, prev), not had_count and reset or nil)
   end
   return allowed and 1 or 0, math.max(0, math.floor(amount - used + EPS)), reset, retry
 end

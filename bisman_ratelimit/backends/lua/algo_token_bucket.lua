@@ -1,25 +1,23 @@
--- State: tokens, time of the last hit.
+-- State: debt (microseconds until the bucket is full again), time of the
+-- last hit; kept as gcra keeps it (see pack_gcra in common.lua).
 local function token_bucket(key, stored, amount, period, capacity, cost, commit)
-  local tokens = capacity
-  local t, ts = decode(stored, 2)
-  if t then
-    tokens = math.min(capacity, t + math.max(0, now - ts) * amount / period)
+  local interval = period / amount
+  local debt = 0
+  local d, ts = unpack_gcra(stored)
+  if d then
+    debt = math.max(0, d - (now - ts))
   end
+  local tokens = capacity - debt / interval
   local allowed = tokens + EPS >= cost
   local retry = 0
   if allowed then
     if commit then
       tokens = tokens - cost
+      debt = debt + cost * interval
+      store(key, pack_gcra(debt, now), debt)
     end
   else
-    retry = math.ceil((cost - tokens) * period / amount)
+    retry = math.ceil((cost - tokens) * interval)
   end
-  local reset = 0
-  if tokens < capacity then
-    reset = math.ceil((capacity - tokens) * period / amount)
-  end
-  if allowed and commit then
-    store(key, struct.pack('<dd', tokens, now), reset)
-  end
-  return allowed and 1 or 0, math.max(0, math.floor(tokens + EPS)), reset, retry
+  return allowed and 1 or 0, math.max(0, math.floor(tokens + EPS)), math.ceil(debt), retry
 end

@@ -1,6 +1,6 @@
 -- Check, and optionally consume, one or more rate limits atomically.
--- KEYS[i]: the key of limit i (a string of packed doubles, or a sorted set
---          for sliding_log), all distinct.
+-- KEYS[i]: the key of limit i (an integer or a string of packed doubles, or
+--          a sorted set for sliding_log), all distinct.
 -- ARGV[2]: "1" to consume when every limit allows, "0" to only look,
 --          "r" to refund hits made at time ARGV[last] (then look).
 -- ARGV[3 + 5(i-1) ...]: algorithm, amount, period_us, capacity, cost.
@@ -82,29 +82,24 @@ local function refund(key, algorithm, amount, period, capacity, cost, t0)
   local stored = redis.call('MGET', key)[1]
   local state = nil
   if algorithm == 'fixed_window' then
-    local w, c = decode(stored, 2)
+    local w, c = unpack_counts(stored, 2)
     if w == math.floor(t0 / period) then
-      state = struct.pack('<dd', w, math.max(0, c - cost))
+      state = pack_counts(w, math.max(0, c - cost))
     end
   elseif algorithm == 'sliding_window' then
     -- The hit went into the current count of its window, which is the
     -- previous window if another hit has rolled the key over since.
-    local w, c, p = decode(stored, 3)
+    local w, c, p = unpack_counts(stored, 3)
     local window = math.floor(t0 / period)
     if w == window then
-      state = struct.pack('<ddd', w, math.max(0, c - cost), p)
+      state = pack_counts(w, math.max(0, c - cost), p)
     elseif w == window + 1 then
-      state = struct.pack('<ddd', w, c, math.max(0, p - cost))
+      state = pack_counts(w, c, math.max(0, p - cost))
     end
-  elseif algorithm == 'token_bucket' then
-    local t, ts = decode(stored, 2)
-    if t then
-      state = struct.pack('<dd', math.min(capacity, t + cost), ts)
-    end
-  elseif algorithm == 'gcra' then
-    local d, ts = decode(stored, 2)
+  elseif algorithm == 'gcra' or algorithm == 'token_bucket' then
+    local d, ts = unpack_gcra(stored)
     if d then
-      state = struct.pack('<dd', math.max(0, d - cost * (period / amount)), ts)
+      state = pack_gcra(math.max(0, d - cost * (period / amount)), ts)
     end
   end
   if state then

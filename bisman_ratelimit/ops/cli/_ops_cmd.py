@@ -51,6 +51,7 @@ from bisman_ratelimit.ops.cli._common import (
     scheme_of,
     whole_number,
 )
+from bisman_ratelimit.stores import default_registry
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -466,11 +467,28 @@ def _doctor(args: argparse.Namespace) -> int:
     return exit_code(results)
 
 
-def _confirm(question: str) -> bool:
+def _ask(question: str) -> str:
     sys.stdout.write(question)
     sys.stdout.flush()
-    answer = sys.stdin.readline()
-    return answer.strip().lower() in ("y", "yes")
+    return sys.stdin.readline().strip()
+
+
+def _confirm(question: str) -> bool:
+    return _ask(question).lower() in ("y", "yes")
+
+
+def _confirm_flush(prefix: str, matched: int, where: str) -> bool:
+    """Ask before deleting; a persistent namespace must be typed out, after a word on backups."""
+    persistent = default_registry.persistent_within(prefix)
+    if not persistent:
+        return _confirm(f"Delete {matched} keys under {prefix!r} on {where}? [y/N] ")
+    names = ", ".join(namespace.prefix for namespace in persistent)
+    print(
+        f"{names} is persistent: its keys never expire and nothing writes them back once deleted. "
+        "Back up first: bisman-ratelimit backup"
+    )
+    head = prefix[:-1]
+    return _ask(f"Type {head} to delete {matched} keys under {prefix!r} on {where}: ") == head
 
 
 @_redis_command
@@ -484,14 +502,12 @@ def _flush(args: argparse.Namespace) -> int:
         client = opened.client
         with _progress("counting (keys walked)") as bar:
             counted = flush_namespace(client, prefix, dry_run=True, batch=args.batch, progress=bar)
-        print(f"{counted.matched} keys under {prefix!r} on {where} (SCAN MATCH {counted.pattern})")
+        print(f"{counted.matched} keys under {prefix!r} on {where} ({counted.searched})")
         if args.dry_run or counted.matched == 0:
             if counted.matched == 0:
                 print("nothing to delete")
             return 0
-        if not args.yes and not _confirm(
-            f"Delete {counted.matched} keys under {prefix!r} on {where}? [y/N] "
-        ):
+        if not args.yes and not _confirm_flush(prefix, counted.matched, where):
             print("aborted: nothing deleted")
             return 1
         with _progress("deleting") as bar:

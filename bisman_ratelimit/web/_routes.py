@@ -1,0 +1,31 @@
+"""Route templates as frameworks spell them, and as a limits file may name them.
+
+Django and Flask write path parameters as ``<int:id>``, the ASGI frameworks
+as ``{id}``. A limits file written for one app is read by the others, so a
+route is looked up under each spelling.
+"""
+
+from __future__ import annotations
+
+import re
+
+# <int:id> -> {id}: the spelling of route templates in files shared with ASGI apps.
+_CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
+
+
+def template_forms(route: str) -> tuple[str, ...]:
+    """The ways a limits file may name a route, most exact first.
+
+    ``users/<int:id>/`` is also found as ``/users/<int:id>/`` and as
+    ``/users/{id}``, so one file can serve a Django or Flask app and an ASGI app.
+    """
+    forms = [route]
+    if not route.startswith("/"):
+        forms.append("/" + route)
+    plain = route.removeprefix("^").removesuffix("$")
+    if not any(char in plain for char in "^$()[]?*+\\|"):
+        braced = "/" + _CONVERTER.sub(r"{\1}", plain).lstrip("/")
+        if len(braced) > 1:
+            braced = braced.rstrip("/")
+        forms.append(braced)
+    return tuple(dict.fromkeys(forms))
