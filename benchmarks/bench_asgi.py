@@ -13,7 +13,8 @@ Tables:
 
 1. **Memory**, µs per request, one request at a time: the bare app, ours
    (``AsyncLimiter()``), slowapi (``storage_uri="memory://"``, its pure ASGI
-   middleware), and our core alone (``AsyncLimiter.hit``, no app).
+   middleware), the same slowapi app on ``bisman_ratelimit_starlette.slowapi``
+   (only the imports changed), and our core alone (``AsyncLimiter.hit``, no app).
    Target: ours at most 5 µs over the bare app.
 2. **Redis**, µs per request, one request at a time: the same against a
    private server, and the EVALSHA floor (a one-key ``return 1`` script run
@@ -67,6 +68,9 @@ from starlette.routing import Route
 
 from bisman_ratelimit import AsyncLimiter, Limit
 from bisman_ratelimit_starlette import RateLimitMiddleware
+from bisman_ratelimit_starlette.slowapi import Limiter as CompatLimiter
+from bisman_ratelimit_starlette.slowapi import SlowAPIASGIMiddleware as CompatMiddleware
+from bisman_ratelimit_starlette.slowapi import get_remote_address as compat_remote_address
 
 LIMIT = "1000000/minute"
 CLIENTS = [f"198.51.{n // 250}.{n % 250 + 1}" for n in range(256)]
@@ -91,6 +95,13 @@ def slowapi(storage_uri: str) -> Starlette:
     app.state.limiter = SlowLimiter(
         key_func=get_remote_address, default_limits=[LIMIT], storage_uri=storage_uri
     )
+    return app
+
+
+def slowapi_compat(limiter: AsyncLimiter) -> Starlette:
+    """slowapi's spelling on our engine: the same app as slowapi's, only the imports changed."""
+    app = starlette_app([Middleware(CompatMiddleware)])
+    app.state.limiter = CompatLimiter(key_func=compat_remote_address, default_limits=[LIMIT], limiter=limiter)
     return app
 
 
@@ -183,6 +194,7 @@ async def memory_section(plan: Plan, notes: list[str]) -> str:
         http("bare app", starlette_app()),
         http("ours", ours(limiter)),
         http("slowapi", slowapi("memory://")),
+        http("slowapi compat", slowapi_compat(AsyncLimiter())),
         core_alone(AsyncLimiter()),
     ]
     results = await measure_async(contenders, CLIENTS, plan, concurrency=1)
@@ -206,6 +218,7 @@ async def memory_section(plan: Plan, notes: list[str]) -> str:
             ("bare app", "bare Starlette app"),
             ("ours", "ours, memory"),
             ("slowapi", "slowapi, memory"),
+            ("slowapi compat", "ours with slowapi's spelling (bisman_ratelimit_starlette.slowapi), memory"),
             ("our core alone (AsyncLimiter.hit)", "our core alone: AsyncLimiter.hit, no app"),
         ],
         target,
@@ -220,6 +233,7 @@ def _signed(seconds: float) -> str:
 async def redis_section(url: str, plan: Plan, notes: list[str]) -> str:
     client = redis.asyncio.Redis.from_url(url)
     limiter = AsyncLimiter(redis.asyncio.Redis.from_url(url))
+    compat = AsyncLimiter(redis.asyncio.Redis.from_url(url))
     core = AsyncLimiter(redis.asyncio.Redis.from_url(url))
     try:
         sha = await client.script_load("return 1")
@@ -227,12 +241,13 @@ async def redis_section(url: str, plan: Plan, notes: list[str]) -> str:
             http("bare app", starlette_app()),
             http("ours", ours(limiter)),
             http("slowapi", slowapi(url)),
+            http("slowapi compat", slowapi_compat(compat)),
             core_alone(core),
             floor(client, sha),
         ]
         results = await measure_async(contenders, CLIENTS, plan, concurrency=1)
     finally:
-        for made in (limiter, core):
+        for made in (limiter, compat, core):
             await made.aclose()
         await client.aclose()
     floor_name = "EVALSHA floor (redis.asyncio, return 1)"
@@ -268,6 +283,7 @@ async def redis_section(url: str, plan: Plan, notes: list[str]) -> str:
             ("bare app", "bare Starlette app"),
             ("ours", "ours, Redis (redis.asyncio)"),
             ("slowapi", "slowapi, Redis (sync client in async code)"),
+            ("slowapi compat", "ours with slowapi's spelling, Redis (redis.asyncio)"),
             ("our core alone (AsyncLimiter.hit)", "our core alone: AsyncLimiter.hit, no app"),
             (floor_name, "EVALSHA floor: redis.asyncio evalsha of `return 1`, no app"),
         ],
@@ -279,6 +295,7 @@ async def redis_section(url: str, plan: Plan, notes: list[str]) -> str:
             ("bare app", "bare Starlette app"),
             ("ours", "ours, Redis"),
             ("slowapi", "slowapi, Redis"),
+            ("slowapi compat", "ours with slowapi's spelling, Redis"),
             ("our core alone (AsyncLimiter.hit)", "our core alone"),
             (floor_name, "EVALSHA floor"),
         ]
@@ -321,8 +338,13 @@ async def _lag_under_load(app: Any, requests: int, concurrency: int) -> tuple[li
 
 async def lag_section(url: str, requests: int, rounds: int) -> str:
     limiter = AsyncLimiter(redis.asyncio.Redis.from_url(url, max_connections=128))
+    compat = AsyncLimiter(redis.asyncio.Redis.from_url(url, max_connections=128))
     # No bare app here: in-process it never waits, so it would hold the loop for a whole batch.
-    apps = [("ours, Redis", ours(limiter)), ("slowapi, Redis", slowapi(url))]
+    apps = [
+        ("ours, Redis", ours(limiter)),
+        ("slowapi, Redis", slowapi(url)),
+        ("ours with slowapi's spelling, Redis", slowapi_compat(compat)),
+    ]
     samples: dict[str, list[tuple[list[float], float]]] = {name: [] for name, _ in apps}
     try:
         for _, app in apps:
@@ -333,6 +355,7 @@ async def lag_section(url: str, requests: int, rounds: int) -> str:
                 samples[name].append(await _lag_under_load(app, requests, 64))
     finally:
         await limiter.aclose()
+        await compat.aclose()
     rows = []
     for name, runs in samples.items():
         lags = sorted(lag for run, _ in runs for lag in run)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +23,16 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from bisman_ratelimit import AsyncLimiter
+from bisman_ratelimit.ops import PanelEngine
 from bisman_ratelimit.stores import (
     AsyncChatContext,
     AsyncFlags,
     AsyncPresence,
     AsyncSessionStore,
+    FlagAdmin,
     MemoryBackend,
+    SessionStore,
 )
 
 # Two demo accounts: one staff (may open the operator pages), one not.
@@ -58,6 +63,7 @@ def configure_logging() -> None:
 class Stores:
     """Every store the example uses, on one backend."""
 
+    backend: MemoryBackend | str  # the URL of a Redis server
     sessions: AsyncSessionStore
     chat: AsyncChatContext
     presence: AsyncPresence
@@ -71,13 +77,35 @@ class Stores:
 def build_stores(url: str) -> Stores:
     # In memory, the stores must share one backend: the flags cache hears a change
     # only on the backend it was made on.
-    backend: object = MemoryBackend() if url.startswith("memory://") else url
+    backend = MemoryBackend() if url.startswith("memory://") else url
     return Stores(
+        backend=backend,
         sessions=AsyncSessionStore(backend),
         chat=AsyncChatContext(backend, keep=CHAT_KEEP),
         presence=AsyncPresence(backend),
         flags=AsyncFlags(backend, max_age=5.0),
     )
+
+
+def build_panel_engine(
+    url: str, stores: Stores, *, limiter: AsyncLimiter, config: str | os.PathLike[str]
+) -> PanelEngine:
+    """The admin panel's engine over the example's own stores and limiter."""
+    if isinstance(stores.backend, MemoryBackend):
+        # On memory the panel must change this process's flags and sessions, not stores of its own.
+        return PanelEngine.from_url(
+            url,
+            limiter=limiter,
+            config=config,
+            flags=FlagAdmin(stores.backend),
+            sessions=SessionStore(stores.backend),
+        )
+    return PanelEngine.from_url(url, limiter=limiter, config=config)
+
+
+def staff_only(request: Request) -> str | None:
+    """Who may use the admin panel: a signed-in staff user, named in the panel's audit trail."""
+    return str(request.user.display_name) if "staff" in request.auth.scopes else None
 
 
 class DemoUsers(AuthenticationBackend):
@@ -129,7 +157,8 @@ async def page(request: Request, title: str, body: str, *, status_code: int = 20
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{STYLE}</style></head>
 <body class="{"dark" if dark else "light"}" data-theme="{"dark" if dark else "light"}">
 <nav><a href="/">Home</a><a href="/session">Session</a><a href="/chat/lobby">Chat</a>
-<a href="/calls/standup">Call room</a><a href="/metrics">Metrics</a></nav>
+<a href="/calls/standup">Call room</a><a href="/metrics">Metrics</a>
+<a href="/admin/ratelimit/flags">Admin</a></nav>
 <div class="who">{who}</div>
 <h1>{_e(title)}</h1>
 {body}
@@ -147,6 +176,8 @@ async def home_page(request: Request, storage: str) -> Response:
 <li><a href="/calls/standup">Call room</a>: join, heartbeat, leave (call:room).</li>
 <li><a href="/flags">Flags</a>: <code>darkMode</code> switches this page's theme.</li>
 <li><a href="/metrics">Metrics</a>: Prometheus, never rate limited.</li>
+<li><a href="/admin/ratelimit/flags">Admin panel</a>: flags, limited clients, sessions
+(staff only: alice).</li>
 </ul>"""
     return await page(request, "bisman-ratelimit example", body)
 
@@ -299,7 +330,7 @@ async def flags_view(request: Request) -> Response:
         f"<li><code>{_e(name)}</code> = {_e(value)}</li>" for name, value in sorted(flags.items())
     )
     body = f"""<ul id="flags">{items or "<li>no flag set</li>"}</ul>
-<p>Flags change only through the operators' tools:
+<p>Flags change only through the operators' tools: the <a href="/admin/ratelimit/flags">admin panel</a>, or
 <code>bisman-ratelimit flags set darkMode true --url redis://…</code> on Redis;
 every process hears of it.</p>"""
     return await page(request, "Feature flags", body)

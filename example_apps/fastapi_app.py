@@ -28,6 +28,7 @@ from bisman_ratelimit import AsyncLimiter
 from bisman_ratelimit.metrics import RateLimitMetrics
 from bisman_ratelimit.web import storage_url_from_env
 from bisman_ratelimit_starlette import RateLimit, RateLimitMiddleware, SessionMiddleware
+from bisman_ratelimit_starlette.admin import AdminPanel
 from bisman_ratelimit_starlette.metrics import MetricsEndpoint
 
 CONFIG = Path(__file__).with_name("ratelimits.toml")
@@ -40,6 +41,7 @@ demo_pages.configure_logging()
 limiter = AsyncLimiter.from_url(STORAGE)
 stores = demo_pages.build_stores(STORAGE)
 registry = CollectorRegistry()
+panel_engine = demo_pages.build_panel_engine(STORAGE, stores, limiter=limiter, config=CONFIG)
 
 
 @contextlib.asynccontextmanager
@@ -47,10 +49,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     await stores.aclose()
     await limiter.aclose()
+    panel_engine.close()
 
 
 app = FastAPI(title="bisman-ratelimit example", lifespan=lifespan)
 app.state.stores = stores
+# The operators' pages, for staff signed in through /login (alice).
+app.mount(
+    "/admin/ratelimit", AdminPanel(engine=panel_engine, authorize=demo_pages.staff_only, limiter=limiter)
+)
 
 
 class Credentials(BaseModel):

@@ -34,13 +34,14 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bisman_ratelimit import AsyncLimiter
 from bisman_ratelimit.metrics import RateLimitMetrics
 from bisman_ratelimit.web import storage_url_from_env
 from bisman_ratelimit_starlette import RateLimitMiddleware, SessionMiddleware, limit
+from bisman_ratelimit_starlette.admin import AdminPanel
 from bisman_ratelimit_starlette.metrics import MetricsEndpoint
 
 CONFIG = Path(__file__).with_name("ratelimits.toml")
@@ -101,6 +102,7 @@ limiter = AsyncLimiter.from_url(STORAGE)
 stores = demo_pages.build_stores(STORAGE)
 registry = CollectorRegistry()
 metrics = RateLimitMetrics(registry=registry)
+panel_engine = demo_pages.build_panel_engine(STORAGE, stores, limiter=limiter, config=CONFIG)
 
 
 @contextlib.asynccontextmanager
@@ -108,6 +110,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
     await stores.aclose()
     await limiter.aclose()
+    panel_engine.close()
 
 
 app = Starlette(
@@ -122,6 +125,11 @@ app = Starlette(
         Route("/metrics", MetricsEndpoint(registry=registry)),
         WebSocketRoute("/chat/ws", chat_socket),
         *demo_pages.routes,
+        # The operators' pages, for staff signed in through /login (alice).
+        Mount(
+            "/admin/ratelimit",
+            AdminPanel(engine=panel_engine, authorize=demo_pages.staff_only, limiter=limiter),
+        ),
     ],
     middleware=[
         # Sessions first, then the user they name, so that limits keyed by user see the user.

@@ -84,10 +84,12 @@ PACKAGES: dict[str, list[str]] = {
         "make_key",
         "most_restrictive",
         "pack_state",
+        "parse_limit_tag",
         "parse_limits",
         "redis_keys",
         "scan_pattern",
         "undecided_cause",
+        "unescape",
         "unpack_state",
     ],
     "bisman_ratelimit.backends": [
@@ -100,6 +102,7 @@ PACKAGES: dict[str, list[str]] = {
         "AsyncRefundable",
         "AsyncRoutingStorage",
         "AsyncStorage",
+        "BlockedKeys",
         "BoundedMap",
         "Check",
         "FallbackStorage",
@@ -158,6 +161,9 @@ PACKAGES: dict[str, list[str]] = {
         "outage_reaction",
         "parse_config",
         "parse_switch",
+        "policy_item",
+        "ratelimit_value",
+        "sf_string",
         "storage_url_from_env",
         "template_forms",
     ],
@@ -172,6 +178,7 @@ PACKAGES: dict[str, list[str]] = {
         "ChatContext",
         "Flag",
         "FlagAdmin",
+        "FlagChange",
         "Flags",
         "Flow",
         "MemoryBackend",
@@ -202,11 +209,23 @@ PACKAGES: dict[str, list[str]] = {
         "instrument_storage",
     ],
     "bisman_ratelimit.ops": [
+        "ADMIN_KEY",
+        "PAGES",
+        "FlagsPage",
+        "HealthPage",
         "HotKeyReport",
         "KeyspaceSample",
+        "LimitedClient",
+        "LimitsPage",
         "MemoryLimit",
         "NamespaceGrouper",
+        "NamespaceRow",
+        "NamespacesPage",
+        "PageName",
+        "PanelEngine",
         "RedisCollector",
+        "RouteRow",
+        "SessionsPage",
         "audit_hotkeys",
         "backup",
         "cgroup_memory_limit",
@@ -238,11 +257,33 @@ PACKAGES: dict[str, list[str]] = {
 # dotted path in settings (MIDDLEWARE, SESSION_ENGINE) and import ``views`` in
 # their URLconf; ``compat`` is django-ratelimit's API, imported in its place;
 # the metrics endpoints stay apart so that the packages import without
-# prometheus_client; the ``bisman-ratelimit`` command is ``ops.cli:main``.
+# prometheus_client; the slowapi and fastapi-limiter surfaces are modules of
+# their own, so that moving over is a change of import path; the
+# ``bisman-ratelimit`` command is ``ops.cli:main``.
 MODULES: dict[str, list[str]] = {
     "bisman_ratelimit.ops.cli": ["main"],
     "bisman_ratelimit.testing": ["RedisServer", "find_server_binary", "free_port"],
+    "bisman_ratelimit_starlette.admin": ["AdminPanel"],
     "bisman_ratelimit_starlette.metrics": ["MetricsEndpoint"],
+    "bisman_ratelimit_starlette.slowapi": [
+        "Limiter",
+        "RateLimitExceeded",
+        "SlowAPIASGIMiddleware",
+        "SlowAPIMiddleware",
+        "_rate_limit_exceeded_handler",
+        "get_ipaddr",
+        "get_remote_address",
+    ],
+    "bisman_ratelimit_starlette.fastapi_limiter": [
+        "FastAPILimiter",
+        "RateLimiter",
+        "default_identifier",
+        "http_default_callback",
+    ],
+    "bisman_ratelimit_django.admin_panel": [],
+    "bisman_ratelimit_django.admin_panel.apps": ["AdminPanelConfig"],
+    "bisman_ratelimit_django.admin_panel.models": ["Panel"],
+    "bisman_ratelimit_django.admin_panel.urls": ["app_name", "urlpatterns"],
     "bisman_ratelimit_django.apps": ["BismanRateLimitConfig"],
     "bisman_ratelimit_django.compat": [
         "ALL",

@@ -12,6 +12,7 @@ from bisman_ratelimit.backends._base import (
     Spec,
     Storage,
 )
+from bisman_ratelimit.backends._blocked import BlockedKeys
 from bisman_ratelimit.backends._bounded import BoundedMap
 from bisman_ratelimit.backends._fallback import AsyncFallbackStorage, FallbackStorage
 from bisman_ratelimit.backends._memory import MemoryStorage
@@ -53,6 +54,7 @@ __all__ = [
     "AsyncRefundable",
     "AsyncRoutingStorage",
     "AsyncStorage",
+    "BlockedKeys",
     "BoundedMap",
     "Check",
     "FallbackStorage",

@@ -8,7 +8,7 @@ strings, only whole numbers.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, cast, runtime_checkable
 
 from bisman_ratelimit.core import Decision
 
@@ -98,6 +98,8 @@ class AsyncAdapter:
 
     def __init__(self, storage: Storage) -> None:
         self.sync = storage
+        # A runtime Protocol check walks the protocol's members: once here, not per request.
+        self._refundable = isinstance(storage, Refundable)
 
     async def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
         return self.sync.check(key, spec, cost, commit)
@@ -115,14 +117,14 @@ class AsyncAdapter:
         self.sync.release(key, lease_id)
 
     async def check_timed(self, checks: list[Check], commit: bool) -> GroupResult:
-        if isinstance(self.sync, Refundable):
-            return self.sync.check_timed(checks, commit)
+        if self._refundable:
+            return cast(Refundable, self.sync).check_timed(checks, commit)
         ok, decisions = self.sync.check_many(checks, commit)
         return ok, decisions, None
 
     async def refund(self, checks: list[Check], at: int | None) -> list[Decision]:
-        if isinstance(self.sync, Refundable):
-            return self.sync.refund(checks, at)
+        if self._refundable:
+            return cast(Refundable, self.sync).refund(checks, at)
         return self.sync.check_many(checks, False)[1]
 
     async def aclose(self) -> None:

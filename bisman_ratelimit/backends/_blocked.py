@@ -92,6 +92,17 @@ class BlockedKeys:
             False, spec.capacity, remaining, max(0, reset_at - now), until - now, key, spec.algorithm
         )
 
+    def blocked(self, max_keys: int) -> list[tuple[str, Spec, Decision]]:
+        """Up to ``max_keys`` keys denied now, with the limit and the denial a hit of the cost denied gets."""
+        found: list[tuple[str, Spec, Decision]] = []
+        for (key, spec), entry in list(self._entries.items()):
+            if len(found) >= max_keys:
+                break
+            denial = self._denial(key, spec, entry[2], exact=True)
+            if denial is not None:
+                found.append((key, spec, denial))
+        return found
+
     def now(self) -> int:
         """The clock in microseconds: read it before asking Redis, for :meth:`remember`."""
         return int(self.clock() * 1_000_000)

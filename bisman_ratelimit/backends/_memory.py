@@ -129,6 +129,27 @@ class MemoryStorage:
                             entry[1] = pack_state(algorithm, state) if repacked else state
             return self._check_many(checks, False, now)[1]
 
+    def sample(
+        self, max_keys: int, resolve: Callable[[str, str, int], Spec | None]
+    ) -> list[tuple[str, Spec]]:
+        """Up to ``max_keys`` (key, limit) pairs counted now (no I/O), in the map's order.
+
+        Counters are kept by algorithm and window, not amount:
+        ``resolve(key, algorithm, window_us)`` names the limit, or ``None``
+        to pass the counter over.
+        """
+        with self._lock:
+            data_keys = list(self._map)
+        found: list[tuple[str, Spec]] = []
+        for key, form in reversed(data_keys):
+            if len(found) >= max_keys:
+                break
+            if key != "lease" and isinstance(form, tuple):
+                spec = resolve(key, form[0], form[1])
+                if spec is not None:
+                    found.append((key, spec))
+        return found
+
     def reset(self, key: str, spec: Spec) -> None:
         with self._lock:
             self._map.pop((key, (spec[0], spec[2])))

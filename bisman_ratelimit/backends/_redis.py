@@ -75,6 +75,8 @@ from bisman_ratelimit.core import (
     escape,
     limit_tag,
     make_decision,
+    parse_limit_tag,
+    scan_pattern,
 )
 
 T = TypeVar("T")
@@ -241,6 +243,23 @@ class _RedisBase:
 
     def key_for(self, key: str, spec: Spec) -> str:
         return self._head(key) + self._form(spec)[0]
+
+    def parse_key(self, redis_key: str) -> tuple[str, str, int] | None:
+        """The key, algorithm and window (µs) :meth:`key_for` turned into ``redis_key``.
+
+        ``None`` for a key of another shape. The amount is not in the key
+        (:func:`~bisman_ratelimit.core.limit_tag`): whoever reads the key
+        back knows its limits.
+        """
+        if self._start:
+            if not redis_key.startswith(self._start):
+                return None
+            redis_key = redis_key[len(self._start) :]
+        key, sep, tag = redis_key.rpartition(":")
+        parsed = parse_limit_tag(tag)
+        if not sep or not key or parsed is None:
+            return None
+        return key, parsed[0], parsed[1]
 
     def lease_key(self, key: str) -> str:
         return self._head(key) + ":lease"
@@ -461,6 +480,31 @@ class RedisStorage(_RedisBase):
         if self.blocked is not None:
             self.blocked.forget(key, spec)
         self._run(self.client.delete, self.key_for(key, spec))
+
+    def sample(
+        self, max_keys: int, resolve: Callable[[str, str, int], Spec | None]
+    ) -> list[tuple[str, Spec]]:
+        """Up to ``max_keys`` (key, limit) pairs counted now, from a bounded SCAN (standalone Redis).
+
+        ``resolve(key, algorithm, window_us)`` names the limit of a stored
+        key (the caller knows its limits), or ``None`` to pass it over.
+        """
+        found: list[tuple[str, Spec]] = []
+        cursor = 0
+        pattern = scan_pattern(self._start) if self._start else "*"
+        # SCAN may return nothing for many rounds on a big database: bound the rounds too.
+        for _ in range(max(10, max_keys // 10)):
+            cursor, keys = self._run(self.client.scan, cursor, pattern, 1000)
+            for raw in keys:
+                parsed = self.parse_key(raw.decode() if isinstance(raw, bytes) else raw)
+                spec = None if parsed is None else resolve(*parsed)
+                if parsed is not None and spec is not None:
+                    found.append((parsed[0], spec))
+                    if len(found) >= max_keys:
+                        return found
+            if int(cursor) == 0:
+                break
+        return found
 
     def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
         lease_key, args = self._lease_args(key, lease_id, max_in_flight, ttl_us)

@@ -33,8 +33,10 @@ from bisman_ratelimit.core._keys import (
     hash_tag,
     limit_tag,
     make_key,
+    parse_limit_tag,
     redis_keys,
     scan_pattern,
+    unescape,
 )
 from bisman_ratelimit.core._outage import (
     OUTAGE_REACTIONS,
@@ -85,9 +87,11 @@ __all__ = [
     "make_key",
     "most_restrictive",
     "pack_state",
+    "parse_limit_tag",
     "parse_limits",
     "redis_keys",
     "scan_pattern",
     "undecided_cause",
+    "unescape",
     "unpack_state",
 ]

@@ -85,6 +85,22 @@ def limit_tag(algorithm: str, period_us: int) -> str:
     return f"{letter}{period_us}us"
 
 
+_TAG = re.compile(r"([a-z])([1-9][0-9]*)(d|h|m|s|ms|us)")
+_UNIT_US = {unit: size for size, unit in _UNITS} | {"us": 1}
+
+
+def parse_limit_tag(tag: str) -> tuple[str, int] | None:
+    """The (algorithm, window in µs) :func:`limit_tag` wrote as ``tag``; ``None`` for other text."""
+    match = _TAG.fullmatch(tag)
+    if match is None:
+        return None
+    letter, count, unit = match.groups()
+    for algorithm, known in _ALGORITHM_LETTERS.items():
+        if known == letter:
+            return algorithm, int(count) * _UNIT_US[unit]
+    return None
+
+
 def unescape(part: str) -> str:
     """Undo :func:`escape`."""
     return unquote(part, errors="surrogatepass")

@@ -1,5 +1,5 @@
 """Operations: hot-key and cardinality audits, doctor, the runbook's
-commands and the Redis INFO collector."""
+commands, the Redis INFO collector and the admin panel's engine."""
 
 from __future__ import annotations
 
@@ -15,14 +15,40 @@ from bisman_ratelimit.ops._doctor import (
 )
 from bisman_ratelimit.ops._grouping import NamespaceGrouper
 from bisman_ratelimit.ops._hotkeys import HotKeyReport, audit_hotkeys
+from bisman_ratelimit.ops._panel import (
+    ADMIN_KEY,
+    PAGES,
+    FlagsPage,
+    HealthPage,
+    LimitedClient,
+    LimitsPage,
+    NamespaceRow,
+    NamespacesPage,
+    PageName,
+    PanelEngine,
+    RouteRow,
+    SessionsPage,
+)
 from bisman_ratelimit.ops._runbook import backup, failover, flush_namespace, inspect_key, namespace_prefix
 
 __all__ = [
+    "ADMIN_KEY",
+    "PAGES",
+    "FlagsPage",
+    "HealthPage",
     "HotKeyReport",
     "KeyspaceSample",
+    "LimitedClient",
+    "LimitsPage",
     "MemoryLimit",
     "NamespaceGrouper",
+    "NamespaceRow",
+    "NamespacesPage",
+    "PageName",
+    "PanelEngine",
     "RedisCollector",
+    "RouteRow",
+    "SessionsPage",
     "audit_hotkeys",
     "backup",
     "cgroup_memory_limit",

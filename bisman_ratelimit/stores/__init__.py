@@ -23,6 +23,7 @@ from bisman_ratelimit.stores._flags import (
     AsyncFlags,
     Flag,
     FlagAdmin,
+    FlagChange,
     Flags,
     parse_flag_value,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "ChatContext",
     "Flag",
     "FlagAdmin",
+    "FlagChange",
     "Flags",
     "Flow",
     "MemoryBackend",

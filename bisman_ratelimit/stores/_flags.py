@@ -2,11 +2,14 @@
 
 All flags live in one hash, flag name -> typed value (no TTL)::
 
-    flags:config   hash: <name> -> {"type": "bool"|"str"|"json", "value": ...}
+    flags:config             hash: <name> -> {"type": "bool"|"str"|"json", "value": ...}
+    {flags:config}:history   list, newest first: {"name", "by", "at", "old", "new"}
 
 Writes go only through :class:`FlagAdmin` (and the ``bisman-ratelimit
-flags`` command); each write also publishes the flag's name on the
-``flags:config`` channel. Request code reads through :class:`Flags`,
+flags`` command and the admin panel); each write that changes a flag
+records who made it, when, and the old and new values in the history,
+which keeps the last ``history_size`` changes, and publishes the flag's
+name on the ``flags:config`` channel. Request code reads through :class:`Flags`,
 which serves a snapshot of every flag from process memory and reloads it
 when a change is published, when its subscription reconnects (a message
 may have been missed), and at least every ``max_age`` seconds. A change is
@@ -55,13 +58,15 @@ from bisman_ratelimit.stores._backend import (
     SyncClient,
     store_script,
 )
-from bisman_ratelimit.stores._common import encode_json, positive_seconds, text, valid_prefix
+from bisman_ratelimit.stores._common import encode_json, positive_int, positive_seconds, text, valid_prefix
 from bisman_ratelimit.stores._namespaces import NamespaceRegistry, default_registry
 
 FlagType = Literal["bool", "str", "json"]
 FLAG_TYPES: tuple[str, ...] = get_args(FlagType)
 
 Sub = TypeVar("Sub")
+
+DEFAULT_HISTORY_SIZE = 100
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -74,6 +79,21 @@ class Flag:
     name: str
     type: FlagType
     value: Any
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    """One change in the flags' history: ``old`` is ``None`` for a new flag, ``new`` for a deletion.
+
+    ``at`` is the server's time, in seconds since the epoch. A value this
+    library did not write reads as ``None``.
+    """
+
+    name: str
+    by: str
+    at: float
+    old: Flag | None
+    new: Flag | None
 
 
 def parse_flag_value(raw: str, flag_type: str) -> Any:
@@ -101,6 +121,12 @@ def _name(name: object) -> str:
     return name
 
 
+def _by(by: object) -> str:
+    if not isinstance(by, str) or not by or len(by) > 200 or not by.isprintable():
+        raise InvalidArgument(f"who changes a flag (by=) must be 1 to 200 printable characters, got {by!r}")
+    return by
+
+
 def _infer(value: Any) -> FlagType:
     if isinstance(value, bool):
         return "bool"
@@ -115,8 +141,17 @@ _log = logging.getLogger("bisman_ratelimit.flags")
 class FlagsCore:
     """Keys, arguments and decoding for feature flags; no I/O."""
 
-    def __init__(self, *, key: str = "flags:config", registry: NamespaceRegistry = default_registry) -> None:
+    def __init__(
+        self,
+        *,
+        key: str = "flags:config",
+        registry: NamespaceRegistry = default_registry,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+    ) -> None:
         self.key = valid_prefix("key", key)
+        # Tagged with the flags' key: on a Cluster both are in one slot, for the one script that writes them.
+        self.history_key = "{" + self.key + "}:history"
+        self.history_size = positive_int("history_size", history_size)
         self.channel = self.key
         self.registry = registry
         self._check_policy()
@@ -155,15 +190,50 @@ class FlagsCore:
             raise InvalidArgument(f"flag {name!r} is a str flag, got {value!r}")
         return Flag(_name(name), kind, value)  # type: ignore[arg-type]
 
-    def set(self, flag: Flag) -> Flow[bool]:
+    def set(self, flag: Flag, by: str) -> Flow[bool]:
         self._check_policy()
-        changed = yield Call(WRITE, (self.key,), ("set", flag.name, self.encode(flag), self.channel))
+        changed = yield Call(
+            WRITE,
+            (self.key, self.history_key),
+            ("set", flag.name, self.encode(flag), self.channel, _by(by), self.history_size),
+        )
         return bool(changed)
 
-    def delete(self, name: str) -> Flow[bool]:
+    def delete(self, name: str, by: str) -> Flow[bool]:
         self._check_policy()
-        changed = yield Call(WRITE, (self.key,), ("del", _name(name), "", self.channel))
+        changed = yield Call(
+            WRITE,
+            (self.key, self.history_key),
+            ("del", _name(name), "", self.channel, _by(by), self.history_size),
+        )
         return bool(changed)
+
+    def _value(self, name: str, raw: str) -> Flag | None:
+        if not raw:
+            return None
+        try:
+            return self.decode(name, raw)
+        except InvalidArgument:
+            return None
+
+    def history(self, limit: int | None) -> Flow[list[FlagChange]]:
+        """The latest changes, newest first (at most ``limit``, else the whole history)."""
+        count = self.history_size if limit is None else positive_int("limit", limit)
+        raw = yield Call(HISTORY, (self.history_key,), (count,))
+        changes = []
+        for item in raw:
+            entry = json.loads(text(item))
+            name = str(entry["name"])
+            changes.append(
+                FlagChange(
+                    name=name,
+                    by=str(entry["by"]),
+                    at=int(entry["at"]) / 1000,
+                    old=self._value(name, entry["old"]),
+                    new=self._value(name, entry["new"]),
+                )
+            )
+        return changes
 
     def read_fields(self) -> Flow[tuple[dict[str, Flag], dict[str, str]]]:
         """Every flag by name, and every field this library did not write (raw text by name)."""
@@ -190,22 +260,34 @@ class _FlagAdminShell(ShellBase):
     """The constructor :class:`FlagAdmin` and :class:`AsyncFlagAdmin` share."""
 
     def __init__(
-        self, backend: object, *, key: str = "flags:config", registry: NamespaceRegistry = default_registry
+        self,
+        backend: object,
+        *,
+        key: str = "flags:config",
+        registry: NamespaceRegistry = default_registry,
+        history_size: int = DEFAULT_HISTORY_SIZE,
     ) -> None:
         super().__init__(backend)
-        self.core = FlagsCore(key=key, registry=registry)
+        self.core = FlagsCore(key=key, registry=registry, history_size=history_size)
 
 
 class FlagAdmin(_FlagAdminShell, StoreShell):
     """The only way to change flags (besides the CLI). Not for request code."""
 
-    def set(self, name: str, value: Any, flag_type: FlagType | None = None) -> bool:
-        """Set a flag; ``flag_type`` defaults to bool for bools, str for strings, else json."""
-        return self._run(self.core.set(self.core.make_flag(name, value, flag_type)))
+    def set(self, name: str, value: Any, flag_type: FlagType | None = None, *, by: str = "api") -> bool:
+        """Set a flag; ``flag_type`` defaults to bool for bools, str for strings, else json.
 
-    def delete(self, name: str) -> bool:
+        ``by`` names who made the change, in the history.
+        """
+        return self._run(self.core.set(self.core.make_flag(name, value, flag_type), by))
+
+    def delete(self, name: str, *, by: str = "api") -> bool:
         """Delete a flag; ``False`` if there was none."""
-        return self._run(self.core.delete(name))
+        return self._run(self.core.delete(name, by))
+
+    def history(self, limit: int | None = None) -> list[FlagChange]:
+        """The latest changes, newest first."""
+        return self._run(self.core.history(limit))
 
     def get(self, name: str) -> Flag | None:
         """The flag as stored now (no cache)."""
@@ -223,13 +305,20 @@ class FlagAdmin(_FlagAdminShell, StoreShell):
 class AsyncFlagAdmin(_FlagAdminShell, AsyncStoreShell):
     """:class:`FlagAdmin` for asyncio."""
 
-    async def set(self, name: str, value: Any, flag_type: FlagType | None = None) -> bool:
-        """Set a flag; ``flag_type`` defaults to bool for bools, str for strings, else json."""
-        return await self._run(self.core.set(self.core.make_flag(name, value, flag_type)))
+    async def set(self, name: str, value: Any, flag_type: FlagType | None = None, *, by: str = "api") -> bool:
+        """Set a flag; ``flag_type`` defaults to bool for bools, str for strings, else json.
 
-    async def delete(self, name: str) -> bool:
+        ``by`` names who made the change, in the history.
+        """
+        return await self._run(self.core.set(self.core.make_flag(name, value, flag_type), by))
+
+    async def delete(self, name: str, *, by: str = "api") -> bool:
         """Delete a flag; ``False`` if there was none."""
-        return await self._run(self.core.delete(name))
+        return await self._run(self.core.delete(name, by))
+
+    async def history(self, limit: int | None = None) -> list[FlagChange]:
+        """The latest changes, newest first."""
+        return await self._run(self.core.history(limit))
 
     async def get(self, name: str) -> Flag | None:
         """The flag as stored now (no cache)."""
@@ -593,15 +682,23 @@ class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], Asy
 
 
 def _mem_write(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    op, name, value, channel = args
+    op, name, value, channel, by, size = args
     flags: dict[str, str] = m.get(keys[0], now) or {}
+    old = flags.get(name)
     if op == "set":
-        changed = flags.get(name) != value
+        changed = old != value
         flags[name] = value
         m.put(keys[0], flags, now)
     else:
         changed = flags.pop(name, None) is not None
         m.drop_if_empty(keys[0], now)
+        value = ""
+    if changed:
+        history: list[str] = m.get(keys[1], now) or []
+        entry = {"name": name, "by": by, "at": now, "old": old or "", "new": value}
+        history.insert(0, json.dumps(entry))
+        del history[int(size) :]
+        m.put(keys[1], history, now)
     m.publish(channel, name)
     return int(changed)
 
@@ -611,5 +708,11 @@ def _mem_read(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[An
     return [item for pair in flags.items() for item in pair]
 
 
+def _mem_history(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    history: list[str] = m.get(keys[0], now) or []
+    return history[: int(args[0])]
+
+
 WRITE = Op(store_script("flag_write.lua"), _mem_write)
 READ = Op(store_script("flag_read.lua"), _mem_read)
+HISTORY = Op(store_script("flag_history.lua"), _mem_history)

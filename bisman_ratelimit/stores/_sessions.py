@@ -42,7 +42,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bisman_ratelimit.core import InvalidArgument, StorageResponseError, TTLPolicyError
+from bisman_ratelimit.core import (
+    InvalidArgument,
+    StorageResponseError,
+    TTLPolicyError,
+    scan_pattern,
+    unescape,
+)
 from bisman_ratelimit.stores._backend import (
     AsyncStoreShell,
     Call,
@@ -56,6 +62,7 @@ from bisman_ratelimit.stores._backend import (
 from bisman_ratelimit.stores._common import (
     decode_json,
     encode_json,
+    positive_int,
     positive_seconds,
     tagged,
     text,
@@ -138,6 +145,17 @@ class SessionCore:
 
     def user_key(self, user_id: str) -> str:
         return f"{self.prefix}:user:{tagged(user_id)}"
+
+    def user_index_pattern(self) -> str:
+        """A ``SCAN MATCH`` pattern for every user's index key."""
+        return scan_pattern(f"{self.prefix}:user:{{")
+
+    def user_of(self, key: str) -> str | None:
+        """The user whose index ``key`` is (from a SCAN), or ``None`` for another key."""
+        head = f"{self.prefix}:user:{{"
+        if key.startswith(head) and key.endswith("}") and len(key) > len(head) + 1:
+            return unescape(key[len(head) : -1])
+        return None
 
     def _ttl_ms(self, key: str, ttl: float) -> int:
         checked = self.registry.ttl_for(key, ttl)
@@ -447,6 +465,27 @@ class SessionStore(_SessionShell, StoreShell):
     def user_sessions(self, user_id: object) -> list[str]:
         """Ids of the user's live sessions."""
         return self._run(self.core.user_sessions(user_id, "list"))
+
+    def users(self, max_users: int) -> tuple[list[str], bool]:
+        """Up to ``max_users`` users with a session index, sorted, and whether that is all of them.
+
+        A bounded SCAN on Redis; for operators' pages, not request code.
+        """
+        limit = positive_int("max_users", max_users)
+        found: list[str] = []
+        backend = self.backend
+        keys = (
+            backend.live_keys()
+            if isinstance(backend, MemoryBackend)
+            else backend.scan_iter(match=self.core.user_index_pattern(), count=1000)
+        )
+        for raw in keys:
+            user = self.core.user_of(text(raw))
+            if user is not None:
+                if len(found) >= limit:
+                    return sorted(found), False
+                found.append(user)
+        return sorted(found), True
 
     def delete_user_sessions(self, user_id: object) -> list[str]:
         """Log the user out everywhere; returns the ids deleted."""

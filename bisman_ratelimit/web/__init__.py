@@ -31,6 +31,7 @@ from bisman_ratelimit.web._evaluate import (
     decide,
     outage_reaction,
 )
+from bisman_ratelimit.web._headers import policy_item, ratelimit_value, sf_string
 from bisman_ratelimit.web._outage_log import OutageLog
 from bisman_ratelimit.web._plan import (
     CostSource,
@@ -79,6 +80,9 @@ __all__ = [
     "outage_reaction",
     "parse_config",
     "parse_switch",
+    "policy_item",
+    "ratelimit_value",
+    "sf_string",
     "storage_url_from_env",
     "template_forms",
 ]

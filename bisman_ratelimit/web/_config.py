@@ -19,7 +19,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
-from bisman_ratelimit.core import ALGORITHMS, Algorithm, ConfigFileError, InvalidLimit, Limit, parse_limits
+from bisman_ratelimit.core import (
+    ALGORITHMS,
+    Algorithm,
+    ConfigFileError,
+    InvalidArgument,
+    InvalidLimit,
+    Limit,
+    parse_limits,
+)
+from bisman_ratelimit.web._environment import parse_switch
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -107,6 +116,8 @@ class RateLimitConfig:
     defaults: Policy
     global_limit: GlobalPolicy | None
     routes: tuple[RoutePolicy, ...]
+    # ``enabled = false`` at the top of the file switches limiting off (the plugins read it).
+    enabled: bool = True
     _by_method: dict[tuple[str, str], RoutePolicy] = field(init=False, repr=False, compare=False)
     _any_method: dict[str, RoutePolicy] = field(init=False, repr=False, compare=False)
 
@@ -132,7 +143,7 @@ class RateLimitConfig:
 
 # --- loading -----------------------------------------------------------------------------------------
 
-_TOP_FIELDS = ("defaults", "global", "routes")
+_TOP_FIELDS = ("defaults", "global", "routes", "enabled")
 _POLICY_FIELDS = ("limits", "algorithm", "key", "cost", "shadow", "exempt", "deduct_when")
 _ROUTE_FIELDS = ("path", "methods", *_POLICY_FIELDS, "description")
 _GLOBAL_FIELDS = ("limits", "algorithm", "shadow")
@@ -324,7 +335,11 @@ class _Parser:
                 seen[(route.path, method)] = index
             routes.append(route)
         return RateLimitConfig(
-            source=self.source, defaults=defaults, global_limit=global_limit, routes=tuple(routes)
+            source=self.source,
+            defaults=defaults,
+            global_limit=global_limit,
+            routes=tuple(routes),
+            enabled=self.switch("", "enabled", top.get("enabled", True)),
         )
 
     def defaults(self, raw: object) -> Policy:
@@ -536,6 +551,21 @@ class _Parser:
                     f"cost {policy.cost} is more than the limit {limit} allows at once, "
                     "so every request would be denied",
                 )
+
+    def switch(self, where: str, field_name: str, value: object) -> bool:
+        """A boolean, or a string the environment switch reads too (``"off"``, ``"0"``...)."""
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return parse_switch(value, where=field_name)
+            except InvalidArgument:
+                pass
+        self.fail(
+            where,
+            field_name,
+            f"expected true or false (or one of 'on', 'off', 'yes', 'no', '1', '0'), got {_type_name(value)}",
+        )
 
     def boolean(self, where: str, field_name: str, value: object) -> bool:
         if not isinstance(value, bool):

@@ -21,7 +21,15 @@ from starlette.responses import Response
 
 from bisman_ratelimit import ConfigurationError
 from bisman_ratelimit.core import Algorithm, LimitLike
-from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, KeySource, LimitOptions, adecide
+from bisman_ratelimit.web import (
+    CONTENT_TYPE,
+    ClientIP,
+    CostSource,
+    KeySource,
+    LimitOptions,
+    adecide,
+    enabled_from_env,
+)
 
 from ._context import check_alone
 from ._responses import encode_headers
@@ -45,13 +53,15 @@ def limit(
     group: str | None = None,
     limiter: Any = None,
     client_ip: ClientIP | None = None,
+    enabled: bool | None = None,
 ) -> Callable[[F], F]:
     """Limit an endpoint: ``@limit("10/minute", key="user")``.
 
     ``key`` and ``cost`` may be callables of the request (sync or async).
     ``group`` shares one counter between every endpoint that names it.
     ``limiter`` (an ``AsyncLimiter``) lets the decorator work without the
-    middleware; ``client_ip`` then says which proxies to trust.
+    middleware; ``client_ip`` then says which proxies to trust, and
+    ``enabled`` (else ``BISMAN_RATELIMIT_ENABLED``) whether it checks at all.
     """
     options = LimitOptions(
         limits=limits,
@@ -64,7 +74,12 @@ def limit(
         deduct_when=deduct_when,
         group=group,
     )
-    spec = LimitSpec(options=options, limiter=limiter, client_ip=client_ip)
+    spec = LimitSpec(
+        options=options,
+        limiter=limiter,
+        client_ip=client_ip,
+        enabled=enabled_from_env(enabled) if limiter is not None else True,
+    )
 
     def decorate(endpoint: F) -> F:
         if isinstance(endpoint, type):
@@ -131,6 +146,8 @@ def _find_connection(args: Any, kwargs: Any) -> HTTPConnection | None:
 async def _standalone(
     spec: LimitSpec, name: str, endpoint: Callable[..., Any], is_async: bool, args: Any, kwargs: Any
 ) -> Any:
+    if not spec.enabled:
+        return await _run(endpoint, is_async, args, kwargs)
     limiter = spec.limiter
     if limiter is None:
         raise ConfigurationError(

@@ -22,7 +22,15 @@ from starlette.responses import Response
 
 from bisman_ratelimit import ConfigurationError
 from bisman_ratelimit.core import Algorithm, LimitLike
-from bisman_ratelimit.web import CONTENT_TYPE, ClientIP, CostSource, KeySource, LimitOptions, Verdict
+from bisman_ratelimit.web import (
+    CONTENT_TYPE,
+    ClientIP,
+    CostSource,
+    KeySource,
+    LimitOptions,
+    Verdict,
+    enabled_from_env,
+)
 
 from ._context import check_alone
 from ._spec import ENFORCED, MARKER, LimitSpec, Marker
@@ -57,7 +65,7 @@ def rate_limit_exceeded_handler(request: Request, exc: Exception) -> Response:
 class RateLimit:
     """A FastAPI dependency: ``dependencies=[Depends(RateLimit("10/minute", key="user"))]``.
 
-    Takes the options of :func:`~bisman_ratelimit_starlette.limit`.
+    Takes the options of :func:`~bisman_ratelimit_starlette.limit`, ``enabled`` included.
     """
 
     def __init__(
@@ -73,6 +81,7 @@ class RateLimit:
         group: str | None = None,
         limiter: Any = None,
         client_ip: ClientIP | None = None,
+        enabled: bool | None = None,
     ) -> None:
         # deduct_when needs the response status, which a dependency never sees: use the middleware.
         options = LimitOptions(
@@ -85,7 +94,12 @@ class RateLimit:
             exempt_users=exempt_users,
             group=group,
         )
-        self.spec = LimitSpec(options=options, limiter=limiter, client_ip=client_ip)
+        self.spec = LimitSpec(
+            options=options,
+            limiter=limiter,
+            client_ip=client_ip,
+            enabled=enabled_from_env(enabled) if limiter is not None else True,
+        )
         # The middleware finds the declaration on the route's dependencies by this mark.
         setattr(self, MARKER, Marker(specs=(self.spec,)))
 
@@ -94,7 +108,7 @@ class RateLimit:
 
     async def __call__(self, request: Request, response: Response) -> None:
         spec = self.spec
-        if spec in ENFORCED.get():
+        if not spec.enabled or spec in ENFORCED.get():
             return
         limiter = spec.limiter
         if limiter is None:

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, StorageError
 from bisman_ratelimit.core import Algorithm, Limit, LimitLike, OutagePolicy, OutageReaction, parse_limits
 from bisman_ratelimit.web import (
+    ENABLED_ENV,
     UNAVAILABLE,
     ClientIP,
     CostSource,
@@ -47,6 +48,7 @@ from bisman_ratelimit.web import (
     TrustedProxies,
     Verdict,
     adecide,
+    enabled_from_env,
     load_config,
     outage_reaction,
 )
@@ -54,7 +56,7 @@ from bisman_ratelimit.web import (
 from ._context import Facts, Needs, UserGetter
 from ._responses import OnLimited, encode_headers, refuse
 from ._routes import resolve, uses_hosts
-from ._spec import ENFORCED, LimitSpec, declared_on
+from ._spec import ENFORCED, EVERYTHING, LimitSpec, declared_on
 
 if TYPE_CHECKING:
     from bisman_ratelimit.metrics import RateLimitMetrics
@@ -96,7 +98,9 @@ class RateLimitMiddleware:
     ``default_limits`` with ``key``, ``algorithm``, ``cost`` and
     ``global_limits``. ``limiter`` defaults to an in-memory ``AsyncLimiter``.
     ``metrics`` (a ``bisman_ratelimit.metrics._prometheus.RateLimitMetrics``) counts every
-    decision by route template and reason. See docs/starlette.md for the rest.
+    decision by route template and reason. ``enabled=False`` (else
+    ``BISMAN_RATELIMIT_ENABLED``, else ``enabled`` in the limits file)
+    switches limiting off. See docs/starlette.md for the rest.
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class RateLimitMiddleware:
         metrics: RateLimitMetrics | None = None,
         websocket_message_limits: LimitLike | Sequence[LimitLike] | None = None,
         routes: Sequence[BaseRoute] | None = None,
+        enabled: bool | None = None,
     ) -> None:
         self.app = app
         if limiter is None:
@@ -135,6 +140,7 @@ class RateLimitMiddleware:
         self.limiter = limiter
         if config is not None and not isinstance(config, RateLimitConfig):
             config = load_config(config)
+        self.enabled = switched_on(enabled, config)
         self.planner = Planner(
             config=config,
             default_limits=default_limits,
@@ -186,6 +192,9 @@ class RateLimitMiddleware:
         self._warming: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.enabled:
+            await self._pass(scope, receive, send)
+            return
         if scope["type"] != "http":
             if scope["type"] == "websocket":
                 await self._websocket(scope, receive, send)
@@ -236,6 +245,14 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    async def _pass(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Limiting is switched off: no check, no header, no storage traffic; declarations pass too."""
+        token = ENFORCED.set(EVERYTHING)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            ENFORCED.reset(token)
 
     async def _outage(
         self, reaction: OutageReaction, route: _Route, scope: Scope, receive: Receive, send: Send
@@ -512,6 +529,14 @@ def _declared_rules(routes: Sequence[BaseRoute], prefix: str) -> Iterator[Rule]:
         for method in getattr(route, "methods", None) or ("GET",):
             for spec in declared_on(endpoint, method, getattr(route, "dependant", None)).specs:
                 yield Rule.declared(spec.options, scope=spec.group or path)
+
+
+def switched_on(explicit: bool | None, config: RateLimitConfig | None) -> bool:
+    """Whether limiting is on: the argument, else ``BISMAN_RATELIMIT_ENABLED``, else the limits file."""
+    unset = not os.environ.get(ENABLED_ENV, "").strip()
+    if explicit is None and config is not None and not config.enabled and unset:
+        explicit = False
+    return enabled_from_env(explicit)
 
 
 def _record(metrics: RateLimitMetrics, route: _Route, verdict: Verdict) -> None:

@@ -8,6 +8,7 @@ template, or ``group`` when given, is the scope its counters live under.
 from __future__ import annotations
 
 import functools
+from collections.abc import Container
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,21 +20,36 @@ from bisman_ratelimit.web import ClientIP, LimitOptions, Rule
 # outer wrappers.
 MARKER = "__bisman_ratelimit__"
 
+
+class _Everything:
+    """Holds every declaration: with limiting switched off, none is left to check."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "EVERYTHING"
+
+
+EVERYTHING: Container[LimitSpec] = _Everything()
+
 # The endpoint declarations the middleware enforces for the request being served; the decorator
 # and the dependency read it to know they have nothing left to do.
-ENFORCED: ContextVar[tuple[LimitSpec, ...]] = ContextVar("bisman_ratelimit_enforced", default=())
+ENFORCED: ContextVar[Container[LimitSpec]] = ContextVar("bisman_ratelimit_enforced", default=())
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class LimitSpec:
     """Limits written on an endpoint. Compared by identity: each declaration is its own.
 
-    ``limiter`` and ``client_ip`` serve a declaration used without the middleware.
+    ``limiter`` and ``client_ip`` serve a declaration used without the middleware, and
+    ``enabled`` (read once, when it is written) switches its own checks off.
     """
 
     options: LimitOptions
     limiter: AsyncLimiter | None = None
     client_ip: ClientIP | None = None
+    enabled: bool = True
     _rules: dict[str, Rule] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

@@ -9,6 +9,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "bisman_ratelimit_django",
+    # Its models module is imported by the tests of the public surface.
+    "bisman_ratelimit_django.admin_panel",
 ]
 MIDDLEWARE = [
     "django_project.middleware.HeaderUserMiddleware",

@@ -17,6 +17,7 @@ from bisman_ratelimit.stores import (
     AsyncFlags,
     Flag,
     FlagAdmin,
+    FlagChange,
     Flags,
     MemoryBackend,
     parse_flag_value,
@@ -66,6 +67,29 @@ def test_typed_values(env: Env) -> None:
     assert not admin.delete("theme")
     assert admin.get("theme") is None
     assert env.ttls()["flags:config"] == -1
+
+
+def test_every_change_is_in_the_bounded_history(env: Env) -> None:
+    admin = env.make(FlagAdmin, AsyncFlagAdmin, history_size=3)
+    before = time.time() if env.memory is None else env.clock()
+    assert admin.set("darkMode", True, by="alice")
+    assert not admin.set("darkMode", True, by="bob")  # no change, no entry
+    assert admin.set("darkMode", False)
+    assert admin.set("theme", "blue", by="carol")
+    assert admin.delete("darkMode", by="dave")
+    assert not admin.delete("darkMode", by="erin")
+    after = time.time() if env.memory is None else env.clock()
+    history = admin.history()
+    assert [(c.name, c.by, c.old, c.new) for c in history] == [
+        ("darkMode", "dave", Flag("darkMode", "bool", False), None),
+        ("theme", "carol", None, Flag("theme", "str", "blue")),
+        ("darkMode", "api", Flag("darkMode", "bool", True), Flag("darkMode", "bool", False)),
+    ]
+    assert all(isinstance(c, FlagChange) and before - 1 <= c.at <= after + 1 for c in history)
+    assert [c.by for c in admin.history(limit=1)] == ["dave"]
+    assert env.ttls()["{flags:config}:history"] == -1
+    with pytest.raises(InvalidArgument, match=r"who changes a flag \(by=\) must be 1 to 200"):
+        admin.set("darkMode", True, by="")
 
 
 def test_bad_flags_are_refused(env: Env) -> None:

@@ -183,6 +183,7 @@ def test_every_ephemeral_key_has_a_ttl_and_flags_have_none(env: Env) -> None:
 
     ttls = env.ttls()
     assert ttls.pop("flags:config") == -1
+    assert ttls.pop("{flags:config}:history") == -1
     expected = {
         f"auth:sess:{{{first.id}}}": 1_800_000,
         "auth:sess:user:{u%3A1}": 43_200_000,

@@ -361,7 +361,7 @@ def test_exemptions_match_ips_networks_and_users() -> None:
         pytest.param(
             {"routs": []},
             "ratelimits.toml: unknown field 'routs' (did you mean 'routes'?); "
-            "allowed: defaults, global, routes",
+            "allowed: defaults, global, routes, enabled",
             id="unknown-top-level",
         ),
         pytest.param(

@@ -83,7 +83,7 @@ def _set(args: argparse.Namespace) -> int:
                 )
             flag_type = existing.type
         value = _value(args, flag_type)
-        admin.set(args.name, value, flag_type)
+        admin.set(args.name, value, flag_type, by="cli")
     print(f"{args.name} = {_json(value)} ({flag_type})")
     return 0
 
@@ -113,7 +113,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _delete(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
-        deleted = admin.delete(args.name)
+        deleted = admin.delete(args.name, by="cli")
     if not deleted:
         raise _missing(args)
     print(f"deleted {args.name}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
 
 from bisman_ratelimit_django.views import make_metrics_view
 
@@ -26,3 +28,11 @@ urlpatterns = [
     path("api/calls/<str:room>/participants", views.participants),
     path("flags", views.flags_view),
 ]
+
+# The admin panel, in the admin site, for staff with the panel's permissions; it needs the admin
+# site's apps and a database in INSTALLED_APPS and DATABASES (docs/admin.md).
+if "bisman_ratelimit_django.admin_panel" in settings.INSTALLED_APPS:
+    urlpatterns += [
+        path("admin/ratelimit/", include("bisman_ratelimit_django.admin_panel.urls")),
+        path("admin/", admin.site.urls),
+    ]
