@@ -31,7 +31,7 @@ def server(backend: tuple[str, str | None]) -> Iterator[str]:
         # A time budget 50 connections opened at once on a busy machine fit in.
         env["BISMAN_RATELIMIT_STORAGE_URL"] = backend[1] + "?timeout=5s"
     command = [
-        sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "compat_app:app",
+        sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "asgi_compat_app:app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
