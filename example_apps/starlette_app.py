@@ -1,10 +1,11 @@
-"""A small Starlette app protected by bisman-ratelimit, with the limits of ``ratelimits.toml``.
+"""A small Starlette app on bisman-ratelimit: rate limits from ``ratelimits.toml``, and the
+sessions, chat context, call presence and feature flags of the same library.
 
-Run it on the in-memory default::
+Run it on the in-memory default (every store in the process)::
 
     uvicorn --app-dir example_apps starlette_app:app --host 127.0.0.1 --port 8000 --no-proxy-headers
 
-or on Redis::
+or on Redis (rate limits, sessions, chat, presence and flags all there)::
 
     BISMAN_RATELIMIT_STORAGE_URL=redis://127.0.0.1:6390/0 \
         uvicorn --app-dir example_apps starlette_app:app --no-proxy-headers
@@ -13,8 +14,9 @@ or on Redis::
 believes them only from the proxies it is told to trust (uvicorn's default
 would let any local client pick its own address).
 
-Users are whoever the ``Authorization: Bearer <name>`` header names (a stand-in
-for real authentication). Behind a proxy, set ``BISMAN_RATELIMIT_TRUSTED_PROXIES``
+In a browser, log in at ``/login`` as a demo user (``demo_pages.DEMO_USERS``);
+from curl, ``Authorization: Bearer <name>`` names the user (a stand-in for
+real authentication). Behind a proxy, set ``BISMAN_RATELIMIT_TRUSTED_PROXIES``
 to a hop count (``1``) or to CIDRs (``10.0.0.0/8,192.168.0.0/16``).
 """
 
@@ -25,24 +27,30 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import demo_pages
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
-from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bisman_ratelimit import AsyncLimiter
-from bisman_ratelimit.ops import PanelEngine
+from bisman_ratelimit.metrics import RateLimitMetrics
 from bisman_ratelimit.web import storage_url_from_env
-from bisman_ratelimit_starlette import RateLimitMiddleware, limit
+from bisman_ratelimit_starlette import RateLimitMiddleware, SessionMiddleware, limit
 from bisman_ratelimit_starlette.admin import AdminPanel
+from bisman_ratelimit_starlette.metrics import MetricsEndpoint
 
 CONFIG = Path(__file__).with_name("ratelimits.toml")
 # The one name every plugin, example and the command line read; a near miss warns.
 STORAGE = storage_url_from_env("memory://")
+# A demo key: set a long random one of your own in any real deployment.
+SECRET_KEY = os.environ.get("EXAMPLE_SECRET_KEY", "example-only-insecure-key-never-deploy-this-one")
+
+demo_pages.configure_logging()
 
 
 def trusted_proxies() -> int | list[str] | None:
@@ -52,36 +60,23 @@ def trusted_proxies() -> int | list[str] | None:
     return int(value) if value.isdigit() else [part.strip() for part in value.split(",")]
 
 
-class BearerNames(AuthenticationBackend):
-    """``Authorization: Bearer alice`` is user alice. For the demo only."""
-
-    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
-        scheme, _, name = conn.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not name:
-            return None
-        return AuthCredentials(["authenticated"]), SimpleUser(name)
-
-
 async def home(request: Request) -> Response:
-    return JSONResponse({"app": "starlette", "storage": STORAGE.split("://", 1)[0]})
+    storage = STORAGE.split("://", 1)[0]
+    if demo_pages.wants_html(request):
+        return await demo_pages.home_page(request, storage)
+    return JSONResponse({"app": "starlette", "storage": storage})
 
 
 async def login(request: Request) -> Response:
+    """The API's login (JSON); browsers use the form at ``/login``."""
     form = await request.json() if request.headers.get("content-type") == "application/json" else {}
-    if form.get("password") == "correct horse":
+    if demo_pages.check_password(str(form.get("username", "alice")), str(form.get("password", ""))):
         return JSONResponse({"login": "ok"})
     return JSONResponse({"login": "failed"}, status_code=401)
 
 
 async def calls(request: Request) -> Response:
     return JSONResponse({"call": "set up", "by": request.user.display_name or None}, status_code=201)
-
-
-async def messages(request: Request) -> Response:
-    thread = request.path_params["thread_id"]
-    if request.method == "POST":
-        return JSONResponse({"thread": thread, "posted": True}, status_code=201)
-    return JSONResponse({"thread": thread, "messages": []})
 
 
 @limit("3/minute", key="user")
@@ -103,19 +98,17 @@ async def chat_socket(websocket: WebSocket) -> None:
         pass
 
 
-def admin_only(request: Request) -> str | None:
-    """Who may use the admin panel: the logged-in user ``admin`` (put your staff check here)."""
-    user = request.user
-    return user.display_name if user.is_authenticated and user.display_name == "admin" else None
-
-
 limiter = AsyncLimiter.from_url(STORAGE)
-panel_engine = PanelEngine.from_url(STORAGE, limiter=limiter, config=CONFIG)
+stores = demo_pages.build_stores(STORAGE)
+registry = CollectorRegistry()
+metrics = RateLimitMetrics(registry=registry)
+panel_engine = demo_pages.build_panel_engine(STORAGE, stores, limiter=limiter, config=CONFIG)
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
+    await stores.aclose()
     await limiter.aclose()
     panel_engine.close()
 
@@ -125,22 +118,38 @@ app = Starlette(
         Route("/", home),
         Route("/auth/login", login, methods=["POST"]),
         Route("/api/calls", calls, methods=["POST"]),
-        Route("/chat/threads/{thread_id}/messages", messages, methods=["GET", "POST"]),
+        Route("/chat/threads/{thread_id}/messages", demo_pages.chat_messages, methods=["GET", "POST"]),
         Route("/reports/export", export, methods=["POST"]),
         Route("/health", health),
+        # Exempt from every limit, so the scrape still answers while the global limit sheds load.
+        Route("/metrics", MetricsEndpoint(registry=registry)),
         WebSocketRoute("/chat/ws", chat_socket),
-        Mount("/admin/ratelimit", AdminPanel(engine=panel_engine, authorize=admin_only, limiter=limiter)),
+        *demo_pages.routes,
+        # The operators' pages, for staff signed in through /login (alice).
+        Mount(
+            "/admin/ratelimit",
+            AdminPanel(engine=panel_engine, authorize=demo_pages.staff_only, limiter=limiter),
+        ),
     ],
     middleware=[
-        # Authentication runs first, so that limits keyed by user see the user.
-        Middleware(AuthenticationMiddleware, backend=BearerNames()),
+        # Sessions first, then the user they name, so that limits keyed by user see the user.
+        Middleware(
+            SessionMiddleware,
+            store=stores.sessions,
+            secret_key=SECRET_KEY,
+            # Plain http on localhost; keep the default (Secure cookies) behind https.
+            https_only=os.environ.get("EXAMPLE_HTTPS", "") == "1",
+        ),
+        Middleware(AuthenticationMiddleware, backend=demo_pages.DemoUsers()),
         Middleware(
             RateLimitMiddleware,
             limiter=limiter,
             config=CONFIG,
             trusted_proxies=trusted_proxies(),
             websocket_message_limits="30/minute",
+            metrics=metrics,
         ),
     ],
     lifespan=lifespan,
 )
+app.state.stores = stores

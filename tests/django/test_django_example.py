@@ -68,11 +68,12 @@ def server(redis_url: str) -> Iterator[str]:
 
 
 def test_example_project_under_uvicorn_on_redis(server: str) -> None:
+    alice_login = {"username": "alice", "password": "correct horse"}
     with httpx.Client(base_url=server) as client:
-        assert client.post("/auth/login", data={"username": "ann", "password": "demo"}).status_code == 200
+        assert client.post("/auth/login", data=alice_login).status_code == 200
         failed = [client.post("/auth/login", data={"password": "nope"}).status_code for _ in range(6)]
         assert failed == [401] * 5 + [429]
-        refused = client.post("/auth/login", data={"username": "ann", "password": "demo"})
+        refused = client.post("/auth/login", data=alice_login)
         assert refused.status_code == 429
         assert refused.headers["content-type"] == "application/problem+json"
         # A sliding window of 60 s frees a slot within two windows, depending on where in it we are.

@@ -108,7 +108,7 @@ def test_check_the_example_config(capsys: pytest.CaptureFixture[str]) -> None:
     path = EXAMPLES / "ratelimits.toml"
     assert main(["config", "check", str(path)]) == 0
     assert capsys.readouterr().out == (
-        f"{path}: OK: 5 routes, {SUMMARY_TAIL}\n"
+        f"{path}: OK: 6 routes, {SUMMARY_TAIL}\n"
         "warning: routes[2] (POST /chat/threads/{thread_id}/messages): the window of 300/hour (3600 s) "
         "outlives the TTL of its namespace rl:user (300 s); the window wins: the limiter sets each key's TTL "
         "from its window, so these keys live longer than rl:user's policy says\n"

@@ -1,4 +1,5 @@
-"""Shadow mode and outages are visible under uvicorn's default logging, never a line per request."""
+"""Shadow mode and outages are visible in the example's log under uvicorn's defaults, never a line per
+request."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from bisman_ratelimit.testing import RedisServer, find_server_binary, free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_apps"
 ROUTE = "/chat/threads/{thread_id}/messages"  # 120/minute per API key in shadow mode
+# The example gives the library's loggers a handler that names them.
+PLUGIN = "WARNING [bisman_ratelimit.starlette] "
 
 
 def start(storage: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
@@ -51,7 +54,7 @@ def test_shadow_refusals_appear_in_uvicorns_default_log() -> None:
         log = stop(process)
     shadow = [line for line in log.splitlines() if "shadow" in line]
     assert shadow == [
-        f"shadow limit {ROUTE} would refuse GET /chat/threads/7/messages (let through: shadow mode); "
+        f"{PLUGIN}shadow limit {ROUTE} would refuse GET /chat/threads/7/messages (let through: shadow mode); "
         "further refusals are counted, one line per 60 s"
     ], log
 
@@ -69,11 +72,11 @@ def test_an_outage_and_its_end_appear_in_uvicorns_default_log() -> None:
     finally:
         log = stop(process)
     # The first request failing, then the first reaching the server again; nothing per request.
-    storage = [line for line in log.splitlines() if line.startswith("rate-limit storage")]
+    storage = [line for line in log.splitlines() if line.startswith(f"{PLUGIN}rate-limit storage")]
     assert len(storage) == 2, log
-    assert storage[0].startswith("rate-limit storage unavailable (")
+    assert storage[0].startswith(f"{PLUGIN}rate-limit storage unavailable (")
     assert storage[0].endswith("the outage policy answers requests until it is back (GET /: let through)")
-    assert storage[1].startswith("rate-limit storage available again after ")
+    assert storage[1].startswith(f"{PLUGIN}rate-limit storage available again after ")
     assert storage[1].endswith(
         "; 20 requests answered by the outage policy since the last report (20 let through)"
     )

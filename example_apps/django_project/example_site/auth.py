@@ -1,4 +1,5 @@
-"""A demo login: ``Authorization: Bearer <name>`` makes the request that user.
+"""A demo login: the user the session names (after a log in at ``/login``), else the one
+``Authorization: Bearer <name>`` names (for curl).
 
 It stands in for ``django.contrib.auth.middleware.AuthenticationMiddleware``
 so that the example runs without a database; limits keyed by ``user`` read
@@ -16,8 +17,24 @@ from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 
+# Two demo accounts: one staff (may open the operator pages), one not.
+DEMO_USERS = {
+    "alice": {"password": "correct horse", "staff": True},
+    "bob": {"password": "battery staple", "staff": False},
+}
 
-class BearerUserMiddleware(AuthenticationMiddleware):
+
+def check_password(username: str, password: str) -> bool:
+    user = DEMO_USERS.get(username)
+    return user is not None and user["password"] == password
+
+
+def bearer_name(request: HttpRequest) -> str:
+    scheme, _, name = request.headers.get("Authorization", "").partition(" ")
+    return name.strip() if scheme.lower() == "bearer" else ""
+
+
+class DemoUserMiddleware(AuthenticationMiddleware):
     sync_capable = True
     async_capable = True
 
@@ -27,7 +44,11 @@ class BearerUserMiddleware(AuthenticationMiddleware):
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
-        scheme, _, name = request.headers.get("Authorization", "").partition(" ")
-        name = name.strip()
-        request.user = User(username=name) if scheme.lower() == "bearer" and name else AnonymousUser()
+        # The session is read lazily: a request with no cookie and a bearer token never loads one.
+        name = bearer_name(request) or request.session.get("user", "")
+        if name:
+            staff = bool(DEMO_USERS.get(name, {}).get("staff", False))
+            request.user = User(username=name, is_staff=staff)
+        else:
+            request.user = AnonymousUser()
         return self.get_response(request)

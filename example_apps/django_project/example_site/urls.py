@@ -6,7 +6,9 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from . import views
+from bisman_ratelimit_django.views import make_metrics_view
+
+from . import stores, views
 
 urlpatterns = [
     path("", views.index),
@@ -15,6 +17,16 @@ urlpatterns = [
     path("chat/threads/<str:thread_id>/messages", views.messages),
     path("health", views.health),
     path("search", views.search),
+    # Exempt from every limit, so the scrape still answers while the global limit sheds load.
+    path("metrics", make_metrics_view(stores.registry)),
+    path("login", views.login_page),
+    path("logout", views.logout),
+    path("session", views.session_page),
+    path("chat/<str:thread_id>", views.chat_page),
+    path("calls/<str:room>", views.call_page),
+    path("calls/<str:room>/<str:action>", views.call_action),
+    path("api/calls/<str:room>/participants", views.participants),
+    path("flags", views.flags_view),
 ]
 
 # The admin panel, in the admin site, for staff with the panel's permissions; it needs the admin
