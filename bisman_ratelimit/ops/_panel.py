@@ -138,6 +138,15 @@ def _spec_of(limit: Any, algorithm: str) -> Spec:
     return Spec(algorithm, limit.amount, limit.period_us, capacity)
 
 
+def _shown_path(source: str) -> str:
+    """A file under the working directory by its relative path: shorter, and no host layout shown."""
+    if os.path.isabs(source):
+        relative = os.path.relpath(source)
+        if not relative.startswith(os.pardir):
+            return relative
+    return source
+
+
 def _limit_text(spec: Spec) -> str:
     seconds = spec.period_us / 1_000_000
     return f"{spec.amount}/{seconds:g}s"
@@ -408,7 +417,7 @@ class PanelEngine:
             share = local / (local + stats.successes) if local + stats.successes else 0.0
         rows = sorted(clients.values(), key=lambda c: (-c.retry_after, c.key))
         return LimitsPage(
-            source="-" if self.config is None else self.config.source,
+            source="-" if self.config is None else _shown_path(self.config.source),
             routes=self._routes(),
             clients=tuple(rows),
             sampled=sampled,
