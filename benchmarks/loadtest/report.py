@@ -211,6 +211,23 @@ def goals(run: dict[str, Any], figures: dict[str, dict[str, PhaseFigures]]) -> l
     return lines
 
 
+# The parts of bench_core.py's output that belong beside the load test.
+CORE_SECTIONS = ("## Redis, sync: three sliding-window limits", "## Redis, sync: where a check's time goes")
+
+
+def sections(text: str, titles: Sequence[str]) -> list[str]:
+    """The markdown sections of ``text`` whose heading starts with one of ``titles``, a level lower."""
+    out: list[str] = []
+    keep = False
+    for line in text.splitlines():
+        if line.startswith("#"):
+            keep = line.startswith(titles)
+            line = "##" + line if keep else line
+        if keep:
+            out.append(line)
+    return out
+
+
 def render(run: dict[str, Any], figures: dict[str, dict[str, PhaseFigures]], plots: Sequence[str]) -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(run["started"]))
     names = [contender["contender"]["name"] for contender in run["contenders"]]
@@ -358,6 +375,9 @@ def render(run: dict[str, Any], figures: dict[str, dict[str, PhaseFigures]], plo
         ):
             if name in run["figures"]:
                 out += [f"### {title}", "", run["figures"][name].strip(), ""]
+        if "core" in run["figures"]:
+            out += ["### `hit_many` of three limits against the EVALSHA floor", ""]
+            out += sections(run["figures"]["core"], CORE_SECTIONS)
     out += ["", f"Servers: {', '.join(sorted(set(str(w) for w in workers.values())))} worker(s) each.", ""]
     return "\n".join(out)
 

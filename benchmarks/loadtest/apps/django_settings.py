@@ -30,6 +30,8 @@ if library() == "ours":
     MIDDLEWARE = ["bisman_ratelimit_django.middleware.RateLimitMiddleware"]
     BISMAN_RATELIMIT = {"CONFIG": LIMITS_FILE, "METRICS": RateLimitMetrics(registry=METRICS_REGISTRY)}
 elif library() == "django-ratelimit":
+    # Its middleware turns the refusal into RATELIMIT_VIEW's answer (429), not a 403.
+    MIDDLEWARE = ["django_ratelimit.middleware.RatelimitMiddleware"]
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url()}}
     RATELIMIT_USE_CACHE = "default"
     RATELIMIT_VIEW = "django_urls.limited"
