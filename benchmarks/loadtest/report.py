@@ -215,6 +215,11 @@ def goals(run: dict[str, Any], figures: dict[str, dict[str, PhaseFigures]]) -> l
 CORE_SECTIONS = ("## Redis, sync: three sliding-window limits", "## Redis, sync: where a check's time goes")
 
 
+def demoted(text: str) -> list[str]:
+    """A script's markdown, its headings three levels lower, to sit under the report's own."""
+    return ["###" + line if line.startswith("#") else line for line in text.splitlines()]
+
+
 def sections(text: str, titles: Sequence[str]) -> list[str]:
     """The markdown sections of ``text`` whose heading starts with one of ``titles``, a level lower."""
     out: list[str] = []
@@ -374,7 +379,7 @@ def render(run: dict[str, Any], figures: dict[str, dict[str, PhaseFigures]], plo
             ("accuracy", "Sliding-window accuracy"),
         ):
             if name in run["figures"]:
-                out += [f"### {title}", "", run["figures"][name].strip(), ""]
+                out += [f"### {title}", "", *demoted(run["figures"][name].strip()), ""]
         if "core" in run["figures"]:
             out += ["### `hit_many` of three limits against the EVALSHA floor", ""]
             out += sections(run["figures"]["core"], CORE_SECTIONS)
@@ -476,8 +481,13 @@ def write_plots(run: dict[str, Any], figures: dict[str, dict[str, PhaseFigures]]
 def write_report(run: dict[str, Any], out: Path, *, plots: bool = True) -> Path:
     figures = analyse(run)
     written = write_plots(run, figures, out) if plots else []
+    text = render(run, figures, written)
+    # A reading of the figures, written by hand, survives redrawing the report from the same results.
+    notes = out / "findings.md"
+    if notes.exists():
+        text = text.replace("\n## Plots\n", "\n" + notes.read_text().strip() + "\n\n## Plots\n", 1)
     report = out / "README.md"
-    report.write_text(render(run, figures, written))
+    report.write_text(text)
     return report
 
 

@@ -602,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "contenders": [asdict(result) for result in results],
         "figures": figures,
     }
-    (out / "results.json").write_text(json.dumps(run, indent=1))
+    (out / "results.json").write_text(json.dumps(run, separators=(",", ":")))
 
     from report import write_report
 
