@@ -555,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also run bench_accuracy, bench_key_memory, bench_core --quick (default: not with --quick)",
     )
     parser.add_argument("--keys", type=int, default=100_000, help="clients for bench_key_memory.py")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (kept on a failure)")
     args = parser.parse_args(argv)
 
     if shutil.which("wrk") is None:
@@ -603,6 +604,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "figures": figures,
     }
     (out / "results.json").write_text(json.dumps(run, separators=(",", ":")))
+    if not args.keep_logs:
+        shutil.rmtree(logs)
 
     from report import write_report
 
