@@ -1,0 +1,46 @@
+"""What every app of the load test shares: the limits, the routes' answers, the environment it reads.
+
+Each app serves the same three routes:
+
+- ``GET /api/calls``: limited per client (``X-Client`` header) to
+  ``PER_CLIENT`` requests per second, fixed window;
+- ``GET /api/global``: one counter for every client (``X-Tenant: all``),
+  ``SHARED`` requests per second: the overload phase drives it;
+- ``GET /health``: never limited.
+
+Ours also serves ``GET /metrics`` (Prometheus text of this worker).
+The harness sets ``LOADTEST_LIB`` (which limiter), ``LOADTEST_REDIS_URL``
+and, for ours, ``BISMAN_RATELIMIT_STORAGE_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+PER_CLIENT = 50
+SHARED = 200
+LIMITS_FILE = Path(__file__).with_name("limits.toml")
+BODY = b'{"ok":true}'
+
+
+def library() -> str:
+    return os.environ.get("LOADTEST_LIB", "bare")
+
+
+def redis_url() -> str:
+    return os.environ.get("LOADTEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class Headers(Protocol):
+    def get(self, key: str) -> str | None: ...
+
+
+def client_of(headers: Headers) -> str:
+    """The client a request says it is; the peers' key functions call this."""
+    return headers.get("x-client") or "anonymous"
+
+
+def tenant_of(headers: Headers) -> str:
+    return headers.get("x-tenant") or "all"
