@@ -427,7 +427,12 @@ class AsyncLender(_LenderBase):
         """
         pending = self.pending
         if not self.busy and not pending:
-            return await self.call_one(*args)
+            # call_one, one frame less: this is every check of an idle app.
+            self.busy = 1
+            try:
+                return await self._call_one(args)
+            finally:
+                self.busy -= 1
         future = asyncio.get_running_loop().create_future()
         pending.append((args, future))
         if len(pending) == 1:
