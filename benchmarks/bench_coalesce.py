@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server", choices=("any", "redis", "valkey"), default="any", help="server binary")
     parser.add_argument("--pin", choices=("split", "same", "none"), default="split", help="see _common.pin")
     args = parser.parse_args(argv)
-    rounds, seconds, calls = (3, 0.3, 5_000) if args.quick else (7, 1.0, 20_000)
+    rounds, seconds, calls = (3, 0.3, 2_000) if args.quick else (5, 1.0, 5_000)
     started = time.perf_counter()
     before = machine_summary()
     with private_server(args.server) as server:
