@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import astuple
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -28,6 +28,12 @@ from bisman_ratelimit.backends import AsyncRedisStorage
 from bisman_ratelimit.backends._wire import MAX_BATCH, AsyncLender
 from bisman_ratelimit.core import Decision
 from bisman_ratelimit.testing import RedisServer
+
+if TYPE_CHECKING:
+    from cluster_fixtures import RedisClusterServers
+
+# The redis_cluster fixture.
+pytest_plugins = ["cluster_fixtures"]
 
 ALGORITHMS = ("fixed_window", "sliding_window", "sliding_log", "token_bucket", "gcra")
 # Per hour: a key's expiry in server time outlasts the test, whatever the injected clock says.
@@ -295,6 +301,37 @@ async def _decide_alike(url: str, steps: list[tuple[list[tuple[int, str, int, bo
             got = await asyncio.gather(*(run(coalesced, check) for check in batch))
             assert [figures(d) for d in got] == expected
             clock.advance(pause)
+    finally:
+        await coalesced.aclose()
+        await alone.aclose()
+
+
+async def test_on_cluster_concurrent_mixed_checks_each_get_their_own_reply(
+    redis_cluster: RedisClusterServers, clock: ManualClock
+) -> None:
+    coalesced = AsyncLimiter(AsyncRedisStorage(redis_cluster.async_client(), clock=clock, budget=1.0))
+    alone = AsyncLimiter(
+        AsyncRedisStorage(redis_cluster.async_client(), prefix="one", clock=clock, budget=1.0, coalesce=False)
+    )
+    try:
+        # A Cluster client routes each command to its node itself: nothing is coalesced there.
+        assert coalesced.storage._lender is None  # type: ignore[attr-defined]
+        shuffle = random.Random(17)
+        keys = [f"{{u{n}}}:api" for n in range(2_000)]
+        setup = [(key, ALGORITHMS[n % 5], n % 4 * (1 + n % 13), True) for n, key in enumerate(keys) if n % 4]
+        checks = [
+            (key, ALGORITHMS[n % 5], shuffle.randint(1, 40), shuffle.random() < 0.7)
+            for n, key in enumerate(keys)
+        ]
+        for limiter in (coalesced, alone):
+            for first in range(0, len(setup), 50):
+                await asyncio.gather(*(run(limiter, check) for check in setup[first : first + 50]))
+        clock.advance(1.5)
+        expected = [figures(await run(alone, check)) for check in checks]
+        got = []
+        for first in range(0, len(checks), 50):  # a connection each
+            got += await asyncio.gather(*(run(coalesced, check) for check in checks[first : first + 50]))
+        assert [figures(d) for d in got] == expected
     finally:
         await coalesced.aclose()
         await alone.aclose()
