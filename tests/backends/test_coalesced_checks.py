@@ -49,7 +49,7 @@ def lender_of(limiter: AsyncLimiter) -> AsyncLender:
 def pair(url: str, clock: ManualClock, **options: Any) -> tuple[AsyncLimiter, AsyncLimiter]:
     """A coalescing limiter and one that sends each check alone, on the same server and clock."""
     coalesced = AsyncRedisStorage(
-        redis.asyncio.Redis.from_url(url, **options), prefix="co", clock=clock, budget=1.0
+        redis.asyncio.Redis.from_url(url, **options), prefix="co", clock=clock, budget=1.0, coalesce=True
     )
     alone = AsyncRedisStorage(
         redis.asyncio.Redis.from_url(url, **options), prefix="one", clock=clock, budget=1.0, coalesce=False
@@ -242,7 +242,7 @@ async def test_a_connection_killed_mid_batch_is_tried_again_and_counts_stay_exac
 
 @pytest.mark.redis
 async def test_a_stopped_server_fails_a_batch_within_the_socket_timeout(server: RedisServer) -> None:
-    limiter = AsyncLimiter.from_url(server.url + "?timeout=100ms&blocked_cache=off")
+    limiter = AsyncLimiter.from_url(server.url + "?timeout=100ms&blocked_cache=off&coalesce=on")
     assert server.process is not None
     try:
         await limiter.warm()
