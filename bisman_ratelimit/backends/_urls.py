@@ -23,6 +23,9 @@ redis-py):
     under its own name).
 ``blocked_cache``
     ``off`` to ask Redis even about keys it has just denied.
+``coalesce``
+    ``on`` to send the asyncio checks of one turn of the event loop together,
+    in one write per connection (default off: a write each).
 ``fallback=memory``
     decide locally while Redis fails, behind a circuit breaker; with
     ``on_outage`` (``fallback``, ``open`` or ``closed``),
@@ -32,7 +35,8 @@ redis-py):
 
 The same settings can be given as keyword arguments (``timeout=0.05``,
 ``fallback=True``, ``on_outage=...`` also an ``OutagePolicy``, ``on_outage_by_prefix``,
-``instances``, ``breaker=CircuitBreaker(...)``, ``blocked_cache=False``).
+``instances``, ``breaker=CircuitBreaker(...)``, ``blocked_cache=False``,
+``coalesce=True``).
 Third parties add schemes with :func:`register_backend`.
 
 :func:`redis_from_url` is where a Redis URL becomes a client and these
@@ -59,6 +63,7 @@ _REDIS_OPTIONS = (
     "prefix",
     "timeout",
     "blocked_cache",
+    "coalesce",
     "fallback",
     "on_outage",
     "instances",
@@ -181,6 +186,10 @@ class _Settings:
             else options.pop("blocked_cache", True)
         )
         options.pop("blocked_cache", None)
+        self.coalesce: bool = (
+            _flag(url, "coalesce", ours["coalesce"]) if "coalesce" in ours else options.pop("coalesce", False)
+        )
+        options.pop("coalesce", None)
         fallback = ours.get("fallback", options.pop("fallback", None))
         if fallback in ("memory", True) or isinstance(fallback, MemoryStorage):
             self.fallback: Any = fallback
@@ -317,13 +326,16 @@ def _storage(connection: RedisConnection, asyncio: bool) -> Any:
         # pool is the app's load, not Redis failing. After POOL_WAIT it is
         # decided without Redis (StorageBusy), which no breaker counts.
         pool.timeout = max(POOL_WAIT, settings.budget)
-    storage_class = AsyncRedisStorage if asyncio else RedisStorage
-    storage = storage_class(
-        connection.client,
-        prefix=settings.prefix,
-        budget=settings.budget,
-        blocked_cache=settings.blocked_cache,
-        closing=connection.closing,
+    common: dict[str, Any] = {
+        "prefix": settings.prefix,
+        "budget": settings.budget,
+        "blocked_cache": settings.blocked_cache,
+        "closing": connection.closing,
+    }
+    storage = (
+        AsyncRedisStorage(connection.client, coalesce=settings.coalesce, **common)
+        if asyncio
+        else RedisStorage(connection.client, **common)
     )
     return settings.wrap(storage, asyncio)
 

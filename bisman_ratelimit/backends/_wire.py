@@ -74,6 +74,9 @@ except ImportError:  # pragma: no cover - hiredis is in the test extra
 _log = logging.getLogger("bisman_ratelimit.wire")
 
 _KEEP = 16
+# Commands written together at most; more that come in one turn of the
+# loop go out in several batches, on as many connections.
+MAX_BATCH = 128
 # Commands that may wait in line for a connection, per connection of a bounded pool.
 _WAITING_PER_CONNECTION = 16
 # What a bounded pool says when no connection came free in time.
@@ -254,6 +257,8 @@ def _forget_after_fork() -> None:
         if isinstance(lender, AsyncLender):
             lender.line.clear()
             lender.lent = 0
+            lender.pending.clear()
+            lender.busy = 0
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -340,6 +345,11 @@ class AsyncLender(_LenderBase):
         # Connections taken from the pool and not given back (idle or in use).
         self.lent = 0
         self.capacity = getattr(pool, "max_connections", None) if self.bounded else None
+        # Commands waiting for the next batch, with their callers' futures.
+        self.pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        # Commands and batches written and not yet answered.
+        self.busy = 0
+        self.batches: set[asyncio.Task[None]] = set()
 
     async def _borrow(self) -> Any:
         pool = self.pool
@@ -410,6 +420,78 @@ class AsyncLender(_LenderBase):
                     await self._give_back(conn)
 
     async def call(self, *args: Any) -> Any:
+        """Run a command, written together with the others that come in this turn of the loop.
+
+        With nothing else under way, the command goes out at once, as
+        :meth:`call_one` sends it: coalescing never makes a lone command wait.
+        """
+        pending = self.pending
+        if not self.busy and not pending:
+            # call_one, one frame less: this is every check of an idle app.
+            self.busy = 1
+            try:
+                return await self._call_one(args)
+            finally:
+                self.busy -= 1
+        future = asyncio.get_running_loop().create_future()
+        pending.append((args, future))
+        if len(pending) == 1:
+            self._start_batch()
+        return await future
+
+    def _start_batch(self) -> None:
+        # A task's first step runs after the callbacks already due: every
+        # command that comes in this turn of the loop joins the batch.
+        task = asyncio.get_running_loop().create_task(self._send_batch())
+        self.batches.add(task)
+        task.add_done_callback(self.batches.discard)
+
+    async def _send_batch(self) -> None:
+        pending = self.pending
+        # A caller cancelled before its command went out has nothing to wait for.
+        batch = [entry for entry in pending[:MAX_BATCH] if not entry[1].done()]
+        del pending[:MAX_BATCH]
+        if pending:
+            self._start_batch()
+        if not batch:
+            return
+        self.busy += 1
+        try:
+            conn = await self._take()
+        except BaseException as exc:
+            self.busy -= 1
+            _fail(batch, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        try:
+            if not conn.is_connected:
+                await conn.connect()
+            pack = self.pack
+            packed: list[bytes] = []
+            for args, _ in batch:
+                packed += conn.pack_command(*args) if pack is None else [pack(args)]
+            await _send(conn, packed)
+            await _read_batch(conn, batch)
+        except BaseException as exc:
+            _fail(batch, exc)
+            if isinstance(exc, (redis.ConnectionError, OSError)):
+                await self.drop_idle()
+            elif not isinstance(exc, redis.RedisError):
+                raise
+        finally:
+            self.busy -= 1
+            await self._give_back(conn)
+
+    async def call_one(self, *args: Any) -> Any:
+        """Run a command on a connection of its own, written and read alone."""
+        self.busy += 1
+        try:
+            return await self._call_one(args)
+        finally:
+            self.busy -= 1
+
+    async def _call_one(self, args: tuple[Any, ...]) -> Any:
         conn = await self._take()
         try:
             if not conn.is_connected:
@@ -531,6 +613,57 @@ async def _read(conn: Any) -> Any:
         await conn.disconnect(nowait=True)
         raise redis.TimeoutError(f"Timeout reading from {_where(conn)}")
     return reply
+
+
+async def _read_batch(conn: Any, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+    """Read the replies to ``batch``, just sent on ``conn``, each into its caller's future.
+
+    The whole batch has the connection's socket timeout of server time, as
+    each of its commands would have had alone. An error reply is its
+    caller's alone; a caller that gave up has its reply read and dropped,
+    so the connection stays in step.
+    """
+    budget = conn.socket_timeout
+    deadline = _Deadline(budget, 10 * budget) if budget else None
+    backstop = 10 * budget + 1.0 if budget else None
+    try:
+        for _, future in batch:
+            try:
+                reply = await conn.read_response(timeout=backstop)
+            except redis.ResponseError as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            if reply is None and budget:  # the backstop, as in _read
+                await conn.disconnect(nowait=True)
+                raise redis.TimeoutError(f"Timeout reading from {_where(conn)}")
+            if not future.done():
+                future.set_result(reply)
+    except asyncio.CancelledError:
+        if deadline is None or not deadline.expired:
+            raise
+        uncancel = getattr(deadline.task, "uncancel", None)
+        if uncancel is not None and uncancel():
+            raise
+        await conn.disconnect(nowait=True)
+        raise redis.TimeoutError(f"Timeout reading from {_where(conn)}") from None
+    finally:
+        if deadline is not None:
+            deadline.handle.cancel()
+
+
+def _fail(batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], exc: BaseException) -> None:
+    """Fail the callers of ``batch`` still waiting, each with an exception of its own."""
+    for _, future in batch:
+        if not future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+                continue
+            try:
+                own = type(exc)(*exc.args)
+            except Exception:  # an exception class of another shape
+                own = exc
+            future.set_exception(own)
 
 
 def _where(conn: Any) -> str:

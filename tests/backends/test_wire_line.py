@@ -19,7 +19,8 @@ def lender_of(limiter: AsyncLimiter) -> Any:
 
 
 async def test_checks_wait_in_line_and_each_connection_given_back_goes_to_the_first(redis_url: str) -> None:
-    async with AsyncLimiter.from_url(redis_url + "?max_connections=4") as limiter:
+    # Each check on a connection of its own: coalesced, they would wait as one.
+    async with AsyncLimiter.from_url(redis_url + "?max_connections=4&coalesce=off") as limiter:
         lender = lender_of(limiter)
         await limiter.warm()
         held = [await lender._take() for _ in range(4)]
