@@ -37,6 +37,7 @@ def serve(tmp_path: Path, redis_url: str) -> Iterator[Callable[[str], Server]]:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BISMAN_", "DJANGO_SETTINGS"))}
         env["BISMAN_RATELIMIT_STORAGE_URL"] = redis_url
+        env["DJANGO_DATABASE"] = str(tmp_path / f"{app}.sqlite3")  # the Django example's, made at start-up
         log = tmp_path / f"{app}.log"
         command = [
             sys.executable, "-m", "uvicorn", "--app-dir", str(directory), target,

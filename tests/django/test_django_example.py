@@ -41,7 +41,7 @@ def _wait_for(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0
 
 
 @pytest.fixture
-def server(redis_url: str) -> Iterator[str]:
+def server(redis_url: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "example_site.asgi:application",
@@ -49,7 +49,9 @@ def server(redis_url: str) -> Iterator[str]:
     ]  # fmt: skip
     process = subprocess.Popen(
         command,
-        env=_environment(BISMAN_RATELIMIT_STORAGE_URL=redis_url),
+        env=_environment(
+            BISMAN_RATELIMIT_STORAGE_URL=redis_url, DJANGO_DATABASE=str(tmp_path / "example.sqlite3")
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

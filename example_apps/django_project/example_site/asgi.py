@@ -11,3 +11,7 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_site.settings")
 application = get_asgi_application()
+
+from example_site import demo_data  # noqa: E402  (needs the apps loaded above)
+
+demo_data.prepare()

@@ -2,9 +2,11 @@
 ``Authorization: Bearer <name>`` names (for curl).
 
 It stands in for ``django.contrib.auth.middleware.AuthenticationMiddleware``
-so that the example runs without a database; limits keyed by ``user`` read
-``request.user`` the same way with either. It subclasses it (and replaces
-all it does) so that the system checks know that it sets ``request.user``.
+(and subclasses it, so that the system checks and the admin site know that it
+sets ``request.user``). The user is read from the database only when a view or
+a limit keyed by user asks: the demo users' staff flag and permissions are
+there, so the admin site and the panel see them; a name with no account is a
+user with no rights.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 
-# Two demo accounts: one staff (may open the operator pages), one not.
+# Two demo accounts: one staff (may open the operator pages), one not. Start-up adds them to the database.
 DEMO_USERS = {
     "alice": {"password": "correct horse", "staff": True},
     "bob": {"password": "battery staple", "staff": False},
@@ -34,6 +37,13 @@ def bearer_name(request: HttpRequest) -> str:
     return name.strip() if scheme.lower() == "bearer" else ""
 
 
+def load_user(name: str) -> User | AnonymousUser:
+    if not name:
+        return AnonymousUser()
+    # A name without an account (a bearer token's) is unsaved: never staff, no permissions.
+    return User.objects.filter(username=name).first() or User(username=name)
+
+
 class DemoUserMiddleware(AuthenticationMiddleware):
     sync_capable = True
     async_capable = True
@@ -45,10 +55,16 @@ class DemoUserMiddleware(AuthenticationMiddleware):
 
     def __call__(self, request: HttpRequest) -> Any:
         # The session is read lazily: a request with no cookie and a bearer token never loads one.
-        name = bearer_name(request) or request.session.get("user", "")
-        if name:
-            staff = bool(DEMO_USERS.get(name, {}).get("staff", False))
-            request.user = User(username=name, is_staff=staff)
-        else:
-            request.user = AnonymousUser()
+        def name() -> str:
+            return bearer_name(request) or str(request.session.get("user", ""))
+
+        request.user = SimpleLazyObject(lambda: load_user(name()))  # type: ignore[assignment]
+
+        async def auser() -> User | AnonymousUser:
+            # The async path (Django's auser()): the database is read off the event loop.
+            user = await sync_to_async(load_user)(await sync_to_async(name)())
+            request.user = user
+            return user
+
+        request.auser = auser  # type: ignore[attr-defined]
         return self.get_response(request)

@@ -4,6 +4,10 @@ The limits come from ``example_apps/ratelimits.toml``, shared with the
 Starlette and FastAPI examples. Counters, sessions, chat context, presence
 and flags live in memory unless ``BISMAN_RATELIMIT_STORAGE_URL`` names a
 Redis server, e.g. ``redis://127.0.0.1:6379/0``.
+
+The admin site and the rate-limit admin panel (``/admin/``) keep their users
+and permissions in SQLite: ``build/example.sqlite3`` here (git-ignored), or the
+file ``DJANGO_DATABASE`` names. Start-up migrates it and adds the demo users.
 """
 
 from __future__ import annotations
@@ -22,9 +26,14 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",  # the admin site's CSS
     "bisman_ratelimit_django",
+    # The panel's pages in the admin site, one permission each (docs/admin.md).
+    "bisman_ratelimit_django.admin_panel",
     "example_site",  # its templates
 ]
 
@@ -33,8 +42,9 @@ MIDDLEWARE = [
     "bisman_ratelimit_django.sessions.SessionStoreUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    # Stands in for AuthenticationMiddleware, so the example needs no database.
+    # Stands in for AuthenticationMiddleware: the user the example's own login put in the session.
     "example_site.auth.DemoUserMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
     "bisman_ratelimit_django.middleware.RateLimitMiddleware",
 ]
 
@@ -46,6 +56,7 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
             ]
         },
     }
@@ -59,8 +70,15 @@ SESSION_COOKIE_AGE = 1800  # the idle timeout, renewed by every request: the see
 ROOT_URLCONF = "example_site.urls"
 WSGI_APPLICATION = "example_site.wsgi.application"
 ASGI_APPLICATION = "example_site.asgi.application"
-DATABASES: dict[str, dict[str, str]] = {}
+DATABASE_FILE = Path(os.environ.get("DJANGO_DATABASE") or BASE_DIR / "build" / "example.sqlite3")
+DATABASE_FILE.parent.mkdir(parents=True, exist_ok=True)
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATABASE_FILE}}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+# The admin site signs in through the example's own login, which returns to where it was sent from.
+LOGIN_URL = "/login"
 USE_TZ = True
+TIME_ZONE = "UTC"
+STATIC_URL = "/static/"
 
 BISMAN_RATELIMIT = {
     # The one name every plugin, example and the command line read; a near miss warns.

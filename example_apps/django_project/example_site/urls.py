@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.contrib.staticfiles.views import serve
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 
 from bisman_ratelimit_django.views import make_metrics_view
 
@@ -29,10 +30,12 @@ urlpatterns = [
     path("flags", views.flags_view),
 ]
 
-# The admin panel, in the admin site, for staff with the panel's permissions; it needs the admin
-# site's apps and a database in INSTALLED_APPS and DATABASES (docs/admin.md).
-if "bisman_ratelimit_django.admin_panel" in settings.INSTALLED_APPS:
-    urlpatterns += [
-        path("admin/ratelimit/", include("bisman_ratelimit_django.admin_panel.urls")),
-        path("admin/", admin.site.urls),
-    ]
+# The admin site and, under it, the rate-limit panel for staff with the panel's permissions.
+urlpatterns += [
+    # The admin site's CSS, served by Django itself even without DEBUG: a demo has no web server.
+    re_path(r"^static/(?P<path>.*)$", serve, {"insecure": True}),
+    # The admin site signs in through the example's login, then returns (?next= is kept).
+    path("admin/login/", RedirectView.as_view(url="/login", query_string=True)),
+    path("admin/ratelimit/", include("bisman_ratelimit_django.admin_panel.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -17,6 +17,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
@@ -74,19 +75,28 @@ def login(request: HttpRequest) -> JsonResponse:
 
 @require_http_methods(["GET", "POST"])
 def login_page(request: HttpRequest) -> HttpResponse:
+    # Where the admin site sent the user from; only a path on this site, never another host.
+    next_url = request.POST.get("next") or request.GET.get("next", "")
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts=None):
+        next_url = ""
     if request.method == "GET":
-        return page(request, "login.html", "Log in")
+        if next_url and request.user.is_authenticated:
+            # Signed in, yet sent here by the admin site: this user may not open that page.
+            refused = f"{request.user.get_username()} may not open {next_url}: log in as a staff user."
+            return page(request, "login.html", "Log in", status=403, error=refused, next=next_url)
+        return page(request, "login.html", "Log in", next=next_url)
     username = request.POST.get("username", "")
     if not check_password(username, request.POST.get("password", "")):
         # A 401 is what the limits file counts (deduct_when): only failed logins use up the limit.
-        return page(request, "login.html", "Log in", status=401, error="Wrong user or password.")
+        error = "Wrong user or password."
+        return page(request, "login.html", "Log in", status=401, error=error, next=next_url)
     # A new id at every change of privilege, so that an id planted before the login is worthless.
     request.session.cycle_key()
     request.session["user"] = username
     # Joins the user's session index, so that "log out everywhere" finds this session.
     request.session["_auth_user_id"] = username
     request.session["logged_in_at"] = int(time.time())
-    return HttpResponseRedirect("/session", status=303)
+    return HttpResponseRedirect(next_url or "/session", status=303)
 
 
 @require_http_methods(["POST"])

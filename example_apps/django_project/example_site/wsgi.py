@@ -8,3 +8,7 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_site.settings")
 application = get_wsgi_application()
+
+from example_site import demo_data  # noqa: E402  (needs the apps loaded above)
+
+demo_data.prepare()
