@@ -581,6 +581,10 @@ class AsyncRedisStorage(_RedisBase):
         return await script.arun(self._call, self._load, keys, args)
 
     async def _load(self, source: str) -> object:
+        if self._lender is None:
+            # A Cluster client loads on every primary (and redis-py 5's
+            # cannot route a bare SCRIPT LOAD: it looks for keys in it).
+            return await self.client.script_load(source)
         # The way the checks go: after a SCRIPT FLUSH, a batch's callers
         # each load the script again, and their loads go out as one batch too.
         return await self._call("SCRIPT", "LOAD", source)
