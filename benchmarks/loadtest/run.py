@@ -140,6 +140,9 @@ class Phase:
 
 def _phases(connections: int) -> tuple[Phase, ...]:
     many = 20_000
+    # The headline asks for requests/s at a p99 of 50 ms or less, which 64 connections on two
+    # cores do not give even the bare apps: a second steady phase on fewer connections does.
+    light = max(1, connections // 4)
     return (
         Phase(
             name="steady",
@@ -152,6 +155,20 @@ def _phases(connections: int) -> tuple[Phase, ...]:
                     clients=many,
                     connections=connections,
                     threads=2,
+                ),
+            ),
+        ),
+        Phase(
+            name="steady-light",
+            title=f"steady on {light} connections: where p99 can stay under 50 ms",
+            loads=(
+                Load(
+                    role="clients",
+                    path="/api/calls",
+                    prefix="l",
+                    clients=many,
+                    connections=light,
+                    threads=1,
                 ),
             ),
         ),

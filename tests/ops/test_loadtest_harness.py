@@ -36,7 +36,7 @@ def test_quick_run_writes_results_and_a_report(tmp_path: Path) -> None:
     assert [contender["contender"]["name"] for contender in run["contenders"]] == ["starlette-ours-redis"]
     (contender,) = run["contenders"]
     phases = {phase["name"]: phase for phase in contender["phases"]}
-    assert list(phases) == ["steady", "burst", "abuser-4", "abuser-512", "restart", "global"]
+    assert list(phases) == ["steady", "steady-light", "burst", "abuser-4", "abuser-512", "restart", "global"]
 
     def statuses(phase: str, role: str) -> dict[str, int]:
         total: dict[str, int] = {}
@@ -51,6 +51,8 @@ def test_quick_run_writes_results_and_a_report(tmp_path: Path) -> None:
 
     # 20,000 clients at random never reach 50 a second each.
     assert set(statuses("steady", "clients")) == {"200"}
+    assert set(statuses("steady-light", "clients")) == {"200"}
+    assert {tick["connections"] for tick in phases["steady-light"]["ticks"]} == {run["connections"] // 4}
     # Nothing but allowed or limited, and no more allowed than two clients' windows hold.
     assert set(statuses("burst", "clients")) <= {"200", "429"}
     assert statuses("burst", "clients").get("200", 0) <= 2 * bound("burst", run["per_client"])
