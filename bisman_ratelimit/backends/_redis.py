@@ -97,11 +97,21 @@ _FORMS = 1024
 _FAULTS = (redis.RedisError, RedisClusterException, OSError)
 
 
+# The helper files each algorithm's Lua needs (after common.lua). Lua makes
+# every helper of a script again on each call, so a script holds only those
+# it uses.
+_HELPERS: dict[str, tuple[str, ...]] = {
+    "fixed_window": ("write.lua", "state.lua", "counts.lua"),
+    "sliding_window": ("write.lua", "state.lua", "counts.lua"),
+    "sliding_log": ("write.lua",),
+    "token_bucket": ("write.lua", "state.lua", "debt.lua"),
+    "gcra": ("write.lua", "state.lua", "debt.lua"),
+}
 _ALGORITHM_FILES = tuple(f"algo_{name}.lua" for name in _ALGORITHMS)
 # Every limit of a hit_many, all or nothing, and refunds.
-RATELIMIT = Script(*_ALGORITHM_FILES, "ratelimit.lua")
+RATELIMIT = Script("write.lua", "state.lua", "counts.lua", "debt.lua", *_ALGORITHM_FILES, "ratelimit.lua")
 # One limit: a script per algorithm holding only that algorithm.
-SINGLE = {name: Script(f"algo_{name}.lua", "single.lua", bind=name) for name in _ALGORITHMS}
+SINGLE = {name: Script(*_HELPERS[name], f"algo_{name}.lua", "single.lua", bind=name) for name in _ALGORITHMS}
 LEASE = Script("lease.lua")
 
 
@@ -287,7 +297,7 @@ class _RedisBase:
 
     @staticmethod
     def _decode_one(key: str, spec: Spec, raw: list[int]) -> Decision:
-        return make_decision(raw[1] == 1, spec[3], raw[2], raw[3], raw[4], key, spec[0])
+        return make_decision(raw[0] == 1, spec[3], raw[1], raw[2], raw[3], key, spec[0])
 
     @staticmethod
     def _decode(checks: list[Check], raw: list[int]) -> GroupResult:

@@ -243,7 +243,7 @@ ALGORITHMS: dict[str, AlgorithmFn] = {
 # exactly in a double (below 2**53) is kept as ONE integer, which Redis
 # stores in 16 B where a string of doubles takes 48 B; any other is kept as
 # the tuple (on Redis: a string of little-endian doubles). The Lua scripts
-# (common.lua) pack and unpack alike, and the memory backend stores what
+# (counts.lua, debt.lua) pack and unpack alike, and the memory backend stores what
 # these functions give, so both backends compute on the same numbers.
 #
 # - fixed_window: the window number, then the count in `width` bits, then

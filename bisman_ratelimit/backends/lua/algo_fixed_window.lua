@@ -1,4 +1,4 @@
--- State: window number, count (see pack_counts in common.lua).
+-- State: window number, count (see counts.lua).
 local function fixed_window(key, stored, amount, period, capacity, cost, commit)
   local window = math.floor(now / period)
   local count = 0

@@ -1,3 +1,11 @@
+-- A number as a string with 17 significant digits, so that a double read
+-- back is the double written: the members' names, and scores made from
+-- them. (Numbers passed to redis.call are converted that way by the
+-- server; Lua's own tostring keeps only 14.)
+local function num(x)
+  return string.format('%.17g', x)
+end
+
 -- A sorted set of hits, scored by time; `stored` is not used.
 local function sliding_log(key, stored, amount, period, capacity, cost, commit)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)

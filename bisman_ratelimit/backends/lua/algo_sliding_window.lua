@@ -1,4 +1,4 @@
--- State: window number, its count, the previous window's count (see pack_counts in common.lua).
+-- State: window number, its count, the previous window's count (see counts.lua).
 local function sliding_window(key, stored, amount, period, capacity, cost, commit)
   local window = math.floor(now / period)
   local elapsed = now - window * period

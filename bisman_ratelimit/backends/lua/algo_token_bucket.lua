@@ -1,5 +1,5 @@
 -- State: debt (microseconds until the bucket is full again), time of the
--- last hit; kept as gcra keeps it (see pack_gcra in common.lua).
+-- last hit; kept as gcra keeps it (see debt.lua).
 local function token_bucket(key, stored, amount, period, capacity, cost, commit)
   local interval = period / amount
   local debt = 0
