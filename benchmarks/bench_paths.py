@@ -12,6 +12,9 @@ passes; the warm-up checks that each contender answers 200), declared:
 - with ``bisman_ratelimit_starlette.slowapi``'s ``@limiter.limit`` and middleware;
 - with ``bisman_ratelimit_starlette.fastapi_limiter``'s ``Depends(RateLimiter(...))``;
 - in the limits file with ``headers="none"``;
+- in the limits file, on a FastAPI route that also has a dependency doing
+  nothing: what FastAPI spends on solving any dependency, which the
+  dependency paths pay before they do anything of their own;
 
 and, for comparison, the real slowapi (``@limiter.limit`` with its ASGI
 middleware) and the real fastapi-limiter 0.1.x (Redis only: it needs one).
@@ -117,6 +120,10 @@ def fastapi_app(middleware: Sequence[Middleware] = (), dependencies: Sequence[An
 
     app.add_api_route("/items/{item_id}", fitem, methods=["GET"], dependencies=list(dependencies))
     return app
+
+
+async def noop() -> None:
+    """What FastAPI spends on any dependency, whatever it does."""
 
 
 def with_file(limiter: AsyncLimiter, limits_file: Path, **options: Any) -> Middleware:
@@ -287,6 +294,10 @@ async def starlette_section(url: str | None, plan: Plan, path: Path, profile: st
         http(F_BARE, fastapi_app()),
         http(F_FILE, fastapi_app([with_file(engine(), path)])),
         http(
+            "FastAPI: limits file, a no-op dependency",
+            fastapi_app([with_file(engine(), path)], [Depends(noop)]),
+        ),
+        http(
             "FastAPI: Depends(RateLimit)",
             fastapi_app([Middleware(RateLimitMiddleware, limiter=engine())], [Depends(RateLimit(LIMIT))]),
         ),
@@ -319,7 +330,22 @@ async def starlette_section(url: str | None, plan: Plan, path: Path, profile: st
             await limiter.aclose()
         if peer_client is not None:
             await peer_client.aclose()
-    return table(results, starlette_rows([c.name for c in contenders]))
+    noop_file = "FastAPI: limits file, a no-op dependency"
+    notes = [
+        f"- {name} over {noop_file}: ratio {ratio(results, name, noop_file):.3f}, "
+        f"{_signed(paired(results, name, noop_file))}"
+        for name in results
+        if name.startswith("FastAPI") and "Depends" in name
+    ]
+    notes.append(
+        f"- what FastAPI spends on a dependency that does nothing: "
+        f"{_signed(paired(results, noop_file, F_FILE))} over {F_FILE}"
+    )
+    return table(results, starlette_rows([c.name for c in contenders])) + "\n\n" + "\n".join(notes)
+
+
+def _signed(seconds: float) -> str:
+    return f"{'-' if seconds < 0 else '+'} {abs(seconds) * 1e6:.1f} µs"
 
 
 async def profile_section(contender: AsyncContender) -> str:
