@@ -1,7 +1,7 @@
 """Per-request cost of each way of declaring the same limit, against the limits file.
 
     python benchmarks/bench_paths.py [--quick] [--server any|redis|valkey] [--pin split|same|none]
-                                     [--only starlette|django] [--profile NAME]
+                                     [--only starlette|django] [--profile NAME] [--calls]
 
 One limit, 1,000,000 per minute on the client address (so every request
 passes; the warm-up checks that each contender answers 200), declared:
@@ -31,6 +31,10 @@ Rounds interleave the contenders; each figure is a median over rounds, and
 each ratio the median of per-round ratios. "ratio" is a path's total time per
 request over the limits-file path's (goal: at most 1.05 for the decorator
 and the dependency); "overhead ratio" compares what each adds to the bare app.
+
+``--calls`` counts instead the Python function calls of one request on each
+path (memory, caches warm), traced with ``sys.setprofile``: a figure that the
+machine's load does not move, for comparing two checkouts.
 
 Needs the ``bench`` extra.
 """
@@ -273,7 +277,9 @@ def starlette_rows(names: Sequence[str]) -> list[Row]:
     return rows
 
 
-async def starlette_section(url: str | None, plan: Plan, path: Path, profile: str | None) -> str:
+async def starlette_section(
+    url: str | None, plan: Plan, path: Path, profile: str | None, *, calls: bool = False
+) -> str:
     made: list[AsyncLimiter] = []
 
     def engine() -> AsyncLimiter:
@@ -323,6 +329,9 @@ async def starlette_section(url: str | None, plan: Plan, path: Path, profile: st
     try:
         if profile:
             return await profile_section(next(c for c in contenders if c.name == profile))
+        if calls:
+            counted = {c.name: await acalls_per_request(c.check) for c in contenders}
+            return calls_table(counted, starlette_rows(list(counted)))
         results = await measure_async(contenders, CLIENTS, plan, concurrency=1)
     finally:
         await compat_fl.FastAPILimiter.close()
@@ -346,6 +355,55 @@ async def starlette_section(url: str | None, plan: Plan, path: Path, profile: st
 
 def _signed(seconds: float) -> str:
     return f"{'-' if seconds < 0 else '+'} {abs(seconds) * 1e6:.1f} µs"
+
+
+def _counter() -> tuple[Callable[[Any, str, Any], None], list[int]]:
+    count = [0]
+
+    def trace(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            count[0] += 1
+
+    return trace, count
+
+
+async def acalls_per_request(check: Callable[[str], Awaitable[Any]]) -> int:
+    """Python function calls in one request, once the caches are warm: the same on every run."""
+    for _ in range(3):
+        await check(CLIENTS[0])
+    trace, count = _counter()
+    sys.setprofile(trace)
+    try:
+        await check(CLIENTS[0])
+    finally:
+        sys.setprofile(None)
+    return count[0]
+
+
+def calls_per_request(check: Callable[[str], Any]) -> int:
+    for _ in range(3):
+        check(ADDRESSES[0])
+    trace, count = _counter()
+    sys.setprofile(trace)
+    try:
+        check(ADDRESSES[0])
+    finally:
+        sys.setprofile(None)
+    return count[0]
+
+
+def calls_table(counted: dict[str, int], rows: Sequence[Row]) -> str:
+    cells = []
+    for row in rows:
+        over = "" if row.name == row.bare else f"{counted[row.name] - counted[row.bare]:+d}"
+        reference = row.reference
+        than = (
+            ""
+            if reference is None or reference == row.name
+            else f"{counted[row.name] - counted[reference]:+d}"
+        )
+        cells.append([row.name, str(counted[row.name]), over, than])
+    return markdown_table(["path", "Python calls per request", "over bare", "over the limits file"], cells)
 
 
 async def profile_section(contender: AsyncContender) -> str:
@@ -478,11 +536,12 @@ def _django_section(settings_limit: dict[str, Any], storage: dict[str, Any], pla
             django_handler({**storage}),
         ),
     ]
-    results = measure_django(contenders, plan)
     rows = [Row(D_BARE, D_BARE, None)] + [
         Row(name, D_BARE, D_SETTINGS, goal=name != D_SETTINGS) for name, _ in contenders[1:]
     ]
-    return table(results, rows)
+    if plan.calls == 0:
+        return calls_table({name: calls_per_request(check) for name, check in contenders}, rows)
+    return table(measure_django(contenders, plan), rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -492,6 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pin", choices=("split", "same", "none"), default="split", help="CPU placement")
     parser.add_argument("--only", choices=("starlette", "django"), help="one framework only")
     parser.add_argument("--profile", metavar="NAME", help="cProfile one Starlette contender on memory")
+    parser.add_argument(
+        "--calls", action="store_true", help="only count Python calls per request on memory (a few seconds)"
+    )
     args = parser.parse_args(argv)
     memory_plan = Plan(rounds=5, calls=2_000) if args.quick else Plan(rounds=11, calls=10_000)
     redis_plan = Plan(rounds=5, calls=300) if args.quick else Plan(rounds=15, calls=1_000)
@@ -503,6 +565,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Server: {server_version(info)} on a private port; {placement}.\n")
         if args.profile:
             print(asyncio.run(starlette_section(None, memory_plan, path, args.profile)))
+            return 0
+        if args.calls:
+            print("## Python calls per request, memory\n")
+            print(asyncio.run(starlette_section(None, memory_plan, path, None, calls=True)) + "\n")
+            configure_django(server.url)
+            print(django_section(None, Plan(rounds=0, calls=0)))
             return 0
         if args.only != "django":
             progress("Starlette and FastAPI, memory ...")
