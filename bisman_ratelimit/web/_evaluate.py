@@ -145,10 +145,11 @@ class SingleCheck:
     """The common plan that is one limit on the client address and nothing else: the fast path.
 
     Every plugin checks such a request the same way: ``limiter.hit(*single.hit_args(peer))``,
-    then :meth:`ratelimit` gives the ``RateLimit`` value of an allowed
-    decision (``policy_header`` being constant), and :meth:`verdict` the
-    full verdict of any decision. The arguments of the hit are remembered
-    per peer when the peer alone names the client.
+    then, when ``draft`` (the plan's header style is ``"draft"``; the other
+    fitting style is ``"none"``), :meth:`ratelimit` gives the ``RateLimit``
+    value of an allowed decision (``policy_header`` being constant), and
+    :meth:`verdict` the full verdict of any decision. The arguments of the
+    hit are remembered per peer when the peer alone names the client.
     """
 
     __slots__ = (
@@ -160,6 +161,7 @@ class SingleCheck:
         "_suffix",
         "algorithm",
         "cost",
+        "draft",
         "item_name",
         "limit",
         "plan",
@@ -168,7 +170,11 @@ class SingleCheck:
 
     @staticmethod
     def fits(plan: RoutePlan) -> bool:
-        if len(plan.rules) != 1 or plan.global_entry is not None or plan.header_style != "draft":
+        if (
+            len(plan.rules) != 1
+            or plan.global_entry is not None
+            or plan.header_style not in ("draft", "none")
+        ):
             return False
         rule = plan.rules[0]
         return (
@@ -193,6 +199,8 @@ class SingleCheck:
         self.cost: int = rule.cost  # type: ignore[assignment]
         self.item_name = rule.item_names[0]
         self.policy_header: str = plan.policy_header or ""
+        # Whether an allowed response carries RateLimit-Policy and RateLimit (a refusal has Retry-After).
+        self.draft = plan.header_style == "draft"
         self._quoted = rule.quoted[0]
         self._prefix = "rl:ip:"
         self._suffix = rule.key_suffix
@@ -223,6 +231,11 @@ class SingleCheck:
         return ratelimit_item(self._quoted, decision)
 
     def verdict(self, decision: Decision) -> Verdict:
+        if not self.draft:
+            if decision.allowed:
+                return _GO_ON
+            wait = retry_after(decision)
+            return Verdict(429, (("Retry-After", str(wait)),), wait, (self.item_name,))
         item = ratelimit_item(self._quoted, decision)
         if decision.allowed:
             return Verdict(200, (("RateLimit-Policy", self.policy_header), ("RateLimit", item)))

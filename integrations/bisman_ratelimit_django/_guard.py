@@ -201,6 +201,8 @@ def apply_headers(response: HttpResponseBase, headers: Sequence[tuple[str, str]]
 def apply_passed(response: HttpResponseBase, passed: Passed) -> None:
     """The headers of a request let through by a quick single check."""
     single = passed.single
+    if not single.draft:
+        return  # HEADERS = "none"
     item = single.ratelimit(passed.decision)
     store = header_store(response)
     if store is None or "ratelimit-policy" in store or "ratelimit" in store:

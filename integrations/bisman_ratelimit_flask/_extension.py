@@ -429,8 +429,9 @@ class _Runtime:
         headers = response.headers
         if type(state) is tuple:
             single, decision = cast("tuple[SingleCheck, Decision]", state)
-            headers.add("RateLimit-Policy", single.policy_header)
-            headers.add("RateLimit", single.ratelimit(decision))
+            if single.draft:
+                headers.add("RateLimit-Policy", single.policy_header)
+                headers.add("RateLimit", single.ratelimit(decision))
             return response
         counted = cast(_Counted, state)
         verdict = counted.verdict

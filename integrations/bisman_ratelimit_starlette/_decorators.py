@@ -123,7 +123,10 @@ def _wrap(endpoint: Callable[..., Any], spec: LimitSpec) -> Callable[..., Any]:
     @functools.wraps(endpoint)
     async def limited(*args: Any, **kwargs: Any) -> Any:
         if spec in ENFORCED.get():
-            return await _run(endpoint, is_async, args, kwargs)
+            # The middleware checked it: the endpoint is all that is left (inlined, per request).
+            if is_async:
+                return await endpoint(*args, **kwargs)
+            return await run_in_threadpool(endpoint, *args, **kwargs)
         return await _standalone(spec, name, endpoint, is_async, args, kwargs)
 
     setattr(limited, MARKER, marker)

@@ -80,13 +80,9 @@ class _Route:
         self.specs = specs
         self.messages = messages
         self.template = needs.plan.route
-        # The fast path here needs the client to be the peer; endpoint declarations take the general
-        # path, which tells their wrappers they are enforced.
-        self.single = (
-            SingleCheck.of(needs.plan, client_ip=client_ip)
-            if not client_ip.reads_headers and not specs
-            else None
-        )
+        # The fast path here needs the client to be the peer. It serves endpoint declarations too:
+        # their wrappers learn from ENFORCED that the check is done.
+        self.single = SingleCheck.of(needs.plan, client_ip=client_ip) if not client_ip.reads_headers else None
         header = needs.plan.policy_header or ""
         self.policy_header = (b"ratelimit-policy", header.encode("latin-1"))
 
@@ -216,35 +212,44 @@ class RateLimitMiddleware:
         # The common case, kept in this one frame: one limit on the client address.
         client = scope.get("client")
         args = single.hit_args(client[0] if client else None)
+        # An endpoint that declared this limit finds it done (ENFORCED); the others pay nothing.
+        token = ENFORCED.set(route.specs) if route.specs else None
         try:
-            decision = await self.limiter.hit(*args)
-        except StorageError as exc:
-            reaction = outage_reaction(
-                self.on_outage, (args[0],), exc, _what(scope), self.outages, self.metrics
-            )
-            if reaction != "fallback":
-                await self._outage(reaction, route, scope, receive, send)
+            try:
+                decision = await self.limiter.hit(*args)
+            except StorageError as exc:
+                reaction = outage_reaction(
+                    self.on_outage, (args[0],), exc, _what(scope), self.outages, self.metrics
+                )
+                if reaction != "fallback":
+                    await self._outage(reaction, route, scope, receive, send)
+                    return
+                decision = await self._local_limiter().hit(*args)
+            else:
+                if self.outages.down:
+                    self.outages.recovered()
+            metrics = self.metrics
+            if not decision.allowed:
+                if metrics is not None:
+                    metrics.record_decision(route=route.template, allowed=False, reason="client")
+                await refuse(scope, receive, send, single.verdict(decision), self.on_limited)
                 return
-            decision = await self._local_limiter().hit(*args)
-        else:
-            if self.outages.down:
-                self.outages.recovered()
-        metrics = self.metrics
-        if not decision.allowed:
             if metrics is not None:
-                metrics.record_decision(route=route.template, allowed=False, reason="client")
-            await refuse(scope, receive, send, single.verdict(decision), self.on_limited)
-            return
-        if metrics is not None:
-            metrics.record_decision(route=route.template, allowed=True)
-        added = (route.policy_header, (b"ratelimit", single.ratelimit(decision).encode("latin-1")))
+                metrics.record_decision(route=route.template, allowed=True)
+            if not single.draft:
+                await self.app(scope, receive, send)
+                return
+            added = (route.policy_header, (b"ratelimit", single.ratelimit(decision).encode("latin-1")))
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *added]
-            await send(message)
+            async def send_with_headers(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), *added]
+                await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            if token is not None:
+                ENFORCED.reset(token)
 
     async def _pass(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Limiting is switched off: no check, no header, no storage traffic; declarations pass too."""

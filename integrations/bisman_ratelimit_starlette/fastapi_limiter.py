@@ -27,7 +27,7 @@ from fastapi-limiter is in docs/migrating.md.
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fastapi import HTTPException
@@ -266,7 +266,7 @@ async def _check_all(limiter: AsyncLimiter, request: Request, group: _Group) -> 
         # escaped), so one client's limiters share a slot.
         entries.append((f"{hash_tag(rate_key)}:{scope}:{index}", dependency.limit, dependency.algorithm, 1))
     try:
-        multi = await limiter.hit_many(entries)
+        decisions = await _hit(limiter, entries)
     except StorageError as exc:
         what = f"{request.method} {request.url.path}"
         reaction = outage_reaction(
@@ -282,7 +282,7 @@ async def _check_all(limiter: AsyncLimiter, request: Request, group: _Group) -> 
         if reaction == "fallback":
             if FastAPILimiter.local is None:
                 FastAPILimiter.local = AsyncLimiter()
-            multi = await FastAPILimiter.local.hit_many(entries)
+            decisions = await _hit(FastAPILimiter.local, entries)
         else:
             return dict.fromkeys(group.limiters, _PASS)
     else:
@@ -290,11 +290,18 @@ async def _check_all(limiter: AsyncLimiter, request: Request, group: _Group) -> 
             FastAPILimiter.outages.recovered()
     metrics = FastAPILimiter.metrics
     if metrics is not None:
-        if multi.allowed:
+        if all(decision.allowed for decision in decisions):
             metrics.record_decision(route=scope, allowed=True)
         else:
             metrics.record_decision(route=scope, allowed=False, reason="client")
-    return dict(zip(group.limiters, multi.decisions, strict=True))
+    return dict(zip(group.limiters, decisions, strict=True))
+
+
+async def _hit(limiter: AsyncLimiter, entries: list[tuple[str, Limit, Algorithm, int]]) -> Sequence[Decision]:
+    """The decisions of ``entries``, all counted or none: the common single limiter in one ``hit``."""
+    if len(entries) == 1:
+        return (await limiter.hit(*entries[0]),)
+    return (await limiter.hit_many(entries)).decisions
 
 
 # What a request let through by the outage policy reads.

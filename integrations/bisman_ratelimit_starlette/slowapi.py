@@ -46,6 +46,7 @@ from bisman_ratelimit.web import (
     OutageLog,
     RoutePlan,
     Rule,
+    SingleCheck,
     Verdict,
     adecide,
     enabled_from_env,
@@ -204,6 +205,10 @@ class _Declared:
         return message() if callable(message) else message
 
 
+# A route's plan, what it reads from a request, its limits by item name, and its fast path if any.
+_Planned = tuple[RoutePlan, Needs, dict[str, tuple[_Declared, Limit]], SingleCheck | None]
+
+
 class Limiter:
     """slowapi's ``Limiter``, with the same arguments, checking on this library's engine.
 
@@ -278,7 +283,7 @@ class Limiter:
         self._route_limits: dict[str, list[_Declared]] = {}
         self._exempt_routes: set[str] = set()
         self._choices: dict[tuple[Any, ...], tuple[tuple[_Declared, str], ...]] = {}
-        self._plans: dict[tuple[Any, ...], tuple[RoutePlan, Needs, dict[str, tuple[_Declared, Limit]]]] = {}
+        self._plans: dict[tuple[Any, ...], _Planned] = {}
 
     def _group(self, value: Any, what: str, **options: Any) -> _Declared:
         if callable(value):
@@ -393,7 +398,10 @@ class Limiter:
                 template = getattr(request.scope.get("route"), "path_format", None)
                 verdict = await self._check(request.scope, name, template, in_middleware=False)
                 state[_STATE_FLAG] = True
-            response = await _run(func, is_async, args, kwargs)
+            # The endpoint, inlined: this runs on every request.
+            response = (
+                await func(*args, **kwargs) if is_async else await run_in_threadpool(func, *args, **kwargs)
+            )
             if verdict is not None and self._headers_enabled and verdict.headers:
                 target = response if isinstance(response, Response) else kwargs.get("response")
                 if not isinstance(target, Response):
@@ -442,9 +450,7 @@ class Limiter:
         self._choices[cache_key] = found
         return found
 
-    def _plan(
-        self, scope: Scope, name: str | None, template: str | None, in_middleware: bool
-    ) -> tuple[RoutePlan, Needs, dict[str, tuple[_Declared, Limit]]]:
+    def _plan(self, scope: Scope, name: str | None, template: str | None, in_middleware: bool) -> _Planned:
         method = "GET" if scope["method"] == "HEAD" else scope["method"]
         chosen = self._chosen(scope, name, template, method, in_middleware)
         # exempt_when decides per request; the plans it leads to are few and cached.
@@ -467,7 +473,7 @@ class Limiter:
         plan = RoutePlan(
             route=template, rules=tuple(rules), global_policy=None, header_style=self._header_style
         )
-        found = (plan, Needs(plan), items)
+        found = (plan, Needs(plan), items, SingleCheck.of(plan, client_ip=self._facts.client_ip))
         if len(self._plans) >= _CACHE_SIZE:
             self._plans.clear()
         self._plans[cache_key] = found
@@ -479,32 +485,39 @@ class Limiter:
         """Check every limit that applies to this request in one call; raise when one refuses."""
         if name in self._exempt_routes:
             return _GO_ON
-        plan, needs, items = self._plan(scope, name, template, in_middleware)
+        plan, needs, items, single = self._plan(scope, name, template, in_middleware)
         if not plan.limited:
             return _GO_ON
         warming = self._warming
         if warming is None or not warming.done():
             await self._warm()
         facts = self._facts
-        evaluation = await facts.evaluate(needs, scope, facts.ip(scope))
-        try:
-            verdict = await adecide(self.limiter, evaluation)
-        except StorageError as exc:
-            what = f"{scope['method']} {scope['path']}"
-            reaction = outage_reaction(
-                self._on_outage, evaluation.keys, exc, what, self._outages, self._metrics
-            )
-            if reaction == "open":
-                verdict = _GO_ON
-            elif reaction == "closed":
-                verdict = UNAVAILABLE
+        unreached: Verdict | None
+        if single is not None:
+            # One limit on the client address: one hit, no Evaluation.
+            args = single.hit_args(*facts.peer(scope))
+            try:
+                verdict = single.verdict(await self.limiter.hit(*args))
+            except StorageError as exc:
+                unreached = self._unreached(scope, (args[0],), exc)
+                if unreached is None:
+                    unreached = single.verdict(await self._local_limiter().hit(*args))
+                verdict = unreached
             else:
-                if self._local is None:
-                    self._local = AsyncLimiter()
-                verdict = await adecide(self._local, evaluation.restart())
+                if self._outages.down:
+                    self._outages.recovered()
         else:
-            if self._outages.down:
-                self._outages.recovered()
+            evaluation = await facts.evaluate(needs, scope, facts.ip(scope))
+            try:
+                verdict = await adecide(self.limiter, evaluation)
+            except StorageError as exc:
+                unreached = self._unreached(scope, evaluation.keys, exc)
+                if unreached is None:
+                    unreached = await adecide(self._local_limiter(), evaluation.restart())
+                verdict = unreached
+            else:
+                if self._outages.down:
+                    self._outages.recovered()
         if self._metrics is not None:
             self._metrics.record_decision(route=template, allowed=verdict.allowed, reason=verdict.reason)
         if verdict.status == 429:
@@ -516,6 +529,22 @@ class Limiter:
                 503, detail=problem.detail if problem is not None else None, headers=dict(verdict.headers)
             )
         return verdict
+
+    def _unreached(self, scope: Scope, keys: Sequence[str], exc: StorageError) -> Verdict | None:
+        """The verdict the outage policy gives a request the storage could not decide; None: ask the
+        counters of this process."""
+        what = f"{scope['method']} {scope['path']}"
+        reaction = outage_reaction(self._on_outage, keys, exc, what, self._outages, self._metrics)
+        if reaction == "open":
+            return _GO_ON
+        if reaction == "closed":
+            return UNAVAILABLE
+        return None
+
+    def _local_limiter(self) -> AsyncLimiter:
+        if self._local is None:
+            self._local = AsyncLimiter()
+        return self._local
 
     async def _warm(self) -> None:
         """Open the storage's connections once: fifty first requests would each open one, and time

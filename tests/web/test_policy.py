@@ -483,3 +483,23 @@ def test_anything_more_than_one_plain_limit_takes_the_general_path(config: dict[
     assert (
         SingleCheck.of(Planner(config=parse_config(config)).plan("/x", "GET"), client_ip=ClientIP()) is None
     )
+
+
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window", "token_bucket", "gcra"])
+def test_the_fast_path_serves_plans_without_headers(clock: ManualClock, algorithm: str) -> None:
+    plan = Planner(default_limits="3/minute", algorithm=algorithm, header_style="none").plan("/x", "GET")  # type: ignore[arg-type]
+    single = SingleCheck.of(plan, client_ip=ClientIP())
+    assert single is not None and not single.draft
+    fast = Limiter(MemoryStorage(clock=clock))
+    slow = Limiter(MemoryStorage(clock=clock))
+    verdicts = []
+    for _ in range(5):
+        decision = fast.hit(*single.hit_args("198.51.100.7"))
+        verdict = single.verdict(decision)
+        assert verdict == decide(slow, Evaluation.start(plan, ip="198.51.100.7", ip_key="198.51.100.7"))
+        verdicts.append((verdict.status, [name for name, _ in verdict.headers], verdict.violated))
+        clock.advance(1)
+    assert verdicts == [(200, [], ())] * 3 + [(429, ["Retry-After"], ("default",))] * 2
+    # Legacy fields are worked out from every decision: the general path keeps them.
+    legacy = Planner(default_limits="3/minute", header_style="legacy").plan("/x", "GET")
+    assert SingleCheck.of(legacy, client_ip=ClientIP()) is None

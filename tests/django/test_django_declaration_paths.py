@@ -1,0 +1,58 @@
+"""``HEADERS = "none"`` takes the single check of the default headers: what it answers and what it costs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from django.test import AsyncClient, Client
+
+
+def calls_in(request: Callable[[], Any]) -> tuple[int, Any]:
+    """Python function calls made by ``request()``, and its response."""
+    count = 0
+
+    def trace(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal count
+        if event == "call":
+            count += 1
+
+    sys.setprofile(trace)
+    try:
+        response = request()
+    finally:
+        sys.setprofile(None)
+    return count, response
+
+
+def test_no_headers_answer_as_before_and_cost_less_than_the_headers(configure) -> None:
+    configure(DEFAULT_LIMITS="3/minute", DEFAULT_ALGORITHM="fixed_window")
+    client = Client()
+    client.get("/plain/")
+    with_headers, shown = calls_in(lambda: client.get("/plain/"))
+    assert shown["RateLimit"] == '"default";r=1;t=60'
+    configure(DEFAULT_LIMITS="3/minute", DEFAULT_ALGORITHM="fixed_window", HEADERS="none")
+    client = Client()
+    client.get("/plain/")
+    without, allowed = calls_in(lambda: client.get("/plain/"))
+    assert without < with_headers
+    assert (allowed.status_code, allowed.content) == (200, b"ok")
+    assert not [name for name in allowed.headers if name.lower().startswith(("ratelimit", "retry-after"))]
+    assert client.get("/plain/").status_code == 200
+    refused = client.get("/plain/")
+    assert refused.status_code == 429
+    assert [(n, v) for n, v in refused.headers.items() if n.lower().startswith(("ratelimit", "retry"))] == [
+        ("Retry-After", "60")
+    ]
+    assert refused.json()["violated-policies"] == ["default"]
+
+
+async def test_no_headers_under_asgi(configure) -> None:
+    configure(DEFAULT_LIMITS="2/minute", DEFAULT_ALGORITHM="fixed_window", HEADERS="none")
+    client = AsyncClient()
+    answers = [await client.get("/async/") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert ["RateLimit" in a or "RateLimit-Policy" in a for a in answers] == [False, False, False]
+    assert answers[2]["Retry-After"] == "60"
