@@ -102,6 +102,10 @@ def _patient(pool: Any) -> Iterator[Callable[[Any], None]]:
             for field in (name, f"orig_{name}"):  # redis-py 7+ keeps a copy of each
                 if hasattr(conn, field):
                     setattr(conn, field, value)
+        # A connected socket keeps the timeout it was made with.
+        sock = getattr(conn, "_sock", None)
+        if sock is not None and "socket_timeout" in saved:
+            sock.settimeout(saved["socket_timeout"])
 
     try:
         yield restore
