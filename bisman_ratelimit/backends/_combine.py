@@ -21,8 +21,8 @@ waiting caller leads the checks that queued meanwhile.
   ``TimeoutError("Timeout reading from <host>:<port>")`` as a command sent
   alone would. A caller that gives up before its command is written is
   left out of the batch; one that gives up after has its reply read and
-  dropped, so the connection stays in step. A leader reads with no more
-  than its own time left.
+  dropped, so the connection stays in step. A leader reads for no longer
+  than the most patient caller of its batch has left.
 - The leader runs only this module's code and redis-py's: a command that
   cannot be packed fails its own caller.
 - A forked child starts with no queue and nothing in flight.
