@@ -61,6 +61,7 @@ from bisman_ratelimit.backends._cluster import (
     run_step,
     slot_groups,
 )
+from bisman_ratelimit.backends._combine import combiner_for
 from bisman_ratelimit.backends._scripts import Script
 from bisman_ratelimit.backends._wire import async_lender_for, lender_for
 from bisman_ratelimit.core import (
@@ -361,12 +362,24 @@ class _RedisBase:
 
 
 class RedisStorage(_RedisBase):
-    """Synchronous backend on a ``redis.Redis`` (plain, Sentinel) or ``RedisCluster`` client."""
+    """Synchronous backend on a ``redis.Redis`` (plain, Sentinel) or ``RedisCluster`` client.
 
-    def __init__(self, client: Any, **options: Any) -> None:
+    With ``coalesce``, the commands that threads send while others are in
+    flight go out together, in one write on one connection (see :mod:`._combine`).
+    """
+
+    def __init__(self, client: Any, *, coalesce: bool = False, **options: Any) -> None:
         super().__init__(client, **options)
+        if not isinstance(coalesce, bool):
+            raise InvalidArgument(f"coalesce must be True or False, got {coalesce!r}")
         self._lender = lender_for(client)
-        self._call: Callable[..., Any] = client.execute_command if self._lender is None else self._lender.call
+        self._call: Callable[..., Any] = (
+            client.execute_command
+            if self._lender is None
+            else combiner_for(self._lender).call
+            if coalesce
+            else self._lender.call
+        )
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
 

@@ -24,8 +24,9 @@ redis-py):
 ``blocked_cache``
     ``off`` to ask Redis even about keys it has just denied.
 ``coalesce``
-    ``on`` to send the asyncio checks of one turn of the event loop together,
-    in one write per connection (default off: a write each).
+    ``on`` to send checks together, in one write per connection: the
+    asyncio checks of one turn of the event loop, or the checks that
+    threads make while another is in flight (default off: a write each).
 ``fallback=memory``
     decide locally while Redis fails, behind a circuit breaker; with
     ``on_outage`` (``fallback``, ``open`` or ``closed``),
@@ -332,10 +333,8 @@ def _storage(connection: RedisConnection, asyncio: bool) -> Any:
         "blocked_cache": settings.blocked_cache,
         "closing": connection.closing,
     }
-    storage = (
-        AsyncRedisStorage(connection.client, coalesce=settings.coalesce, **common)
-        if asyncio
-        else RedisStorage(connection.client, **common)
+    storage = (AsyncRedisStorage if asyncio else RedisStorage)(
+        connection.client, coalesce=settings.coalesce, **common
     )
     return settings.wrap(storage, asyncio)
 

@@ -102,6 +102,10 @@ def _patient(pool: Any) -> Iterator[Callable[[Any], None]]:
             for field in (name, f"orig_{name}"):  # redis-py 7+ keeps a copy of each
                 if hasattr(conn, field):
                     setattr(conn, field, value)
+        # A connected socket keeps the timeout it was made with.
+        sock = getattr(conn, "_sock", None)
+        if sock is not None and "socket_timeout" in saved:
+            sock.settimeout(saved["socket_timeout"])
 
     try:
         yield restore
@@ -312,6 +316,70 @@ class Lender(_LenderBase):
             self.drop_idle()
             raise
         finally:
+            if not self._shelve(conn):
+                self.pool.release(conn)
+
+    def call_batch(
+        self,
+        commands: list[tuple[Any, ...]],
+        deliver: Callable[[int, Any], None],
+        timeout: float | None = None,
+    ) -> str:
+        """Write ``commands`` at once on one connection; hand each reply in turn to ``deliver(index, reply)``.
+
+        An error reply, or a command that cannot be packed (which is not
+        sent), is handed over as its exception. A connection error or a
+        timeout is raised, once the replies read so far are handed over;
+        redis-py has then closed the connection, so no reply is left for
+        the next command to read. ``timeout`` stands for the socket timeout
+        in this call, when shorter. Returns where the connection
+        leads (``host:port`` or a socket path).
+        """
+        idle = self.idle
+        try:
+            conn = idle.pop()
+        except IndexError:
+            conn = self._borrow()
+        usual = conn.socket_timeout
+        shorter = timeout is not None and (usual is None or timeout < usual)
+        try:
+            if shorter:
+                # A connection made now, and its handshake, wait no longer either.
+                conn.socket_timeout = timeout
+                if conn._sock is not None:
+                    conn._sock.settimeout(timeout)
+            if conn._sock is None:
+                conn.connect()  # as in call
+            pack = self.pack
+            chunks: list[Any] = []
+            sent = []
+            for index, args in enumerate(commands):
+                try:
+                    if pack is None:
+                        chunks += conn.pack_command(*args)
+                    else:
+                        chunks.append(pack(args))
+                except Exception as exc:  # its caller's alone
+                    deliver(index, exc)
+                    continue
+                sent.append(index)
+            if sent:
+                conn.send_packed_command([b"".join(chunks)])
+                for index in sent:
+                    try:
+                        reply = conn.read_response()
+                    except redis.ResponseError as exc:
+                        reply = exc
+                    deliver(index, reply)
+            return _where(conn)
+        except (redis.ConnectionError, OSError):
+            self.drop_idle()
+            raise
+        finally:
+            if shorter:
+                conn.socket_timeout = usual
+                if conn._sock is not None:
+                    conn._sock.settimeout(usual)
             if not self._shelve(conn):
                 self.pool.release(conn)
 
