@@ -54,6 +54,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import os
 import weakref
 from collections import deque
@@ -111,6 +112,10 @@ def _patient(pool: Any) -> Iterator[Callable[[Any], None]]:
 
 # Seconds a timer may fire late before the event loop counts as held up.
 _LATE = 0.001
+# What reads ask of redis-py's own timeout: none (an endless one before
+# redis-py 8). It counts the time the loop spends elsewhere, and drops a
+# reply that came in meanwhile; a _Deadline bounds the read instead.
+_NO_TIMEOUT = math.inf
 
 
 def _busy(pool: Any, exc: BaseException) -> StorageBusy:
@@ -559,9 +564,12 @@ class _Deadline:
     A plain timeout counts the time the event loop spent elsewhere (a
     handler that blocks it, a backlog of callbacks) against the server,
     and throws away a reply that came in meanwhile. So the deadline moves
-    on by as much as its timer fired late, and when it fires on time it
-    cancels one turn of the loop later: a reply read in this turn wakes
-    the task first, and the task then reads it.
+    on by as much as its timer fired late, and when it fires on time (or
+    ``last`` seconds have passed, however late) it cancels one turn of the
+    loop later: a reply read in this turn wakes the task first, and the
+    task then reads it. The reads it bounds ask redis-py for no timeout of
+    its own (``_NO_TIMEOUT``): one would cancel the task as soon as it
+    fired, before a reply that came during a stall could be read.
     """
 
     __slots__ = ("expired", "handle", "last", "loop", "task", "when")
@@ -594,11 +602,9 @@ async def _read(conn: Any) -> Any:
     budget = conn.socket_timeout
     if not budget:
         return await conn.read_response()
-    # redis-py's own timeout stays as a backstop, far enough not to race the deadline.
     deadline = _Deadline(budget, 10 * budget)
-    backstop = 10 * budget + 1.0
     try:
-        reply = await conn.read_response(timeout=backstop)
+        return await conn.read_response(timeout=_NO_TIMEOUT)
     except asyncio.CancelledError:
         if not deadline.expired:
             raise
@@ -609,10 +615,6 @@ async def _read(conn: Any) -> Any:
         raise redis.TimeoutError(f"Timeout reading from {_where(conn)}") from None
     finally:
         deadline.handle.cancel()
-    if reply is None:  # the backstop: a half-read reply leaves the connection unusable
-        await conn.disconnect(nowait=True)
-        raise redis.TimeoutError(f"Timeout reading from {_where(conn)}")
-    return reply
 
 
 async def _read_batch(conn: Any, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
@@ -625,18 +627,15 @@ async def _read_batch(conn: Any, batch: list[tuple[tuple[Any, ...], asyncio.Futu
     """
     budget = conn.socket_timeout
     deadline = _Deadline(budget, 10 * budget) if budget else None
-    backstop = 10 * budget + 1.0 if budget else None
+    timeout = _NO_TIMEOUT if budget else None
     try:
         for _, future in batch:
             try:
-                reply = await conn.read_response(timeout=backstop)
+                reply = await conn.read_response(timeout=timeout)
             except redis.ResponseError as exc:
                 if not future.done():
                     future.set_exception(exc)
                 continue
-            if reply is None and budget:  # the backstop, as in _read
-                await conn.disconnect(nowait=True)
-                raise redis.TimeoutError(f"Timeout reading from {_where(conn)}")
             if not future.done():
                 future.set_result(reply)
     except asyncio.CancelledError:
