@@ -13,7 +13,7 @@ interleaved round by round (figures are medians of the rounds):
   pipeline; its latency is the whole pipeline's round trip);
 - today's path: ``AsyncLimiter`` with ``coalesce=off``, each check written
   and read alone on a connection of its own;
-- coalesced: ``AsyncLimiter`` with ``coalesce=on``, the checks of one turn of the
+- coalesced: ``AsyncLimiter`` as it comes, the checks of one turn of the
   event loop in one write.
 
 Redis CPU per decision, per O(1) algorithm: ``INFO commandstats`` (every
@@ -118,7 +118,7 @@ async def _throughput_rows(url: str, rounds: int, seconds: float) -> list[list[s
     await client.script_load(script.source)
     argv = {key: (naming.key_for(key, spec), *naming._one_args(spec, 1, True)) for key in KEYS}
     today = AsyncLimiter.from_url(url + "?coalesce=off&blocked_cache=off&timeout=1s")
-    coalesced = AsyncLimiter.from_url(url + "?coalesce=on&blocked_cache=off&timeout=1s")
+    coalesced = AsyncLimiter.from_url(url + "?blocked_cache=off&timeout=1s")
     rows = []
     try:
         for limiter in (today, coalesced):

@@ -532,12 +532,12 @@ class RedisStorage(_RedisBase):
 class AsyncRedisStorage(_RedisBase):
     """Asynchronous backend on a ``redis.asyncio.Redis`` (plain, Sentinel) or ``RedisCluster`` client.
 
-    With ``coalesce``, the commands that tasks send in one turn
+    With ``coalesce`` (the default), the commands that tasks send in one turn
     of the event loop go out in one write on one connection and their
     replies come back in one read (see :mod:`._wire`).
     """
 
-    def __init__(self, client: Any, *, coalesce: bool = False, **options: Any) -> None:
+    def __init__(self, client: Any, *, coalesce: bool = True, **options: Any) -> None:
         super().__init__(client, **options)
         if not isinstance(coalesce, bool):
             raise InvalidArgument(f"coalesce must be True or False, got {coalesce!r}")

@@ -24,8 +24,9 @@ redis-py):
 ``blocked_cache``
     ``off`` to ask Redis even about keys it has just denied.
 ``coalesce``
-    ``on`` to send the asyncio checks of one turn of the event loop together,
-    in one write per connection (default off: a write each).
+    ``off`` to send each asyncio check in a write of its own, rather than
+    together with the others of the same turn of the event loop (one write
+    per connection, or per Cluster node).
 ``fallback=memory``
     decide locally while Redis fails, behind a circuit breaker; with
     ``on_outage`` (``fallback``, ``open`` or ``closed``),
@@ -36,7 +37,7 @@ redis-py):
 The same settings can be given as keyword arguments (``timeout=0.05``,
 ``fallback=True``, ``on_outage=...`` also an ``OutagePolicy``, ``on_outage_by_prefix``,
 ``instances``, ``breaker=CircuitBreaker(...)``, ``blocked_cache=False``,
-``coalesce=True``).
+``coalesce=False``).
 Third parties add schemes with :func:`register_backend`.
 
 :func:`redis_from_url` is where a Redis URL becomes a client and these
@@ -187,7 +188,7 @@ class _Settings:
         )
         options.pop("blocked_cache", None)
         self.coalesce: bool = (
-            _flag(url, "coalesce", ours["coalesce"]) if "coalesce" in ours else options.pop("coalesce", False)
+            _flag(url, "coalesce", ours["coalesce"]) if "coalesce" in ours else options.pop("coalesce", True)
         )
         options.pop("coalesce", None)
         fallback = ours.get("fallback", options.pop("fallback", None))

@@ -336,3 +336,19 @@ async def test_on_cluster_concurrent_mixed_checks_each_get_their_own_reply(
     finally:
         await coalesced.aclose()
         await alone.aclose()
+
+
+@pytest.mark.parametrize(
+    ("query", "coalesced"), [("", True), ("?coalesce=on", True), ("?coalesce=off", False)]
+)
+async def test_checks_are_coalesced_unless_the_url_says_off(
+    redis_url: str, query: str, coalesced: bool
+) -> None:
+    async with AsyncLimiter.from_url(redis_url + query) as limiter:
+        storage = limiter.storage
+        assert isinstance(storage, AsyncRedisStorage)
+        lender = lender_of(limiter)
+        assert storage._call == (lender.call if coalesced else lender.call_one)
+        default = AsyncRedisStorage(redis.asyncio.Redis.from_url(redis_url))
+        assert default._call == default._lender.call  # type: ignore[union-attr]
+        await default.aclose()
