@@ -13,8 +13,12 @@ interleaved round by round (figures are medians of the rounds):
   pipeline; its latency is the whole pipeline's round trip);
 - today's path: ``AsyncLimiter`` with ``coalesce=off``, each check written
   and read alone on a connection of its own;
-- coalesced: ``AsyncLimiter`` with ``coalesce=on``, the checks of one turn of the
+- coalesced: ``AsyncLimiter`` as it comes, the checks of one turn of the
   event loop in one write.
+
+On a private three-primary Redis Cluster: checks per second at 64 tasks,
+coalesced (one batch per node) against ``coalesce=off``, interleaved the
+same way.
 
 Redis CPU per decision, per O(1) algorithm: ``INFO commandstats`` (every
 command's ``usec`` and ``calls``) over a run of single-limit hits, against
@@ -25,10 +29,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +54,7 @@ from bisman_ratelimit.backends import RedisStorage
 from bisman_ratelimit.backends._base import Spec
 from bisman_ratelimit.backends._redis import SINGLE
 from bisman_ratelimit.core import Limit
+from bisman_ratelimit.testing import RedisServer, find_server_binary, free_port
 
 LIMIT = "1000000000/hour"
 KEYS = [f"user:{n}" for n in range(1000)]
@@ -118,7 +124,7 @@ async def _throughput_rows(url: str, rounds: int, seconds: float) -> list[list[s
     await client.script_load(script.source)
     argv = {key: (naming.key_for(key, spec), *naming._one_args(spec, 1, True)) for key in KEYS}
     today = AsyncLimiter.from_url(url + "?coalesce=off&blocked_cache=off&timeout=1s")
-    coalesced = AsyncLimiter.from_url(url + "?coalesce=on&blocked_cache=off&timeout=1s")
+    coalesced = AsyncLimiter.from_url(url + "?blocked_cache=off&timeout=1s")
     rows = []
     try:
         for limiter in (today, coalesced):
@@ -164,6 +170,71 @@ async def _throughput_rows(url: str, rounds: int, seconds: float) -> list[list[s
         await client.aclose()
         naming.close()
     return rows
+
+
+CLUSTER_SLOTS = 16384
+CLUSTER_TASKS = 64
+
+
+@contextlib.contextmanager
+def private_cluster(kind: str, primaries: int = 3) -> Iterator[str]:
+    """A throwaway Redis Cluster of ``primaries`` servers, slots split evenly; yields its URL."""
+    binary = find_server_binary(kind)
+    if binary is None:
+        raise SystemExit(f"no {kind} server binary found")
+    buses = [free_port() for _ in range(primaries)]
+    servers = [
+        RedisServer(binary, args=("--cluster-enabled", "yes", "--cluster-port", str(bus))) for bus in buses
+    ]
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            stack.enter_context(server)
+        clients = [stack.enter_context(redis.Redis(port=server.port)) for server in servers]
+        share = CLUSTER_SLOTS // primaries
+        for index, client in enumerate(clients):
+            last = CLUSTER_SLOTS - 1 if index == primaries - 1 else (index + 1) * share - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", index * share, last)
+        for server, bus in zip(servers[1:], buses[1:], strict=True):
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", server.port, bus)
+        deadline = time.monotonic() + 30
+        while not all(_cluster_ok(client, primaries) for client in clients):
+            if time.monotonic() > deadline:
+                raise SystemExit("the benchmark's cluster did not form")
+            time.sleep(0.05)
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{server.port}" for server in servers)
+
+
+def _cluster_ok(client: redis.Redis, primaries: int) -> bool:
+    text = client.execute_command("CLUSTER", "INFO")
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+    return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(primaries)
+
+
+async def _cluster_row(url: str, rounds: int, seconds: float) -> list[str]:
+    today = AsyncLimiter.from_url(url + "?coalesce=off&blocked_cache=off&timeout=1s")
+    coalesced = AsyncLimiter.from_url(url + "?blocked_cache=off&timeout=1s")
+    try:
+        contenders = [("today", _through(today)), ("coalesced", _through(coalesced))]
+        for _, step in contenders:  # the slot map, the script on every primary
+            await _run_tasks(CLUSTER_TASKS, seconds / 2, step)
+        results: dict[str, list[Round]] = {name: [] for name, _ in contenders}
+        for round_no in range(rounds):
+            shift = round_no % len(contenders)
+            for name, step in [*contenders[shift:], *contenders[:shift]]:
+                results[name].append(await _run_tasks(CLUSTER_TASKS, seconds, step))
+        today_m, ours_m = _median(results["today"]), _median(results["coalesced"])
+        return [
+            str(CLUSTER_TASKS),
+            f"{today_m.rate:,.0f}",
+            f"{ours_m.rate:,.0f}",
+            f"{ours_m.rate / today_m.rate:.2f}",
+            f"{today_m.p50 * 1e6:.0f} / {today_m.p99 * 1e6:.0f}",
+            f"{ours_m.p50 * 1e6:.0f} / {ours_m.p99 * 1e6:.0f}",
+        ]
+    finally:
+        await today.aclose()
+        await coalesced.aclose()
 
 
 def _cpu_per_decision(client: redis.Redis, check: Callable[[str], Any], calls: int) -> tuple[float, float]:
@@ -232,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             version = server_version(client.info("server"))
         throughput = asyncio.run(_throughput_rows(server.url, rounds, seconds))
         cpu = cpu_rows(server.url, rounds, calls)
+    progress(f"Cluster: {CLUSTER_TASKS} tasks")
+    with private_cluster(args.server) as cluster_url:
+        cluster = asyncio.run(_cluster_row(cluster_url, rounds, seconds))
     elapsed = time.perf_counter() - started
     print("# Coalesced checks and Redis CPU per decision\n")
     print(f"- code: {source_revision()}")
@@ -261,6 +335,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         "\nThe floor's latency is not comparable (one task sends a whole row per write), so it is left out."
+    )
+    print(f"\n## Redis Cluster, 3 primaries: async checks per second at {CLUSTER_TASKS} tasks\n")
+    print(
+        markdown_table(
+            [
+                "tasks",
+                "today (coalesce=off)",
+                "coalesced (a batch per node)",
+                "coalesced ÷ today",
+                "today p50 / p99",
+                "coalesced p50 / p99",
+            ],
+            [cluster],
+        )
     )
     print(
         f"\n## Redis CPU per decision (µs of EVALSHA, `INFO commandstats`, medians of {rounds} x {calls})\n"

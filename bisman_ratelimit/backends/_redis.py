@@ -63,7 +63,7 @@ from bisman_ratelimit.backends._cluster import (
 )
 from bisman_ratelimit.backends._combine import combiner_for
 from bisman_ratelimit.backends._scripts import Script
-from bisman_ratelimit.backends._wire import async_lender_for, lender_for
+from bisman_ratelimit.backends._wire import async_lender_for, lender_for, node_batches_for
 from bisman_ratelimit.core import (
     Decision,
     InvalidArgument,
@@ -555,22 +555,24 @@ class RedisStorage(_RedisBase):
 class AsyncRedisStorage(_RedisBase):
     """Asynchronous backend on a ``redis.asyncio.Redis`` (plain, Sentinel) or ``RedisCluster`` client.
 
-    With ``coalesce``, the commands that tasks send in one turn
-    of the event loop go out in one write on one connection and their
-    replies come back in one read (see :mod:`._wire`).
+    With ``coalesce`` (the default), the commands that tasks send in one turn
+    of the event loop go out in one write on one connection (on Cluster,
+    one per node) and their replies come back in one read (see :mod:`._wire`).
     """
 
-    def __init__(self, client: Any, *, coalesce: bool = False, **options: Any) -> None:
+    def __init__(self, client: Any, *, coalesce: bool = True, **options: Any) -> None:
         super().__init__(client, **options)
         if not isinstance(coalesce, bool):
             raise InvalidArgument(f"coalesce must be True or False, got {coalesce!r}")
         self._lender = async_lender_for(client)
+        self._loading: dict[str, asyncio.Future[object]] = {}
+        nodes = node_batches_for(client) if coalesce and self._lender is None else None
         self._call: Callable[..., Awaitable[Any]] = (
-            client.execute_command
-            if self._lender is None
-            else self._lender.call
-            if coalesce
-            else self._lender.call_one
+            (self._lender.call if coalesce else self._lender.call_one)
+            if self._lender is not None
+            else client.execute_command
+            if nodes is None
+            else nodes.call
         )
 
     async def _run(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -607,7 +609,13 @@ class AsyncRedisStorage(_RedisBase):
         if self._lender is None:
             # A Cluster client loads on every primary (and redis-py 5's
             # cannot route a bare SCRIPT LOAD: it looks for keys in it).
-            return await self.client.script_load(source)
+            # Callers that find the script missing together share one load:
+            # each of a crowd's would take a connection of every node.
+            loading = self._loading.get(source)
+            if loading is None:
+                loading = self._loading[source] = asyncio.ensure_future(self.client.script_load(source))
+                loading.add_done_callback(partial(_forget, self._loading, source))
+            return await asyncio.shield(loading)
         # The way the checks go: after a SCRIPT FLUSH, a batch's callers
         # each load the script again, and their loads go out as one batch too.
         return await self._call("SCRIPT", "LOAD", source)
@@ -717,6 +725,12 @@ def _warm_count(pool: Any, connections: int | None) -> int:
     if isinstance(connections, bool) or not isinstance(connections, int) or connections < 0:
         raise InvalidArgument(f"connections to warm must be a whole number >= 0, got {connections!r}")
     return min(connections, getattr(pool, "max_connections", None) or connections)
+
+
+def _forget(loading: dict[str, Any], source: str, done: asyncio.Future[object]) -> None:
+    loading.pop(source, None)
+    if not done.cancelled():
+        done.exception()  # retrieved: its callers raise it
 
 
 def _capture(call: Callable[[], Any]) -> Any:

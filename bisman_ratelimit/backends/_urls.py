@@ -24,9 +24,11 @@ redis-py):
 ``blocked_cache``
     ``off`` to ask Redis even about keys it has just denied.
 ``coalesce``
-    ``on`` to send checks together, in one write per connection: the
-    asyncio checks of one turn of the event loop, or the checks that
-    threads make while another is in flight (default off: a write each).
+    ``on`` or ``off``: send checks together, in one write per connection
+    (per node on a Cluster). The asyncio checks of one turn of the event
+    loop go together unless ``off``; the checks that threads make while
+    another is in flight, only with ``on`` (the default is ``off`` for
+    threads: see docs/resilience.md).
 ``fallback=memory``
     decide locally while Redis fails, behind a circuit breaker; with
     ``on_outage`` (``fallback``, ``open`` or ``closed``),
@@ -37,7 +39,7 @@ redis-py):
 The same settings can be given as keyword arguments (``timeout=0.05``,
 ``fallback=True``, ``on_outage=...`` also an ``OutagePolicy``, ``on_outage_by_prefix``,
 ``instances``, ``breaker=CircuitBreaker(...)``, ``blocked_cache=False``,
-``coalesce=True``).
+``coalesce=False``).
 Third parties add schemes with :func:`register_backend`.
 
 :func:`redis_from_url` is where a Redis URL becomes a client and these
@@ -187,8 +189,9 @@ class _Settings:
             else options.pop("blocked_cache", True)
         )
         options.pop("blocked_cache", None)
-        self.coalesce: bool = (
-            _flag(url, "coalesce", ours["coalesce"]) if "coalesce" in ours else options.pop("coalesce", False)
+        # None: each storage's own default (on for asyncio, off for threads).
+        self.coalesce: bool | None = (
+            _flag(url, "coalesce", ours["coalesce"]) if "coalesce" in ours else options.pop("coalesce", None)
         )
         options.pop("coalesce", None)
         fallback = ours.get("fallback", options.pop("fallback", None))
@@ -333,9 +336,9 @@ def _storage(connection: RedisConnection, asyncio: bool) -> Any:
         "blocked_cache": settings.blocked_cache,
         "closing": connection.closing,
     }
-    storage = (AsyncRedisStorage if asyncio else RedisStorage)(
-        connection.client, coalesce=settings.coalesce, **common
-    )
+    if settings.coalesce is not None:
+        common["coalesce"] = settings.coalesce
+    storage = (AsyncRedisStorage if asyncio else RedisStorage)(connection.client, **common)
     return settings.wrap(storage, asyncio)
 
 

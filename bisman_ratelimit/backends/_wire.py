@@ -32,8 +32,12 @@ connection's socket timeout of the event loop's attention (see
 :class:`_Deadline`): a reply that arrived while the loop was held up by
 the app is read, not thrown away as a timeout.
 
+An asyncio Cluster client's checks are coalesced per node
+(:class:`NodeBatches`), on the connections of the client's own nodes.
+
 Clients whose commands go through something other than a plain RESP2 pool
-(one shared connection, RESP3 with its push messages, Cluster, a subclass
+(one shared connection, RESP3 with its push messages, a synchronous
+Cluster client, a subclass
 or wrapper with an ``execute_command`` of its own, such as
 :class:`~bisman_ratelimit.metrics._instrument.InstrumentedRedis`, or an
 ``execute_command`` that tracing wrapped in place) are served by
@@ -54,6 +58,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import os
 import weakref
 from collections import deque
@@ -62,6 +67,8 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException, TryAgainError
 
 from bisman_ratelimit.core import StorageBusy
 
@@ -115,6 +122,10 @@ def _patient(pool: Any) -> Iterator[Callable[[Any], None]]:
 
 # Seconds a timer may fire late before the event loop counts as held up.
 _LATE = 0.001
+# What reads ask of redis-py's own timeout: none (an endless one before
+# redis-py 8). It counts the time the loop spends elsewhere, and drops a
+# reply that came in meanwhile; a _Deadline bounds the read instead.
+_NO_TIMEOUT = math.inf
 
 
 def _busy(pool: Any, exc: BaseException) -> StorageBusy:
@@ -263,6 +274,9 @@ def _forget_after_fork() -> None:
             lender.lent = 0
             lender.pending.clear()
             lender.busy = 0
+    for batches in list(_node_batches.values()):
+        batches.pending.clear()
+        batches.busy = 0
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -585,6 +599,160 @@ class AsyncLender(_LenderBase):
             await pool.release(idle.pop())
 
 
+# Replies that a Cluster client follows itself: the slot moved or is moving
+# (the command did not run), or the cluster is not ready for it yet.
+_REDIRECTS = (MovedError, AskError, TryAgainError, ClusterDownError)
+_CLUSTER_ORIGINAL = redis.asyncio.cluster.RedisCluster.execute_command
+_node_batches: weakref.WeakKeyDictionary[Any, NodeBatches] = weakref.WeakKeyDictionary()
+
+
+def node_batches_for(client: Any) -> NodeBatches | None:
+    """The batches of a ``redis.asyncio.cluster.RedisCluster`` client, or ``None`` if it cannot have them."""
+    if not isinstance(client, redis.asyncio.cluster.RedisCluster) or not internals_hold(redis.asyncio.Redis):
+        return None
+    command = type(client).execute_command
+    if command is not _CLUSTER_ORIGINAL or hasattr(command, "__wrapped__"):
+        return None
+    node = redis.asyncio.cluster.ClusterNode
+    # Before redis-py had these, a node's connections went back through a private field.
+    release = getattr(node, "release", None)
+    if not callable(getattr(node, "acquire_connection", None)) or not callable(release):
+        return None
+    if inspect.iscoroutinefunction(release):
+        return None
+    kwargs = client.get_connection_kwargs()
+    protocol = str(kwargs.get("protocol") or 2)
+    connection: Any = kwargs.get("connection_class") or redis.asyncio.Connection
+    if (
+        protocol != "2"
+        or kwargs.get("cache")
+        or not issubclass(connection, _CONNECTIONS[redis.asyncio.Redis][0])
+    ):
+        return None
+    batches = _node_batches.get(client)
+    if batches is None:
+        batches = _node_batches[client] = NodeBatches(client)
+    return batches
+
+
+class NodeBatches:
+    """Script calls of a ``redis.asyncio.cluster.RedisCluster`` client, written together per node.
+
+    As with :class:`AsyncLender`, a command that comes while nothing else
+    is under way goes out at once, through the client. Those that come
+    while others are under way wait for the end of this turn of the event
+    loop, grouped by the primary that serves their key's slot, and each
+    node's group goes out in one write on one of that node's connections
+    and comes back in one read (at most ``MAX_BATCH`` per write).
+
+    The client's own handling stays in charge of what a batch cannot know:
+
+    - a reply that redirects (``MOVED``, ``ASK``) or says that the cluster
+      is not ready (``TRYAGAIN``, ``CLUSTERDOWN``) sends its command again
+      alone, through the client, which follows it and updates its map;
+    - when a node's batch fails (its connection reset, no reply in time),
+      each of its callers gets an exception of its own, and that node's
+      commands go through the client alone until one of them succeeds, so
+      the client learns of the failure (and, after a failover, of the new
+      primary) as it would without batches. The other nodes' batches go on.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        encoding = client.get_connection_kwargs().get("encoding", "utf-8")
+        self.pack = pack_command if encoding.replace("-", "").lower() == "utf8" else None
+        # Commands and batches under way.
+        self.busy = 0
+        # Per node name: the node, and the commands waiting for its next batch.
+        self.pending: dict[str, tuple[Any, list[tuple[tuple[Any, ...], asyncio.Future[Any]]]]] = {}
+        self.batches: set[asyncio.Task[None]] = set()
+        # Names of the nodes whose last batch failed.
+        self.suspect: set[str] = set()
+
+    async def call(self, *args: Any) -> Any:
+        """Run a command: alone if nothing else is under way, else in its node's next batch."""
+        idle = not self.busy and not self.pending
+        if idle and not self.suspect:
+            return await self._alone(args)
+        node = self._node_of(args)
+        if node is None:
+            return await self._alone(args)
+        name = node.name
+        if name in self.suspect:
+            reply = await self._alone(args)
+            self.suspect.discard(name)
+            return reply
+        if idle:
+            return await self._alone(args)
+        entry = self.pending.get(name)
+        if entry is None:
+            entry = self.pending[name] = (node, [])
+            self._start_batch(name)
+        future = asyncio.get_running_loop().create_future()
+        entry[1].append((args, future))
+        try:
+            return await future
+        except _REDIRECTS:
+            return await self._alone(args)
+
+    def _node_of(self, args: tuple[Any, ...]) -> Any:
+        """The primary serving a script call's first key; ``None`` for another command, or before the map."""
+        if args[0] != "EVALSHA" or len(args) < 4 or not int(args[2]):
+            return None
+        try:
+            return self.client.get_node_from_key(args[3])
+        except (redis.RedisError, RedisClusterException):  # the client has not read the slot map yet
+            return None
+
+    async def _alone(self, args: tuple[Any, ...]) -> Any:
+        self.busy += 1
+        try:
+            return await self.client.execute_command(*args)
+        finally:
+            self.busy -= 1
+
+    def _start_batch(self, name: str) -> None:
+        # As AsyncLender's: every command of this turn for the node joins the batch.
+        task = asyncio.get_running_loop().create_task(self._send_batch(name))
+        self.batches.add(task)
+        task.add_done_callback(self.batches.discard)
+
+    async def _send_batch(self, name: str) -> None:
+        node, pending = self.pending.pop(name)
+        batch = [entry for entry in pending if not entry[1].done()]
+        if len(batch) > MAX_BATCH:
+            self.pending[name] = (node, batch[MAX_BATCH:])
+            self._start_batch(name)
+            del batch[MAX_BATCH:]
+        if not batch:
+            return
+        self.busy += 1
+        conn = None
+        try:
+            conn = node.acquire_connection()
+            prepare = getattr(node, "disconnect_if_needed", None)  # redis-py 7+
+            if prepare is not None:
+                await prepare(conn)
+            if not conn.is_connected:
+                await conn.connect()
+            pack = self.pack
+            packed: list[bytes] = []
+            for args, _ in batch:
+                packed += conn.pack_command(*args) if pack is None else [pack(args)]
+            await _send(conn, packed)
+            await _read_batch(conn, batch)
+        except BaseException as exc:
+            _fail(batch, exc)
+            if not isinstance(exc, asyncio.CancelledError):
+                self.suspect.add(name)
+            if not isinstance(exc, (redis.RedisError, OSError)):
+                raise
+        finally:
+            self.busy -= 1
+            if conn is not None:
+                node.release(conn)
+
+
 async def _send(conn: Any, packed: list[bytes]) -> None:
     """Write a command to an asyncio connection.
 
@@ -627,9 +795,12 @@ class _Deadline:
     A plain timeout counts the time the event loop spent elsewhere (a
     handler that blocks it, a backlog of callbacks) against the server,
     and throws away a reply that came in meanwhile. So the deadline moves
-    on by as much as its timer fired late, and when it fires on time it
-    cancels one turn of the loop later: a reply read in this turn wakes
-    the task first, and the task then reads it.
+    on by as much as its timer fired late, and when it fires on time (or
+    ``last`` seconds have passed, however late) it cancels one turn of the
+    loop later: a reply read in this turn wakes the task first, and the
+    task then reads it. The reads it bounds ask redis-py for no timeout of
+    its own (``_NO_TIMEOUT``): one would cancel the task as soon as it
+    fired, before a reply that came during a stall could be read.
     """
 
     __slots__ = ("expired", "handle", "last", "loop", "task", "when")
@@ -662,11 +833,9 @@ async def _read(conn: Any) -> Any:
     budget = conn.socket_timeout
     if not budget:
         return await conn.read_response()
-    # redis-py's own timeout stays as a backstop, far enough not to race the deadline.
     deadline = _Deadline(budget, 10 * budget)
-    backstop = 10 * budget + 1.0
     try:
-        reply = await conn.read_response(timeout=backstop)
+        return await conn.read_response(timeout=_NO_TIMEOUT)
     except asyncio.CancelledError:
         if not deadline.expired:
             raise
@@ -677,10 +846,6 @@ async def _read(conn: Any) -> Any:
         raise redis.TimeoutError(f"Timeout reading from {_where(conn)}") from None
     finally:
         deadline.handle.cancel()
-    if reply is None:  # the backstop: a half-read reply leaves the connection unusable
-        await conn.disconnect(nowait=True)
-        raise redis.TimeoutError(f"Timeout reading from {_where(conn)}")
-    return reply
 
 
 async def _read_batch(conn: Any, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
@@ -693,18 +858,15 @@ async def _read_batch(conn: Any, batch: list[tuple[tuple[Any, ...], asyncio.Futu
     """
     budget = conn.socket_timeout
     deadline = _Deadline(budget, 10 * budget) if budget else None
-    backstop = 10 * budget + 1.0 if budget else None
+    timeout = _NO_TIMEOUT if budget else None
     try:
         for _, future in batch:
             try:
-                reply = await conn.read_response(timeout=backstop)
+                reply = await conn.read_response(timeout=timeout)
             except redis.ResponseError as exc:
                 if not future.done():
                     future.set_exception(exc)
                 continue
-            if reply is None and budget:  # the backstop, as in _read
-                await conn.disconnect(nowait=True)
-                raise redis.TimeoutError(f"Timeout reading from {_where(conn)}")
             if not future.done():
                 future.set_result(reply)
     except asyncio.CancelledError:

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, StorageResponseError, StorageUnavailable
-from bisman_ratelimit.backends import AsyncRedisStorage
-from bisman_ratelimit.backends._wire import MAX_BATCH, AsyncLender
+from bisman_ratelimit.backends import AsyncRedisStorage, _wire
+from bisman_ratelimit.backends._wire import MAX_BATCH, AsyncLender, NodeBatches, node_batches_for
 from bisman_ratelimit.core import Decision
 from bisman_ratelimit.testing import RedisServer
 
@@ -307,32 +307,189 @@ async def _decide_alike(url: str, steps: list[tuple[list[tuple[int, str, int, bo
         await alone.aclose()
 
 
-async def test_on_cluster_concurrent_mixed_checks_each_get_their_own_reply(
-    redis_cluster: RedisClusterServers, clock: ManualClock
+def batches_of(limiter: AsyncLimiter) -> NodeBatches:
+    storage = limiter.storage
+    assert isinstance(storage, AsyncRedisStorage) and storage._lender is None
+    batches = node_batches_for(storage.client)
+    assert batches is not None and storage._call == batches.call
+    return batches
+
+
+def node_of(limiter: AsyncLimiter, key: str, algorithm: str) -> str:
+    """The name of the Cluster node that holds ``key``'s counter for ``algorithm``."""
+    storage = limiter.storage
+    assert isinstance(storage, AsyncRedisStorage)
+    return str(storage.client.get_node_from_key(storage.key_for(key, _spec_of(limiter, algorithm))).name)
+
+
+class Written:
+    """Counts the writes of script calls per Cluster node (each batch is one)."""
+
+    def __init__(self, batches: NodeBatches, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.per_node: dict[str, int] = {}
+        self.commands: dict[str, int] = {}
+        self.alone = 0
+        send = _wire._send
+
+        async def counting(conn: Any, packed: list[bytes]) -> None:
+            name = f"{conn.host}:{conn.port}"
+            self.per_node[name] = self.per_node.get(name, 0) + 1
+            self.commands[name] = self.commands.get(name, 0) + len(packed)
+            await send(conn, packed)
+
+        execute = batches.client.execute_command
+
+        async def alone(*args: Any, **kwargs: Any) -> Any:
+            self.alone += 1
+            return await execute(*args, **kwargs)
+
+        monkeypatch.setattr(_wire, "_send", counting)
+        monkeypatch.setattr(batches.client, "execute_command", alone)
+
+
+async def test_on_cluster_ten_thousand_concurrent_mixed_checks_go_out_per_node_and_each_get_their_own_reply(
+    redis_cluster: RedisClusterServers, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     coalesced = AsyncLimiter(AsyncRedisStorage(redis_cluster.async_client(), clock=clock, budget=1.0))
     alone = AsyncLimiter(
         AsyncRedisStorage(redis_cluster.async_client(), prefix="one", clock=clock, budget=1.0, coalesce=False)
     )
     try:
-        # A Cluster client routes each command to its node itself: nothing is coalesced there.
-        assert coalesced.storage._lender is None  # type: ignore[attr-defined]
+        batches = batches_of(coalesced)
         shuffle = random.Random(17)
-        keys = [f"{{u{n}}}:api" for n in range(2_000)]
+        keys = [f"{{u{n}}}:api" for n in range(10_000)]
         setup = [(key, ALGORITHMS[n % 5], n % 4 * (1 + n % 13), True) for n, key in enumerate(keys) if n % 4]
         checks = [
             (key, ALGORITHMS[n % 5], shuffle.randint(1, 40), shuffle.random() < 0.7)
             for n, key in enumerate(keys)
         ]
-        for limiter in (coalesced, alone):
-            for first in range(0, len(setup), 50):
-                await asyncio.gather(*(run(limiter, check) for check in setup[first : first + 50]))
+        # The first checks read the slot map (until then, each check goes to its
+        # node alone) and load the scripts (a crowd would each load them).
+        for algorithm in ALGORITHMS:
+            await coalesced.peek("first", LIMIT, algorithm)  # type: ignore[arg-type]
+        await asyncio.gather(*(run(coalesced, check) for check in setup))
+        for first in range(0, len(setup), 50):  # a connection each: a crowd at a time
+            await asyncio.gather(*(run(alone, check) for check in setup[first : first + 50]))
         clock.advance(1.5)
         expected = [figures(await run(alone, check)) for check in checks]
-        got = []
-        for first in range(0, len(checks), 50):  # a connection each
-            got += await asyncio.gather(*(run(coalesced, check) for check in checks[first : first + 50]))
+        written = Written(batches, monkeypatch)
+        got = await asyncio.gather(*(run(coalesced, check) for check in checks))
         assert [figures(d) for d in got] == expected
+        assert sum(d.allowed for d in got) == sum(e[0] for e in expected) > 5000
+        # The first went out alone; the rest in batches of MAX_BATCH per node (a
+        # node's last one smaller), each holding the checks of its node's keys.
+        owners = [node_of(coalesced, key, algorithm) for key, algorithm, _, _ in checks[1:]]
+        per_node = {name: owners.count(name) for name in set(owners)}
+        assert len(per_node) == 3
+        assert written.alone == 1
+        assert written.commands == per_node
+        assert written.per_node == {name: -(-count // MAX_BATCH) for name, count in per_node.items()}
+        assert (batches.busy, batches.pending, batches.suspect) == (0, {}, set())
     finally:
         await coalesced.aclose()
         await alone.aclose()
+
+
+async def test_on_cluster_cancelled_callers_never_get_or_take_another_callers_reply(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    coalesced = AsyncLimiter(AsyncRedisStorage(redis_cluster.async_client(), budget=1.0))
+    try:
+        batches = batches_of(coalesced)
+        chance = random.Random(8)
+        await coalesced.peek("first", LIMIT)  # the slot map
+        cancelled = 0
+        for round_no in range(20):
+            costs = [1 + n for n in range(90)]
+            keys = [f"{{r{round_no}:{n}}}" for n in range(90)]
+            tasks = [
+                asyncio.ensure_future(coalesced.hit(key, LIMIT, cost=cost))
+                for key, cost in zip(keys, costs, strict=True)
+            ]
+            doomed = set(chance.sample(range(90), 60))
+            for turn in range(3):  # before their batch is written, and while it is read
+                await asyncio.sleep(0)
+                for n in sorted(doomed):
+                    if n % 3 == turn:
+                        tasks[n].cancel()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            peeks = await asyncio.gather(*(coalesced.peek(key, LIMIT) for key in keys))
+            for n, (outcome, seen) in enumerate(zip(outcomes, peeks, strict=True)):
+                if isinstance(outcome, asyncio.CancelledError):
+                    cancelled += 1
+                    assert n in doomed
+                    assert seen.remaining in (100, 100 - costs[n])  # sent whole, or not at all
+                else:
+                    assert isinstance(outcome, Decision), outcome
+                    assert (outcome.key, outcome.remaining, seen.remaining) == (
+                        keys[n],
+                        100 - costs[n],
+                        100 - costs[n],
+                    )
+        assert cancelled >= 1000
+        assert (batches.busy, batches.pending) == (0, {})
+    finally:
+        await coalesced.aclose()
+
+
+async def test_on_cluster_a_connection_killed_mid_batch_fails_only_the_callers_on_its_node(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    # No time for retries: a caller whose call fails gets the error.
+    coalesced = AsyncLimiter(AsyncRedisStorage(redis_cluster.async_client(), budget=1e-9))
+    admins = {f"127.0.0.1:{port}": redis.asyncio.Redis(port=port) for _, port in redis_cluster.nodes}
+    try:
+        batches = batches_of(coalesced)
+        await coalesced.hit("{warm}", LIMIT)
+        keys = [f"{{k{n}}}" for n in range(90)]
+        owners = [node_of(coalesced, key, "fixed_window") for key in keys]
+        victim = owners[5]
+        admin = admins[victim]
+        # Writes wait while the node is paused: its batch is sent and unanswered when killed.
+        await admin.execute_command("CLIENT", "PAUSE", "2000", "WRITE")
+        tasks = [asyncio.ensure_future(coalesced.hit(key, LIMIT, cost=n + 1)) for n, key in enumerate(keys)]
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            listed = await admin.client_list()
+            if sum(entry["cmd"] == "evalsha" for entry in listed) >= 1 and all(
+                task.done() for task, owner in zip(tasks, owners, strict=True) if owner != victim
+            ):
+                break
+        killed = await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        assert killed >= 1
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for n, (outcome, owner) in enumerate(zip(outcomes, owners, strict=True)):
+            if owner == victim:
+                assert isinstance(outcome, StorageUnavailable), outcome
+                assert str(outcome).startswith("Redis is unavailable: "), outcome
+            else:
+                assert isinstance(outcome, Decision) and outcome.remaining == 99 - n, outcome
+        assert batches.suspect == {victim}
+        # The node's next checks go through the client alone until one succeeds.
+        again = [k for k, owner in zip(keys, owners, strict=True) if owner == victim]
+        assert (await coalesced.hit(again[0], LIMIT)).remaining == 99
+        assert batches.suspect == set()
+        decisions = await asyncio.gather(*(coalesced.hit(key, LIMIT) for key in again[1:]))
+        assert [d.remaining for d in decisions] == [99] * (len(again) - 1)
+    finally:
+        await coalesced.aclose()
+        for admin in admins.values():
+            await admin.execute_command("CLIENT", "UNPAUSE")
+            await admin.aclose()
+
+
+@pytest.mark.parametrize(
+    ("query", "coalesced"), [("", True), ("?coalesce=on", True), ("?coalesce=off", False)]
+)
+async def test_checks_are_coalesced_unless_the_url_says_off(
+    redis_url: str, query: str, coalesced: bool
+) -> None:
+    async with AsyncLimiter.from_url(redis_url + query) as limiter:
+        storage = limiter.storage
+        assert isinstance(storage, AsyncRedisStorage)
+        lender = lender_of(limiter)
+        assert storage._call == (lender.call if coalesced else lender.call_one)
+        default = AsyncRedisStorage(redis.asyncio.Redis.from_url(redis_url))
+        assert default._call == default._lender.call  # type: ignore[union-attr]
+        await default.aclose()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bisman_ratelimit import AsyncLimiter, StorageBusy
-from bisman_ratelimit.backends import AsyncRedisStorage
+from bisman_ratelimit.backends import AsyncFallbackStorage, AsyncRedisStorage
 
 
 def lender_of(limiter: AsyncLimiter) -> Any:
@@ -66,3 +66,32 @@ async def test_a_reply_that_came_while_the_app_held_the_loop_is_read_not_timed_o
         time.sleep(0.08)  # a handler holds the loop past every check's 50 ms budget
         decisions = await asyncio.gather(*checks)
         assert [d.remaining for d in decisions] == [9] * 40
+
+
+@pytest.mark.parametrize("coalesce", ["on", "off"])
+async def test_replies_that_came_while_the_app_held_the_loop_for_seconds_count_as_no_failure(
+    redis_url: str, coalesce: str
+) -> None:
+    # With a 20 ms budget a read is given up on once the loop has been held
+    # up for 200 ms in all, but not before it has read what came meanwhile.
+    # The app below holds the loop for 1.3 s: longer than that, and longer
+    # than the 1.2 s that redis-py's own timeout on the read once had.
+    url = redis_url + f"?timeout=20ms&fallback=memory&coalesce={coalesce}"
+    async with AsyncLimiter.from_url(url) as limiter:
+        storage = limiter.storage
+        assert isinstance(storage, AsyncFallbackStorage) and isinstance(storage.primary, AsyncRedisStorage)
+        lender = storage.primary._lender
+        assert lender is not None
+        await limiter.warm()
+        costs = [1 + i % 9 for i in range(120)]
+        hits = [limiter.hit(f"k{n}", "10/minute", cost=cost) for n, cost in enumerate(costs)]
+        checks = [asyncio.ensure_future(hit) for hit in hits]
+        await asyncio.sleep(0)  # one turn: the checks are sent, or wait for their batch
+        while lender.pending:
+            await asyncio.sleep(0)  # the batch is written in the turn its task starts
+        assert lender.busy == (2 if coalesce == "on" else 120)
+        time.sleep(1.3)  # a handler holds the loop
+        decisions = await asyncio.gather(*checks)
+        assert [d.remaining for d in decisions] == [10 - cost for cost in costs]
+        stats = storage.breaker.stats()
+        assert (stats.failures, stats.opened, storage.answered_locally) == (0, 0, 0)
