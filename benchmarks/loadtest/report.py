@@ -268,9 +268,9 @@ def render(run: dict[str, Any], figures: dict[str, dict[str, PhaseFigures]], plo
         f"in {run['seconds'] / 60:.1f} min: Redis {run['redis_version']}, {run['cpus']} CPUs, "
         f"wrk with {run['connections']} connections for the well-behaved clients, "
         f"{run['ticks']} one-second ticks per phase, {run['workers']} server workers. "
-        "The machine has 2 cores, shared with other jobs that ran at the same time: "
-        "read the ratios between contenders of this run, not the absolute figures. "
-        "The load generator runs on the same 2 cores as the servers and Redis.",
+        "The load generator runs on the same cores as the servers and Redis: "
+        "read the ratios between contenders of this run, not the absolute figures "
+        "(the findings below say how busy the machine was).",
         "",
         f"Limits: `GET /api/calls` allows {run['per_client']} requests per second per client (`X-Client`), "
         f"`GET /api/global` {run['shared']} per second for every client together; "

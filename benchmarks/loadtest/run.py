@@ -522,8 +522,15 @@ def run_contender(
             sampler.halt.set()
             sampler.join()
         result.samples = sampler.samples
-    result.log_tail = (logs / f"{contender.name}.log").read_text(errors="replace")[-2000:]
+    result.log_tail = private_paths((logs / f"{contender.name}.log").read_text(errors="replace")[-2000:])
     return result
+
+
+def private_paths(text: str) -> str:
+    """A log's text without the machine's folders: the environment's as ``<venv>``, the checkout's ``.``."""
+    for folder, name in ((sys.prefix, "<venv>"), (str(ROOT), ".")):
+        text = text.replace(folder.rstrip("/") + "/", name + "/")
+    return text
 
 
 def part_three(out: Path, keys: int) -> dict[str, str]:
