@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import fastapi
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
@@ -162,7 +163,11 @@ async def test_the_fastapi_dependency_costs_what_fastapi_spends_on_any_dependenc
     by_dependency, headers = await calls_per_request(
         fastapi_app([Middleware(RateLimitMiddleware, limiter=memory(clock))], RateLimit(LIMIT))
     )
-    assert by_dependency == by_file
+    # FastAPI 0.110 (the oldest supported) inspects a callable instance's signature on every request:
+    # 10 calls that a plain function dependency does not cost. Current releases cache it.
+    # Before the single-check path the dependency cost 38 calls more than this.
+    inspected = 10 if tuple(int(part) for part in fastapi.__version__.split(".")[:2]) < (0, 112) else 0
+    assert by_dependency == by_file + inspected
     assert headers == file_headers
 
 

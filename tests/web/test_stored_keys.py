@@ -100,9 +100,14 @@ def test_a_key_of_the_seed_route_costs_at_most_80_bytes(
     (key,) = redis_client.keys("*")
     assert key == f"rl:user:{{u14}}:api:/calls:{algorithm[0]}1m".encode()
     assert redis_client.object("encoding", key) == b"int"
-    # Valkey 8 keeps the key inside its value object.
+    # Valkey 8 keeps the key inside its value object: 56 B on a fresh server, and now and then 72 B
+    # on the server the whole suite shares (the allocation depends on the server's history), which is
+    # Redis's figure: the goal of 80 B holds either way.
     valkey = redis_client.info("server").get("server_name") == "valkey"
-    assert redis_client.memory_usage(key) == (56 if valkey else 72)
+    if valkey:
+        assert redis_client.memory_usage(key) in (56, 72)
+    else:
+        assert redis_client.memory_usage(key) == 72
 
 
 def test_one_identity_shares_a_slot_on_the_cluster(redis_cluster: object) -> None:
