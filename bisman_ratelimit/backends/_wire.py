@@ -547,14 +547,7 @@ class AsyncLender(_LenderBase):
                 raise
             return
         try:
-            if not conn.is_connected:
-                await conn.connect()
-            pack = self.pack
-            packed: list[bytes] = []
-            for args, _ in batch:
-                packed += conn.pack_command(*args) if pack is None else [pack(args)]
-            await _send(conn, packed)
-            await _read_batch(conn, batch)
+            await _exchange(conn, batch, self.pack)
         except BaseException as exc:
             _fail(batch, exc)
             if isinstance(exc, (redis.ConnectionError, OSError)):
@@ -733,14 +726,7 @@ class NodeBatches:
             prepare = getattr(node, "disconnect_if_needed", None)  # redis-py 7+
             if prepare is not None:
                 await prepare(conn)
-            if not conn.is_connected:
-                await conn.connect()
-            pack = self.pack
-            packed: list[bytes] = []
-            for args, _ in batch:
-                packed += conn.pack_command(*args) if pack is None else [pack(args)]
-            await _send(conn, packed)
-            await _read_batch(conn, batch)
+            await _exchange(conn, batch, self.pack)
         except BaseException as exc:
             _fail(batch, exc)
             if not isinstance(exc, asyncio.CancelledError):
@@ -782,6 +768,21 @@ async def _send(conn: Any, packed: list[bytes]) -> None:
         if isinstance(exc, OSError):
             raise redis.ConnectionError(f"Error while writing to socket: {exc}") from exc
         raise  # cancelled mid-write
+
+
+async def _exchange(
+    conn: Any,
+    batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]],
+    pack: Callable[[tuple[Any, ...]], bytes] | None,
+) -> None:
+    """Send a batch's commands in one write on ``conn`` and hand each caller its reply."""
+    if not conn.is_connected:
+        await conn.connect()
+    packed: list[bytes] = []
+    for args, _ in batch:
+        packed += conn.pack_command(*args) if pack is None else [pack(args)]
+    await _send(conn, packed)
+    await _read_batch(conn, batch)
 
 
 def _time_out(turn: asyncio.Future[Any]) -> None:
