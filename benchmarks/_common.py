@@ -336,3 +336,26 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
         *("| " + " | ".join(row) + " |" for row in rows),
     ]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Round:
+    """Checks per second and latency of one round of concurrent checks."""
+
+    rate: float  # checks per second
+    p50: float  # seconds
+    p99: float
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def median_round(rounds: Sequence[Round]) -> Round:
+    """Each figure's median over interleaved rounds."""
+    return Round(
+        rate=statistics.median(r.rate for r in rounds),
+        p50=statistics.median(r.p50 for r in rounds),
+        p99=statistics.median(r.p99 for r in rounds),
+    )

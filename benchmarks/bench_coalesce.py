@@ -34,14 +34,16 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio
 from _common import (
+    Round,
     machine_summary,
     markdown_table,
+    median_round,
+    percentile,
     pin,
     private_server,
     progress,
@@ -64,18 +66,6 @@ ALGORITHMS = ("fixed_window", "sliding_window", "token_bucket", "gcra")
 FLOOR_SCRIPT = "local n = redis.call('INCR', KEYS[1]) redis.call('PEXPIRE', KEYS[1], 60000) return n"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Round:
-    rate: float  # checks per second
-    p50: float  # seconds
-    p99: float
-
-
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
 async def _run_tasks(tasks: int, seconds: float, step: Callable[[int], Awaitable[int]]) -> Round:
     """``tasks`` tasks calling ``step`` for ``seconds``; ``step`` returns how many checks it made."""
     latencies: list[float] = []
@@ -96,7 +86,7 @@ async def _run_tasks(tasks: int, seconds: float, step: Callable[[int], Awaitable
     began = clock()
     await asyncio.gather(*(worker(n) for n in range(tasks)))
     elapsed = clock() - began
-    return Round(rate=done / elapsed, p50=_percentile(latencies, 0.5), p99=_percentile(latencies, 0.99))
+    return Round(rate=done / elapsed, p50=percentile(latencies, 0.5), p99=percentile(latencies, 0.99))
 
 
 def _through(limiter: AsyncLimiter) -> Callable[[int], Awaitable[int]]:
@@ -105,14 +95,6 @@ def _through(limiter: AsyncLimiter) -> Callable[[int], Awaitable[int]]:
         return 1
 
     return step
-
-
-def _median(rounds: list[Round]) -> Round:
-    return Round(
-        rate=statistics.median(r.rate for r in rounds),
-        p50=statistics.median(r.p50 for r in rounds),
-        p99=statistics.median(r.p99 for r in rounds),
-    )
 
 
 async def _throughput_rows(url: str, rounds: int, seconds: float) -> list[list[str]]:
@@ -151,7 +133,9 @@ async def _throughput_rows(url: str, rounds: int, seconds: float) -> list[list[s
                 shift = round_no % len(contenders)
                 for name, workers, step in [*contenders[shift:], *contenders[:shift]]:
                     results[name].append(await _run_tasks(workers, seconds, step))
-            floor_m, today_m, ours_m = (_median(results[name]) for name in ("floor", "today", "coalesced"))
+            floor_m, today_m, ours_m = (
+                median_round(results[name]) for name in ("floor", "today", "coalesced")
+            )
             rows.append(
                 [
                     str(tasks),
@@ -223,7 +207,7 @@ async def _cluster_row(url: str, rounds: int, seconds: float) -> list[str]:
             shift = round_no % len(contenders)
             for name, step in [*contenders[shift:], *contenders[:shift]]:
                 results[name].append(await _run_tasks(CLUSTER_TASKS, seconds, step))
-        today_m, ours_m = _median(results["today"]), _median(results["coalesced"])
+        today_m, ours_m = median_round(results["today"]), median_round(results["coalesced"])
         return [
             str(CLUSTER_TASKS),
             f"{today_m.rate:,.0f}",

@@ -20,17 +20,18 @@ rounds):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import redis
 from _common import (
+    Round,
     machine_summary,
     markdown_table,
+    median_round,
+    percentile,
     pin,
     private_server,
     progress,
@@ -47,18 +48,6 @@ from bisman_ratelimit.core import Limit
 LIMIT = "1000000000/hour"
 KEYS = [f"user:{n}" for n in range(1000)]
 THREADS = (1, 8, 32)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Round:
-    rate: float  # checks per second
-    p50: float  # seconds
-    p99: float
-
-
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def _run_threads(threads: int, seconds: float, step: Callable[[int], int]) -> Round:
@@ -89,7 +78,7 @@ def _run_threads(threads: int, seconds: float, step: Callable[[int], int]) -> Ro
         thread.join()
     elapsed = clock() - shared["start"]
     every = [value for mine in latencies for value in mine]
-    return Round(rate=sum(done) / elapsed, p50=_percentile(every, 0.5), p99=_percentile(every, 0.99))
+    return Round(rate=sum(done) / elapsed, p50=percentile(every, 0.5), p99=percentile(every, 0.99))
 
 
 def _through(limiter: Limiter) -> Callable[[int], int]:
@@ -98,14 +87,6 @@ def _through(limiter: Limiter) -> Callable[[int], int]:
         return 1
 
     return step
-
-
-def _median(rounds: list[Round]) -> Round:
-    return Round(
-        rate=statistics.median(r.rate for r in rounds),
-        p50=statistics.median(r.p50 for r in rounds),
-        p99=statistics.median(r.p99 for r in rounds),
-    )
 
 
 def lone_latency(off: Limiter, on: Limiter, calls: int) -> tuple[float, float]:
@@ -118,7 +99,7 @@ def lone_latency(off: Limiter, on: Limiter, calls: int) -> tuple[float, float]:
             began = clock()
             limiter.hit(KEYS[n % len(KEYS)], LIMIT)
             times[name].append(clock() - began)
-    return _percentile(times["off"], 0.5), _percentile(times["on"], 0.5)
+    return percentile(times["off"], 0.5), percentile(times["on"], 0.5)
 
 
 def throughput_rows(
@@ -160,7 +141,7 @@ def throughput_rows(
                 shift = round_no % len(contenders)
                 for name, workers, step in [*contenders[shift:], *contenders[:shift]]:
                     results[name].append(_run_threads(workers, seconds, step))
-            floor, today, ours = (_median(results[name]) for name in ("pipelined", "off", "on"))
+            floor, today, ours = (median_round(results[name]) for name in ("pipelined", "off", "on"))
             rows.append(
                 [
                     str(threads),
