@@ -54,7 +54,7 @@ from bisman_ratelimit.web import (
 )
 
 from ._context import Facts, Needs, UserGetter
-from ._responses import OnLimited, encode_headers, refuse
+from ._responses import OnLimited, call_with_headers, encode_headers, refuse
 from ._routes import resolve, uses_hosts
 from ._spec import ENFORCED, EVERYTHING, LimitSpec, declared_on
 
@@ -240,13 +240,7 @@ class RateLimitMiddleware:
                 await self.app(scope, receive, send)
                 return
             added = (route.policy_header, (b"ratelimit", single.ratelimit(decision).encode("latin-1")))
-
-            async def send_with_headers(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    message["headers"] = [*message.get("headers", ()), *added]
-                await send(message)
-
-            await self.app(scope, receive, send_with_headers)
+            await call_with_headers(self.app, scope, receive, send, added)
         finally:
             if token is not None:
                 ENFORCED.reset(token)
@@ -453,16 +447,7 @@ class RateLimitMiddleware:
 
             await self.app(scope, receive, send_counted)
             return
-        if not added:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *added]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        await call_with_headers(self.app, scope, receive, send, added)
 
     # -- WebSockets
 
@@ -492,16 +477,7 @@ class RateLimitMiddleware:
             added = encode_headers(verdict.headers)
         if route.messages is not None:
             receive = self._limit_messages(route.messages, scope, ip, receive, send)
-        if not added:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "websocket.accept":
-                message["headers"] = [*message.get("headers", ()), *added]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        await call_with_headers(self.app, scope, receive, send, added, start="websocket.accept")
 
     def _limit_messages(
         self, needs: Needs, scope: Scope, ip: str | None, receive: Receive, send: Send

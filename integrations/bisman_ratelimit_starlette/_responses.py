@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bisman_ratelimit.web import CONTENT_TYPE, Verdict
 
@@ -35,6 +35,28 @@ def encode_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, by
         (names.get(name) or name.lower().encode("latin-1"), value.encode("latin-1"))
         for name, value in headers
     ]
+
+
+async def call_with_headers(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    added: Sequence[tuple[bytes, bytes]],
+    *,
+    start: str = "http.response.start",
+) -> None:
+    """Run ``app`` with ``added`` appended to the headers of its ``start`` message."""
+    if not added:
+        await app(scope, receive, send)
+        return
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == start:
+            message["headers"] = [*message.get("headers", ()), *added]
+        await send(message)
+
+    await app(scope, receive, send_with_headers)
 
 
 async def refuse(

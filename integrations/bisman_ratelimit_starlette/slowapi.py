@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bisman_ratelimit import AsyncLimiter, ConfigurationError, InvalidArgument, StorageError
 from bisman_ratelimit.core import ALGORITHMS, Algorithm, Limit, OutagePolicy, OutageReaction, parse_limits
@@ -55,7 +55,7 @@ from bisman_ratelimit.web import (
 )
 
 from ._context import Facts, Needs
-from ._responses import encode_headers
+from ._responses import call_with_headers, encode_headers
 from ._routes import resolve, uses_hosts
 
 if TYPE_CHECKING:
@@ -599,17 +599,7 @@ class SlowAPIMiddleware:
             await self._refuse(owner, scope, receive, send, exc)
             return
         scope.setdefault("state", {})[_STATE_FLAG] = True
-        added = encode_headers(verdict.headers)
-        if not added:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *added]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        await call_with_headers(self.app, scope, receive, send, encode_headers(verdict.headers))
 
     def _resolve(self, owner: Any, scope: Scope) -> tuple[str | None, str | None]:
         """The route template and endpoint name of a request (cached per path)."""
