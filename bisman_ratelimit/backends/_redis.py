@@ -51,7 +51,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException, TryAgainError
 
 from bisman_ratelimit.backends._base import BatchResult, Check, GroupResult, Spec
 from bisman_ratelimit.backends._blocked import BlockedKeys
@@ -159,8 +159,10 @@ def retry_delay(exc: BaseException, attempt: int, elapsed: float, budget: float)
     """
     if isinstance(exc, redis.TimeoutError):
         return None
-    if isinstance(exc, redis.BusyLoadingError) or _is_busy(exc):
-        # The server answers quickly but cannot serve yet: poll it.
+    if isinstance(exc, (redis.BusyLoadingError, TryAgainError)) or _is_busy(exc):
+        # The server answers quickly but cannot serve yet (loading, running a
+        # script, or moving the slot of a check's keys between Cluster
+        # nodes, some moved and some not): poll it.
         delay = min(0.002 * 2**attempt, 0.02)
     elif isinstance(exc, (redis.ReadOnlyError, redis.ConnectionError)):
         # A reset or a demoted primary: a fresh connection usually works at
@@ -566,13 +568,11 @@ class AsyncRedisStorage(_RedisBase):
             raise InvalidArgument(f"coalesce must be True or False, got {coalesce!r}")
         self._lender = async_lender_for(client)
         self._loading: dict[str, asyncio.Future[object]] = {}
-        nodes = node_batches_for(client) if coalesce and self._lender is None else None
+        # On Cluster, checks go out on the nodes' connections even one at a
+        # time: that is how an ASK redirect is followed right (NodeBatches).
+        sender = self._lender if self._lender is not None else node_batches_for(client)
         self._call: Callable[..., Awaitable[Any]] = (
-            (self._lender.call if coalesce else self._lender.call_one)
-            if self._lender is not None
-            else client.execute_command
-            if nodes is None
-            else nodes.call
+            client.execute_command if sender is None else sender.call if coalesce else sender.call_one
         )
 
     async def _run(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:

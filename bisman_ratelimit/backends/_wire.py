@@ -68,7 +68,7 @@ from typing import Any
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
-from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException
 
 from bisman_ratelimit.core import StorageBusy
 
@@ -592,9 +592,6 @@ class AsyncLender(_LenderBase):
             await pool.release(idle.pop())
 
 
-# Replies that a Cluster client follows itself: the slot moved or is moving
-# (the command did not run), or the cluster is not ready for it yet.
-_REDIRECTS = (MovedError, AskError, TryAgainError, ClusterDownError)
 _CLUSTER_ORIGINAL = redis.asyncio.cluster.RedisCluster.execute_command
 _node_batches: weakref.WeakKeyDictionary[Any, NodeBatches] = weakref.WeakKeyDictionary()
 
@@ -629,25 +626,35 @@ def node_batches_for(client: Any) -> NodeBatches | None:
 
 
 class NodeBatches:
-    """Script calls of a ``redis.asyncio.cluster.RedisCluster`` client, written together per node.
+    """Script calls of a ``redis.asyncio.cluster.RedisCluster`` client, sent on its nodes' connections.
 
     As with :class:`AsyncLender`, a command that comes while nothing else
-    is under way goes out at once, through the client. Those that come
-    while others are under way wait for the end of this turn of the event
-    loop, grouped by the primary that serves their key's slot, and each
-    node's group goes out in one write on one of that node's connections
-    and comes back in one read (at most ``MAX_BATCH`` per write).
+    is under way goes out at once, on a connection of the primary that
+    serves its key's slot. With :meth:`call`, those that come while others
+    are under way wait for the end of this turn of the event loop, grouped
+    by that primary, and each node's group goes out in one write on one of
+    its connections and comes back in one read (at most ``MAX_BATCH`` per
+    write); :meth:`call_one` sends each alone.
 
-    The client's own handling stays in charge of what a batch cannot know:
+    The client stays in charge of what the slot map alone cannot tell:
 
-    - a reply that redirects (``MOVED``, ``ASK``) or says that the cluster
-      is not ready (``TRYAGAIN``, ``CLUSTERDOWN``) sends its command again
-      alone, through the client, which follows it and updates its map;
-    - when a node's batch fails (its connection reset, no reply in time),
-      each of its callers gets an exception of its own, and that node's
-      commands go through the client alone until one of them succeeds, so
-      the client learns of the failure (and, after a failover, of the new
-      primary) as it would without batches. The other nodes' batches go on.
+    - a reply that redirects with ``MOVED`` (the slot has moved) or says
+      that the cluster is down sends its command again through the client,
+      which follows it and updates its map;
+    - ``ASK`` (the slot is moving and the key has left) is followed here:
+      ``ASKING`` and the command go to the named node in one write on one
+      connection. redis-py's asyncio client sends ``ASKING`` as a command
+      of its own, then the command on whichever of the node's connections
+      is free first; the node, not asked on that one, answers ``MOVED``
+      back to the slot's owner, and after 16 such turns the client gives
+      up (``TTL exhausted``);
+    - ``TRYAGAIN`` (a check of several keys, some moved and some not) is
+      raised, for the storage to try again within its budget;
+    - when a node's connection fails (reset, no reply in time), each of the
+      callers on it gets an exception of its own, and that node's commands
+      go through the client until one of them succeeds, so the client
+      learns of the failure (and, after a failover, of the new primary) as
+      it would without batches. The other nodes' batches go on.
     """
 
     def __init__(self, client: Any) -> None:
@@ -659,14 +666,18 @@ class NodeBatches:
         # Per node name: the node, and the commands waiting for its next batch.
         self.pending: dict[str, tuple[Any, list[tuple[tuple[Any, ...], asyncio.Future[Any]]]]] = {}
         self.batches: set[asyncio.Task[None]] = set()
-        # Names of the nodes whose last batch failed.
+        # Names of the nodes whose last exchange failed.
         self.suspect: set[str] = set()
 
     async def call(self, *args: Any) -> Any:
-        """Run a command: alone if nothing else is under way, else in its node's next batch."""
-        idle = not self.busy and not self.pending
-        if idle and not self.suspect:
-            return await self._alone(args)
+        """Run a command: at once if nothing else is under way, else in its node's next batch."""
+        return await self._run(args, True)
+
+    async def call_one(self, *args: Any) -> Any:
+        """Run a command alone, on a connection of its node."""
+        return await self._run(args, False)
+
+    async def _run(self, args: tuple[Any, ...], batch: bool) -> Any:
         node = self._node_of(args)
         if node is None:
             return await self._alone(args)
@@ -675,18 +686,17 @@ class NodeBatches:
             reply = await self._alone(args)
             self.suspect.discard(name)
             return reply
-        if idle:
-            return await self._alone(args)
-        entry = self.pending.get(name)
-        if entry is None:
-            entry = self.pending[name] = (node, [])
-            self._start_batch(name)
-        future = asyncio.get_running_loop().create_future()
-        entry[1].append((args, future))
         try:
-            return await future
-        except _REDIRECTS:
+            if batch and (self.busy or self.pending):
+                return await self._join(node, args)
+            return await self._single(node, args)
+        except (MovedError, ClusterDownError):  # (MovedError is a kind of AskError)
             return await self._alone(args)
+        except AskError as exc:
+            try:
+                return await self._asked(args, exc)
+            except (AskError, ClusterDownError):
+                return await self._alone(args)
 
     def _node_of(self, args: tuple[Any, ...]) -> Any:
         """The primary serving a script call's first key; ``None`` for another command, or before the map."""
@@ -704,6 +714,35 @@ class NodeBatches:
         finally:
             self.busy -= 1
 
+    async def _single(self, node: Any, args: tuple[Any, ...]) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        await self._exchange_on(node, [(args, future)])
+        return future.result()
+
+    async def _asked(self, args: tuple[Any, ...], ask: AskError) -> Any:
+        """``args`` sent after ``ASKING``, in one write, to the node that ``ask`` names."""
+        remap = getattr(self.client.nodes_manager, "remap_host_port", None)
+        host, port = remap(ask.host, ask.port) if remap is not None else (ask.host, ask.port)
+        node = self.client.get_node(host=host, port=port)
+        if node is None:  # a node the client has not met yet
+            return await self._alone(args)
+        loop = asyncio.get_running_loop()
+        asking, future = loop.create_future(), loop.create_future()
+        await self._exchange_on(node, [(("ASKING",), asking), (args, future)])
+        if not asking.cancelled():
+            asking.exception()  # ASKING's own reply (OK) matters only through the command's
+        return future.result()
+
+    async def _join(self, node: Any, args: tuple[Any, ...]) -> Any:
+        name = node.name
+        entry = self.pending.get(name)
+        if entry is None:
+            entry = self.pending[name] = (node, [])
+            self._start_batch(name)
+        future = asyncio.get_running_loop().create_future()
+        entry[1].append((args, future))
+        return await future
+
     def _start_batch(self, name: str) -> None:
         # As AsyncLender's: every command of this turn for the node joins the batch.
         task = asyncio.get_running_loop().create_task(self._send_batch(name))
@@ -717,8 +756,11 @@ class NodeBatches:
             self.pending[name] = (node, batch[MAX_BATCH:])
             self._start_batch(name)
             del batch[MAX_BATCH:]
-        if not batch:
-            return
+        if batch:
+            await self._exchange_on(node, batch)
+
+    async def _exchange_on(self, node: Any, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        """Send ``batch`` on a connection of ``node``; on failure, fail its callers and suspect the node."""
         self.busy += 1
         conn = None
         try:
@@ -730,7 +772,7 @@ class NodeBatches:
         except BaseException as exc:
             _fail(batch, exc)
             if not isinstance(exc, asyncio.CancelledError):
-                self.suspect.add(name)
+                self.suspect.add(node.name)
             if not isinstance(exc, (redis.RedisError, OSError)):
                 raise
         finally:
