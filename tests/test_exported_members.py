@@ -115,6 +115,7 @@ PACKAGES: dict[str, list[str]] = {
         "Script",
         "Spec",
         "Storage",
+        "async_command",
         "backend_schemes",
         "is_async_client",
         "is_cluster_client",

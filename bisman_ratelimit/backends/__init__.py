@@ -43,6 +43,7 @@ from bisman_ratelimit.backends._urls import (
     register_backend,
     storage_from_url,
 )
+from bisman_ratelimit.backends._wire import async_command
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -67,6 +68,7 @@ __all__ = [
     "Script",
     "Spec",
     "Storage",
+    "async_command",
     "backend_schemes",
     "is_async_client",
     "is_cluster_client",

@@ -62,13 +62,13 @@ import math
 import os
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
-from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException
+from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException, TryAgainError
 
 from bisman_ratelimit.core import StorageBusy
 
@@ -126,6 +126,10 @@ _LATE = 0.001
 # redis-py 8). It counts the time the loop spends elsewhere, and drops a
 # reply that came in meanwhile; a _Deadline bounds the read instead.
 _NO_TIMEOUT = math.inf
+# How long NodeBatches.call_patiently waits out TRYAGAIN (redis-py's client:
+# 16 tries, the last eight 50 ms apart).
+_TRY_AGAIN_FOR = 1.0
+_NOT_LOCAL = "Script attempted to access a non local key"
 
 
 def _busy(pool: Any, exc: BaseException) -> StorageBusy:
@@ -596,6 +600,16 @@ _CLUSTER_ORIGINAL = redis.asyncio.cluster.RedisCluster.execute_command
 _node_batches: weakref.WeakKeyDictionary[Any, NodeBatches] = weakref.WeakKeyDictionary()
 
 
+def async_command(client: Any) -> Callable[..., Awaitable[Any]]:
+    """What runs a command on an asyncio client for a caller without a time budget (the stores).
+
+    On a Cluster client, :meth:`NodeBatches.call_patiently` (``ASK``
+    followed right; see :class:`NodeBatches`), else the client's own.
+    """
+    nodes = node_batches_for(client)
+    return client.execute_command if nodes is None else nodes.call_patiently
+
+
 def node_batches_for(client: Any) -> NodeBatches | None:
     """The batches of a ``redis.asyncio.cluster.RedisCluster`` client, or ``None`` if it cannot have them."""
     if not isinstance(client, redis.asyncio.cluster.RedisCluster) or not internals_hold(redis.asyncio.Redis):
@@ -648,8 +662,9 @@ class NodeBatches:
       is free first; the node, not asked on that one, answers ``MOVED``
       back to the slot's owner, and after 16 such turns the client gives
       up (``TTL exhausted``);
-    - ``TRYAGAIN`` (a check of several keys, some moved and some not) is
-      raised, for the storage to try again within its budget;
+    - ``TRYAGAIN`` (a command of several keys, some moved and some not) is
+      raised, for the storage to try again within its budget
+      (:meth:`call_patiently` waits it out itself);
     - when a node's connection fails (reset, no reply in time), each of the
       callers on it gets an exception of its own, and that node's commands
       go through the client until one of them succeeds, so the client
@@ -676,6 +691,31 @@ class NodeBatches:
     async def call_one(self, *args: Any) -> Any:
         """Run a command alone, on a connection of its node."""
         return await self._run(args, False)
+
+    async def call_patiently(self, *args: Any) -> Any:
+        """:meth:`call_one`, tried again while a moving slot splits the command's keys.
+
+        For callers without a time budget of their own (the stores). The
+        server says so with ``TRYAGAIN``, or, for a key that a script finds
+        by name rather than in its KEYS (a chat thread's windows), with
+        "Script attempted to access a non local key". As redis-py's client
+        does for ``TRYAGAIN``, it waits a little longer each time, for about
+        a second at most, then raises.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        attempt = 0
+        while True:
+            try:
+                return await self._run(args, False)
+            except redis.ResponseError as exc:
+                if not isinstance(exc, TryAgainError) and not str(exc).startswith(_NOT_LOCAL):
+                    raise
+                pause = min(0.002 * 2**attempt, 0.05)
+                if loop.time() - started + pause > _TRY_AGAIN_FOR:
+                    raise
+            await asyncio.sleep(pause)
+            attempt += 1
 
     async def _run(self, args: tuple[Any, ...], batch: bool) -> Any:
         node = self._node_of(args)

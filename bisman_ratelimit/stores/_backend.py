@@ -35,6 +35,7 @@ from bisman_ratelimit.backends import (
     BoundedMap,
     RedisConnection,
     Script,
+    async_command,
     is_async_client,
     is_sync_client,
     masked_url,
@@ -122,13 +123,14 @@ class AsyncRedisRunner:
 
     def __init__(self, client: AsyncClient, *, closing: tuple[Any, ...] = ()) -> None:
         self.client = client
+        self._command = async_command(client)
         self._closing = closing
 
     async def run(self, call: Call) -> Any:
         try:
             with translate_errors():
                 return await call.op.script.arun(
-                    self.client.execute_command, self.client.script_load, call.keys, ("", *call.args)
+                    self._command, self.client.script_load, call.keys, ("", *call.args)
                 )
         except RuntimeError as exc:
             if "loop" not in str(exc):
@@ -173,8 +175,9 @@ class AsyncUrlRunner:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
             weakref.WeakKeyDictionary()
         )
-        # The last loop and its client: most apps run in one loop, and skip the lookup.
-        self._last: tuple[asyncio.AbstractEventLoop, AsyncClient] | None = None
+        # The last loop, its client and the client's command runner: most
+        # apps run in one loop, and skip the lookup.
+        self._last: tuple[asyncio.AbstractEventLoop, AsyncClient, Callable[..., Any]] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -194,13 +197,15 @@ class AsyncUrlRunner:
     async def run(self, call: Call) -> Any:
         loop = asyncio.get_running_loop()
         last = self._last
-        client = last[1] if last is not None and last[0] is loop else await self._client_of(loop)
+        if last is None or last[0] is not loop:
+            last = await self._client_of(loop)
+        _, client, command = last
         with translate_errors():
-            return await call.op.script.arun(
-                client.execute_command, client.script_load, call.keys, ("", *call.args)
-            )
+            return await call.op.script.arun(command, client.script_load, call.keys, ("", *call.args))
 
-    async def _client_of(self, loop: asyncio.AbstractEventLoop) -> AsyncClient:
+    async def _client_of(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[asyncio.AbstractEventLoop, AsyncClient, Callable[..., Any]]:
         with self._lock:
             entry = self._clients.get(loop)
             fresh = entry is None
@@ -215,8 +220,9 @@ class AsyncUrlRunner:
             entry.closer = self._close_at_shutdown(loop, entry)
             await entry.closer.__anext__()
         client = cast(AsyncClient, entry.connection.client)
-        self._last = (loop, client)
-        return client
+        last = (loop, client, async_command(client))
+        self._last = last
+        return last
 
     async def _close_at_shutdown(
         self, loop: asyncio.AbstractEventLoop, entry: _LoopClient

@@ -29,7 +29,9 @@ from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, Limiter
 from bisman_ratelimit.backends import AsyncRedisStorage, RedisStorage, _wire
+from bisman_ratelimit.backends._wire import NodeBatches
 from bisman_ratelimit.core import Decision, MultiDecision
+from bisman_ratelimit.stores import AsyncChatContext
 
 pytestmark = pytest.mark.redis
 
@@ -63,12 +65,13 @@ class Admin:
         self.source_id = self.source.execute_command("CLUSTER", "MYID").decode()
         self.target_id = self.target.execute_command("CLUSTER", "MYID").decode()
 
-    def move(self, progress: Callable[[], int]) -> int:
+    def move(self, progress: Callable[[], int] | None = None) -> int:
         """Move ``SLOT`` a key per ``MIGRATE``; the number of keys moved.
 
         After each key it waits for ``progress()`` (the checks done) to grow
         by ``PER_KEY``: checks meet every state of the slot half moved,
-        however fast this machine runs either side.
+        however fast this machine runs either side. Without ``progress``,
+        it waits 2 ms, as an operator's tool goes on whatever the app does.
         """
         self.target.execute_command("CLUSTER", "SETSLOT", SLOT, "IMPORTING", self.source_id)
         self.source.execute_command("CLUSTER", "SETSLOT", SLOT, "MIGRATING", self.target_id)
@@ -76,6 +79,9 @@ class Admin:
         while keys := self.source.execute_command("CLUSTER", "GETKEYSINSLOT", SLOT, 1):
             self.source.execute_command("MIGRATE", "127.0.0.1", self.target_port, "", 0, 5000, "KEYS", *keys)
             moved += len(keys)
+            if progress is None:
+                time.sleep(0.002)
+                continue
             wanted = progress() + PER_KEY
             while progress() < wanted:
                 time.sleep(0.0005)
@@ -117,10 +123,10 @@ def admin(cluster: RedisClusterServers) -> Iterator[Admin]:
     operator.close()
 
 
-def identities_in(storage: RedisStorage | AsyncRedisStorage, limiter: Any, count: int) -> list[str]:
+def identities_in(storage: RedisStorage | AsyncRedisStorage | None, limiter: Any, count: int) -> list[str]:
     """``count`` identities in a hash tag whose keys, for every algorithm, are in ``SLOT``."""
     names = [f"{{u{n}}}" for n in range(1_000_000) if key_slot(f"u{n}".encode()) == SLOT][:count]
-    for name in names:
+    for name in names if storage is not None else ():
         for algorithm in ALGORITHMS:
             key = storage.key_for(name, limiter._prepare(name, LIMIT, algorithm, 1)[0])
             assert key_slot(key.encode()) == SLOT, key
@@ -280,3 +286,63 @@ def test_threads_checking_while_their_slot_moves_are_each_counted_once(
         assert admin.keys_in_slot() == (0, len(names) * len(ALGORITHMS))
     finally:
         limiter.close()
+
+
+async def test_chat_context_appended_while_its_slot_moves_keeps_every_message_once(
+    cluster: RedisClusterServers, admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows of 8 messages: a thread's context spans several keys, which the
+    # script finds by name; while the move splits them between the nodes, the
+    # server refuses the script ("a non local key").
+    waits = 0
+    run = NodeBatches._run
+
+    async def counting(batches: NodeBatches, args: tuple[Any, ...], batch: bool) -> Any:
+        nonlocal waits
+        try:
+            return await run(batches, args, batch)
+        except redis.ResponseError as exc:
+            waits += str(exc).startswith("Script attempted to access a non local key")
+            raise
+
+    monkeypatch.setattr(NodeBatches, "_run", counting)
+    chat = AsyncChatContext(cluster.async_client(), keep=10_000, window_size=8, ttl=600)
+    threads = [name.strip("{}") for name in identities_in(None, None, 8)]
+    sent: dict[str, list[int]] = {thread: [] for thread in threads}
+    numbers: dict[str, list[int]] = {thread: [] for thread in threads}
+    failures: list[Exception] = []
+    done = 0
+    moving: asyncio.Future[int] | None = None
+    end: int | None = None
+    order = itertools.cycle(threads)
+
+    async def writer() -> None:
+        nonlocal done, moving, end
+        while end is None or done < end:
+            if moving is None and done >= BEFORE:
+                moving = asyncio.ensure_future(asyncio.to_thread(admin.move))
+            elif moving is not None and moving.done() and end is None:
+                end = done + AFTER
+            thread = next(order)
+            message = len(sent[thread])
+            sent[thread].append(message)
+            try:
+                numbers[thread].append(await chat.append(thread, {"n": message}))
+            except Exception as exc:  # each failure is reported below
+                failures.append(exc)
+            done += 1
+
+    try:
+        await asyncio.gather(*(writer() for _ in range(64)))
+        assert moving is not None and await moving > 0
+        assert failures == []
+        assert admin.errors()["ASK"] > 0
+        # Appends met a thread's windows split between the nodes, and waited.
+        assert waits > 0
+        for thread in threads:
+            # Each message stored once, numbered 1 to n in the order the server took them.
+            assert sorted(numbers[thread]) == list(range(1, len(sent[thread]) + 1))
+            stored = [message["n"] for message in await chat.last(thread)]
+            assert sorted(stored) == sent[thread]
+    finally:
+        await chat.aclose()
