@@ -126,6 +126,7 @@ PACKAGES: dict[str, list[str]] = {
         "register_backend",
         "routed_storage",
         "storage_from_url",
+        "sync_command",
         "translate_errors",
     ],
     "bisman_ratelimit.web": [

@@ -43,7 +43,7 @@ from bisman_ratelimit.backends._urls import (
     register_backend,
     storage_from_url,
 )
-from bisman_ratelimit.backends._wire import async_command
+from bisman_ratelimit.backends._wire import async_command, sync_command
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -79,5 +79,6 @@ __all__ = [
     "register_backend",
     "routed_storage",
     "storage_from_url",
+    "sync_command",
     "translate_errors",
 ]

@@ -60,6 +60,7 @@ import inspect
 import logging
 import math
 import os
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -68,6 +69,7 @@ from typing import Any
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.cluster
 from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException, TryAgainError
 
 from bisman_ratelimit.core import StorageBusy
@@ -600,14 +602,55 @@ _CLUSTER_ORIGINAL = redis.asyncio.cluster.RedisCluster.execute_command
 _node_batches: weakref.WeakKeyDictionary[Any, NodeBatches] = weakref.WeakKeyDictionary()
 
 
+def split_pause(exc: redis.ResponseError, attempt: int, elapsed: float) -> float | None:
+    """The pause before trying again a command refused because a moving slot splits its keys, or ``None``.
+
+    For callers without a time budget of their own (the stores). The
+    server says so with ``TRYAGAIN``, or, for a key that a script finds by
+    name rather than in its KEYS (a chat thread's windows), with "Script
+    attempted to access a non local key". As redis-py's client does for
+    ``TRYAGAIN``, the pause grows with each try, for about a second in all.
+    """
+    if not isinstance(exc, TryAgainError) and not str(exc).startswith(_NOT_LOCAL):
+        return None
+    pause = min(0.002 * 2**attempt, 0.05)
+    return pause if elapsed + pause <= _TRY_AGAIN_FOR else None
+
+
+def sync_command(client: Any) -> Callable[..., Any]:
+    """What runs a command on a synchronous client for a caller without a time budget (the stores).
+
+    On a Cluster client, the client's own, tried again as :func:`split_pause` says.
+    """
+    execute: Callable[..., Any] = client.execute_command
+    if not isinstance(client, redis.cluster.RedisCluster):
+        return execute
+
+    def patiently(*args: Any) -> Any:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return execute(*args)
+            except redis.ResponseError as exc:
+                pause = split_pause(exc, attempt, time.monotonic() - started)
+                if pause is None:
+                    raise
+            time.sleep(pause)
+            attempt += 1
+
+    return patiently
+
+
 def async_command(client: Any) -> Callable[..., Awaitable[Any]]:
-    """What runs a command on an asyncio client for a caller without a time budget (the stores).
+    """:func:`sync_command` for an asyncio client.
 
     On a Cluster client, :meth:`NodeBatches.call_patiently` (``ASK``
     followed right; see :class:`NodeBatches`), else the client's own.
     """
     nodes = node_batches_for(client)
-    return client.execute_command if nodes is None else nodes.call_patiently
+    execute: Callable[..., Awaitable[Any]] = client.execute_command
+    return execute if nodes is None else nodes.call_patiently
 
 
 def node_batches_for(client: Any) -> NodeBatches | None:
@@ -693,15 +736,7 @@ class NodeBatches:
         return await self._run(args, False)
 
     async def call_patiently(self, *args: Any) -> Any:
-        """:meth:`call_one`, tried again while a moving slot splits the command's keys.
-
-        For callers without a time budget of their own (the stores). The
-        server says so with ``TRYAGAIN``, or, for a key that a script finds
-        by name rather than in its KEYS (a chat thread's windows), with
-        "Script attempted to access a non local key". As redis-py's client
-        does for ``TRYAGAIN``, it waits a little longer each time, for about
-        a second at most, then raises.
-        """
+        """:meth:`call_one`, tried again while a moving slot splits its keys (:func:`split_pause`)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempt = 0
@@ -709,10 +744,8 @@ class NodeBatches:
             try:
                 return await self._run(args, False)
             except redis.ResponseError as exc:
-                if not isinstance(exc, TryAgainError) and not str(exc).startswith(_NOT_LOCAL):
-                    raise
-                pause = min(0.002 * 2**attempt, 0.05)
-                if loop.time() - started + pause > _TRY_AGAIN_FOR:
+                pause = split_pause(exc, attempt, loop.time() - started)
+                if pause is None:
                     raise
             await asyncio.sleep(pause)
             attempt += 1

@@ -41,6 +41,7 @@ from bisman_ratelimit.backends import (
     masked_url,
     memory_options,
     redis_from_url,
+    sync_command,
     translate_errors,
 )
 from bisman_ratelimit.core import InvalidArgument, StorageUnavailable, adrive, drive
@@ -92,13 +93,12 @@ class RedisRunner:
 
     def __init__(self, client: SyncClient, *, closing: tuple[Any, ...] = ()) -> None:
         self.client = client
+        self._command = sync_command(client)
         self._closing = closing
 
     def run(self, call: Call) -> Any:
         with translate_errors():
-            return call.op.script.run(
-                self.client.execute_command, self.client.script_load, call.keys, ("", *call.args)
-            )
+            return call.op.script.run(self._command, self.client.script_load, call.keys, ("", *call.args))
 
     def close(self) -> None:
         self.client.close()

@@ -31,7 +31,7 @@ from bisman_ratelimit import AsyncLimiter, Limiter
 from bisman_ratelimit.backends import AsyncRedisStorage, RedisStorage, _wire
 from bisman_ratelimit.backends._wire import NodeBatches
 from bisman_ratelimit.core import Decision, MultiDecision
-from bisman_ratelimit.stores import AsyncChatContext
+from bisman_ratelimit.stores import AsyncChatContext, ChatContext
 
 pytestmark = pytest.mark.redis
 
@@ -346,3 +346,53 @@ async def test_chat_context_appended_while_its_slot_moves_keeps_every_message_on
             assert sorted(stored) == sent[thread]
     finally:
         await chat.aclose()
+
+
+def test_chat_context_appended_by_threads_while_its_slot_moves_keeps_every_message_once(
+    cluster: RedisClusterServers, admin: Admin
+) -> None:
+    chat = ChatContext(cluster.client(), keep=10_000, window_size=8, ttl=600)
+    threads = [name.strip("{}") for name in identities_in(None, None, 8)]
+    sent: dict[str, list[int]] = {thread: [] for thread in threads}
+    numbers: dict[str, list[int]] = {thread: [] for thread in threads}
+    failures: list[Exception] = []
+    order = itertools.cycle(threads)
+    lock = threading.Lock()
+    started, done = threading.Event(), threading.Event()
+    moved: list[int] = []
+
+    def operator() -> None:
+        started.wait()
+        try:
+            moved.append(admin.move())
+        finally:
+            done.set()
+
+    def writer() -> None:
+        after = 0
+        while after < AFTER // 16:
+            with lock:
+                thread = next(order)
+                message = len(sent[thread])
+                sent[thread].append(message)
+                if sum(map(len, sent.values())) >= BEFORE:
+                    started.set()
+            try:
+                numbers[thread].append(chat.append(thread, {"n": message}))
+            except Exception as exc:  # each failure is reported below
+                failures.append(exc)
+            after += done.is_set()
+
+    workers = [threading.Thread(target=operator)] + [threading.Thread(target=writer) for _ in range(16)]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert moved[0] > 0
+        assert failures == []
+        for thread in threads:
+            assert sorted(numbers[thread]) == list(range(1, len(sent[thread]) + 1))
+            assert sorted(message["n"] for message in chat.last(thread)) == sent[thread]
+    finally:
+        chat.close()
