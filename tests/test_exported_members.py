@@ -159,6 +159,7 @@ PACKAGES: dict[str, list[str]] = {
         "adecide",
         "decide",
         "enabled_from_env",
+        "environ_key",
         "load_config",
         "outage_reaction",
         "parse_config",

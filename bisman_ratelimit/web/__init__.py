@@ -29,6 +29,7 @@ from bisman_ratelimit.web._evaluate import (
     Verdict,
     adecide,
     decide,
+    environ_key,
     outage_reaction,
 )
 from bisman_ratelimit.web._headers import policy_item, ratelimit_value, sf_string
@@ -76,6 +77,7 @@ __all__ = [
     "adecide",
     "decide",
     "enabled_from_env",
+    "environ_key",
     "load_config",
     "outage_reaction",
     "parse_config",

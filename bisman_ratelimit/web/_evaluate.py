@@ -136,25 +136,36 @@ def outage_reaction(
     return reaction
 
 
+def environ_key(header: str) -> str:
+    """The key of a request header in a WSGI environ (PEP 3333, and Django's ``request.META``)."""
+    key = header.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+
 def _secret_id(value: str) -> str:
     """API keys and header values may be credentials: keys hold a digest, never the value."""
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class SingleCheck:
-    """The common plan that is one limit on the client address and nothing else: the fast path.
+    """The common plan that is one limit and nothing else, on the client address or a header: the fast path.
 
-    Every plugin checks such a request the same way: ``limiter.hit(*single.hit_args(peer))``,
+    Every plugin checks such a request the same way: ``limiter.hit(*args)``
+    with ``args`` from :meth:`hit_args` (the peer address) or, when
+    ``header`` names a request header, :meth:`hit_args_by` (its value),
     then, when ``draft`` (the plan's header style is ``"draft"``; the other
     fitting style is ``"none"``), :meth:`ratelimit` gives the ``RateLimit``
     value of an allowed decision (``policy_header`` being constant), and
     :meth:`verdict` the full verdict of any decision. The arguments of the
-    hit are remembered per peer when the peer alone names the client.
+    hit are remembered per peer when the peer alone names the client, and
+    per header value.
     """
 
     __slots__ = (
         "_by_peer",
+        "_by_value",
         "_client_ip",
+        "_header_prefix",
         "_prefix",
         "_quoted",
         "_reads_headers",
@@ -162,6 +173,8 @@ class SingleCheck:
         "algorithm",
         "cost",
         "draft",
+        "environ_key",
+        "header",
         "item_name",
         "limit",
         "plan",
@@ -169,7 +182,8 @@ class SingleCheck:
     )
 
     @staticmethod
-    def fits(plan: RoutePlan) -> bool:
+    def fits(plan: RoutePlan, *, headers: bool = False) -> bool:
+        """Whether ``plan`` takes the fast path (one keyed by a header: if the plugin reads ``headers``)."""
         if (
             len(plan.rules) != 1
             or plan.global_entry is not None
@@ -178,19 +192,23 @@ class SingleCheck:
             return False
         rule = plan.rules[0]
         return (
-            rule.kind == "ip"
+            (rule.kind == "ip" or (headers and rule.kind == "header"))
             and len(rule.limits) == 1
             and type(rule.cost) is int
             and not (rule.shadow or rule.deduct_when or rule.has_exemptions)
         )
 
     @classmethod
-    def of(cls, plan: RoutePlan, *, client_ip: ClientIP) -> SingleCheck | None:
-        """The fast path of ``plan`` for clients told apart by ``client_ip``, or None when it does not fit."""
-        return cls(plan, client_ip=client_ip) if cls.fits(plan) else None
+    def of(cls, plan: RoutePlan, *, client_ip: ClientIP, headers: bool = False) -> SingleCheck | None:
+        """The fast path of ``plan`` for clients told apart by ``client_ip``, or None when it does not fit.
 
-    def __init__(self, plan: RoutePlan, *, client_ip: ClientIP) -> None:
-        if not self.fits(plan):
+        With ``headers``, a limit keyed by a request header fits too: the
+        plugin then gives that header's value to :meth:`hit_args_by`.
+        """
+        return cls(plan, client_ip=client_ip, headers=headers) if cls.fits(plan, headers=headers) else None
+
+    def __init__(self, plan: RoutePlan, *, client_ip: ClientIP, headers: bool = False) -> None:
+        if not self.fits(plan, headers=headers):
             raise InvalidArgument(f"the plan of {plan.route!r} is not one limit on the client address")
         rule = plan.rules[0]
         self.plan = plan
@@ -207,6 +225,12 @@ class SingleCheck:
         self._client_ip = client_ip
         self._reads_headers = client_ip.reads_headers
         self._by_peer: dict[str | None, HitArgs] = {}
+        # The header whose value names the client (lower case), as Evaluation.start keys it,
+        # and its key in a WSGI environ (Django's request.META).
+        self.header: str | None = rule.header if rule.kind == "header" else None
+        self.environ_key = None if self.header is None else environ_key(self.header)
+        self._header_prefix = f"rl:header:{self.header}:"
+        self._by_value: dict[str, HitArgs] = {}
 
     def key(self, ip_key: str | None) -> str:
         """The storage key of a client, from its masked address (as :meth:`Evaluation.start` builds it)."""
@@ -222,6 +246,24 @@ class SingleCheck:
             if len(self._by_peer) >= _CACHE_SIZE:
                 self._by_peer.clear()
             self._by_peer[peer] = found
+        return found
+
+    def hit_args_by(self, value: str | None, peer: str | None, forwarded: str | None = None) -> HitArgs:
+        """The arguments of ``Limiter.hit`` for the client that ``header``'s ``value`` names.
+
+        Without a value, the client is counted by address, as
+        :meth:`Evaluation.start` counts it. The value may be a credential:
+        the key holds its digest.
+        """
+        if not value:
+            return self.hit_args(peer, forwarded)
+        found = self._by_value.get(value)
+        if found is None:
+            key = self._header_prefix + hash_tag(_secret_id(value)) + self._suffix
+            found = (key, self.limit, self.algorithm, self.cost)
+            if len(self._by_value) >= _CACHE_SIZE:
+                self._by_value.clear()
+            self._by_value[value] = found
         return found
 
     def _args(self, ip: str | None) -> HitArgs:

@@ -34,6 +34,7 @@ from bisman_ratelimit.web import (
     Verdict,
     adecide,
     decide,
+    environ_key,
     outage_reaction,
 )
 
@@ -118,7 +119,7 @@ class Target:
         self.needs_api_key = any(rule.kind == "api_key" for rule in rules)
         self.needs_header = any(rule.kind == "header" for rule in rules)
         # One limit on the client address and nothing else: counted with one hit, no Evaluation.
-        self.single = SingleCheck.of(plan, client_ip=client_ip)
+        self.single = SingleCheck.of(plan, client_ip=client_ip, headers=True)
         # (index in plan.rules, rule) of rules whose key or cost is a function of the request
         self.callables = tuple(
             (index, rule) for index, rule in enumerate(rules) if rule.kind == "custom" or callable(rule.cost)
@@ -212,15 +213,9 @@ def apply_passed(response: HttpResponseBase, passed: Passed) -> None:
         store["ratelimit"] = ("RateLimit", item)
 
 
-def meta_key(header: str) -> str:
-    """The ``request.META`` key of a header name."""
-    key = header.upper().replace("-", "_")
-    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
-
-
 def _header_getter(meta: dict[str, Any]) -> Callable[[str], str | None]:
     def header(name: str) -> str | None:
-        value = meta.get(meta_key(name))
+        value = meta.get(environ_key(name))
         return value if isinstance(value, str) else None
 
     return header
@@ -272,7 +267,7 @@ class Guard:
         self.forwarded_meta = runtime.forwarded_meta
         self.respond = runtime.settings.response
         self.user_getter = runtime.settings.user
-        self.api_key_meta = meta_key(runtime.settings.api_key_header)
+        self.api_key_meta = environ_key(runtime.settings.api_key_header)
         self._peers: dict[str | None, tuple[str | None, str | None]] = {}
         self.on_outage = runtime.settings.outage_policy
         self.outages = runtime.outages
@@ -303,7 +298,12 @@ class Guard:
         """The arguments of the fast path's hit for ``request``."""
         meta = request.META
         # The fast path reads the forwarded header only when proxies are trusted.
-        return single.hit_args(meta.get("REMOTE_ADDR"), meta.get(self.forwarded_meta))
+        peer, forwarded = meta.get("REMOTE_ADDR"), meta.get(self.forwarded_meta)
+        key = single.environ_key
+        if key is None:
+            return single.hit_args(peer, forwarded)
+        value = meta.get(key)
+        return single.hit_args_by(value if isinstance(value, str) else None, peer, forwarded)
 
     def _start(
         self,

@@ -174,8 +174,7 @@ class RateLimitMiddleware:
             request.__dict__[COVERED] = target.covered
         single = target.quick
         if single is not None and self.quick:
-            meta = request.META
-            args = single.hit_args(meta.get("REMOTE_ADDR"), meta.get(self.forwarded_meta))
+            args = self.guard.hit_args(request, single)
             try:
                 decision = self.limiter.hit(*args)
             except StorageError as exc:

@@ -163,7 +163,7 @@ class _Target:
             for declaration, rule in declared
             if declaration.exempt_when is not None
         )
-        self.single = SingleCheck.of(plan, client_ip=client_ip) if not self.conditional else None
+        self.single = None if self.conditional else SingleCheck.of(plan, client_ip=client_ip, headers=True)
         self.callables = any(rule.kind == "custom" or callable(rule.cost) for rule in plan.rules)
         self.deduct: dict[Rule, Callable[[Response], bool]] = {
             rule: declaration.deduct_when for declaration, rule in declared if declaration.deduct_when
@@ -314,7 +314,12 @@ class _Runtime:
         environ = req.environ
         single = target.single
         if single is not None:
-            args = single.hit_args(environ.get("REMOTE_ADDR"), environ.get(self.forwarded))
+            peer, forwarded = environ.get("REMOTE_ADDR"), environ.get(self.forwarded)
+            key = single.environ_key
+            if key is None:
+                args = single.hit_args(peer, forwarded)
+            else:
+                args = single.hit_args_by(environ.get(key), peer, forwarded)
             engine = self.engine
             try:
                 decision = engine.hit(*args)

@@ -50,7 +50,7 @@ async def _call(function: Callable[..., Any], connection: HTTPConnection) -> Any
     return result
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     """One header's value; repeated field lines are joined with a comma, as RFC 9110 allows."""
     found: list[bytes] = [value for key, value in headers if key == name]
     if not found:
@@ -82,7 +82,7 @@ class Facts:
         peer = client[0] if client else None
         if not self.client_ip.reads_headers:
             return self.client_ip.client(peer)
-        return self.client_ip.client(peer, _header(scope["headers"], self._forwarded))
+        return self.client_ip.client(peer, header_value(scope["headers"], self._forwarded))
 
     def peer(self, scope: Scope) -> tuple[str | None, str | None]:
         """The peer address, and the forwarded header when proxies are trusted (for a fast path)."""
@@ -90,7 +90,7 @@ class Facts:
         peer = client[0] if client else None
         if not self.client_ip.reads_headers:
             return peer, None
-        return peer, _header(scope["headers"], self._forwarded)
+        return peer, header_value(scope["headers"], self._forwarded)
 
     async def evaluate(self, needs: Needs, scope: Scope, ip: str | None) -> Evaluation:
         """Start the checks of ``needs.plan`` for this request."""
@@ -103,10 +103,10 @@ class Facts:
             connection = self.connection(scope)
             user = await self.user(connection)
         headers = scope["headers"]
-        api_key = _header(headers, self._api_key) if needs.api_key else None
+        api_key = header_value(headers, self._api_key) if needs.api_key else None
 
         def header(name: str) -> str | None:
-            return _header(headers, name.encode("latin-1"))
+            return header_value(headers, name.encode("latin-1"))
 
         custom_keys: list[str | None] | None = None
         costs: list[int] | None = None

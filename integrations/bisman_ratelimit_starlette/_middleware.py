@@ -53,7 +53,7 @@ from bisman_ratelimit.web import (
     outage_reaction,
 )
 
-from ._context import Facts, Needs, UserGetter
+from ._context import Facts, Needs, UserGetter, header_value
 from ._responses import OnLimited, call_with_headers, encode_headers, refuse
 from ._routes import resolve, uses_hosts
 from ._spec import ENFORCED, EVERYTHING, LimitSpec, declared_on
@@ -71,7 +71,7 @@ _GO_ON = Verdict(200, ())
 class _Route:
     """The cached outcome of routing one method and path."""
 
-    __slots__ = ("messages", "needs", "policy_header", "single", "specs", "template")
+    __slots__ = ("header", "messages", "needs", "policy_header", "single", "specs", "template")
 
     def __init__(
         self, needs: Needs, specs: tuple[LimitSpec, ...], messages: Needs | None, *, client_ip: ClientIP
@@ -82,7 +82,12 @@ class _Route:
         self.template = needs.plan.route
         # The fast path here needs the client to be the peer. It serves endpoint declarations too:
         # their wrappers learn from ENFORCED that the check is done.
-        self.single = SingleCheck.of(needs.plan, client_ip=client_ip) if not client_ip.reads_headers else None
+        single = None
+        if not client_ip.reads_headers:
+            single = SingleCheck.of(needs.plan, client_ip=client_ip, headers=True)
+        self.single = single
+        # The request header that names the client, for a limit keyed by one.
+        self.header = None if single is None or single.header is None else single.header.encode("latin-1")
         header = needs.plan.policy_header or ""
         self.policy_header = (b"ratelimit-policy", header.encode("latin-1"))
 
@@ -209,9 +214,13 @@ class RateLimitMiddleware:
         if single is None:
             await self._http(route, scope, receive, send)
             return
-        # The common case, kept in this one frame: one limit on the client address.
+        # The common case, kept in this one frame: one limit on the client address or a header.
         client = scope.get("client")
-        args = single.hit_args(client[0] if client else None)
+        header = route.header
+        if header is None:
+            args = single.hit_args(client[0] if client else None)
+        else:
+            args = single.hit_args_by(header_value(scope["headers"], header), client[0] if client else None)
         # An endpoint that declared this limit finds it done (ENFORCED); the others pay nothing.
         token = ENFORCED.set(route.specs) if route.specs else None
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable
 from types import FrameType
@@ -56,3 +57,30 @@ async def test_no_headers_under_asgi(configure) -> None:
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert ["RateLimit" in a or "RateLimit-Policy" in a for a in answers] == [False, False, False]
     assert answers[2]["Retry-After"] == "60"
+
+
+def test_a_limit_keyed_by_a_header_costs_what_one_keyed_by_the_address_costs(configure) -> None:
+    configure(DEFAULT_LIMITS="3/minute", DEFAULT_ALGORITHM="fixed_window")
+    client = Client(HTTP_X_CLIENT="tenant-7")
+    client.get("/plain/")
+    by_ip, _ = calls_in(lambda: client.get("/plain/"))
+    value = configure(
+        DEFAULT_LIMITS="3/minute", DEFAULT_ALGORITHM="fixed_window", DEFAULT_KEY="header:x-client"
+    )
+    client = Client(HTTP_X_CLIENT="tenant-7")
+    client.get("/plain/")
+    by_header, shown = calls_in(lambda: client.get("/plain/"))
+    # The header's META key known ahead, its digest remembered: no call more (the general
+    # path, which a header-keyed limit took before, cost 36 more).
+    assert by_header == by_ip
+    assert shown["RateLimit"] == '"default";r=1;t=60'
+    assert [client.get("/plain/").status_code for _ in range(2)] == [200, 429]
+    assert Client(HTTP_X_CLIENT="tenant-8").get("/plain/")["RateLimit"] == '"default";r=2;t=60'
+    assert [Client().get("/plain/").status_code for _ in range(4)] == [200, 200, 200, 429]
+    digest = {name: hashlib.sha256(name).hexdigest()[:32] for name in (b"tenant-7", b"tenant-8")}
+    storage = value["LIMITER"].storage
+    assert {key for key, _ in storage._map} == {
+        f"rl:header:x-client:{{{digest[b'tenant-7']}}}:api:default",
+        f"rl:header:x-client:{{{digest[b'tenant-8']}}}:api:default",
+        "rl:ip:{127.0.0.1}:api:default",
+    }

@@ -3,6 +3,8 @@ metrics, the global limit and the outage policy."""
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import Flask
 from prometheus_client import CollectorRegistry
 from support import ManualClock
@@ -119,3 +121,30 @@ def test_metrics_global_limit_and_an_outage_refused() -> None:
         refused.get_json()["type"]
         == "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
     )
+
+
+def test_a_limit_keyed_by_a_header_takes_the_single_check_and_keys_as_the_general_path() -> None:
+    config = parse_config(
+        {"defaults": {"limits": "3/minute", "algorithm": "fixed_window", "key": "header:X-Client"}}
+    )
+    storage = MemoryStorage(clock=ManualClock())
+    app = Flask(__name__)
+    limiter = Limiter(get_remote_address, app=app, engine=Engine(storage), config=config)
+
+    @app.route("/")
+    def index() -> str:
+        return "i"
+
+    client = app.test_client()
+    tenant = [client.get("/", headers={"X-Client": "tenant-7"}) for _ in range(4)]
+    assert [r.status_code for r in tenant] == [200, 200, 200, 429]
+    assert client.get("/", headers={"X-Client": "tenant-8"}).headers["RateLimit"] == '"default";r=2;t=60'
+    assert [client.get("/").status_code for _ in range(4)] == [200, 200, 200, 429]
+    target = limiter.runtime.targets[("index", "GET")]
+    assert target is not None and target.single is not None and target.single.header == "x-client"
+    digest = {name: hashlib.sha256(name).hexdigest()[:32] for name in (b"tenant-7", b"tenant-8")}
+    assert {key for key, _ in storage._map} == {
+        f"rl:header:x-client:{{{digest[b'tenant-7']}}}:api:default",
+        f"rl:header:x-client:{{{digest[b'tenant-8']}}}:api:default",
+        "rl:ip:{127.0.0.1}:api:default",
+    }

@@ -7,6 +7,7 @@ compared with the same app holding the same limit in a limits file.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,8 +94,11 @@ _SCOPE = {
 }
 
 
-async def calls_per_request(app: Any) -> tuple[int, list[tuple[bytes, bytes]]]:
+async def calls_per_request(
+    app: Any, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> tuple[int, list[tuple[bytes, bytes]]]:
     """Python function calls in one request (after two that fill the caches), and its headers."""
+    scope = {**_SCOPE, "headers": [*_SCOPE["headers"], *headers]}
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -104,7 +108,7 @@ async def calls_per_request(app: Any) -> tuple[int, list[tuple[bytes, bytes]]]:
         sent.append(message)
 
     for _ in range(2):
-        await app(dict(_SCOPE), receive, send)
+        await app(dict(scope), receive, send)
     sent.clear()
     count = 0
 
@@ -115,7 +119,7 @@ async def calls_per_request(app: Any) -> tuple[int, list[tuple[bytes, bytes]]]:
 
     sys.setprofile(trace)
     try:
-        await app(dict(_SCOPE), receive, send)
+        await app(dict(scope), receive, send)
     finally:
         sys.setprofile(None)
     start = sent[0]
@@ -141,6 +145,44 @@ async def test_a_decorated_endpoint_costs_one_call_more_than_the_limits_file(
         (b"ratelimit", b'"/items/{item_id}";r=0;t=120'),
     ]
     assert headers == file_headers
+
+
+async def test_a_limit_keyed_by_a_header_costs_what_one_keyed_by_the_address_costs(
+    clock: ManualClock, tmp_path: Path, limits_file: Path
+) -> None:
+    by_header = tmp_path / "by-header.toml"
+    by_header.write_text(limits_file.read_text().replace('key = "ip"', 'key = "header:x-client"'))
+    client = ((b"x-client", b"tenant-7"),)
+    by_ip, ip_headers = await calls_per_request(starlette_app(memory(clock), config=limits_file), client)
+    by_value, headers = await calls_per_request(starlette_app(memory(clock), config=by_header), client)
+    # The header found among the request's, its digest remembered: two calls more (the
+    # general path, which a header-keyed limit took before, cost 42 more).
+    assert by_value - by_ip == 2
+    assert headers == ip_headers
+
+    storage = MemoryStorage(clock=clock)
+    app = starlette_app(AsyncLimiter(storage), config=by_header)
+    transport = httpx.ASGITransport(app=app, client=(PEER, 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        tenant = [await http.get("/items/1", headers={"X-Client": "tenant-7"}) for _ in range(4)]
+        other = await http.get("/items/1", headers={"X-Client": "tenant-8"})
+        anonymous = [await http.get("/items/1") for _ in range(4)]
+        repeated = await http.get("/items/1", headers=[("X-Client", "a"), ("X-Client", "b")])
+    assert [r.status_code for r in tenant] == [200, 200, 200, 429]
+    assert tenant[3].headers["retry-after"] == "80"  # the sliding window frees a hit 20 s into the next
+    assert (other.status_code, other.headers["ratelimit"]) == (200, '"/items/{item_id}";r=2;t=120')
+    assert [r.status_code for r in anonymous] == [200, 200, 200, 429]
+    assert repeated.status_code == 200
+    digest = {value: hashlib.sha256(value).hexdigest()[:32] for value in (b"tenant-7", b"tenant-8", b"a, b")}
+    # The keys the general path builds: the value's digest, the address without the header,
+    # repeated field lines joined with a comma.
+    suffix = ":api:/items/%7Bitem_id%7D"
+    assert {key for key, _ in storage._map} == {
+        f"rl:header:x-client:{{{digest[b'tenant-7']}}}{suffix}",
+        f"rl:header:x-client:{{{digest[b'tenant-8']}}}{suffix}",
+        f"rl:ip:{{{PEER}}}{suffix}",
+        f"rl:header:x-client:{{{digest[b'a, b']}}}{suffix}",
+    }
 
 
 async def test_a_plan_without_headers_costs_less_than_one_with_them(

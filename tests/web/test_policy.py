@@ -6,6 +6,8 @@ import hashlib
 
 import pytest
 import redis.asyncio
+from hypothesis import given
+from hypothesis import strategies as st
 from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, InvalidLimit, Limiter, MultiDecision
@@ -503,3 +505,49 @@ def test_the_fast_path_serves_plans_without_headers(clock: ManualClock, algorith
     # Legacy fields are worked out from every decision: the general path keeps them.
     legacy = Planner(default_limits="3/minute", header_style="legacy").plan("/x", "GET")
     assert SingleCheck.of(legacy, client_ip=ClientIP()) is None
+
+
+def test_a_limit_keyed_by_a_header_takes_the_fast_path_only_for_a_plugin_that_reads_headers() -> None:
+    plan = Planner(default_limits="3/minute", key="header:X-Client").plan("/items/{id}", "GET")
+    assert SingleCheck.of(plan, client_ip=ClientIP()) is None
+    single = SingleCheck.of(plan, client_ip=ClientIP(), headers=True)
+    assert single is not None and single.header == "x-client"
+    digest = hashlib.sha256(b"tenant-7").hexdigest()[:32]
+    assert single.hit_args_by("tenant-7", "198.51.100.7") == (
+        f"rl:header:x-client:{{{digest}}}:api:default",
+        single.limit,
+        "sliding_window",
+        1,
+    )
+    # Remembered per value: the same tuple, not hashed again.
+    assert single.hit_args_by("tenant-7", "198.51.100.7") is single.hit_args_by("tenant-7", None)
+    # No header, or an empty one: the client is counted by address.
+    assert single.hit_args_by(None, "198.51.100.7")[0] == "rl:ip:{198.51.100.7}:api:default"
+    assert single.hit_args_by("", "2001:db8::1")[0] == "rl:ip:{2001:db8::/64}:api:default"
+    ip_plan = Planner(default_limits="3/minute").plan("/items/{id}", "GET")
+    ip_single = SingleCheck.of(ip_plan, client_ip=ClientIP(), headers=True)
+    assert ip_single is not None and ip_single.header is None
+
+
+@given(
+    value=st.one_of(st.none(), st.text(max_size=40), st.sampled_from(["a, b", " x ", "é", "\udcff", "{}"])),
+    peer=st.sampled_from(["198.51.100.7", "2001:db8::1", None]),
+)
+def test_the_header_fast_path_keys_and_decides_as_the_general_path(
+    value: str | None, peer: str | None
+) -> None:
+    clock = ManualClock()
+    plan = Planner(default_limits="2/minute", algorithm="fixed_window", key="header:x-client").plan(
+        "/x", "GET"
+    )
+    single = SingleCheck.of(plan, client_ip=ClientIP(), headers=True)
+    assert single is not None
+    ip = ClientIP().client(peer)
+    ip_key = ClientIP().key(ip) if ip else None
+    fast = Limiter(MemoryStorage(clock=clock))
+    slow = Limiter(MemoryStorage(clock=clock))
+    for _ in range(3):
+        evaluation = Evaluation.start(plan, ip=ip, ip_key=ip_key, header=lambda name: value)
+        assert evaluation.keys == [single.hit_args_by(value, peer)[0]]
+        decision = fast.hit(*single.hit_args_by(value, peer))
+        assert single.verdict(decision) == decide(slow, evaluation)
