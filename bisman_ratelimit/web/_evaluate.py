@@ -171,6 +171,7 @@ class SingleCheck:
         "_reads_headers",
         "_suffix",
         "algorithm",
+        "asgi_header",
         "cost",
         "draft",
         "environ_key",
@@ -226,8 +227,9 @@ class SingleCheck:
         self._reads_headers = client_ip.reads_headers
         self._by_peer: dict[str | None, HitArgs] = {}
         # The header whose value names the client (lower case), as Evaluation.start keys it,
-        # and its key in a WSGI environ (Django's request.META).
+        # its name in an ASGI scope, and its key in a WSGI environ (Django's request.META).
         self.header: str | None = rule.header if rule.kind == "header" else None
+        self.asgi_header = None if self.header is None else self.header.encode("latin-1")
         self.environ_key = None if self.header is None else environ_key(self.header)
         self._header_prefix = f"rl:header:{self.header}:"
         self._by_value: dict[str, HitArgs] = {}

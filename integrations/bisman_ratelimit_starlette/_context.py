@@ -178,7 +178,7 @@ class _Alone:
         client_ip = spec.client_ip or ClientIP()
         self.facts = Facts(client_ip=client_ip)
         self.needs = Needs(plan)
-        self.single = SingleCheck.of(plan, client_ip=client_ip)
+        self.single = SingleCheck.of(plan, client_ip=client_ip, headers=True)
 
 
 # Declarations used without the middleware, per declaration and route.
@@ -197,8 +197,13 @@ async def check_alone(
         alone = _standalone[(spec, name)] = _Alone(spec, name)
     single = alone.single
     if single is not None:
-        decision = await limiter.hit(*single.hit_args(*alone.facts.peer(scope)))
-        return None, single.verdict(decision)
+        peer, forwarded = alone.facts.peer(scope)
+        header = single.asgi_header
+        if header is None:
+            args = single.hit_args(peer, forwarded)
+        else:
+            args = single.hit_args_by(header_value(scope["headers"], header), peer, forwarded)
+        return None, single.verdict(await limiter.hit(*args))
     facts = alone.facts
     evaluation = await facts.evaluate(alone.needs, scope, facts.ip(scope))
     return evaluation, await adecide(limiter, evaluation)

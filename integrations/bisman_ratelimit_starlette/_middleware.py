@@ -71,7 +71,7 @@ _GO_ON = Verdict(200, ())
 class _Route:
     """The cached outcome of routing one method and path."""
 
-    __slots__ = ("header", "messages", "needs", "policy_header", "single", "specs", "template")
+    __slots__ = ("messages", "needs", "policy_header", "single", "specs", "template")
 
     def __init__(
         self, needs: Needs, specs: tuple[LimitSpec, ...], messages: Needs | None, *, client_ip: ClientIP
@@ -86,8 +86,6 @@ class _Route:
         if not client_ip.reads_headers:
             single = SingleCheck.of(needs.plan, client_ip=client_ip, headers=True)
         self.single = single
-        # The request header that names the client, for a limit keyed by one.
-        self.header = None if single is None or single.header is None else single.header.encode("latin-1")
         header = needs.plan.policy_header or ""
         self.policy_header = (b"ratelimit-policy", header.encode("latin-1"))
 
@@ -216,7 +214,7 @@ class RateLimitMiddleware:
             return
         # The common case, kept in this one frame: one limit on the client address or a header.
         client = scope.get("client")
-        header = route.header
+        header = single.asgi_header
         if header is None:
             args = single.hit_args(client[0] if client else None)
         else:

@@ -330,3 +330,38 @@ class _stopped_server:
 
     def __exit__(self, *exc: object) -> None:
         self._server.__exit__(None, None, None)
+
+
+async def test_a_decorated_endpoint_keyed_by_a_header_without_the_middleware_keys_as_the_general_path(
+    clock: ManualClock,
+) -> None:
+    storage = MemoryStorage(clock=clock)
+
+    @limit(LIMIT, key="header:X-Client", algorithm="fixed_window", limiter=AsyncLimiter(storage))
+    async def decorated(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    @limit(LIMIT, algorithm="fixed_window", limiter=memory(clock))
+    async def by_address(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    client = ((b"x-client", b"tenant-9"),)
+    by_ip, _ = await calls_per_request(Starlette(routes=[Route("/items/{item_id}", by_address)]), client)
+    by_value, _ = await calls_per_request(Starlette(routes=[Route("/items/{item_id}", decorated)]), client)
+    assert by_value - by_ip == 2  # the single check, as with the middleware
+    storage._map.clear()
+
+    app = Starlette(routes=[Route("/items/{item_id}", decorated)])
+    transport = httpx.ASGITransport(app=app, client=(PEER, 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        tenant = [await http.get("/items/1", headers={"X-Client": "tenant-7"}) for _ in range(4)]
+        anonymous = await http.get("/items/2")
+    assert [r.status_code for r in tenant] == [200, 200, 200, 429]
+    assert (tenant[3].headers["retry-after"], anonymous.status_code) == ("60", 200)
+    digest = hashlib.sha256(b"tenant-7").hexdigest()[:32]
+    # Counted under the endpoint's name (no middleware knows the route's template).
+    keys = {tuple(key.split(":api:")) for key, _ in storage._map}
+    assert {head for head, _ in keys} == {f"rl:header:x-client:{{{digest}}}", f"rl:ip:{{{PEER}}}"}
+    assert {tail for _, tail in keys} == {
+        f"{__name__}.{decorated.__qualname__}".replace("<", "%3C").replace(">", "%3E")
+    }
