@@ -63,6 +63,8 @@ Op = tuple[Any, ...]
 HitArgs = tuple[str, Limit, Algorithm, int]
 
 _CACHE_SIZE = 4096
+# The longest header value SingleCheck remembers the arguments of.
+_KEPT_VALUE = 256
 
 
 class Verdict(NamedTuple):
@@ -263,9 +265,12 @@ class SingleCheck:
         if found is None:
             key = self._header_prefix + hash_tag(_secret_id(value)) + self._suffix
             found = (key, self.limit, self.algorithm, self.cost)
-            if len(self._by_value) >= _CACHE_SIZE:
-                self._by_value.clear()
-            self._by_value[value] = found
+            # Only short values are kept: clients choose them, and 4096 values of
+            # the 16 KB a server lets through would hold 64 MB.
+            if len(value) <= _KEPT_VALUE:
+                if len(self._by_value) >= _CACHE_SIZE:
+                    self._by_value.clear()
+                self._by_value[value] = found
         return found
 
     def _args(self, ip: str | None) -> HitArgs:

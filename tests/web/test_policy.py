@@ -519,8 +519,15 @@ def test_a_limit_keyed_by_a_header_takes_the_fast_path_only_for_a_plugin_that_re
         "sliding_window",
         1,
     )
-    # Remembered per value: the same tuple, not hashed again.
+    # Remembered per value: the same tuple, not hashed again; a long value (clients choose
+    # them) is hashed each time, never kept.
     assert single.hit_args_by("tenant-7", "198.51.100.7") is single.hit_args_by("tenant-7", None)
+    long = "x" * 16_000
+    assert single.hit_args_by(long, None)[0] == (
+        f"rl:header:x-client:{{{hashlib.sha256(long.encode()).hexdigest()[:32]}}}:api:default"
+    )
+    assert (len(single._by_value), len(single.hit_args_by("y" * 256, None)[0])) == (1, 65)
+    assert len(single._by_value) == 2
     # No header, or an empty one: the client is counted by address.
     assert single.hit_args_by(None, "198.51.100.7")[0] == "rl:ip:{198.51.100.7}:api:default"
     assert single.hit_args_by("", "2001:db8::1")[0] == "rl:ip:{2001:db8::/64}:api:default"
