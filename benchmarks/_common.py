@@ -73,6 +73,55 @@ class AsyncContender:
     allowed: Callable[[Any], bool] = field(default=_accept_any)
 
 
+class InProcess:
+    """GET requests to an ASGI app called in this process, one scope per client address.
+
+    ``request_to(app)`` gives a check of a client address, as contenders
+    take; ``answered_200`` reads the status of the last answer.
+    """
+
+    _REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+
+    def __init__(self, clients: Sequence[str], path: str = "/items/42") -> None:
+        self.status = 0
+        self.scopes = {
+            ip: {
+                "type": "http",
+                "asgi": {"version": "3.0", "spec_version": "2.4"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": path,
+                "raw_path": path.encode(),
+                "root_path": "",
+                "query_string": b"",
+                "headers": [(b"host", b"bench"), (b"user-agent", b"bench")],
+                "client": (ip, 50000),
+                "server": ("bench", 80),
+            }
+            for ip in clients
+        }
+
+    async def _receive(self) -> dict[str, Any]:
+        return self._REQUEST
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+
+    def request_to(self, app: Any) -> Callable[[str], Awaitable[None]]:
+        scopes, receive, send = self.scopes, self._receive, self._send
+
+        def call(ip: str) -> Awaitable[None]:
+            self.status = 0
+            return app(dict(scopes[ip]), receive, send)  # type: ignore[no-any-return]
+
+        return call
+
+    def answered_200(self, _: Any) -> bool:
+        return self.status == 200
+
+
 @dataclass(frozen=True)
 class Plan:
     """How much to run: ``calls`` checks per contender in each of ``rounds`` rounds."""

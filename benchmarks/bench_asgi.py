@@ -44,6 +44,7 @@ from typing import Any
 import redis.asyncio
 from _common import (
     AsyncContender,
+    InProcess,
     Measure,
     Plan,
     machine_summary,
@@ -107,52 +108,14 @@ def slowapi_compat(limiter: AsyncLimiter) -> Starlette:
 
 # -- driving an ASGI app in-process
 
-_SCOPES = {
-    ip: {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/items/42",
-        "raw_path": b"/items/42",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"bench"), (b"user-agent", b"bench")],
-        "client": (ip, 50000),
-        "server": ("bench", 80),
-    }
-    for ip in CLIENTS
-}
-_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
-_status = [0]
+_REQUESTS = InProcess(CLIENTS)
 
 
-async def _receive() -> dict[str, Any]:
-    return _REQUEST
-
-
-async def _send(message: dict[str, Any]) -> None:
-    if message["type"] == "http.response.start":
-        _status[0] = message["status"]
-
-
-def request_to(app: Any) -> Callable[[str], Awaitable[None]]:
-    scopes = _SCOPES
-
-    def call(ip: str) -> Awaitable[None]:
-        _status[0] = 0
-        return app(dict(scopes[ip]), _receive, _send)  # type: ignore[no-any-return]
-
-    return call
-
-
-def _answered_200(_: Any) -> bool:
-    return _status[0] == 200
+request_to = _REQUESTS.request_to
 
 
 def http(name: str, app: Any) -> AsyncContender:
-    return AsyncContender(name, request_to(app), _answered_200)
+    return AsyncContender(name, request_to(app), _REQUESTS.answered_200)
 
 
 def core_alone(limiter: AsyncLimiter) -> AsyncContender:

@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis.asyncio
 from _common import (
     AsyncContender,
+    InProcess,
     Measure,
     Plan,
     machine_summary,
@@ -166,46 +167,13 @@ def slowapi_compat_app(engine: AsyncLimiter) -> Starlette:
     return app
 
 
-# -- driving an ASGI app in-process (as bench_asgi.py)
+# -- driving an ASGI app in-process
 
-_SCOPES = {
-    ip: {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/items/42",
-        "raw_path": b"/items/42",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"bench"), (b"user-agent", b"bench")],
-        "client": (ip, 50000),
-        "server": ("bench", 80),
-    }
-    for ip in CLIENTS
-}
-_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
-_status = [0]
-
-
-async def _receive() -> dict[str, Any]:
-    return _REQUEST
-
-
-async def _send(message: dict[str, Any]) -> None:
-    if message["type"] == "http.response.start":
-        _status[0] = message["status"]
+_REQUESTS = InProcess(CLIENTS)
 
 
 def http(name: str, app: Any) -> AsyncContender:
-    scopes = _SCOPES
-
-    def call(ip: str) -> Awaitable[None]:
-        _status[0] = 0
-        return app(dict(scopes[ip]), _receive, _send)  # type: ignore[no-any-return]
-
-    return AsyncContender(name, call, lambda _: _status[0] == 200)
+    return AsyncContender(name, _REQUESTS.request_to(app), _REQUESTS.answered_200)
 
 
 # -- tables
