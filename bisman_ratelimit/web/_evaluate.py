@@ -31,7 +31,7 @@ The common plan of one limit on the client address takes a fast path,
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
 from bisman_ratelimit._limiter import AsyncLimiter, Limiter
@@ -272,6 +272,18 @@ class SingleCheck:
                     self._by_value.clear()
                 self._by_value[value] = found
         return found
+
+    def hit_args_in(self, environ: Mapping[str, Any], forwarded_key: str) -> HitArgs:
+        """The arguments of ``Limiter.hit`` for a WSGI request (``environ``, or Django's ``request.META``).
+
+        ``forwarded_key`` names the forwarded header's entry, read when proxies are trusted.
+        """
+        peer, forwarded = environ.get("REMOTE_ADDR"), environ.get(forwarded_key)
+        key = self.environ_key
+        if key is None:
+            return self.hit_args(peer, forwarded)
+        value = environ.get(key)
+        return self.hit_args_by(value if isinstance(value, str) else None, peer, forwarded)
 
     def _args(self, ip: str | None) -> HitArgs:
         return (self.key(self._client_ip.key(ip) if ip else None), self.limit, self.algorithm, self.cost)

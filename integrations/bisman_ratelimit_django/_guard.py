@@ -296,14 +296,7 @@ class Guard:
 
     def hit_args(self, request: HttpRequest, single: SingleCheck) -> HitArgs:
         """The arguments of the fast path's hit for ``request``."""
-        meta = request.META
-        # The fast path reads the forwarded header only when proxies are trusted.
-        peer, forwarded = meta.get("REMOTE_ADDR"), meta.get(self.forwarded_meta)
-        key = single.environ_key
-        if key is None:
-            return single.hit_args(peer, forwarded)
-        value = meta.get(key)
-        return single.hit_args_by(value if isinstance(value, str) else None, peer, forwarded)
+        return single.hit_args_in(request.META, self.forwarded_meta)
 
     def _start(
         self,

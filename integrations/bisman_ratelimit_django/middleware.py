@@ -174,7 +174,7 @@ class RateLimitMiddleware:
             request.__dict__[COVERED] = target.covered
         single = target.quick
         if single is not None and self.quick:
-            args = self.guard.hit_args(request, single)
+            args = single.hit_args_in(request.META, self.forwarded_meta)
             try:
                 decision = self.limiter.hit(*args)
             except StorageError as exc:
@@ -221,7 +221,7 @@ class RateLimitMiddleware:
             return None
         single = target.quick
         if single is not None and self.quick:
-            args = self.guard.hit_args(request, single)
+            args = single.hit_args_in(request.META, self.forwarded_meta)
             try:
                 decision = await self.runtime.ahit(request, *args)
             except StorageError as exc:

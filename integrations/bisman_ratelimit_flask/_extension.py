@@ -314,12 +314,7 @@ class _Runtime:
         environ = req.environ
         single = target.single
         if single is not None:
-            peer, forwarded = environ.get("REMOTE_ADDR"), environ.get(self.forwarded)
-            key = single.environ_key
-            if key is None:
-                args = single.hit_args(peer, forwarded)
-            else:
-                args = single.hit_args_by(environ.get(key), peer, forwarded)
+            args = single.hit_args_in(environ, self.forwarded)
             engine = self.engine
             try:
                 decision = engine.hit(*args)
