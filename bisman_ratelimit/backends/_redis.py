@@ -102,11 +102,11 @@ _FAULTS = (redis.RedisError, RedisClusterException, OSError)
 # every helper of a script again on each call, so a script holds only those
 # it uses.
 _HELPERS: dict[str, tuple[str, ...]] = {
-    "fixed_window": ("write.lua", "state.lua", "counts.lua"),
-    "sliding_window": ("write.lua", "state.lua", "counts.lua"),
-    "sliding_log": ("write.lua",),
-    "token_bucket": ("write.lua", "state.lua", "debt.lua"),
-    "gcra": ("write.lua", "state.lua", "debt.lua"),
+    "fixed_window": ("write_now.lua", "state.lua", "counts.lua"),
+    "sliding_window": ("write_now.lua", "state.lua", "counts.lua"),
+    "sliding_log": ("write_now.lua",),
+    "token_bucket": ("write_now.lua", "state.lua", "debt.lua"),
+    "gcra": ("write_now.lua", "state.lua", "debt.lua"),
 }
 _ALGORITHM_FILES = tuple(f"algo_{name}.lua" for name in _ALGORITHMS)
 # Every limit of a hit_many, all or nothing, and refunds.
@@ -299,7 +299,10 @@ class _RedisBase:
         return [self._now(), "1" if commit else "0", *self._form(spec)[1], str(cost)]
 
     @staticmethod
-    def _decode_one(key: str, spec: Spec, raw: list[int]) -> Decision:
+    def _decode_one(key: str, spec: Spec, raw: int | list[int]) -> Decision:
+        if isinstance(raw, int):
+            # An allowed hit, packed by single.lua: remaining, reset (µs), 1.
+            return make_decision(True, spec[3], raw >> 33, (raw >> 1) & 0xFFFFFFFF, 0, key, spec[0])
         return make_decision(raw[0] == 1, spec[3], raw[1], raw[2], raw[3], key, spec[0])
 
     @staticmethod
