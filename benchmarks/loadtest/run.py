@@ -351,13 +351,15 @@ def get(url: str, timeout: float = 1.0) -> tuple[int, bytes]:
 
 
 @contextlib.contextmanager
-def serving(contender: Contender, redis_url: str, workers: int, log: Path) -> Iterator[str]:
+def serving(
+    contender: Contender, redis_url: str, workers: int, log: Path, extra: dict[str, str] | None = None
+) -> Iterator[str]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
         process = subprocess.Popen(
             command(contender, port, workers),
-            env=environment(contender, redis_url),
+            env={**environment(contender, redis_url), **(extra or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

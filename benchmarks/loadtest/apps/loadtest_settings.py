@@ -10,7 +10,8 @@ Each app serves the same three routes:
 
 Ours also serves ``GET /metrics`` (Prometheus text of this worker).
 The harness sets ``LOADTEST_LIB`` (which limiter), ``LOADTEST_REDIS_URL``
-and, for ours, ``BISMAN_RATELIMIT_STORAGE_URL``.
+and, for ours, ``BISMAN_RATELIMIT_STORAGE_URL`` (and ``LOADTEST_LIMITS``,
+another limits file, to measure another algorithm: ``cpu.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Protocol
 
 PER_CLIENT = 50
 SHARED = 200
-LIMITS_FILE = Path(__file__).with_name("limits.toml")
+LIMITS_FILE = Path(os.environ.get("LOADTEST_LIMITS") or Path(__file__).with_name("limits.toml"))
 BODY = b'{"ok":true}'
 
 
