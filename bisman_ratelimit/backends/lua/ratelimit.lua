@@ -37,9 +37,12 @@ local function run(states, commit)
   for i = 1, #KEYS do
     local at = 3 + (i - 1) * 5
     local fn = ALGORITHMS[ARGV[at]]
+    -- A capacity equal to the amount and a cost of 1 are not read twice (as in single.lua).
+    local amount = tonumber(ARGV[at + 1])
     local allowed, remaining, reset, retry = fn(
-      KEYS[i], states[i], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]),
-      tonumber(ARGV[at + 4]), commit)
+      KEYS[i], states[i], amount, tonumber(ARGV[at + 2]),
+      ARGV[at + 3] == ARGV[at + 1] and amount or tonumber(ARGV[at + 3]),
+      ARGV[at + 4] == '1' and 1 or tonumber(ARGV[at + 4]), commit)
     if allowed == 0 then
       out[1] = 0
     end
