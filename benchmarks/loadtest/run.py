@@ -108,6 +108,18 @@ def _contenders() -> tuple[Contender, ...]:
                     options="&timeout=500ms",
                 )
             )
+        if server == "gunicorn-gthread":
+            # The threads of a worker combining their checks, which is off by default for threads.
+            rows.append(
+                Contender(
+                    name=f"{prefix}-ours-redis-coalesced",
+                    framework=framework,
+                    server=server,
+                    lib="ours",
+                    storage="redis",
+                    options="&coalesce=on",
+                )
+            )
         rows.extend(
             Contender(name=f"{prefix}-{peer}", framework=framework, server=server, lib=peer, storage="redis")
             for peer in peers
