@@ -65,6 +65,25 @@ class Contender:
         return self.lib == "ours"
 
 
+def _ours(
+    prefix: str,
+    framework: Any,
+    server: Any,
+    storage: Literal["memory", "redis"],
+    suffix: str = "",
+    options: str = "",
+) -> Contender:
+    """Our middleware on ``storage``, named ``<prefix>-ours-<storage><suffix>``; ``options`` go on its URL."""
+    return Contender(
+        name=f"{prefix}-ours-{storage}{suffix}",
+        framework=framework,
+        server=server,
+        lib="ours",
+        storage=storage,
+        options=options,
+    )
+
+
 def _contenders() -> tuple[Contender, ...]:
     rows: list[Contender] = []
     for framework, server, peers in (
@@ -81,45 +100,16 @@ def _contenders() -> tuple[Contender, ...]:
         rows.append(
             Contender(name=f"{prefix}-bare", framework=framework, server=server, lib="bare", storage="none")
         )
+        here = (prefix, framework, server)
         if framework == "starlette":
-            rows.append(
-                Contender(
-                    name=f"{prefix}-ours-memory",
-                    framework=framework,
-                    server=server,
-                    lib="ours",
-                    storage="memory",
-                )
-            )
-        rows.append(
-            Contender(
-                name=f"{prefix}-ours-redis", framework=framework, server=server, lib="ours", storage="redis"
-            )
-        )
+            rows.append(_ours(*here, "memory"))
+        rows.append(_ours(*here, "redis"))
         if framework == "starlette":
-            # The same with a time budget of 500 ms instead of 50 ms: what the budget costs on a busy machine.
-            rows.append(
-                Contender(
-                    name=f"{prefix}-ours-redis-500ms",
-                    framework=framework,
-                    server=server,
-                    lib="ours",
-                    storage="redis",
-                    options="&timeout=500ms",
-                )
-            )
+            # A time budget of 500 ms instead of 50 ms: what the budget costs on a busy machine.
+            rows.append(_ours(*here, "redis", "-500ms", "&timeout=500ms"))
         if server == "gunicorn-gthread":
             # The threads of a worker combining their checks, which is off by default for threads.
-            rows.append(
-                Contender(
-                    name=f"{prefix}-ours-redis-coalesced",
-                    framework=framework,
-                    server=server,
-                    lib="ours",
-                    storage="redis",
-                    options="&coalesce=on",
-                )
-            )
+            rows.append(_ours(*here, "redis", "-coalesced", "&coalesce=on"))
         rows.extend(
             Contender(name=f"{prefix}-{peer}", framework=framework, server=server, lib=peer, storage="redis")
             for peer in peers
