@@ -27,7 +27,6 @@ from bisman_ratelimit.web import (
     UNAVAILABLE,
     ClientIP,
     Evaluation,
-    HitArgs,
     RoutePlan,
     Rule,
     SingleCheck,
@@ -294,10 +293,6 @@ class Guard:
             self._peers[peer] = found
         return found
 
-    def hit_args(self, request: HttpRequest, single: SingleCheck) -> HitArgs:
-        """The arguments of the fast path's hit for ``request``."""
-        return single.hit_args_in(request.META, self.forwarded_meta)
-
     def _start(
         self,
         request: HttpRequest,
@@ -404,7 +399,7 @@ class Guard:
         ``.verdict`` says what to do."""
         single = target.single
         if single is not None:
-            args = self.hit_args(request, single)
+            args = single.hit_args_in(request.META, self.forwarded_meta)
             try:
                 decision = self.runtime.limiter.hit(*args)
             except StorageError as exc:
@@ -466,7 +461,7 @@ class Guard:
     async def acheck(self, request: HttpRequest, target: Target) -> GuardResult:
         single = target.single
         if single is not None:
-            args = self.hit_args(request, single)
+            args = single.hit_args_in(request.META, self.forwarded_meta)
             try:
                 decision = await self.runtime.ahit(request, *args)
             except StorageError as exc:
