@@ -13,7 +13,10 @@ seen before (every hit writes a new state with its expiry).
 - *floor*: ``EVALSHA`` of ``INCR`` and, on a new key, ``PEXPIRE``, the least a
   Redis-backed fixed window can cost;
 - *ours*: the single-limit script of each O(1) algorithm, as a check of
-  ``50/second`` sends it.
+  ``50/second`` sends it;
+- *ours, three limits*: the script of many limits as ``hit_many`` sends it
+  for three sliding windows on one client (``bench_core.py``'s three-limit
+  row), measured against the floor once per key.
 
 Counts are repeatable to a fraction of a percent; timings are not (see
 ``loadtest/cpu.py`` for the CPU time Redis spends per decision under a
@@ -34,7 +37,7 @@ from pathlib import Path
 import redis
 from _common import machine_summary, markdown_table, source_revision
 
-from bisman_ratelimit.backends._redis import SINGLE
+from bisman_ratelimit.backends._redis import RATELIMIT, SINGLE
 from bisman_ratelimit.testing import find_server_binary, free_port
 
 FLOOR = (
@@ -43,6 +46,12 @@ FLOOR = (
     "return n"
 )
 ALGORITHMS = ("fixed_window", "sliding_window", "token_bucket", "gcra")
+# hit_many's arguments for 100000/second, 1000000/minute and 100000000/day.
+THREE_LIMITS = [
+    *("sliding_window", "100000", "1000000", "100000", "1"),
+    *("sliding_window", "1000000", "60000000", "1000000", "1"),
+    *("sliding_window", "100000000", "86400000000", "100000000", "1"),
+]
 KEY_SETS: dict[str, int | None] = {"1,000 live keys": 1_000, "new keys": None}
 
 
@@ -87,14 +96,17 @@ class Counted:
     def _control(self, *args: str) -> None:
         subprocess.run(["callgrind_control", *args, str(self.process.pid)], check=True, capture_output=True)
 
-    def per_call(self, source: str, args: list[str], live: int | None, calls: int) -> float:
-        """Instructions per call over ``calls`` calls, on ``live`` keys holding a state, else new keys."""
+    def per_call(self, source: str, args: list[str], live: int | None, calls: int, width: int = 1) -> float:
+        """Instructions per call over ``calls`` calls, on ``live`` keys holding a state, else new keys.
+
+        A call names ``width`` keys (the limits of one client).
+        """
         sha = self.client.script_load(source)
 
         def send(keys: list[str]) -> None:
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
-                pipe.evalsha(sha, 1, key, *args)
+                pipe.evalsha(sha, width, *(f"{key}:{i}" for i in range(width)), *args)
                 if len(pipe) == 64:
                     pipe.execute()
             pipe.execute()
@@ -130,19 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     if binary is None:
         parser.error("no redis-server or valkey-server found")
 
-    scripts = {"floor": (FLOOR, ["1000"])}
+    # name: (source, arguments, keys a call)
+    scripts = {"floor": (FLOOR, ["1000"], 1)}
     for algorithm in ALGORITHMS:
         scripts[f"ours {algorithm}"] = (
             SINGLE[algorithm].source,
             ["", "1", algorithm, "50", "1000000", "50", "1"],
+            1,
         )
+    scripts["ours, three limits (hit_many)"] = (RATELIMIT.source, ["", "1", *THREE_LIMITS], 3)
     counts: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="script-cost-") as folder:
         server = Counted(binary, Path(folder))
         try:
-            for name, (source, script_args) in scripts.items():
+            for name, (source, script_args, width) in scripts.items():
                 for label, keys in KEY_SETS.items():
-                    counts[(name, label)] = server.per_call(source, script_args, keys, args.calls)
+                    counts[(name, label)] = server.per_call(source, script_args, keys, args.calls, width)
                     print(f"{name}, {label}: {counts[(name, label)]:,.0f}", file=sys.stderr, flush=True)
         finally:
             server.close()
@@ -150,15 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# Instructions per script call\n\n{machine_summary()}; {Path(binary).name} {server.version};")
     print(f"{source_revision()}; pipelined batches of 64; {args.calls:,} calls a row.\n")
     rows = []
-    for name in scripts:
+    for name, (*_, width) in scripts.items():
         row = [name]
         for label in KEY_SETS:
             count = counts[(name, label)]
-            row += [f"{count:,.0f}", f"{count / counts[('floor', label)]:.2f}"]
+            row += [f"{count:,.0f}", f"{count / (width * counts[('floor', label)]):.2f}"]
         rows.append(row)
     headers = ["script"]
     for label in KEY_SETS:
-        headers += [f"{label}: instructions", "x floor"]
+        headers += [f"{label}: instructions", "x floor per key"]
     print(markdown_table(headers, rows))
     return 0
 
