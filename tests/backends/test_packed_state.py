@@ -95,3 +95,36 @@ def test_what_does_not_fit_keeps_its_doubles_and_counts_alike(
     assert state is not None
     if algorithm.endswith("window"):
         assert state[1] == 6 * unit  # this window's count
+
+
+@pytest.mark.parametrize(
+    ("before", "now"),
+    [
+        # this window's count only; on each side of a power of two
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (0, 255),
+        (0, 256),
+        (0, 1024),
+        # the previous window's count too: the width is the larger one's
+        (255, 256),
+        (256, 255),
+        (1024, 1),
+        (1, 1024),
+    ],
+)
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window"])
+def test_the_script_packs_counts_as_python_does(
+    redis_client: redis.Redis, clock: ManualClock, algorithm: str, before: int, now: int
+) -> None:
+    storage = RedisStorage(redis_client, clock=clock)
+    limiter = Limiter(storage)
+    key = storage.key_for("k", limiter._resolve("1000000/minute", algorithm)[0][0])
+    if before:
+        assert limiter.hit("k", "1000000/minute", algorithm, before)
+        clock.advance(60)
+    assert limiter.hit("k", "1000000/minute", algorithm, now)
+    window = int(clock() // 60)
+    state = (window, now) if algorithm == "fixed_window" else (window, now, before)
+    assert int(redis_client.get(key) or b"") == pack_state(algorithm, state)
