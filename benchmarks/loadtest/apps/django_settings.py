@@ -1,7 +1,8 @@
 """Settings of the load test's Django project; ``LOADTEST_LIB`` picks the limiter.
 
 - ``bare``: no limiter;
-- ``ours``: ``bisman_ratelimit_django``'s middleware with ``limits.toml``;
+- ``ours``: ``bisman_ratelimit_django``'s middleware with ``limits.toml``
+  (with ``LOADTEST_DECLARE=decorator``, the same limits in ``@ratelimit`` on the views);
 - ``django-ratelimit``: its ``@ratelimit`` on Django's own Redis cache.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadtest_settings import LIMITS_FILE, library, redis_url
+from loadtest_settings import LIMITS_FILE, declared, library, redis_url
 
 SECRET_KEY = "load test only"
 DEBUG = False
@@ -28,7 +29,9 @@ if library() == "ours":
 
     METRICS_REGISTRY = CollectorRegistry()
     MIDDLEWARE = ["bisman_ratelimit_django.middleware.RateLimitMiddleware"]
-    BISMAN_RATELIMIT = {"CONFIG": LIMITS_FILE, "METRICS": RateLimitMetrics(registry=METRICS_REGISTRY)}
+    BISMAN_RATELIMIT: dict[str, Any] = {"METRICS": RateLimitMetrics(registry=METRICS_REGISTRY)}
+    if declared() != "decorator":
+        BISMAN_RATELIMIT["CONFIG"] = LIMITS_FILE
 elif library() == "django-ratelimit":
     # Its middleware turns the refusal into RATELIMIT_VIEW's answer (429), not a 403.
     MIDDLEWARE = ["django_ratelimit.middleware.RatelimitMiddleware"]

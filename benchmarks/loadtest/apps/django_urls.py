@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
-from loadtest_settings import BODY, PER_CLIENT, SHARED, client_of, library, tenant_of
+from loadtest_settings import BODY, PER_CLIENT, SHARED, client_of, declared, library, tenant_of
 
 View = Callable[..., HttpResponse]
 
@@ -29,6 +29,13 @@ def scrape(request: HttpRequest) -> HttpResponse:
 
 
 def views() -> tuple[View, View]:
+    if library() == "ours" and declared() == "decorator":
+        from bisman_ratelimit_django import ratelimit as declare
+
+        # limits.toml's limits, written on the views.
+        calls: Any = declare(f"{PER_CLIENT}/second", key="header:x-client", algorithm="fixed_window")(ok)
+        shared: Any = declare(f"{SHARED}/second", key="header:x-tenant", algorithm="fixed_window")(ok)
+        return calls, shared
     if library() != "django-ratelimit":
         return ok, ok
     from django_ratelimit.decorators import ratelimit
@@ -39,9 +46,10 @@ def views() -> tuple[View, View]:
     def by_tenant(group: str, request: HttpRequest) -> str:
         return tenant_of(request.headers)
 
-    calls: Any = ratelimit(key=by_client, rate=f"{PER_CLIENT}/s", block=True)(ok)
-    shared: Any = ratelimit(key=by_tenant, rate=f"{SHARED}/s", block=True)(ok)
-    return calls, shared
+    return (
+        ratelimit(key=by_client, rate=f"{PER_CLIENT}/s", block=True)(ok),
+        ratelimit(key=by_tenant, rate=f"{SHARED}/s", block=True)(ok),
+    )
 
 
 calls, shared = views()

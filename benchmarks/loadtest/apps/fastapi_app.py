@@ -2,6 +2,9 @@
 
 - ``bare``: no limiter;
 - ``ours``: ``RateLimitMiddleware`` with ``limits.toml`` (as for Starlette);
+  with ``LOADTEST_DECLARE=dependency`` the same limits as ``Depends(RateLimit(...))``,
+  with ``decorator`` as ``@limit``, with ``file+noop`` the file and a dependency
+  that does nothing;
 - ``fastapi-limiter``: fastapi-limiter 0.1.x dependencies on the same Redis.
 
     LOADTEST_LIB=fastapi-limiter uvicorn --app-dir benchmarks/loadtest/apps fastapi_app:app --workers 2
@@ -10,22 +13,40 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
-from loadtest_settings import BODY, LIMITS_FILE, PER_CLIENT, SHARED, client_of, library, redis_url, tenant_of
+from loadtest_settings import (
+    BODY,
+    LIMITS_FILE,
+    PER_CLIENT,
+    SHARED,
+    client_of,
+    declared,
+    library,
+    redis_url,
+    tenant_of,
+)
 
 
-def build(lifespan: Any = None, calls_deps: Sequence[Any] = (), shared_deps: Sequence[Any] = ()) -> FastAPI:
+def build(
+    lifespan: Any = None,
+    calls_deps: Sequence[Any] = (),
+    shared_deps: Sequence[Any] = (),
+    decorate: tuple[Callable[[Any], Any], Callable[[Any], Any]] = (lambda f: f, lambda f: f),
+) -> FastAPI:
+    """The routes; ``decorate`` wraps the two limited endpoints (``@limit``), under the route."""
     app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.get("/api/calls", dependencies=list(calls_deps))
+    @decorate[0]
     async def calls() -> Response:
         return Response(BODY, media_type="application/json")
 
     @app.get("/api/global", dependencies=list(shared_deps))
+    @decorate[1]
     async def shared() -> Response:
         return Response(BODY, media_type="application/json")
 
@@ -46,7 +67,7 @@ def ours() -> FastAPI:
     from bisman_ratelimit import AsyncLimiter
     from bisman_ratelimit.metrics import RateLimitMetrics
     from bisman_ratelimit.web import storage_url_from_env
-    from bisman_ratelimit_starlette import RateLimitMiddleware
+    from bisman_ratelimit_starlette import RateLimit, RateLimitMiddleware, limit
 
     registry = CollectorRegistry()
     metrics = RateLimitMetrics(registry=registry)
@@ -57,13 +78,36 @@ def ours() -> FastAPI:
         yield
         await limiter.aclose()
 
-    app = build(lifespan)
+    async def noop() -> None:
+        pass
+
+    # limits.toml's limits, for the declarations in code.
+    per_client: dict[str, Any] = {"key": "header:x-client", "algorithm": "fixed_window"}
+    all_clients: dict[str, Any] = {"key": "header:x-tenant", "algorithm": "fixed_window"}
+    config: Any = LIMITS_FILE
+    if declared() == "dependency":
+        config = None
+        app = build(
+            lifespan,
+            [Depends(RateLimit(f"{PER_CLIENT}/second", **per_client))],
+            [Depends(RateLimit(f"{SHARED}/second", **all_clients))],
+        )
+    elif declared() == "decorator":
+        config = None
+        app = build(
+            lifespan,
+            decorate=(limit(f"{PER_CLIENT}/second", **per_client), limit(f"{SHARED}/second", **all_clients)),
+        )
+    elif declared() == "file+noop":
+        app = build(lifespan, [Depends(noop)], [Depends(noop)])
+    else:
+        app = build(lifespan)
 
     @app.get("/metrics")
     async def scrape() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(RateLimitMiddleware, limiter=limiter, config=LIMITS_FILE, metrics=metrics)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, config=config, metrics=metrics)
     return app
 
 

@@ -11,7 +11,8 @@ Each app serves the same three routes:
 Ours also serves ``GET /metrics`` (Prometheus text of this worker).
 The harness sets ``LOADTEST_LIB`` (which limiter), ``LOADTEST_REDIS_URL``
 and, for ours, ``BISMAN_RATELIMIT_STORAGE_URL`` (and ``LOADTEST_LIMITS``,
-another limits file, to measure another algorithm: ``cpu.py``).
+another limits file, to measure another algorithm: ``cpu.py``; and
+``LOADTEST_DECLARE``, where ours declares the same limits: ``paths.py``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,22 @@ PER_CLIENT = 50
 SHARED = 200
 LIMITS_FILE = Path(os.environ.get("LOADTEST_LIMITS") or Path(__file__).with_name("limits.toml"))
 BODY = b'{"ok":true}'
+DECLARATIONS = ("file", "decorator", "dependency", "file+noop")
 
 
 def library() -> str:
     return os.environ.get("LOADTEST_LIB", "bare")
+
+
+def declared() -> str:
+    """Where ours declares the limits: ``file`` (limits.toml, the default), ``decorator``
+    (``@limit``, Django's ``@ratelimit``), ``dependency`` (FastAPI's ``Depends(RateLimit)``)
+    or ``file+noop`` (the file, and on FastAPI a dependency that does nothing on both
+    limited routes: what FastAPI spends on solving one)."""
+    value = os.environ.get("LOADTEST_DECLARE", "file")
+    if value not in DECLARATIONS:
+        raise SystemExit(f"LOADTEST_DECLARE must be one of {', '.join(DECLARATIONS)}, not {value!r}")
+    return value
 
 
 def redis_url() -> str:

@@ -5,6 +5,7 @@
   the least a Redis-backed limit can cost;
 - ``ours``: ``RateLimitMiddleware`` with ``limits.toml``, on the storage
   ``BISMAN_RATELIMIT_STORAGE_URL`` names (memory, or Redis with the fallback);
+  with ``LOADTEST_DECLARE=decorator`` the same limits in ``@limit`` decorators;
 - ``slowapi``: slowapi's ASGI middleware and decorators on the same Redis.
 
     LOADTEST_LIB=ours uvicorn --app-dir benchmarks/loadtest/apps starlette_app:app --workers 2
@@ -16,7 +17,17 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from loadtest_settings import BODY, LIMITS_FILE, PER_CLIENT, SHARED, client_of, library, redis_url, tenant_of
+from loadtest_settings import (
+    BODY,
+    LIMITS_FILE,
+    PER_CLIENT,
+    SHARED,
+    client_of,
+    declared,
+    library,
+    redis_url,
+    tenant_of,
+)
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -86,7 +97,7 @@ def ours() -> Starlette:
     from bisman_ratelimit import AsyncLimiter
     from bisman_ratelimit.metrics import RateLimitMetrics
     from bisman_ratelimit.web import storage_url_from_env
-    from bisman_ratelimit_starlette import RateLimitMiddleware
+    from bisman_ratelimit_starlette import RateLimitMiddleware, limit
 
     registry = CollectorRegistry()
     metrics = RateLimitMetrics(registry=registry)
@@ -100,8 +111,18 @@ def ours() -> Starlette:
         yield
         await limiter.aclose()
 
+    extra = (Route("/metrics", scrape),)
+    if declared() == "decorator":
+        # limits.toml's limits, written on the endpoints.
+        per_client = limit(f"{PER_CLIENT}/second", key="header:x-client", algorithm="fixed_window")(calls)
+        all_clients = limit(f"{SHARED}/second", key="header:x-tenant", algorithm="fixed_window")(shared)
+        return Starlette(
+            routes=routes(per_client, all_clients, extra),
+            middleware=[Middleware(RateLimitMiddleware, limiter=limiter, metrics=metrics)],
+            lifespan=lifespan,
+        )
     return Starlette(
-        routes=routes(extra=(Route("/metrics", scrape),)),
+        routes=routes(extra=extra),
         middleware=[Middleware(RateLimitMiddleware, limiter=limiter, config=LIMITS_FILE, metrics=metrics)],
         lifespan=lifespan,
     )
