@@ -1,7 +1,7 @@
 """Each way of declaring the load test's limits, served over HTTP, against the limits file.
 
     python benchmarks/loadtest/paths.py                     # 5 rounds of 3 s per contender
-    python benchmarks/loadtest/paths.py --rounds 3 --storage memory
+    python benchmarks/loadtest/paths.py --rounds 10 --storage memory --only fastapi
 
 The load test's apps under one worker each (uvicorn; gunicorn for Django),
 wrk over loopback with 1,000 clients (every request under its limit, so
@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--storage", choices=("redis", "memory"), default="redis")
     parser.add_argument(
+        "--only", choices=("starlette", "fastapi", "django-asgi", "django-wsgi"), help="one server's paths"
+    )
+    parser.add_argument(
         "--no-pin",
         action="store_true",
         help="leave CPUs to the scheduler (default: the app server on the last CPU, the rest on the first)",
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         else "not pinned"
     )
 
-    rows = entries(args.storage)
+    rows = [row for row in entries(args.storage) if args.only in (None, row.contender.name)]
     samples: dict[str, list[Sample]] = {row.label: [] for row in rows}
     folder = Path(tempfile.mkdtemp(prefix="loadtest-paths-"))
     with RedisServer() as server:
