@@ -105,17 +105,22 @@ def entries(storage: Literal["memory", "redis"]) -> list[Entry]:
 
 
 def serving_processes(port: int) -> list[Path]:
-    """The ``/proc`` entries of every process whose command line names ``port``."""
-    mark = str(port).encode()
+    """The ``/proc`` entries of the processes serving ``port``: those with an argument that is
+    the port (uvicorn's ``--port``) or ends with ``:<port>`` (gunicorn's ``-b``), and no URL."""
+    number = str(port).encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if mark in (entry / "cmdline").read_bytes():
-                found.append(entry)
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile
             continue
+        if any(
+            argument == number or (argument.endswith(b":" + number) and b"/" not in argument)
+            for argument in arguments
+        ):
+            found.append(entry)
     return found
 
 

@@ -73,3 +73,31 @@ def test_quick_run_writes_results_and_a_report(tmp_path: Path) -> None:
     assert "| `starlette-ours-redis` |" in report
     restart = "- starlette-ours-redis: the Redis restart costs 0 5xx or socket errors with the fallback"
     assert restart + " (met)." in report
+
+
+def test_the_paths_benchmark_counts_only_the_processes_serving_its_port() -> None:
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    serving = [
+        subprocess.Popen([*sleep, "--port", "4012"]),  # uvicorn
+        subprocess.Popen([*sleep, "-b", "127.0.0.1:4012"]),  # gunicorn
+    ]
+    others = [
+        subprocess.Popen([*sleep, "--port", "40123"]),  # another server
+        subprocess.Popen([*sleep, "http://127.0.0.1:4012/api/calls"]),  # wrk
+    ]
+    # In a process of its own: the benchmark puts its folders on sys.path.
+    ask = "import paths; print(sorted(int(entry.name) for entry in paths.serving_processes(4012)))"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", ask],
+            cwd=ROOT / "benchmarks" / "loadtest",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        for process in serving + others:
+            process.kill()
+            process.wait()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(sorted(process.pid for process in serving))
