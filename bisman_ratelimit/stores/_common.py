@@ -57,10 +57,34 @@ def valid_prefix(name: str, prefix: object) -> str:
 
 
 def encode_json(value: Any, where: str) -> str:
+    """``value`` as compact JSON that encodes to UTF-8.
+
+    A lone surrogate (``"\\ud800"``, which ``json.loads`` accepts) cannot be
+    written as UTF-8: such a value is written with ``\\u`` escapes instead, and
+    reads back the same.
+    """
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"{where}: the value cannot be stored as JSON: {exc}") from None
+    if not encoded.isascii():
+        try:
+            encoded.encode()
+        except UnicodeEncodeError:
+            return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return encoded
+
+
+def utf8_text(value: str, what: str) -> str:
+    """``value`` unchanged if it encodes to UTF-8, else a clear error naming ``what``."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(
+                f"{what} must be UTF-8 text, got {value!r} (a lone surrogate at index {exc.start})"
+            ) from None
+    return value
 
 
 def decode_json(raw: Any) -> Any:

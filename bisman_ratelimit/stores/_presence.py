@@ -27,7 +27,7 @@ from bisman_ratelimit.stores._backend import (
     StoreShell,
     store_script,
 )
-from bisman_ratelimit.stores._common import positive_seconds, text, to_ms, valid_prefix
+from bisman_ratelimit.stores._common import positive_seconds, text, to_ms, utf8_text, valid_prefix
 from bisman_ratelimit.stores._namespaces import NamespaceRegistry, default_registry
 
 
@@ -51,7 +51,7 @@ class RoomState:
 def _participant(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidArgument(f"a participant id must be a non-empty str, got {value!r}")
-    return value
+    return utf8_text(value, "a participant id")
 
 
 class PresenceCore:

@@ -67,6 +67,7 @@ from bisman_ratelimit.stores._common import (
     tagged,
     text,
     to_ms,
+    utf8_text,
     valid_prefix,
 )
 from bisman_ratelimit.stores._namespaces import NamespaceRegistry, default_registry
@@ -111,13 +112,13 @@ class Session:
 def _field_name(name: object) -> str:
     if not isinstance(name, str):
         raise InvalidArgument(f"session field names must be str, got {name!r}")
-    return _DATA + name
+    return _DATA + utf8_text(name, "a session field name")
 
 
 def _user(user_id: object) -> str:
     if not isinstance(user_id, (str, int)) or isinstance(user_id, bool) or user_id == "":
         raise InvalidArgument(f"user_id must be a non-empty str or an int, got {user_id!r}")
-    return str(user_id)
+    return utf8_text(str(user_id), "user_id")
 
 
 class SessionCore:

@@ -218,6 +218,34 @@ def test_keys_escape_user_input(env: Env) -> None:
     }
 
 
+def test_lone_surrogates_are_stored_as_json_escapes_and_refused_in_names(env: Env) -> None:
+    # "\ud800" is valid JSON (json.loads gives it) but no UTF-8: a client's JSON body can carry it.
+    sessions, chat = STORES["sessions"](env), STORES["chat"](env)
+    presence, flags = STORES["presence"](env), STORES["flags"](env)
+    session = sessions.create({"name": "\ud800", "ok": "é"})
+    assert sessions.set_fields(session.id, {"more": ["\udfff x"]}) is True
+    loaded = sessions.load(session.id)
+    assert loaded is not None
+    assert loaded.data == {"name": "\ud800", "ok": "é", "more": ["\udfff x"]}
+    chat.extend("t", ["\ud800", "ü"])
+    assert chat.last("t") == ["\ud800", "ü"]
+    flags.set("motd", "\ud83d")
+    assert flags.get("motd").value == "\ud83d"
+
+    with pytest.raises(InvalidArgument) as caught:
+        sessions.set_fields(session.id, {"a\ud800": 1})
+    assert str(caught.value) == (
+        "a session field name must be UTF-8 text, got 'a\\ud800' (a lone surrogate at index 1)"
+    )
+    with pytest.raises(InvalidArgument, match=r"^user_id must be UTF-8 text, got '\\udc80'"):
+        sessions.create({}, user_id="\udc80")
+    with pytest.raises(InvalidArgument, match=r"^a participant id must be UTF-8 text, got '\\ud800'"):
+        presence.join("room", "\ud800")
+    # Nothing half-written by the refusals.
+    assert sessions.load(session.id).data == loaded.data
+    assert presence.participants("room") == []
+
+
 def test_a_policy_without_ttl_is_refused_at_construction() -> None:
     registry = NamespaceRegistry([Namespace("auth:sess", None, ephemeral=False)])
     with pytest.raises(TTLPolicyError, match="namespace 'auth:sess' is persistent and takes no TTL"):
