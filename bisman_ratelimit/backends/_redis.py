@@ -62,8 +62,9 @@ from bisman_ratelimit.backends._cluster import (
     slot_groups,
 )
 from bisman_ratelimit.backends._combine import combiner_for
+from bisman_ratelimit.backends._loops import Connect, LoopWires, Wire
 from bisman_ratelimit.backends._scripts import Script
-from bisman_ratelimit.backends._wire import async_lender_for, lender_for, node_batches_for
+from bisman_ratelimit.backends._wire import lender_for
 from bisman_ratelimit.core import (
     Decision,
     InvalidArgument,
@@ -145,6 +146,7 @@ class translate_errors:
 
 
 _translate = translate_errors()
+_running_loop = asyncio.get_running_loop
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -563,20 +565,28 @@ class AsyncRedisStorage(_RedisBase):
     With ``coalesce`` (the default), the commands that tasks send in one turn
     of the event loop go out in one write on one connection (on Cluster,
     one per node) and their replies come back in one read (see :mod:`._wire`).
+
+    ``client`` serves the event loop of the first call. With ``connect``
+    (as a backend built from a URL has), each other loop gets a client of
+    its own from it; without, a call from another loop raises
+    :class:`~bisman_ratelimit.core._errors.StorageUnavailable` (see :mod:`._loops`).
     """
 
-    def __init__(self, client: Any, *, coalesce: bool = True, **options: Any) -> None:
+    def __init__(
+        self, client: Any, *, coalesce: bool = True, connect: Connect | None = None, **options: Any
+    ) -> None:
         super().__init__(client, **options)
         if not isinstance(coalesce, bool):
             raise InvalidArgument(f"coalesce must be True or False, got {coalesce!r}")
-        self._lender = async_lender_for(client)
-        self._loading: dict[str, asyncio.Future[object]] = {}
-        # On Cluster, checks go out on the nodes' connections even one at a
-        # time: that is how an ASK redirect is followed right (NodeBatches).
-        sender = self._lender if self._lender is not None else node_batches_for(client)
-        self._call: Callable[..., Awaitable[Any]] = (
-            client.execute_command if sender is None else sender.call if coalesce else sender.call_one
-        )
+        self._wires = LoopWires(client, self._closing, coalesce, connect)
+
+    @property
+    def _wire(self) -> Wire:
+        """The last loop's wire, or the one no loop took yet."""
+        wire = self._wires.last or self._wires.first
+        if wire is None:
+            raise LookupError("no client: every event loop that used this backend has ended")
+        return wire
 
     async def _run(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await self._retry(call, args, time.monotonic(), 0)
@@ -590,53 +600,42 @@ class AsyncRedisStorage(_RedisBase):
             except _FAULTS as exc:
                 delay = self._delay(exc, attempt, started)
                 if isinstance(exc, redis.ReadOnlyError):
-                    await self._drop_idle_connections()
+                    await self._drop_idle_connections(await self._wires.here())
             if delay:
                 await asyncio.sleep(delay)
             attempt += 1
 
-    async def _drop_idle_connections(self) -> None:
-        if self._lender is not None:
-            await self._lender.drop_idle()
-        pool = getattr(self.client, "connection_pool", None)
+    async def _drop_idle_connections(self, wire: Wire) -> None:
+        if wire.lender is not None:
+            await wire.lender.drop_idle()
+        pool = getattr(wire.client, "connection_pool", None)
         if pool is not None:
             try:
                 await pool.disconnect(inuse_connections=False)
             except TypeError:
                 await pool.disconnect()
 
-    async def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        return await script.arun(self._call, self._load, keys, args)
-
-    async def _load(self, source: str) -> object:
-        if self._lender is None:
-            # A Cluster client loads on every primary (and redis-py 5's
-            # cannot route a bare SCRIPT LOAD: it looks for keys in it).
-            # Callers that find the script missing together share one load:
-            # each of a crowd's would take a connection of every node.
-            loading = self._loading.get(source)
-            if loading is None:
-                loading = self._loading[source] = asyncio.ensure_future(self.client.script_load(source))
-                loading.add_done_callback(partial(_forget, self._loading, source))
-            return await asyncio.shield(loading)
-        # The way the checks go: after a SCRIPT FLUSH, a batch's callers
-        # each load the script again, and their loads go out as one batch too.
-        return await self._call("SCRIPT", "LOAD", source)
+    async def _evalsha(self, wire: Wire, script: Script, keys: list[str], args: list[Any]) -> Any:
+        return await script.arun(wire.call, partial(_load, wire), keys, args)
 
     async def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        wires = self._wires
+        wire = wires.last
+        if wire is None or wire.loop is not _running_loop():
+            wire = await wires.here()
         # The first try is inline: the retry loop costs frames on every call.
         started = time.monotonic()
         try:
-            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await wire.call("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             pass
         except _FAULTS as exc:
             delay = self._delay(exc, 0, started)
             if isinstance(exc, redis.ReadOnlyError):
-                await self._drop_idle_connections()
+                await self._drop_idle_connections(wire)
             if delay:
                 await asyncio.sleep(delay)
-        return await self._retry(self._evalsha, (script, keys, args), started, 1)
+        return await self._retry(self._evalsha, (wire, script, keys, args), started, 1)
 
     async def check(self, key: str, spec: Spec, cost: int, commit: bool) -> Decision:
         blocked = self.blocked
@@ -699,27 +698,25 @@ class AsyncRedisStorage(_RedisBase):
     async def reset(self, key: str, spec: Spec) -> None:
         if self.blocked is not None:
             self.blocked.forget(key, spec)
-        await self._run(self.client.delete, self.key_for(key, spec))
+        await self._run((await self._wires.here()).client.delete, self.key_for(key, spec))
 
     async def acquire(self, key: str, lease_id: str, max_in_flight: int, ttl_us: int) -> bool:
         lease_key, args = self._lease_args(key, lease_id, max_in_flight, ttl_us)
         return bool((await self._eval(LEASE, [lease_key], args))[0])
 
     async def release(self, key: str, lease_id: str) -> None:
-        await self._run(self.client.zrem, self.lease_key(key), lease_id)
+        await self._run((await self._wires.here()).client.zrem, self.lease_key(key), lease_id)
 
     async def warm(self, connections: int | None = None) -> None:
         """Open ``connections`` (default: a bounded pool's size, at most 64) to Redis now."""
-        if self._lender is not None:
+        lender = (await self._wires.here()).lender
+        if lender is not None:
             with _translate:
-                await self._lender.warm(_warm_count(self._lender.pool, connections))
+                await lender.warm(_warm_count(lender.pool, connections))
 
     async def aclose(self) -> None:
-        if self._lender is not None:
-            await self._lender.aclose()
-        await self.client.aclose()
-        for other in self._closing:
-            await other.aclose()
+        """Close the client of the running loop (and the client no loop took yet)."""
+        await self._wires.aclose()
 
 
 def _warm_count(pool: Any, connections: int | None) -> int:
@@ -728,6 +725,22 @@ def _warm_count(pool: Any, connections: int | None) -> int:
     if isinstance(connections, bool) or not isinstance(connections, int) or connections < 0:
         raise InvalidArgument(f"connections to warm must be a whole number >= 0, got {connections!r}")
     return min(connections, getattr(pool, "max_connections", None) or connections)
+
+
+async def _load(wire: Wire, source: str) -> object:
+    if wire.lender is None:
+        # A Cluster client loads on every primary (and redis-py 5's
+        # cannot route a bare SCRIPT LOAD: it looks for keys in it).
+        # Callers that find the script missing together share one load:
+        # each of a crowd's would take a connection of every node.
+        loading = wire.loading.get(source)
+        if loading is None:
+            loading = wire.loading[source] = asyncio.ensure_future(wire.client.script_load(source))
+            loading.add_done_callback(partial(_forget, wire.loading, source))
+        return await asyncio.shield(loading)
+    # The way the checks go: after a SCRIPT FLUSH, a batch's callers
+    # each load the script again, and their loads go out as one batch too.
+    return await wire.call("SCRIPT", "LOAD", source)
 
 
 def _forget(loading: dict[str, Any], source: str, done: asyncio.Future[object]) -> None:

@@ -52,6 +52,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, overload
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -320,16 +321,12 @@ def redis_from_url(
     return connect(url, client_url, ours, options, asyncio)
 
 
-def _storage(connection: RedisConnection, asyncio: bool) -> Any:
-    from bisman_ratelimit.backends._redis import POOL_WAIT, AsyncRedisStorage, RedisStorage
+def _storage(connection: RedisConnection, asyncio: bool, connect: Any = None) -> Any:
+    """The backend on ``connection``; ``connect`` makes an asyncio backend's clients for other event loops."""
+    from bisman_ratelimit.backends._redis import AsyncRedisStorage, RedisStorage
 
     settings = connection.settings
-    pool: Any = getattr(connection.client, "connection_pool", None)
-    if _is_blocking_pool(pool) and pool.timeout == settings.budget:
-        # A check waits in line for a connection beyond its budget: a busy
-        # pool is the app's load, not Redis failing. After POOL_WAIT it is
-        # decided without Redis (StorageBusy), which no breaker counts.
-        pool.timeout = max(POOL_WAIT, settings.budget)
+    _wait_in_line(connection)
     common: dict[str, Any] = {
         "prefix": settings.prefix,
         "budget": settings.budget,
@@ -338,8 +335,29 @@ def _storage(connection: RedisConnection, asyncio: bool) -> Any:
     }
     if settings.coalesce is not None:
         common["coalesce"] = settings.coalesce
-    storage = (AsyncRedisStorage if asyncio else RedisStorage)(connection.client, **common)
+    if asyncio:
+        storage: Any = AsyncRedisStorage(connection.client, connect=connect, **common)
+    else:
+        storage = RedisStorage(connection.client, **common)
     return settings.wrap(storage, asyncio)
+
+
+def _wait_in_line(connection: RedisConnection) -> None:
+    from bisman_ratelimit.backends._redis import POOL_WAIT
+
+    pool: Any = getattr(connection.client, "connection_pool", None)
+    if _is_blocking_pool(pool) and pool.timeout == connection.settings.budget:
+        # A check waits in line for a connection beyond its budget: a busy
+        # pool is the app's load, not Redis failing. After POOL_WAIT it is
+        # decided without Redis (StorageBusy), which no breaker counts.
+        pool.timeout = max(POOL_WAIT, connection.settings.budget)
+
+
+def _another_client(url: str, options: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
+    """A new asyncio client from ``url`` and ``options``, as the backend's first was made."""
+    connection = redis_from_url(url, asyncio=True, options=dict(options))
+    _wait_in_line(connection)
+    return connection.client, connection.closing
 
 
 def _is_blocking_pool(pool: object) -> bool:
@@ -350,7 +368,9 @@ def _is_blocking_pool(pool: object) -> bool:
 
 
 def _redis_storage(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
-    return _storage(redis_from_url(url, asyncio=asyncio, options=options), asyncio)
+    # The options as given: reading them takes them out.
+    connect = partial(_another_client, url, dict(options)) if asyncio else None
+    return _storage(redis_from_url(url, asyncio=asyncio, options=options), asyncio, connect)
 
 
 def _plain(

@@ -555,10 +555,12 @@ class AsyncLender(_LenderBase):
         try:
             await _exchange(conn, batch, self.pack)
         except BaseException as exc:
+            # Each caller has the error now; raised again, it would only be
+            # logged as a task's exception that nobody retrieved.
             _fail(batch, exc)
             if isinstance(exc, (redis.ConnectionError, OSError)):
                 await self.drop_idle()
-            elif not isinstance(exc, redis.RedisError):
+            elif isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
                 raise
         finally:
             self.busy -= 1
@@ -843,10 +845,10 @@ class NodeBatches:
                 await prepare(conn)
             await _exchange(conn, batch, self.pack)
         except BaseException as exc:
-            _fail(batch, exc)
+            _fail(batch, exc)  # as in AsyncLender._send_batch
             if not isinstance(exc, asyncio.CancelledError):
                 self.suspect.add(node.name)
-            if not isinstance(exc, (redis.RedisError, OSError)):
+            if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
                 raise
         finally:
             self.busy -= 1

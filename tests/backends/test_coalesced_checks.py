@@ -42,8 +42,8 @@ LIMIT = "100/hour"
 
 def lender_of(limiter: AsyncLimiter) -> AsyncLender:
     storage = limiter.storage
-    assert isinstance(storage, AsyncRedisStorage) and isinstance(storage._lender, AsyncLender)
-    return storage._lender
+    assert isinstance(storage, AsyncRedisStorage) and isinstance(storage._wire.lender, AsyncLender)
+    return storage._wire.lender
 
 
 def pair(url: str, clock: ManualClock, **options: Any) -> tuple[AsyncLimiter, AsyncLimiter]:
@@ -309,9 +309,9 @@ async def _decide_alike(url: str, steps: list[tuple[list[tuple[int, str, int, bo
 
 def batches_of(limiter: AsyncLimiter) -> NodeBatches:
     storage = limiter.storage
-    assert isinstance(storage, AsyncRedisStorage) and storage._lender is None
+    assert isinstance(storage, AsyncRedisStorage) and storage._wire.lender is None
     batches = node_batches_for(storage.client)
-    assert batches is not None and storage._call == batches.call
+    assert batches is not None and storage._wire.call == batches.call
     return batches
 
 
@@ -493,7 +493,7 @@ async def test_checks_are_coalesced_unless_the_url_says_off(
         storage = limiter.storage
         assert isinstance(storage, AsyncRedisStorage)
         lender = lender_of(limiter)
-        assert storage._call == (lender.call if coalesced else lender.call_one)
+        assert storage._wire.call == (lender.call if coalesced else lender.call_one)
         default = AsyncRedisStorage(redis.asyncio.Redis.from_url(redis_url))
-        assert default._call == default._lender.call  # type: ignore[union-attr]
+        assert default._wire.call == default._wire.lender.call  # type: ignore[union-attr]
         await default.aclose()

@@ -14,8 +14,8 @@ from bisman_ratelimit.backends import AsyncFallbackStorage, AsyncRedisStorage
 
 def lender_of(limiter: AsyncLimiter) -> Any:
     storage = limiter.storage
-    assert isinstance(storage, AsyncRedisStorage) and storage._lender is not None
-    return storage._lender
+    assert isinstance(storage, AsyncRedisStorage) and storage._wire.lender is not None
+    return storage._wire.lender
 
 
 async def test_checks_wait_in_line_and_each_connection_given_back_goes_to_the_first(redis_url: str) -> None:
@@ -80,7 +80,7 @@ async def test_replies_that_came_while_the_app_held_the_loop_for_seconds_count_a
     async with AsyncLimiter.from_url(url) as limiter:
         storage = limiter.storage
         assert isinstance(storage, AsyncFallbackStorage) and isinstance(storage.primary, AsyncRedisStorage)
-        lender = storage.primary._lender
+        lender = storage.primary._wire.lender
         assert lender is not None
         await limiter.warm()
         costs = [1 + i % 9 for i in range(120)]

@@ -36,7 +36,7 @@ async def test_a_busy_pool_is_decided_in_this_process_even_when_failing_open(
     async with AsyncLimiter.from_url(redis_url + "?max_connections=4") as limiter:
         storage = limiter.storage
         assert isinstance(storage, AsyncRedisStorage)
-        lender: Any = storage._lender
+        lender: Any = storage._wire.lender
         lender.pool.timeout = 0.05
         held = [await lender._take() for _ in range(4)]
         app = Starlette(
