@@ -29,6 +29,7 @@ no snapshot yet it raises :class:`~bisman_ratelimit.core._errors.StorageUnavaila
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -540,8 +541,10 @@ class _FlagsShell(ShellBase, Generic[Sub]):
         self.cache = FlagCache(max_age=max_age, retry_interval=retry_interval, clock=clock)
         self.subscribe_timeout = positive_seconds("subscribe_timeout", subscribe_timeout)
         self._subscription: Sub | None = None
-        # Taken by the thread-safe Flags only; AsyncFlags runs on one event loop.
+        # One reader refreshes at a time, and opens at most one subscription:
+        # Flags's threads take the first, AsyncFlags's tasks (one event loop) the second.
         self._lock = threading.Lock()
+        self._refreshing = asyncio.Lock()
 
 
 class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
@@ -635,20 +638,21 @@ class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], Asy
         return True
 
     async def _snapshot(self) -> dict[str, Flag]:
-        cache = self.cache
-        if cache.backing_off():
-            return cache.stale()
-        started = cache.clock()
-        try:
-            if await self._changed():
-                cache.invalidate()
-            if cache.needs_load():
-                cache.loaded(await self._run(self.core.read_all()), started)
-        except StorageUnavailable as exc:
-            await self._drop_subscription()
-            return cache.failed(exc)
-        assert cache.snapshot is not None
-        return cache.snapshot
+        async with self._refreshing:
+            cache = self.cache
+            if cache.backing_off():
+                return cache.stale()
+            started = cache.clock()
+            try:
+                if await self._changed():
+                    cache.invalidate()
+                if cache.needs_load():
+                    cache.loaded(await self._run(self.core.read_all()), started)
+            except StorageUnavailable as exc:
+                await self._drop_subscription()
+                return cache.failed(exc)
+            assert cache.snapshot is not None
+            return cache.snapshot
 
     async def _drop_subscription(self) -> None:
         if self._subscription is not None:

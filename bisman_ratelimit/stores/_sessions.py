@@ -19,10 +19,18 @@ its own, in an order that never lets "log out everywhere" miss a session:
   younger one may name a session still being written).
 
 A crash between two such calls thus leaves at worst an index entry naming
-no session, which the next reader drops. Rotation takes the session out
-of its old key (read and delete, one step) and then writes it under the
-new id: the old id stops working at once, and a crash between the two
-loses the session (the user signs in again), never keeps the old id alive.
+no session, which the next reader drops.
+
+Rotation copies the session, writes the copy under the new id, and then
+retires the old id in one step, only if the old session is still there
+and unchanged: it becomes a short-lived forward (``m:moved``, kept
+:data:`ROTATED_GRACE_MS`) that no read or write accepts. Ended meanwhile
+(logged out everywhere, expired), the copy is deleted too; written
+meanwhile, the copy is made again. A reader of the index that meets a
+forward follows it to the new id, so "log out everywhere" landing in the
+middle of a rotation ends both ids, and a web layer tells "rotated away"
+(a concurrent login) from "ended". A crash between the calls leaves at
+worst an unused copy, listed in the user's index, until its idle timeout.
 
 A session has an idle TTL, renewed on every access (rolling renewal), and
 an absolute deadline that renewal never passes. Loading a session and
@@ -42,6 +50,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bisman_ratelimit.backends import Script
 from bisman_ratelimit.core import (
     InvalidArgument,
     StorageResponseError,
@@ -57,7 +66,6 @@ from bisman_ratelimit.stores._backend import (
     Op,
     ShellBase,
     StoreShell,
-    store_script,
 )
 from bisman_ratelimit.stores._common import (
     decode_json,
@@ -77,6 +85,9 @@ DEFAULT_ABSOLUTE_LIFETIME = 12 * 3600.0
 
 _ID = re.compile(r"[A-Za-z0-9_-]{43}")
 _DATA = "d:"
+
+ROTATED_GRACE_MS = 60_000
+"""How long a rotated session's old id is kept as a forward to the new one."""
 
 INDEX_GRACE_MS = 60_000
 """How long an index entry may name no session before readers drop it.
@@ -261,9 +272,16 @@ class SessionCore:
         )
 
     def load(self, session_id: str) -> Flow[Session | None]:
+        found = yield from self.lookup(session_id)
+        return found if isinstance(found, Session) else None
+
+    def lookup(self, session_id: str) -> Flow[Session | Literal["rotated"] | None]:
+        """:meth:`load`, telling an id rotated away (within :data:`ROTATED_GRACE_MS`) from an unknown one."""
         if not is_session_id(session_id):
             return None
         raw = yield Call(LOAD, (self.session_key(session_id),), ("all",))
+        if raw == 1:
+            return "rotated"
         return self._session(session_id, raw)
 
     def get_fields(self, session_id: str, names: Sequence[str]) -> Flow[dict[str, Any] | None]:
@@ -273,7 +291,7 @@ class SessionCore:
         if not is_session_id(session_id):
             return None
         raw = yield Call(LOAD, (self.session_key(session_id),), ("some", *fields))
-        if raw is None:
+        if raw is None or raw == 1:
             return None
         return {
             name: decode_json(value) for name, value in zip(names, raw[1], strict=True) if value is not None
@@ -289,12 +307,28 @@ class SessionCore:
         user_id: object = None,
         idle_ttl: float | None = None,
     ) -> Flow[bool]:
+        outcome = yield from self.write(
+            session_id, values=values, remove=remove, mode=mode, user_id=user_id, idle_ttl=idle_ttl
+        )
+        return outcome == "written"
+
+    def write(
+        self,
+        session_id: str,
+        *,
+        values: Mapping[str, Any] | None = None,
+        remove: Iterable[str] = (),
+        mode: Literal["patch", "replace"] = "patch",
+        user_id: object = None,
+        idle_ttl: float | None = None,
+    ) -> Flow[Literal["written", "gone", "rotated"]]:
+        """:meth:`update`, telling a session rotated away (nothing written) from one that ended."""
         pairs = self._pairs(values or {})
         removed = [] if mode == "replace" else [_field_name(name) for name in remove]
         if removed and values and any(_field_name(name) in removed for name in values):
             raise InvalidArgument("update(): a field cannot be both written and removed")
         if not is_session_id(session_id):
-            return False
+            return "gone"
         key = self.session_key(session_id)
         idle = self._idle_ms(key, idle_ttl)
         user = index = ""
@@ -311,9 +345,9 @@ class SessionCore:
             written, left = yield Call(WRITE, (key,), (mode, *tail, "bind", *body))
             if not written:
                 yield self._index_remove(index, (session_id,))
-        if written and left:
+        if written == 1 and left:
             yield self._index_remove(text(left), (session_id,))
-        return bool(written)
+        return "written" if written == 1 else "rotated" if written == 3 else "gone"
 
     def rotate(self, session_id: str, *, user_id: object = None) -> Flow[str | None]:
         if not is_session_id(session_id):
@@ -323,34 +357,51 @@ class SessionCore:
         index = None if user is None else self.user_key(user)
         if index is not None:
             life = self._ttl_ms(index, self.absolute_lifetime)
-        self._ttl_ms(self.session_key(session_id), self.idle_ttl)
-        taken = yield Call(TAKE, (self.session_key(session_id),))
-        if taken is None:
-            return None
-        left, flat = taken
-        fields = [text(item) for item in flat]
-        old_index = dict(zip(fields[::2], fields[1::2], strict=True)).get("m:index")
-        new_index = index or old_index
+        old_key = self.session_key(session_id)
+        self._ttl_ms(old_key, self.idle_ttl)
+        grace = self._ttl_ms(old_key, ROTATED_GRACE_MS / 1000)
         login = ("", "", "") if user is None else (life, user, index)
-        index_life = life if index is not None else int(left)
-        rotated: str | None = None
+        for _ in range(3):
+            copied = yield Call(COPY, (old_key,))
+            if copied is None:
+                return None
+            left, flat = copied
+            fields = [text(item) for item in flat]
+            meta = dict(zip(fields[::2], fields[1::2], strict=True))
+            old_index = meta.get("m:index")
+            new_index = index or old_index
+            new_id = yield from self._put_copy(new_index, login, fields, life if index else int(left))
+            if new_id is None:
+                return None  # the absolute deadline passed meanwhile: the session is over
+            retired = yield Call(RETIRE, (old_key,), (new_id, meta.get("m:ver", ""), grace))
+            if retired == 1:
+                if old_index is not None:
+                    yield self._index_remove(old_index, (session_id,))
+                return new_id
+            # Ended meanwhile: the copy goes too. Written meanwhile: copy it again.
+            yield from self.delete(new_id)
+            if retired == 0:
+                return None
+        raise StorageResponseError(
+            "could not rotate the session: it was written during three copies in a row"
+        )
+
+    def _put_copy(
+        self, index: str | None, login: tuple[Any, ...], fields: list[str], index_life: int
+    ) -> Flow[str | None]:
+        """Store ``fields`` under a fresh id, listed first in ``index``; ``None`` once past the deadline."""
         for _ in range(3):
             new_id = new_session_id()
-            if new_index is not None:
-                yield self._index_add(new_index, new_id, index_life)
+            if index is not None:
+                yield self._index_add(index, new_id, index_life)
             put = yield Call(PUT, (self.session_key(new_id),), (*login, *fields))
             if put == 1:
-                rotated = new_id
-                break
-            if new_index is not None:
-                yield self._index_remove(new_index, (new_id,))
+                return new_id
+            if index is not None:
+                yield self._index_remove(index, (new_id,))
             if put == -1:
-                break  # the absolute deadline passed between the two calls: the session is over
-        else:
-            raise StorageResponseError("could not rotate the session: three fresh random ids were all taken")
-        if old_index is not None:
-            yield self._index_remove(old_index, (session_id,))
-        return rotated
+                return None
+        raise StorageResponseError("could not rotate the session: three fresh random ids were all taken")
 
     def delete(self, session_id: str) -> Flow[bool]:
         if not is_session_id(session_id):
@@ -366,11 +417,20 @@ class SessionCore:
         listed = yield Call(INDEX, (index,), ("list",))
         live: list[str] = []
         stale: list[str] = []
-        for item in listed:
-            session_id = text(item)
+        pending = [text(item) for item in reversed(listed)]
+        seen = set(pending)
+        while pending:
+            session_id = pending.pop()
             claimed = 0
             if is_session_id(session_id):
                 claimed = yield Call(CLAIM, (self.session_key(session_id),), (index, action))
+            if isinstance(claimed, (bytes, str)):
+                # Rotated away, maybe after this listing: its new id may not be listed yet.
+                moved = text(claimed)
+                if moved not in seen:
+                    seen.add(moved)
+                    pending.append(moved)
+                claimed = 0
             (live if claimed else stale).append(session_id)
         if stale or (live and action == "delete"):
             yield self._index_remove(index, live if action == "delete" else (), stale)
@@ -578,10 +638,16 @@ def _live_session(m: MemoryBackend, key: str, now: int) -> tuple[dict[str, str],
     return h, left
 
 
+def _moved(m: MemoryBackend, key: str, now: int) -> str | None:
+    """The new id a rotated session's old key forwards to, if it is one."""
+    h: dict[str, str] | None = m.get(key, now)
+    return None if h is None else h.get("m:moved")
+
+
 def _mem_load(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
     found = _live_session(m, keys[0], now)
     if found is None:
-        return None
+        return 1 if _moved(m, keys[0], now) else None
     h, left = found
     ttl = min(int(h["m:idle"]), left)
     m.expire(keys[0], ttl, now)
@@ -606,7 +672,7 @@ def _mem_create(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[
 def _mem_write(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
     found = _live_session(m, keys[0], now)
     if found is None:
-        return [0, ""]
+        return [3 if _moved(m, keys[0], now) else 0, ""]
     h, left = found
     mode, idle_arg, user, index, bind, n = args[0], args[1], args[2], args[3], args[4], int(args[5])
     left_index = ""
@@ -620,6 +686,7 @@ def _mem_write(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[A
             del h[name]
     idle = int(h["m:idle"]) if idle_arg == "" else int(idle_arg)
     h["m:idle"] = str(idle)
+    h["m:ver"] = str(int(h.get("m:ver", 0)) + 1)
     h.update(zip(args[6 : 6 + 2 * n : 2], args[7 : 7 + 2 * n : 2], strict=True))
     for name in args[6 + 2 * n :]:
         h.pop(name, None)
@@ -627,13 +694,26 @@ def _mem_write(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[A
     return [1, left_index]
 
 
-def _mem_take(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
+def _mem_copy(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    found = _live_session(m, keys[0], now)
+    if found is None:
+        return None
+    h, left = found
+    return [left, [item for pair in h.items() for item in pair]]
+
+
+def _mem_retire(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
     h: dict[str, str] | None = m.get(keys[0], now)
     if h is None or "m:abs" not in h:
-        return None
+        return 0
+    if h.get("m:ver", "") != args[1]:
+        return 2
     m.delete(keys[0], now)
-    left = int(h["m:abs"]) - now
-    return None if left <= 0 else [left, [item for pair in h.items() for item in pair]]
+    if int(h["m:abs"]) <= now:
+        return 0
+    m.put(keys[0], {"m:moved": args[0]}, now)
+    m.expire(keys[0], int(args[2]), now)
+    return 1
 
 
 def _mem_put(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -653,7 +733,9 @@ def _mem_put(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any
 
 def _mem_claim(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
     found = _live_session(m, keys[0], now)
-    if found is None or found[0].get("m:index") != args[0]:
+    if found is None:
+        return _moved(m, keys[0], now) or 0
+    if found[0].get("m:index") != args[0]:
         return 0
     if args[1] == "delete":
         m.delete(keys[0], now)
@@ -662,7 +744,7 @@ def _mem_claim(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[A
 
 def _mem_delete(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[Any]) -> Any:
     h: dict[str, str] | None = m.get(keys[0], now)
-    if h is None:
+    if h is None or "m:moved" in h:
         return [0, ""]
     m.delete(keys[0], now)
     return [1, h.get("m:index", "")]
@@ -689,11 +771,17 @@ def _mem_index(m: MemoryBackend, now: int, keys: Sequence[str], args: Sequence[A
     return removed
 
 
-LOAD = Op(store_script("session_load.lua"), _mem_load)
-CREATE = Op(store_script("session_create.lua"), _mem_create)
-WRITE = Op(store_script("session_write.lua"), _mem_write)
-TAKE = Op(store_script("session_take.lua"), _mem_take)
-PUT = Op(store_script("session_put.lua"), _mem_put)
-CLAIM = Op(store_script("session_claim.lua"), _mem_claim)
-DELETE = Op(store_script("session_delete.lua"), _mem_delete)
-INDEX = Op(store_script("session_index.lua"), _mem_index)
+def _script(name: str) -> Script:
+    """A script from ``stores/lua/``, after the shared head and the field helpers."""
+    return Script("session_fields.lua", name, package=__package__)
+
+
+LOAD = Op(_script("session_load.lua"), _mem_load)
+CREATE = Op(_script("session_create.lua"), _mem_create)
+WRITE = Op(_script("session_write.lua"), _mem_write)
+COPY = Op(_script("session_copy.lua"), _mem_copy)
+RETIRE = Op(_script("session_retire.lua"), _mem_retire)
+PUT = Op(_script("session_put.lua"), _mem_put)
+CLAIM = Op(_script("session_claim.lua"), _mem_claim)
+DELETE = Op(_script("session_delete.lua"), _mem_delete)
+INDEX = Op(_script("session_index.lua"), _mem_index)

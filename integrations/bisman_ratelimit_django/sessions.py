@@ -18,7 +18,8 @@ trip) and an absolute deadline; the idle TTL is Django's expiry age
 (``SESSION_COOKIE_AGE`` or ``set_expiry()``). The cookie value is the
 session id signed with ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` still
 verify). ``cycle_key()`` (called by ``login()``) moves the data to a new id
-(the old id stops working at once), and a session holding ``_auth_user_id`` joins that
+(the old id stops working at once; a request still holding it that changes
+the session gets Django's 400, not a new empty session), and a session holding ``_auth_user_id`` joins that
 user's index, so :func:`logout_everywhere` ends all of a user's sessions.
 
 Values must be JSON-serialisable, as with Django's default serializer.
@@ -54,6 +55,7 @@ from bisman_ratelimit.stores import (
     is_session_id,
     new_session_id,
 )
+from bisman_ratelimit.stores import Session as _Session
 from bisman_ratelimit.stores import SessionStore as _Store
 
 __all__ = [
@@ -189,6 +191,8 @@ class SessionStore(SessionBase):
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
         self.unavailable: StorageUnavailable | None = None
+        #: The key named a session a concurrent login rotated away: saving would start another.
+        self.rotated_away = False
 
     # Each operation is one flow, run by a sync or an async method.
 
@@ -206,8 +210,9 @@ class SessionStore(SessionBase):
 
     def _load_flow(self) -> Flow[dict[str, Any]]:
         sid = self._sid(self.session_key)
-        session = None if sid is None else (yield from _get_engine().store().core.load(sid))
-        if session is None:
+        session = None if sid is None else (yield from _get_engine().store().core.lookup(sid))
+        self.rotated_away = session == "rotated"
+        if not isinstance(session, _Session):
             self._session_key = None
             return {}
         return dict(session.data)
@@ -303,6 +308,9 @@ class SessionStore(SessionBase):
         # A session without a key is created, and so left modified, as Django's
         # cache backend does: the middleware then saves it again at the end of
         # the request, and finds out if it was deleted meanwhile.
+        if self.rotated_away and not must_create:
+            # Django answers 400 (SessionInterrupted) and leaves the cookie of the login alone.
+            raise UpdateError
         if self.session_key is None:
             return self.create()
         data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]
@@ -312,6 +320,8 @@ class SessionStore(SessionBase):
         self._sync(self._save_flow(must_create, data, self.get_expiry_age()))
 
     async def asave(self, must_create: bool = False) -> None:
+        if self.rotated_away and not must_create:
+            raise UpdateError
         if self.session_key is None:
             return await self.acreate()
         data = await self._aget_session(no_load=must_create)  # type: ignore[attr-defined]

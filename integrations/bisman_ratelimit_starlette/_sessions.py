@@ -16,7 +16,11 @@ at login moves the data to a new id. If the store cannot be reached the
 request is answered ``503`` (so is a store answering with an error, out
 of memory or read-only) and the app is not called with an empty
 session: a user is never silently logged out, and a write is never lost
-without the client being told.
+without the client being told. A request whose session a concurrent
+login rotated away (the old id now forwards to the new one) gets an empty
+session and keeps its cookie; if it changed the session, it is answered
+``409`` and nothing is saved: its write is neither lost silently nor made
+on the new session by the holder of the old id.
 
 ``max_age`` means what it means for Starlette's middleware, and holds on
 the server too: the signed cookie carries the time it was issued, and a
@@ -39,7 +43,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bisman_ratelimit.core import InvalidArgument, StorageError
-from bisman_ratelimit.stores import AsyncSessionStore, Secret, Signer, encode_json
+from bisman_ratelimit.stores import AsyncSessionStore, Secret, Session, Signer, encode_json
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
@@ -48,6 +52,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("bisman_ratelimit.sessions")
 
 UNAVAILABLE_TEXT = "Service unavailable: the session store cannot be reached. Please try again shortly."
+ROTATED_TEXT = "Conflict: the session was renewed (a sign-in) during this request. Please try again."
+
+
+class _Rotated(Exception):
+    """The session was rotated away while the request ran: its changes were not saved."""
 
 
 class ServerSession(dict[str, Any]):
@@ -194,16 +203,19 @@ class SessionMiddleware:
 
         cookie = HTTPConnection(scope).cookies.get(self.session_cookie)
         session_id = None if cookie is None else self._session_id(cookie)
+        store = self.store
         try:
-            loaded = None if session_id is None else await self.store.load(session_id)
+            found = None if session_id is None else await store.run(store.core.lookup(session_id))
         # Unreachable, or answering with an error (out of memory, read-only): a 503 either way.
         except StorageError as exc:
             await self._unavailable(scope, receive, send, exc)
             return
-        if loaded is None:
-            session = ServerSession()
+        # Rotated away by a concurrent login: the browser holds, or is about to get, the new cookie.
+        rotated = found == "rotated"
+        if isinstance(found, Session):
+            session = ServerSession(found.data, session_id=found.id, user_id=found.user_id)
         else:
-            session = ServerSession(loaded.data, session_id=loaded.id, user_id=loaded.user_id)
+            session = ServerSession()
         initial = _encoded(session)
         scope["session"] = session
         if scope["type"] == "websocket":
@@ -219,10 +231,16 @@ class SessionMiddleware:
                 return
             if message["type"] == "http.response.start":
                 try:
+                    if rotated and (dict.__len__(session) or session.rotation[0]):
+                        raise _Rotated
                     cookie_value = await self._commit(session, initial)
                 except StorageError as exc:
                     failed = True
                     await self._unavailable(scope, receive, send, exc)
+                    return
+                except _Rotated:
+                    failed = True
+                    await self._conflict(scope, receive, send)
                     return
                 headers = MutableHeaders(scope=message)
                 if session.accessed:
@@ -231,7 +249,7 @@ class SessionMiddleware:
                     headers.append("Set-Cookie", f"{self.session_cookie}=null{self._clear_flags}")
                 elif cookie_value is not None:
                     headers.append("Set-Cookie", f"{self.session_cookie}={cookie_value}{self._set_flags}")
-                elif cookie is not None and session.id is None:
+                elif cookie is not None and session.id is None and not rotated:
                     # A forged, tampered or expired cookie: drop it.
                     headers.append("Set-Cookie", f"{self.session_cookie}=null{self._clear_flags}")
             await send(message)
@@ -284,10 +302,18 @@ class SessionMiddleware:
             if initial.get(name) != value
         }
         removed = [name for name in initial if name not in current]
-        if (values or removed) and not await store.update(session.id, values=values, remove=removed):
-            session.id = None
-            return ""
+        if values or removed:
+            outcome = await store.run(store.core.write(session.id, values=values, remove=removed))
+            if outcome == "rotated":
+                raise _Rotated
+            if outcome == "gone":
+                session.id = None
+                return ""
         return new_cookie
+
+    async def _conflict(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = PlainTextResponse(ROTATED_TEXT, status_code=409)
+        await response(scope, receive, send)
 
     async def _unavailable(self, scope: Scope, receive: Receive, send: Send, exc: StorageError) -> None:
         logger.warning("session store unreachable, answering 503: %s", exc)

@@ -22,7 +22,12 @@ from support import ManualClock
 from bisman_ratelimit import InvalidArgument
 from bisman_ratelimit.stores import AsyncSessionStore, MemoryBackend, Signer, is_session_id
 from bisman_ratelimit.testing import RedisServer
-from bisman_ratelimit_starlette._sessions import UNAVAILABLE_TEXT, ServerSession, SessionMiddleware
+from bisman_ratelimit_starlette._sessions import (
+    ROTATED_TEXT,
+    UNAVAILABLE_TEXT,
+    ServerSession,
+    SessionMiddleware,
+)
 
 if TYPE_CHECKING:
     from cluster_fixtures import RedisClusterServers
@@ -51,6 +56,13 @@ async def race(request: Request) -> JSONResponse:
     # Another request writes "b" while this one runs.
     await request.app.state.store.set_fields(request.session.id, {"b": 2})
     request.session["a"] = 5
+    return JSONResponse(dict(request.session))
+
+
+async def login_elsewhere(request: Request) -> JSONResponse:
+    # A login in another request rotates this session while this one runs.
+    request.app.state.rotated = await request.app.state.store.rotate(request.session.id, user_id="alice")
+    request.session["cart"] = [9]
     return JSONResponse(dict(request.session))
 
 
@@ -89,6 +101,7 @@ def make_app(store: AsyncSessionStore, **options: Any) -> Starlette:
             Route("/put", put, methods=["POST"]),
             Route("/drop", drop, methods=["POST"]),
             Route("/race", race, methods=["POST"]),
+            Route("/login-elsewhere", login_elsewhere, methods=["POST"]),
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             WebSocketRoute("/ws", ws),
@@ -209,6 +222,32 @@ async def test_rotation_at_login(store: AsyncSessionStore, client_for: Any) -> N
     async with client_for(make_app(store)) as attacker:
         # The pre-login id (the session-fixation vector) is dead.
         assert (await attacker.get("/", headers={"cookie": f"session={old_cookie}"})).json() == {}
+
+
+async def test_a_write_racing_a_login_is_refused_and_keeps_the_login_cookie(
+    store: AsyncSessionStore, client_for: Any
+) -> None:
+    app = make_app(store)
+    async with client_for(app) as client:
+        old_id = cookie_id(await client.post("/put", json={"a": 1}))
+        response = await client.post("/login-elsewhere")
+        # Not a 200 with the write lost, and no Set-Cookie: clearing it would log out the new login.
+        assert (response.status_code, response.text) == (409, ROTATED_TEXT)
+        assert "set-cookie" not in response.headers
+        new_id = app.state.rotated
+        loaded = await store.load(new_id)
+        assert loaded is not None and loaded.data == {"a": 1} and loaded.user_id == "alice"
+        assert await store.load(old_id) is None
+        # Requests still carrying the old cookie: one that reads keeps it, one that writes is refused.
+        response = await client.get("/")
+        assert (response.status_code, response.json()) == (200, {})
+        assert "set-cookie" not in response.headers
+        response = await client.post("/put", json={"b": 2})
+        assert (response.status_code, response.text) == (409, ROTATED_TEXT)
+        assert "set-cookie" not in response.headers
+        assert await store.user_sessions("alice") == [new_id]
+        loaded = await store.load(new_id)
+        assert loaded is not None and loaded.data == {"a": 1}
 
 
 async def test_login_without_a_session_creates_one(store: AsyncSessionStore, client_for: Any) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 
 import pytest
 import redis
+import redis.asyncio
 from support import ManualClock
 from test_store_conformance import Env, backend_fixture, env_fixture  # noqa: F401 - the env fixture
 
@@ -276,3 +278,18 @@ def test_unreachable_redis_serves_the_last_snapshot() -> None:
         fresh.close()
         fresh.backend.close()
         client.close()
+
+
+async def test_concurrent_first_reads_open_one_subscription(redis_client: redis.Redis) -> None:
+    FlagAdmin(redis_client).set("dark", True)
+    kwargs = redis_client.get_connection_kwargs()
+    client = redis.asyncio.Redis(host=kwargs["host"], port=kwargs["port"])
+    reader = AsyncFlags(client)
+    try:
+        results = await asyncio.gather(*[reader.is_enabled("dark") for _ in range(50)])
+        assert results == [True] * 50
+        assert redis_client.pubsub_numsub("flags:config") == [(b"flags:config", 1)]
+    finally:
+        await reader.aclose()
+        await client.aclose()
+    assert redis_client.pubsub_numsub("flags:config") == [(b"flags:config", 0)]

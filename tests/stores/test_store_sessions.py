@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 
 import pytest
 from support import ManualClock
-from test_store_conformance import Env, backend_fixture, env_fixture  # noqa: F401 - the env fixture
+from test_store_conformance import STORE_BACKENDS, Env, backend_fixture, env_fixture  # noqa: F401 - the env fixture
 
 from bisman_ratelimit import InvalidArgument
 from bisman_ratelimit.stores import (
@@ -353,3 +354,140 @@ def test_a_taken_id_never_joins_another_users_index(env: Env, monkeypatch: pytes
     loaded = store.load(bob.id)
     assert loaded is not None and loaded.data == {"who": "bob"} and loaded.user_id == "bob"
     assert store.user_sessions("bob") == [bob.id]
+
+
+def test_sessions_of_many_fields_on_every_backend(env: Env) -> None:
+    """Past Lua's unpack() limit (about 8,000 values in one call): every operation still succeeds."""
+    store = sessions(env)
+    many = {f"f{i}": i for i in range(5000)}
+    created = store.create(many, user_id="u")
+    loaded = store.load(created.id)
+    assert loaded is not None and loaded.data == many
+    assert store.get_fields(created.id, [f"f{i}" for i in range(4500)]) == {f"f{i}": i for i in range(4500)}
+
+    other = {f"g{i}": -i for i in range(5000)}
+    assert store.replace(created.id, other) is True
+    assert store.update(created.id, values={"a": 1}, remove=[f"g{i}" for i in range(4000)]) is True
+    expected = {**{f"g{i}": -i for i in range(4000, 5000)}, "a": 1}
+    loaded = store.load(created.id)
+    assert loaded is not None and loaded.data == expected and loaded.ttl == 1800.0
+
+    assert store.set_fields(created.id, {f"h{i}": i for i in range(4500)}) is True
+    expected.update({f"h{i}": i for i in range(4500)})
+    new_id = store.rotate(created.id, user_id="u")
+    assert new_id is not None and store.load(created.id) is None
+    loaded = store.load(new_id)
+    assert loaded is not None and loaded.data == expected and loaded.user_id == "u"
+    assert env.ttls()[f"auth:sess:{{{new_id}}}"] > 1_799_000
+    assert store.user_sessions("u") == [new_id]
+
+
+def _run_calls(store: SessionStore, flow: Flow[object], count: int) -> tuple[Call, Callable[[], object]]:
+    """Run ``count`` calls of ``flow``; returns the next call and a function that finishes the flow."""
+    reply: object = None
+    for _ in range(count):
+        reply = store.run(_one_call_reply(flow.send(reply)))
+    pending = flow.send(reply)
+
+    def finish() -> object:
+        call = pending
+        while True:
+            try:
+                call = flow.send(store.run(_one_call_reply(call)))
+            except StopIteration as stop:
+                return stop.value
+
+    return pending, finish
+
+
+def _one_call_reply(call: Call) -> Flow[object]:
+    reply = yield call
+    return reply
+
+
+@pytest.mark.parametrize("user", [None, "alice"])
+@pytest.mark.parametrize("step", range(1, 5))
+def test_log_out_everywhere_in_the_middle_of_a_rotation_ends_both_ids(
+    env: Env, step: int, user: str | None
+) -> None:
+    """Log out everywhere lands after each step of a rotation: no session of the user survives."""
+    store = sessions(env)
+    session = store.create({"role": "admin"}, user_id="alice")
+    other = store.create({}, user_id="alice")
+    # Calls of a rotation: copy, add the new id to the index, put, retire, leave the old index.
+    _, finish = _run_calls(store, store.core.rotate(session.id, user_id=user), step)
+    assert store.delete_user_sessions("alice")
+    rotated = finish()
+    assert store.user_sessions("alice") == []
+    for session_id in (session.id, other.id, rotated):
+        assert session_id is None or store.load(str(session_id)) is None
+
+
+def test_a_write_made_while_a_rotation_copies_is_kept(env: Env) -> None:
+    store = sessions(env)
+    session = store.create({"a": 1})
+    pending, finish = _run_calls(store, store.core.rotate(session.id), 2)
+    assert pending.op.script.name == "session_retire.lua"
+    assert store.set_fields(session.id, {"b": 2}) is True
+    new_id = finish()
+    assert isinstance(new_id, str)
+    loaded = store.load(new_id)
+    assert loaded is not None and loaded.data == {"a": 1, "b": 2}
+    assert store.load(session.id) is None
+
+
+def test_a_rotated_id_is_told_from_an_ended_one(env: Env) -> None:
+    store = sessions(env)
+    session = store.create({"a": 1}, user_id="u")
+    new_id = store.rotate(session.id)
+    assert new_id is not None
+    assert store.run(store.core.lookup(session.id)) == "rotated"
+    assert store.run(store.core.write(session.id, values={"x": 1})) == "rotated"
+    assert store.run(store.core.lookup(new_session_id())) is None
+    assert store.run(store.core.write(new_session_id(), values={"x": 1})) == "gone"
+    # The old id still works for nothing: no read, write, rotation, delete or new session.
+    assert store.load(session.id) is None and store.get_fields(session.id, ["a"]) is None
+    assert store.set_fields(session.id, {"x": 1}) is False
+    assert store.rotate(session.id) is None and store.delete(session.id) is False
+    assert store.run(store.core.create_with_id(session.id, {})) is None
+    loaded = store.load(new_id)
+    assert loaded is not None and loaded.data == {"a": 1}
+    assert env.ttls()[f"auth:sess:{{{session.id}}}"] <= 60_000
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", [kind for kind in STORE_BACKENDS if kind != "memory"], indirect=True)
+def test_log_out_everywhere_while_threads_rotate(backend: tuple[str, str | None]) -> None:
+    """A thread rotates a session over and over while log out everywhere runs: it ends the session."""
+    env = Env(backend[0], "sync", backend[1], ManualClock())
+    store = sessions(env)
+    try:
+        survived = 0
+        for _ in range(20):
+            current = [store.create({"role": "admin"}, user_id="bob").id]
+            started = threading.Event()
+            done = threading.Event()
+
+            def rotate_on(
+                current: list[str] = current, started: threading.Event = started, done: threading.Event = done
+            ) -> None:
+                while not done.is_set():
+                    new_id = store.rotate(current[0])
+                    started.set()
+                    if new_id is None:
+                        return
+                    current[0] = new_id
+
+            rotator = threading.Thread(target=rotate_on)
+            rotator.start()
+            started.wait()
+            store.delete_user_sessions("bob")
+            done.set()
+            rotator.join()
+            done.clear()
+            if store.load(current[0]) is not None:
+                survived += 1
+                store.delete(current[0])
+        assert survived == 0
+    finally:
+        env.close()

@@ -16,9 +16,7 @@ if ARGV[5] ~= '' then
   table.insert(fields, 'm:index')
   table.insert(fields, ARGV[5])
 end
-for i = 6, #ARGV do
-  table.insert(fields, ARGV[i])
-end
 redis.call('HSET', key, unpack(fields))
+in_groups('HSET', key, ARGV, 6, #ARGV)
 redis.call('PEXPIRE', key, math.min(idle, life))
 return now_ms

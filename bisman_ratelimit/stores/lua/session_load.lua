@@ -1,13 +1,14 @@
 -- Load a session and renew it, in one round trip.
 -- KEYS[1]: the session hash. ARGV[2]: 'all' for every field, else 'some'
 -- and ARGV[3..] the fields to read.
--- Returns false for a missing or expired session, else
--- {ttl_ms, {field, value, ...}} for 'all' or {ttl_ms, {value, ...}}.
+-- Returns false for a missing or expired session, 1 for one rotated away
+-- (see session_retire.lua), else {ttl_ms, {field, value, ...}} for 'all'
+-- or {ttl_ms, {value, ...}}.
 -- The rolling renewal never passes the absolute deadline (m:abs).
 local key = KEYS[1]
-local meta = redis.call('HMGET', key, 'm:abs', 'm:idle')
+local meta = redis.call('HMGET', key, 'm:abs', 'm:idle', 'm:moved')
 if not meta[1] then
-  return false
+  return meta[3] and 1 or false
 end
 local left = tonumber(meta[1]) - math.floor(now / 1000)
 if left <= 0 then
@@ -19,4 +20,11 @@ redis.call('PEXPIRE', key, ttl)
 if ARGV[2] == 'all' then
   return {ttl, redis.call('HGETALL', key)}
 end
-return {ttl, redis.call('HMGET', key, unpack(ARGV, 3))}
+local values = {}
+for i = 3, #ARGV, 1000 do
+  local group = redis.call('HMGET', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  for j = 1, #group do
+    values[#values + 1] = group[j]
+  end
+end
+return {ttl, values}
