@@ -29,6 +29,7 @@ from bisman_ratelimit.core import (
     parse_limits,
 )
 from bisman_ratelimit.web._environment import parse_switch
+from bisman_ratelimit.web._routes import limited_as
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -120,6 +121,7 @@ class RateLimitConfig:
     enabled: bool = True
     _by_method: dict[tuple[str, str], RoutePolicy] = field(init=False, repr=False, compare=False)
     _any_method: dict[str, RoutePolicy] = field(init=False, repr=False, compare=False)
+    _paths: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_method: dict[tuple[str, str], RoutePolicy] = {}
@@ -132,12 +134,21 @@ class RateLimitConfig:
                     by_method.setdefault((route.path, method), route)
         object.__setattr__(self, "_by_method", by_method)
         object.__setattr__(self, "_any_method", any_method)
+        object.__setattr__(self, "_paths", frozenset(route.path for route in self.routes))
+
+    def lists(self, path_template: str) -> bool:
+        """Whether an entry names this exact template, for some method or for every one."""
+        return path_template in self._paths
 
     def route_for(self, path_template: str, method: str) -> RoutePolicy | None:
-        """The entry for this exact template; a method-specific entry wins over one for every method."""
-        route = self._by_method.get((path_template, method.upper()))
-        if route is not None:
-            return route
+        """The entry for this exact template; a method-specific entry wins over one for every method.
+
+        A HEAD request falls under the entry for HEAD, else the one for GET.
+        """
+        for name in limited_as(method):
+            route = self._by_method.get((path_template, name))
+            if route is not None:
+                return route
         return self._any_method.get(path_template)
 
 

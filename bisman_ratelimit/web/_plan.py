@@ -11,6 +11,9 @@ limits, and gives one :class:`RoutePlan` per route template and method
   the defaults;
 - the limits declared on the endpoint (decorator, dependency) as well.
 
+A HEAD request gets the plan of a GET (unless the file has an entry for
+HEAD itself): the same view answers it.
+
 Limits written in code carry their options in one :class:`LimitOptions`,
 which every decorator and dependency builds. Checking a request against a
 plan is the business of :mod:`bisman_ratelimit.web._evaluate`.
@@ -19,7 +22,7 @@ plan is the business of :mod:`bisman_ratelimit.web._evaluate`.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +45,7 @@ from bisman_ratelimit.web._config import (
     shared_window,
 )
 from bisman_ratelimit.web._headers import policy_item, sf_string
+from bisman_ratelimit.web._routes import covers
 
 GLOBAL_KEY = "rl:global"
 HeaderStyle = Literal["draft", "legacy", "both", "none"]
@@ -375,6 +379,12 @@ class Planner:
                 self._plans.clear()  # unbounded only if routes are made up per request
             self._plans[cache_key] = found
         return found
+
+    @staticmethod
+    def covers(methods: Collection[str] | None, method: str) -> bool:
+        """Whether limits written in code for ``methods`` (None: every method) apply to a
+        ``method`` request: what is written for GET covers HEAD, as the limits file's entries do."""
+        return covers(methods, method)
 
     def by_user(self, declared: Iterable[Rule] = ()) -> tuple[str, ...]:
         """The names of the limits keyed or exempted by user, among the file's entries, the

@@ -56,7 +56,7 @@ from bisman_ratelimit.core import (
     escape,
     make_key,
 )
-from bisman_ratelimit.web import outage_reaction
+from bisman_ratelimit.web import Planner, outage_reaction
 
 from ._runtime import Runtime, get_runtime
 
@@ -268,6 +268,10 @@ def _masked(ip: str, v4: int, v6: int) -> str:
         address = ipaddress.ip_address(ip.strip())
     except ValueError:
         return ip  # not an address (a header's text, say): counted as it is
+    # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d: each is its own IPv4 client, not
+    # a host of the one IPv6 network ::/64 (as TRUSTED_PROXIES and the middleware count them).
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     mask = v6 if address.version == 6 else v4
     return str(ipaddress.ip_network(f"{address}/{mask}", strict=False).network_address)
 
@@ -393,7 +397,8 @@ class _Rule:
         self.needs_sync = needs_sync or callable(rate) or (isinstance(rate, str) and "/" not in rate)
 
     def applies_to(self, method: str | None) -> bool:
-        return self.methods is None or method in self.methods
+        # Unlike django-ratelimit, a GET rule counts HEAD requests: the view answers both alike.
+        return Planner.covers(self.methods, method or "")
 
 
 class _Item(NamedTuple):

@@ -17,7 +17,7 @@ from flask import Blueprint
 from flask.wrappers import Response
 
 from bisman_ratelimit.core import Algorithm, InvalidArgument, InvalidLimit, Limit, parse_limits
-from bisman_ratelimit.web import KeySource, Rule
+from bisman_ratelimit.web import KeySource, Planner, Rule
 
 from .util import get_remote_address
 
@@ -114,7 +114,8 @@ class Declaration:
         )
 
     def applies_to(self, method: str) -> bool:
-        return self.methods is None or method in self.methods
+        """Whether this declaration counts a ``method`` request (what is written for GET counts HEAD)."""
+        return Planner.covers(self.methods, method)
 
     def rule_for(self, endpoint: str, method: str, algorithm: Algorithm) -> Rule:
         """The rule of this declaration on ``endpoint`` and ``method`` (cached)."""
@@ -132,7 +133,8 @@ class Declaration:
                 # A route limit's scope, when given, tells its counters apart within the endpoint.
                 name = scope = endpoint if self.scope is None else f"{endpoint}:{self.scope}"
             if self.per_method:
-                scope = f"{scope}:{method}"
+                # A HEAD request is counted as the GET it stands for.
+                scope = f"{scope}:{'GET' if method == 'HEAD' else method}"
             rule = Rule(
                 name=name,
                 scope=scope,

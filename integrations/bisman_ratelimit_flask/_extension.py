@@ -11,7 +11,7 @@ over a limit raises :class:`RateLimitExceeded`. After the request,
 ``deduct_when`` limits whose response does not count are given back, and
 the rate-limit header fields are added to the response.
 
-What an endpoint needs checked is worked out once per endpoint and method.
+What an endpoint needs checked is worked out once per endpoint, method and URL rule.
 Turned off (``enabled=False``, ``RATELIMIT_ENABLED`` or
 ``BISMAN_RATELIMIT_ENABLED``), the extension registers no hook: no headers,
 no storage traffic.
@@ -229,26 +229,27 @@ class _Runtime:
         self.paths = (
             frozenset(route.path for route in planner.config.routes) if planner.config else frozenset()
         )
-        self.targets: dict[tuple[str, str], _Target | None] = {}
+        # (endpoint, method, URL rule): a view served by several URL rules may have a file entry for
+        # some of them only.
+        self.targets: dict[tuple[str, str, str], _Target | None] = {}
         self._local: Engine | None = None
 
-    # -- worked out once per endpoint and method
+    # -- worked out once per endpoint, method and URL rule
 
-    def target(self, app: Flask, endpoint: str, method: str, url_rule: str | None) -> _Target | None:
-        found = self.targets.get((endpoint, method), _MISSING)
+    def target(self, app: Flask, endpoint: str, method: str, url_rule: str) -> _Target | None:
+        cache_key = (endpoint, method, url_rule)
+        found = self.targets.get(cache_key, _MISSING)
         if found is _MISSING:
             found = self._build(app, endpoint, method, url_rule)
             if len(self.targets) >= _CACHE_SIZE:
                 self.targets.clear()
-            self.targets[(endpoint, method)] = found
+            self.targets[cache_key] = found
         return cast("_Target | None", found)
 
-    def _template(self, url_rule: str | None) -> str | None:
-        if url_rule is None:
-            return None
+    def _template(self, url_rule: str) -> str:
         return next((form for form in template_forms(url_rule) if form in self.paths), url_rule)
 
-    def _build(self, app: Flask, endpoint: str, method: str, url_rule: str | None) -> _Target | None:
+    def _build(self, app: Flask, endpoint: str, method: str, url_rule: str) -> _Target | None:
         limiter = self.limiter
         if endpoint.rsplit(".", 1)[-1] == "static":
             return None
@@ -265,9 +266,7 @@ class _Runtime:
         applicable = [d for d in decorated if d.applies_to(method)]
         template = self._template(url_rule)
         config = self.planner.config
-        listed = (
-            config is not None and template is not None and config.route_for(template, method) is not None
-        )
+        listed = config is not None and config.route_for(template, method) is not None
         declared: list[tuple[Declaration, Rule]] = []
         if not blueprint_exempt:
             declared.extend(
@@ -303,7 +302,7 @@ class _Runtime:
         if rule is None:
             return None  # no endpoint (a 404): nothing to count, as in Flask-Limiter
         method = req.method
-        target = self.targets.get((rule.endpoint, method), _MISSING)
+        target = self.targets.get((rule.endpoint, method, rule.rule), _MISSING)
         if target is _MISSING:
             target = self.target(flask.current_app, rule.endpoint, method, rule.rule)
         if target is None:

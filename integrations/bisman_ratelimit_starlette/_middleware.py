@@ -371,12 +371,16 @@ class RateLimitMiddleware:
             endpoint = leaf.app  # a mounted app that is not a router, e.g. MetricsEndpoint
         marker = declared_on(endpoint, method, getattr(leaf, "dependant", None))
         base = template or scope["path"]
-        # Several declarations on one endpoint would share the template as their scope: number them.
-        rules = [spec.bind(base if i == 0 else f"{base}#{i + 1}") for i, spec in enumerate(marker.specs)]
-        # A HEAD request is a GET without the body: it falls under the GET entry of the file.
-        plan = self.planner.plan(
-            template, "GET" if method == "HEAD" else method, tuple(rules), exempt=marker.exempt
-        )
+        # The route's file entry (for any method) and each declaration on its endpoint are policies of
+        # their own, with counters of their own: the entry is named after the template, the
+        # declarations numbered after it (#2, ...).
+        config = self.planner.config
+        listed = config is not None and template is not None and config.lists(template)
+        rules = [
+            spec.bind(base if i == 0 else f"{base}#{i + 1}")
+            for i, spec in enumerate(marker.specs, start=1 if listed else 0)
+        ]
+        plan = self.planner.plan(template, method, tuple(rules), exempt=marker.exempt)
         messages = None
         if method == "WEBSOCKET" and self._message_limits is not None and not plan.exempt:
             message_rule = Rule(

@@ -183,6 +183,16 @@ def test_all_and_unsafe_groups_count_apart(app: Any) -> None:
     assert [client.get("/method-groups/").status_code for _ in range(2)] == [200, 403]
 
 
+def test_a_rule_for_get_counts_head_requests(app: Any) -> None:
+    # Unlike django-ratelimit: HEAD runs the GET handler, so it must not get around the GET limit.
+    client = Client()
+    assert [client.head("/wrapped/").status_code for _ in range(2)] == [200, 403]
+    assert client.get("/wrapped/").status_code == 403
+    assert client.head("/cbv/").status_code == 200
+    assert client.get("/cbv/").status_code == 403
+    assert client.post("/cbv/").status_code == 200
+
+
 def test_a_rate_of_zero_refuses_everything(app: Any) -> None:
     assert statuses("/closed/", 2) == [403, 403]
 
@@ -311,6 +321,16 @@ def test_ip_meta_key_and_masks(app: Any, configure: Any) -> None:
     assert statuses("/block/", 5, headers={"X-Real-IP": "2001:db8::1"}) == [200] * 5
     assert statuses("/block/", 1, headers={"X-Real-IP": "2001:db8::ffff"}) == [403]
     assert statuses("/block/", 1, headers={"X-Real-IP": "2001:db8:0:1::1"}) == [200]
+
+
+def test_ipv4_clients_on_a_dual_stack_socket_count_as_ipv4(app: Any, configure: Any) -> None:
+    # REMOTE_ADDR ::ffff:a.b.c.d is the IPv4 client a.b.c.d, not a host of the IPv6 network ::/64.
+    assert [statuses("/block/", 1, REMOTE_ADDR=f"::ffff:203.0.113.{i}")[0] for i in range(1, 7)] == [200] * 6
+    assert statuses("/block/", 5, REMOTE_ADDR="203.0.113.1") == [200] * 4 + [403]
+    configure.override(RATELIMIT_IPV4_MASK=24)
+    assert statuses("/block/", 3, REMOTE_ADDR="::ffff:10.0.0.1") == [200] * 3
+    assert statuses("/block/", 3, REMOTE_ADDR="10.0.0.200") == [200, 200, 403]
+    assert statuses("/block/", 1, REMOTE_ADDR="::ffff:10.0.1.1") == [200]
 
 
 def test_ip_meta_key_callable(app: Any, configure: Any) -> None:

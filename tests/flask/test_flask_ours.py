@@ -140,7 +140,7 @@ def test_a_limit_keyed_by_a_header_takes_the_single_check_and_keys_as_the_genera
     assert [r.status_code for r in tenant] == [200, 200, 200, 429]
     assert client.get("/", headers={"X-Client": "tenant-8"}).headers["RateLimit"] == '"default";r=2;t=60'
     assert [client.get("/").status_code for _ in range(4)] == [200, 200, 200, 429]
-    target = limiter.runtime.targets[("index", "GET")]
+    target = limiter.runtime.targets[("index", "GET", "/")]
     assert target is not None and target.single is not None and target.single.header == "x-client"
     digest = {name: hashlib.sha256(name).hexdigest()[:32] for name in (b"tenant-7", b"tenant-8")}
     assert {key for key, _ in storage._map} == {

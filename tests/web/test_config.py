@@ -243,6 +243,34 @@ def test_route_for_method_specific_entry_wins_over_every_method() -> None:
     assert described("/items", "POST") is None
     # Templates match exactly: no prefix or pattern matching.
     assert described("/items/{id}/", "GET") is None
+
+
+def test_route_for_a_head_request_is_the_get_entry_unless_head_has_its_own() -> None:
+    config = parse_config(
+        {
+            "defaults": {"limits": "10/minute"},
+            "routes": [
+                {"path": "/report", "methods": ["GET"], "description": "get"},
+                {"path": "/export", "description": "any"},
+                {"path": "/export", "methods": ["GET"], "description": "get"},
+                {"path": "/export", "methods": ["HEAD"], "description": "head"},
+                {"path": "/upload", "methods": ["POST"], "description": "post"},
+            ],
+        }
+    )
+
+    def described(path: str, method: str) -> str | None:
+        found = config.route_for(path, method)
+        return None if found is None else found.description
+
+    assert described("/report", "HEAD") == "get"
+    assert described("/report", "head") == "get"
+    assert described("/report", "OPTIONS") is None
+    assert described("/export", "HEAD") == "head"
+    assert described("/export", "OPTIONS") == "any"
+    assert described("/upload", "HEAD") is None
+    assert config.lists("/upload") and config.lists("/export")
+    assert not config.lists("/upload/") and not config.lists("/nowhere")
     assert described("/items/42", "GET") is None
 
 

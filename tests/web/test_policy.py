@@ -236,6 +236,25 @@ def test_declared_rules_join_a_route_entry_and_replace_defaults(mem: Limiter) ->
     assert check(plan, mem).status == 429
 
 
+def test_limits_written_for_get_cover_head_requests() -> None:
+    assert Planner.covers(None, "HEAD") and Planner.covers(None, "DELETE")
+    assert Planner.covers(frozenset({"GET"}), "HEAD")
+    assert Planner.covers(frozenset({"GET"}), "GET")
+    assert Planner.covers(frozenset({"HEAD"}), "HEAD")
+    assert not Planner.covers(frozenset({"HEAD"}), "GET")
+    assert not Planner.covers(frozenset({"GET"}), "OPTIONS")
+    assert not Planner.covers(frozenset({"POST"}), "HEAD")
+
+
+def test_a_head_request_gets_the_plan_of_the_get_entry() -> None:
+    config = parse_config({"routes": [{"path": "/report", "methods": ["GET"], "limits": "2/minute"}]})
+    planner = Planner(config=config)
+    head = planner.plan("/report", "HEAD")
+    assert head.policy_header == planner.plan("/report", "GET").policy_header == '"/report";q=2;w=60'
+    assert [rule.key_suffix for rule in head.rules] == [":api:/report"]
+    assert planner.plan("/report", "OPTIONS").rules == ()
+
+
 def test_declared_rule_costs_and_custom_keys(mem: Limiter) -> None:
     rule = Rule.declared(LimitOptions(limits="10/minute", algorithm="fixed_window", cost=4), scope="upload")
     plan = Planner().plan("/upload", "POST", (rule,))
