@@ -103,9 +103,13 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                answer = sock.recv(64)
         except OSError:
             return False
+        # A server with a password (--requirepass, ACL) is up when it asks for one.
+        return answer.startswith((b"+PONG", b"-NOAUTH")) or (
+            answer.startswith(b"-ERR") and b"auth" in answer.lower()
+        )
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

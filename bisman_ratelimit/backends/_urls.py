@@ -11,7 +11,9 @@
   Cluster, reached through any of the nodes given.
 
 Query parameters of this library, on every Redis URL (the rest go to
-redis-py):
+redis-py, which must take them: ``socket_timeout``, ``max_connections``,
+``client_name``..., the ``ssl_*`` ones on ``rediss://`` only; any other is
+refused with :class:`InvalidArgument` naming it):
 
 ``timeout``
     the time budget of one call: ``0.05``, ``50ms`` or ``1s`` (default
@@ -49,12 +51,13 @@ settings, for rate limits and for the stores alike (which take only
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, overload
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Storage
 from bisman_ratelimit.backends._memory import MemoryStorage
@@ -90,6 +93,8 @@ _FALLBACK_OPTIONS = (
     "breaker_probes",
 )
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s)?")
+# A query parameter holding a secret, and the "=" after it: its value is masked.
+_SECRET_PARAMETER = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
 _MEMORY_OPTIONS = ("max_keys", "max_bytes")
 
 _FLAGS = {
@@ -104,11 +109,42 @@ _FLAGS = {
 }
 
 
+def _split(url: str, what: str = "storage") -> SplitResult:
+    """``url`` in parts, or a clear error naming what cannot be read in it."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        problem = f"it cannot be read ({exc})"
+        if "IPv6" in str(exc):
+            problem += ": an IPv6 address goes in brackets, e.g. redis://[::1]:6379/0"
+        raise InvalidArgument(f"bad {what} URL {masked_url(url)!r}: {problem}") from None
+
+
+def with_query(url: str, pairs: list[tuple[str, str]]) -> str:
+    """``url`` with its query string replaced by ``pairs``.
+
+    Unlike ``urlunsplit``, this keeps the empty host of ``unix:///path``
+    (which ``urlunsplit`` would write as ``unix:/path``, no URL at all).
+    """
+    parts = _split(url)
+    head = urlunsplit(parts._replace(query="", fragment=""))
+    if not parts.netloc and url[len(parts.scheme) + 1 :].startswith("//"):
+        head = f"{parts.scheme}://{parts.path}"
+    query = urlencode(pairs)
+    return head + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def without_parameters(url: str, *names: str) -> str:
+    """``url`` without the query parameters ``names``."""
+    pairs = parse_qsl(_split(url).query, keep_blank_values=True)
+    return with_query(url, [(name, value) for name, value in pairs if name not in names])
+
+
 def _split_options(
     url: str, names: tuple[str, ...], prefixes: tuple[str, ...] = ()
 ) -> tuple[str, dict[str, str]]:
     """Remove this library's own query parameters from ``url``."""
-    parts = urlsplit(url)
+    parts = _split(url)
     ours: dict[str, str] = {}
     rest = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -116,13 +152,13 @@ def _split_options(
             ours[name] = value
         else:
             rest.append((name, value))
-    return urlunsplit(parts._replace(query=urlencode(rest))), ours
+    return with_query(url, rest), ours
 
 
 def memory_options(url: str, *, what: str = "storage") -> dict[str, Any]:
     """The settings of a ``memory://`` URL (``?max_keys=N&max_bytes=N``), for either in-memory twin."""
     _, ours = _split_options(url, _MEMORY_OPTIONS)
-    parts = urlsplit(url)
+    parts = _split(url, what)
     if parts.netloc or parts.path not in ("", "/"):
         raise InvalidArgument(
             f"bad {what} URL {url!r}: memory:// takes no host or path, only ?max_keys=N and ?max_bytes=N"
@@ -146,8 +182,23 @@ def _bad(url: str, problem: str) -> InvalidArgument:
 
 
 def masked_url(url: str) -> str:
-    """``url`` with any password replaced, for error messages."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """``url`` with its passwords replaced by ``***``, for anything printed or raised.
+
+    The password of the user info is masked up to its last ``@`` (an
+    unencoded ``@`` in a password is the password's, as redis-py reads it),
+    and so are the values of query parameters named ``...password``
+    (``?sentinel_password=``, ``?password=``).
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        # The user info ends at the last "@" that is not in a query parameter's value.
+        ends = [at for at, char in enumerate(rest) if char == "@" and "=" not in rest[:at].partition("?")[2]]
+        if ends:
+            user, colon, _ = rest[: ends[-1]].partition(":")
+            if colon:
+                rest = f"{user}:***{rest[ends[-1] :]}"
+        url = f"{scheme}://{rest}"
+    return _SECRET_PARAMETER.sub(r"\1***", url)
 
 
 def _seconds(url: str, name: str, text: str) -> float:
@@ -313,12 +364,57 @@ def redis_from_url(
         )
     names = (*_REDIS_OPTIONS, *(_SENTINEL_OPTIONS if scheme == "redis+sentinel" else ()))
     client_url, ours = _split_options(url, names, ("on_outage.",))
+    _check_parameters(url, scheme, client_url, names)
     if store is not None:
         foreign = sorted(name for name in ours if name not in ("timeout", *_SENTINEL_OPTIONS))
         if foreign:
             verb = "is a setting" if len(foreign) == 1 else "are settings"
             raise _bad(url, f"{', '.join(foreign)} {verb} of rate limit storage, not of {store}")
     return connect(url, client_url, ours, options, asyncio)
+
+
+# Connection settings redis-py takes as text from a URL's query, besides those
+# it types itself (redis.connection.URL_QUERY_ARGUMENT_PARSERS).
+_CLIENT_TEXT = ("client_name", "username", "password")
+_TLS_TEXT = (
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_ca_data",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_password",
+    "ssl_ciphers",
+)
+
+
+def _client_parameters(scheme: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The redis-py settings a URL of ``scheme`` may carry, and the TLS ones it may not."""
+    import redis.connection
+
+    typed = frozenset(getattr(redis.connection, "URL_QUERY_ARGUMENT_PARSERS", ()))
+    tls = frozenset(name for name in typed if name.startswith("ssl_")) | frozenset(_TLS_TEXT)
+    plain = (typed - tls) | frozenset(_CLIENT_TEXT)
+    if scheme == "rediss":
+        return plain | tls, frozenset()
+    if scheme in ("redis+sentinel", "redis+cluster"):
+        # These take TLS from ?ssl=true (there is no rediss:// form of them).
+        return plain | tls | {"ssl"}, frozenset()
+    return plain, tls
+
+
+def _check_parameters(url: str, scheme: str, client_url: str, ours: tuple[str, ...]) -> None:
+    """Refuse a query parameter nothing reads: redis-py would fail on it only at the first command."""
+    accepted, tls = _client_parameters(scheme)
+    for name, _ in parse_qsl(_split(client_url).query, keep_blank_values=True):
+        if name in accepted:
+            continue
+        if name in tls:
+            raise _bad(url, f"{name} is a TLS setting: it applies to rediss:// URLs only")
+        known = sorted({*ours, *accepted, "on_outage.<namespace>"})
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise _bad(url, f"unknown query parameter {name!r}{hint}; accepted: {', '.join(known)}")
 
 
 def _storage(connection: RedisConnection, asyncio: bool, connect: Any = None) -> Any:
@@ -429,9 +525,12 @@ def _query_options(url: str, query: str) -> dict[str, Any]:
     # Untyped in redis-py.
     parse_url: Any = redis.connection.parse_url
     try:
-        return dict(parse_url("redis://localhost/?" + query)) if query else {}
+        options = dict(parse_url("redis://localhost/?" + query)) if query else {}
     except ValueError as exc:
         raise _bad(url, str(exc)) from None
+    if "ssl" in options:
+        options["ssl"] = _flag(url, "ssl", options["ssl"])
+    return options
 
 
 def _sentinel(

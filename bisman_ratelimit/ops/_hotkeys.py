@@ -4,9 +4,15 @@ Keyspace notifications on for the duration only (the previous setting is
 restored on every exit, Ctrl-C and errors included), ``MONITOR`` sampled
 for a bounded time, operations counted per key and per namespace, and keys
 above a share of all operations (5% by default) flagged with a way to split
-them. :func:`audit_hotkeys` is the I/O shell; :func:`parse_monitor_line`,
-:func:`keys_of`, :func:`summarize_hotkeys` and :func:`suggest_split` are
-pure.
+them. A script's operations are the commands it runs, which ``MONITOR``
+shows on lines of their own (client ``lua``): each counts for the keys it
+names, as a read or a write by what that command does. The keys a script
+declares would miss those it names at run time (a chat thread's windows)
+and could not tell a read from a write.
+
+:func:`audit_hotkeys` is the I/O shell; :func:`parse_monitor_line`,
+:func:`keys_of`, :class:`KeyTally`, :func:`summarize_hotkeys` and
+:func:`suggest_split` are pure.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ class CommandKeys:
     write: bool
 
 
-_KEYNUM_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
+SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
 
 
 def command_table(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, CommandKeys]:
@@ -50,18 +56,18 @@ def command_table(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, CommandKeys
 
 
 def keys_of(args: Sequence[str], table: Mapping[str, CommandKeys]) -> tuple[list[str], bool]:
-    """The keys one command touches, and whether it writes."""
+    """The keys one command touches, and whether it writes.
+
+    A script call (``EVAL``, ``EVALSHA``, ``FCALL``...) gives none: the
+    commands the script runs come on ``lua`` lines of their own, each with
+    its keys.
+    """
     if not args:
         return [], False
     name = args[0].lower()
     spec = table.get(name)
-    if name in _KEYNUM_COMMANDS:
-        # EVAL script numkeys key... arg...
-        try:
-            count = int(args[2])
-        except (IndexError, ValueError):
-            return [], False
-        return list(args[3 : 3 + count]), True
+    if name in SCRIPT_COMMANDS:
+        return [], False
     if spec is None or spec.first <= 0 or spec.step <= 0:
         return [], spec.write if spec else False
     last = len(args) + spec.last if spec.last < 0 else spec.last
@@ -89,7 +95,7 @@ def _unescape(text: str) -> str:
             continue
         out += char.encode()
         i += 1
-    return out.decode("utf-8", "backslashreplace")
+    return out.decode("utf-8", "surrogateescape")  # as as_text: show_key prints such bytes as \\xHH
 
 
 def parse_monitor_line(line: str | bytes) -> tuple[int, str, list[str]] | None:
@@ -107,6 +113,34 @@ def parse_monitor_line(line: str | bytes) -> tuple[int, str, list[str]] | None:
         match.group(3),
         [_unescape(arg) for arg in _MONITOR_ARG.findall(match.group(4))],
     )
+
+
+class KeyTally:
+    """Operations per key, read or write, from ``MONITOR`` lines of one database.
+
+    ``commands`` counts what clients sent (a script call once); the commands
+    scripts run count only as key operations.
+    """
+
+    def __init__(self, table: Mapping[str, CommandKeys], db: int = 0) -> None:
+        self.table = table
+        self.db = db
+        self.commands = 0
+        self.ops: Counter[str] = Counter()
+        self.reads: Counter[str] = Counter()
+        self.writes: Counter[str] = Counter()
+
+    def add(self, line: str | bytes) -> None:
+        parsed = parse_monitor_line(line)
+        if parsed is None or parsed[0] != self.db:
+            return
+        _, client, args = parsed
+        if client != "lua":
+            self.commands += 1
+        keys, write = keys_of(args, self.table)
+        for key in keys:
+            self.ops[key] += 1
+            (self.writes if write else self.reads)[key] += 1
 
 
 @dataclass(frozen=True)
@@ -175,10 +209,22 @@ class HotKeyReport:
     interrupted: bool = False
 
 
+# A thread as ChatContext keeps it: its windows and its message counter.
+_CHAT_THREAD_PART = re.compile(r":(?:w:\d+|seq)$")
+
+
 def suggest_split(key: str, namespace: str, reads: int, writes: int) -> str:
     """How to take the load off one hot key."""
     if namespace == "chat:ctx":
-        return "split the thread into windows: chat:ctx:thread:{<id>}:w:<n> (redis_keys.chat_thread_window)"
+        if _CHAT_THREAD_PART.search(key) is None:
+            return (
+                "split the thread into windows: chat:ctx:thread:{<id>}:w:<n> (redis_keys.chat_thread_window)"
+            )
+        # Every append and read of the thread reaches its counter and newest window, in one slot by design.
+        return (
+            "one busy thread, already in windows: cache its last messages in-process for a moment "
+            "and batch its appends with extend()"
+        )
     if namespace == "rl:global":
         return (
             "shard the global counter into N keys (rl:global:minute:<m>:s:<0..N-1>) each allowing 1/N, "
@@ -283,8 +329,8 @@ def audit_hotkeys(
 
     Keyspace notifications are set to ``KEA`` for the sample, and the
     previous value is written back on every way out. Only commands on the
-    client's database are counted, and commands that scripts run are
-    counted once, as the ``EVAL``/``EVALSHA`` that ran them.
+    client's database are counted; a script's key operations are the
+    commands it runs, each a read or a write by what it does.
     """
     if not duration > 0:
         raise InvalidArgument(f"duration must be > 0 seconds, got {duration!r}")
@@ -302,11 +348,8 @@ def audit_hotkeys(
         cost_baseline = (cpu1 - cpu0, commands1 - commands0)
 
     previous = as_text(client.config_get("notify-keyspace-events").get("notify-keyspace-events", ""))
-    ops: Counter[str] = Counter()
-    reads: Counter[str] = Counter()
-    writes: Counter[str] = Counter()
+    tally = KeyTally(table, db)
     events: Counter[tuple[str, str]] = Counter()
-    commands = 0
     interrupted = False
     client.config_set("notify-keyspace-events", NOTIFY_SETTING)
     try:
@@ -326,14 +369,7 @@ def audit_hotkeys(
                         budget = 2000
                         while budget and connection.can_read(timeout=0.05 if budget == 2000 else 0):
                             budget -= 1
-                            parsed = parse_monitor_line(connection.read_response())
-                            if parsed is None or parsed[0] != db or parsed[1] == "lua":
-                                continue
-                            commands += 1
-                            keys, write = keys_of(parsed[2], table)
-                            for key in keys:
-                                ops[key] += 1
-                                (writes if write else reads)[key] += 1
+                            tally.add(connection.read_response())
                         while (message := pubsub.get_message(timeout=0)) is not None:
                             channel = as_text(message["channel"]).split(":", 1)[1]
                             events[(grouper.group(channel), as_text(message["data"]))] += 1
@@ -357,8 +393,9 @@ def audit_hotkeys(
         baseline_commands=cost_baseline[1] if cost_baseline else None,
     )
     return summarize_hotkeys(
-        ops, reads, writes, commands=commands, grouper=grouper, threshold=threshold, top=top,
-        duration=elapsed, events=events, cost=cost, notify_setting=previous, interrupted=interrupted,
+        tally.ops, tally.reads, tally.writes, commands=tally.commands, grouper=grouper,
+        threshold=threshold, top=top, duration=elapsed, events=events, cost=cost,
+        notify_setting=previous, interrupted=interrupted,
     )  # fmt: skip
 
 

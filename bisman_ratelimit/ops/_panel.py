@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bisman_ratelimit._limiter import AsyncLimiter, Limiter
 from bisman_ratelimit.backends import (
@@ -34,7 +33,8 @@ from bisman_ratelimit.backends import (
     redis_from_url,
     translate_errors,
 )
-from bisman_ratelimit.core import InvalidArgument, StorageError, escape
+from bisman_ratelimit.backends._urls import without_parameters
+from bisman_ratelimit.core import InvalidArgument, StorageError, StorageUnavailable, escape
 from bisman_ratelimit.ops._cardinality import sample_keyspace
 from bisman_ratelimit.ops._doctor import CheckResult, cgroup_memory_limit, evaluate, gather_facts
 from bisman_ratelimit.ops._grouping import NamespaceGrouper
@@ -222,17 +222,13 @@ class PanelEngine:
             config = load_config(config)
         client: Any = None
         backend: Any
-        if urlsplit(url).scheme == "memory":
+        if url.split("://", 1)[0].lower() == "memory":
             backend = backend_from_url(url, use_async=False)
         else:
             # Not the app's hot-path budget (?timeout=, 50 ms by default): a page may SCAN a while.
-            parts = urlsplit(url)
-            query = urlencode(
-                [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "timeout"]
-            )
             patient = {"timeout": PANEL_TIMEOUT, "socket_connect_timeout": PANEL_TIMEOUT}
             backend = client = redis_from_url(
-                urlunsplit(parts._replace(query=query)), asyncio=False, options=patient
+                without_parameters(url, "timeout"), asyncio=False, options=patient
             ).client
         options.setdefault("flags", FlagAdmin(backend))
         options.setdefault("sessions", SessionStore(backend))
@@ -276,22 +272,25 @@ class PanelEngine:
     # -- flags
 
     def flags_page(self) -> FlagsPage:
-        return FlagsPage(
-            flags=tuple(self.flags.all().values()),
-            history=tuple(self.flags.history()),
-        )
+        with translate_errors():
+            return FlagsPage(
+                flags=tuple(self.flags.all().values()),
+                history=tuple(self.flags.history()),
+            )
 
     def set_flag(self, by: str, name: str, raw: str, flag_type: str) -> Flag:
         """Set a flag from the text of a form field, read as ``flag_type``."""
         if flag_type not in FLAG_TYPES:
             raise InvalidArgument(f"unknown flag type {flag_type!r}: expected one of {', '.join(FLAG_TYPES)}")
         value = parse_flag_value(raw, flag_type)
-        self.flags.set(name, value, flag_type, by=by)  # type: ignore[arg-type]
+        with translate_errors():
+            self.flags.set(name, value, flag_type, by=by)  # type: ignore[arg-type]
         audit_log.info("%s set flag %r to %r (%s)", by, name, value, flag_type)
         return Flag(name, flag_type, value)  # type: ignore[arg-type]
 
     def delete_flag(self, by: str, name: str) -> bool:
-        deleted = self.flags.delete(name, by=by)
+        with translate_errors():
+            deleted = self.flags.delete(name, by=by)
         audit_log.info("%s deleted flag %r%s", by, name, "" if deleted else " (there was none)")
         return deleted
 
@@ -430,7 +429,8 @@ class PanelEngine:
         key, spec = self._parse_token(token)
         if self.storage is None:
             raise InvalidArgument("the admin panel was given no limiter")
-        decision = self.storage.check(key, spec, 1, False)
+        with translate_errors():
+            decision = self.storage.check(key, spec, 1, False)
         return self._client(key, spec, decision.remaining, decision.retry_after)
 
     def reset_client(self, by: str, token: str) -> LimitedClient:
@@ -438,7 +438,8 @@ class PanelEngine:
         key, spec = self._parse_token(token)
         if self.storage is None:
             raise InvalidArgument("the admin panel was given no limiter")
-        self.storage.reset(key, spec)
+        with translate_errors():
+            self.storage.reset(key, spec)
         audit_log.info("%s reset the limit %s (%s) of %r", by, _limit_text(spec), spec.algorithm, key)
         return self._client(key, spec, spec.capacity, 0.0)
 
@@ -447,14 +448,16 @@ class PanelEngine:
     def sessions_page(self) -> SessionsPage:
         if self.sessions is None:
             return SessionsPage((), True)
-        names, complete = self.sessions.users(self.max_users)
-        counts = ((name, len(self.sessions.user_sessions(name))) for name in names)
+        with translate_errors():
+            names, complete = self.sessions.users(self.max_users)
+            counts = [(name, len(self.sessions.user_sessions(name))) for name in names]
         return SessionsPage(tuple((name, count) for name, count in counts if count), complete)
 
     def logout_everywhere(self, by: str, user_id: str) -> int:
         if self.sessions is None:
             raise InvalidArgument("the admin panel was given no session store")
-        ended = self.sessions.delete_user_sessions(user_id)
+        with translate_errors():
+            ended = self.sessions.delete_user_sessions(user_id)
         audit_log.info("%s logged %r out everywhere (%d sessions)", by, user_id, len(ended))
         return len(ended)
 
@@ -463,12 +466,13 @@ class PanelEngine:
     def namespaces_page(self) -> NamespacesPage:
         sample = None
         if self.redis is not None:
-            sample = sample_keyspace(
-                self.redis,
-                max_keys=self.sample_keys * 10,
-                memory_samples=20,
-                grouper=NamespaceGrouper(self.registry),
-            )
+            with translate_errors():
+                sample = sample_keyspace(
+                    self.redis,
+                    max_keys=self.sample_keys * 10,
+                    memory_samples=20,
+                    grouper=NamespaceGrouper(self.registry),
+                )
         rows = []
         for namespace in self.registry:
             if not namespace.ephemeral:
@@ -508,6 +512,18 @@ class PanelEngine:
     def page(self, name: PageName) -> Any:
         """The data of one page, by name."""
         return getattr(self, f"{name}_page")()
+
+    @staticmethod
+    def failure_message(exc: StorageError) -> str:
+        """What a page says when the storage failed under it (the panels answer 503 with it).
+
+        Our errors name the server's address and the reason, never the URL
+        or its password.
+        """
+        reason = str(exc).rstrip(".")
+        if isinstance(exc, StorageUnavailable):
+            return f"The storage is unavailable ({reason}): this page works again once it answers."
+        return f"The storage failed ({reason})."
 
 
 ADMIN_KEY = "admin:panel:"

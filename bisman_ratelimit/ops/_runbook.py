@@ -23,7 +23,13 @@ from typing import Any
 import redis
 
 from bisman_ratelimit.core import InvalidArgument, StorageError, StorageResponseError, scan_pattern
-from bisman_ratelimit.ops._grouping import above_policy, whole_seconds
+from bisman_ratelimit.ops._grouping import (
+    above_policy,
+    above_policy_reason,
+    as_text,
+    key_bytes,
+    whole_seconds,
+)
 from bisman_ratelimit.stores import Namespace, NamespaceRegistry, default_registry
 
 Progress = Callable[[float, float], None]
@@ -141,11 +147,7 @@ def flush_namespace(
 
 def ttl_above_policy(ttl: float, namespace: Namespace) -> str:
     """Why a key outlives its namespace's TTL, and which of the two wins."""
-    why = (
-        "a rate limit's key lives as long as its window needs, and the window wins over the namespace TTL"
-        if namespace.prefix.startswith("rl:")
-        else "its writer gave a TTL longer than the namespace's"
-    )
+    why = above_policy_reason(namespace)
     policy = f"{namespace.prefix}'s TTL of {namespace.ttl:g} s"
     return f"expires in {whole_seconds(ttl)} s, longer than {policy}: {why}"
 
@@ -196,8 +198,16 @@ def _policy_note(key: str, ttl: float | None, registry: NamespaceRegistry) -> tu
     return namespace.prefix, "follows its namespace's TTL policy"
 
 
-def inspect_key(client: Any, key: str, *, registry: NamespaceRegistry = default_registry) -> KeyReport | None:
-    """Type, TTL, memory, size and encoding of ``key``, or ``None`` if there is no such key."""
+def inspect_key(
+    client: Any, key: str | bytes, *, registry: NamespaceRegistry = default_registry
+) -> KeyReport | None:
+    """Type, TTL, memory, size and encoding of ``key``, or ``None`` if there is no such key.
+
+    ``key`` is the key's bytes, or text as :func:`~bisman_ratelimit.ops._grouping.as_text`
+    gives it (bytes that are not UTF-8 kept as surrogates); ``KeyReport.key`` is that text.
+    """
+    text = as_text(key)
+    key = key_bytes(text)
     pipe = client.pipeline(transaction=False)
     pipe.type(key)
     pipe.pttl(key)
@@ -210,9 +220,9 @@ def inspect_key(client: Any, key: str, *, registry: NamespaceRegistry = default_
     size_command, unit = _SIZE_COMMANDS.get(kind, (None, ""))
     size = int(client.execute_command(size_command, key)) if size_command else None
     ttl = None if not isinstance(pttl, int) or pttl < 0 else pttl / 1000
-    namespace, policy = _policy_note(key, ttl, registry)
+    namespace, policy = _policy_note(text, ttl, registry)
     return KeyReport(
-        key=key,
+        key=text,
         type=kind,
         ttl=ttl,
         memory_bytes=memory if isinstance(memory, int) else None,

@@ -40,10 +40,25 @@ class Namespace:
         return key == self.prefix or key.startswith(self.prefix + ":")
 
 
+# SessionStore's default absolute lifetime: a user's index of sessions lives
+# as long as the longest session in it may.
+SESSION_INDEX_TTL = 43_200
+
 DEFAULT_NAMESPACES: tuple[Namespace, ...] = (
     Namespace("auth:sess", 1800, purpose="Session metadata; rolling renewal on access"),
+    Namespace(
+        "auth:sess:user",
+        SESSION_INDEX_TTL,
+        purpose="A user's index of sessions; lives for the sessions' absolute lifetime",
+    ),
     Namespace("rl:global", 60, purpose="Global request counter; short-circuits overload"),
     Namespace("rl:user", 300, purpose="Per-user route limits"),
+    # The web plugins' other counters (rl:<kind>:{<identity>}:...): the
+    # limiter sets each one's TTL from its window.
+    Namespace("rl:ip", None, purpose="Per-client-address route limits; TTL from the window"),
+    Namespace("rl:api_key", None, purpose="Per-API-key route limits; TTL from the window"),
+    Namespace("rl:header", None, purpose="Route limits by a request header; TTL from the window"),
+    Namespace("rl:custom", None, purpose="Route limits by a key function; TTL from the window"),
     Namespace("chat:ctx", 120, purpose="Recent chat messages slice"),
     Namespace("call:room", None, purpose="Live call participants; expire on inactivity"),
     Namespace("flags:config", None, ephemeral=False, purpose="Feature flags; admin changes only"),

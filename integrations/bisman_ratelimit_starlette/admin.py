@@ -15,7 +15,8 @@ default: the panel does not start without one.
 Every write carries a CSRF token: an HMAC, under the panel's secret, of a
 random value in a ``SameSite=Strict`` cookie and of the user's name (a
 signed double-submit token). Every response is ``Cache-Control:
-no-store``. The panel's own requests are counted by the library (per
+no-store``, errors included; a page or write that Redis fails under
+answers 503 with the error page. The panel's own requests are counted by the library (per
 user, ``rate``), and ``RateLimitMiddleware`` leaves the panel out of
 every other limit, the global one included, so it answers under overload.
 """
@@ -209,6 +210,15 @@ class AdminPanel:
     async def _handle(self, request: Request) -> Response:
         who = await self._who(request)
         await self._count(who)
+        try:
+            return await self._serve(request, who)
+        except InvalidArgument as exc:
+            raise _Refused(400, str(exc)) from None
+        except StorageError as exc:
+            # Through the usual error page, so an outage answers with the panel's headers too.
+            raise _Refused(503, PanelEngine.failure_message(exc)) from None
+
+    async def _serve(self, request: Request, who: str) -> Response:
         route = self._route(request)
         method = request.method
         if method in ("GET", "HEAD"):
@@ -221,26 +231,23 @@ class AdminPanel:
             raise _Refused(405, "method not allowed")
         fields = await self._form(request, who)
         engine = self.engine
-        try:
-            if route == "flags/set":
-                name, value, kind = (fields.get(field, "") for field in ("name", "value", "type"))
-                flag = await run_in_threadpool(engine.set_flag, who, name, value, kind)
-                return self._redirect(request, "flags", f"set {flag.name}")
-            if route == "flags/delete":
-                name = fields.get("name", "")
-                await run_in_threadpool(engine.delete_flag, who, name)
-                return self._redirect(request, "flags", f"deleted {name}")
-            if route == "limits/reset":
-                token = fields.get("client", "")
-                if fields.get("confirm") != "yes":
-                    client = await run_in_threadpool(engine.client, token)
-                    return self._render(request, "confirm_reset.html", {"page": "limits", "client": client})
-                client = await run_in_threadpool(engine.reset_client, who, token)
-                return self._redirect(request, "limits", f"reset {client.key} ({client.limit})")
-            if route == "sessions/logout":
-                user = fields.get("user", "")
-                ended = await run_in_threadpool(engine.logout_everywhere, who, user)
-                return self._redirect(request, "sessions", f"logged {user} out of {ended} sessions")
-        except InvalidArgument as exc:
-            raise _Refused(400, str(exc)) from None
+        if route == "flags/set":
+            name, value, kind = (fields.get(field, "") for field in ("name", "value", "type"))
+            flag = await run_in_threadpool(engine.set_flag, who, name, value, kind)
+            return self._redirect(request, "flags", f"set {flag.name}")
+        if route == "flags/delete":
+            name = fields.get("name", "")
+            await run_in_threadpool(engine.delete_flag, who, name)
+            return self._redirect(request, "flags", f"deleted {name}")
+        if route == "limits/reset":
+            token = fields.get("client", "")
+            if fields.get("confirm") != "yes":
+                client = await run_in_threadpool(engine.client, token)
+                return self._render(request, "confirm_reset.html", {"page": "limits", "client": client})
+            client = await run_in_threadpool(engine.reset_client, who, token)
+            return self._redirect(request, "limits", f"reset {client.key} ({client.limit})")
+        if route == "sessions/logout":
+            user = fields.get("user", "")
+            ended = await run_in_threadpool(engine.logout_everywhere, who, user)
+            return self._redirect(request, "sessions", f"logged {user} out of {ended} sessions")
         raise _Refused(404, f"no such action: {route!r}")

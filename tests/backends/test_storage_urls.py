@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
+
 import pytest
 import redis
 import redis.asyncio
 
-from bisman_ratelimit import InvalidArgument, StorageUnavailable
+from bisman_ratelimit import InvalidArgument, Limiter, StorageUnavailable
 from bisman_ratelimit.backends import (
     DEFAULT_BUDGET,
     AsyncFallbackStorage,
@@ -14,10 +18,12 @@ from bisman_ratelimit.backends import (
     FallbackStorage,
     MemoryStorage,
     RedisStorage,
+    masked_url,
+    redis_from_url,
     storage_from_url,
 )
 from bisman_ratelimit.core import CircuitBreaker, OutagePolicy
-from bisman_ratelimit.testing import free_port
+from bisman_ratelimit.testing import RedisServer, free_port
 
 
 def connection_kwargs(storage: RedisStorage | AsyncRedisStorage) -> dict[str, object]:
@@ -179,3 +185,87 @@ def test_passwords_are_masked_in_errors() -> None:
 def test_breaker_given_twice_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="give breaker=CircuitBreaker"):
         storage_from_url("redis://h/0?fallback=memory&breaker_open=1", breaker=CircuitBreaker())
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("redis://:hunter2@h:1/0", "redis://:***@h:1/0"),
+        ("redis://ops:p@ss@h:1/0", "redis://ops:***@h:1/0"),  # redis-py splits at the last @
+        ("redis://ops:a/b#c@h:1/0", "redis://ops:***@h:1/0"),
+        ("redis://h:1/0?password=hunter2&db=1", "redis://h:1/0?password=***&db=1"),
+        (
+            "redis+sentinel://:pw@s1:26379,s2/cache?sentinel_password=hunter2&timeout=1s",
+            "redis+sentinel://:***@s1:26379,s2/cache?sentinel_password=***&timeout=1s",
+        ),
+        ("rediss://h/0?ssl_password=hunter2", "rediss://h/0?ssl_password=***"),
+        ("redis://h/0?client_name=me@host", "redis://h/0?client_name=me@host"),
+        ("redis://user@h/0", "redis://user@h/0"),
+        ("unix:///run/redis.sock?password=hunter2", "unix:///run/redis.sock?password=***"),
+    ],
+)
+def test_masked_url_hides_every_password(url: str, masked: str) -> None:
+    assert masked_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "redis://:pw@h/0?socket_timout=1",
+            "bad storage URL 'redis://:***@h/0?socket_timout=1': unknown query parameter 'socket_timout' "
+            "(did you mean socket_timeout?); accepted: blocked_cache, breaker_failures,",
+        ),
+        ("redis://h/0?foo=bar", "unknown query parameter 'foo'; accepted: "),
+        (
+            "redis://h/0?ssl_ca_certs=/ca.pem",
+            "ssl_ca_certs is a TLS setting: it applies to rediss:// URLs only",
+        ),
+        ("unix:///run/redis.sock?prefx=a", "unknown query parameter 'prefx' (did you mean prefix?)"),
+        ("redis+cluster://h:1?ssl=maybe", "ssl must be on or off, got 'maybe'"),
+        (
+            "redis://:pw@[::1:6379/0",
+            "bad storage URL 'redis://:***@[::1:6379/0': it cannot be read (Invalid IPv6 URL): "
+            "an IPv6 address goes in brackets, e.g. redis://[::1]:6379/0",
+        ),
+    ],
+)
+def test_unknown_and_unreadable_url_parts_are_refused(url: str, message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        storage_from_url(url)
+    assert message in str(info.value)
+    assert "pw" not in str(info.value).replace("password", "")
+
+
+def test_every_documented_parameter_is_accepted() -> None:
+    storage = storage_from_url(
+        "redis://127.0.0.1:1/0?timeout=1s&prefix=app&blocked_cache=off&coalesce=on&fallback=memory"
+        "&on_outage=open&on_outage.auth=closed&instances=2&breaker_failures=3&breaker_window=10"
+        "&breaker_min_calls=5&breaker_open=2&breaker_probes=1&socket_timeout=2&max_connections=3"
+        "&health_check_interval=5&client_name=app&db=0"
+    )
+    storage.close()
+    storage = storage_from_url("rediss://127.0.0.1:1/0?ssl_cert_reqs=none&ssl_check_hostname=false")
+    storage.close()
+
+
+@pytest.fixture(scope="module")
+def unix_socket() -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "redis.sock")
+        with RedisServer(args=("--unixsocket", path, "--unixsocketperm", "700")):
+            yield path
+
+
+@pytest.mark.redis
+def test_a_unix_socket_url_reaches_the_server(unix_socket: str) -> None:
+    url = f"unix://{unix_socket}?db=3&timeout=1s"
+    opened = redis_from_url(url, asyncio=False)
+    assert opened.client.ping() is True
+    assert opened.client.connection_pool.connection_kwargs["path"] == unix_socket
+    opened.client.close()
+    with Limiter.from_url(url) as limiter:
+        assert limiter.hit("rl:ip:{203.0.113.9}:api:/login", "1/minute").allowed
+        assert not limiter.hit("rl:ip:{203.0.113.9}:api:/login", "1/minute").allowed
+    with redis.Redis(unix_socket_path=unix_socket, db=3) as client:
+        assert client.keys("*") == [b"rl:ip:{203.0.113.9}:api:/login:s1m"]

@@ -99,8 +99,13 @@ def test_seed_namespaces_and_ttls() -> None:
     table = {ns.prefix: (ns.ttl, ns.ephemeral) for ns in default_registry}
     assert table == {
         "auth:sess": (1800, True),
+        "auth:sess:user": (43200, True),
         "rl:global": (60, True),
         "rl:user": (300, True),
+        "rl:ip": (None, True),
+        "rl:api_key": (None, True),
+        "rl:header": (None, True),
+        "rl:custom": (None, True),
         "chat:ctx": (120, True),
         "call:room": (None, True),
         "flags:config": (None, False),
@@ -108,8 +113,10 @@ def test_seed_namespaces_and_ttls() -> None:
 
 
 def test_ttl_policy() -> None:
-    assert default_registry.ttl_for("auth:sess:user:1") == 1800
-    assert default_registry.ttl_for("auth:sess:user:1", 60) == 60
+    assert default_registry.ttl_for("auth:sess:{s1}") == 1800
+    assert default_registry.ttl_for("auth:sess:{s1}", 60) == 60
+    # A user's index of sessions lives as long as a session may.
+    assert default_registry.ttl_for("auth:sess:user:{u1}") == 43200
     assert default_registry.ttl_for("call:room:abc:participants", 30) == 30
     assert default_registry.ttl_for("flags:config:darkMode") is None
     assert default_registry.ttl_for("elsewhere:1") is None
@@ -121,7 +128,7 @@ def test_ttl_policy() -> None:
     with pytest.raises(TTLPolicyError, match="namespace 'flags:config' is persistent and takes no TTL"):
         default_registry.ttl_for("flags:config:darkMode", 10)
     with pytest.raises(TTLPolicyError, match="ttl must be > 0 seconds, got 0"):
-        default_registry.ttl_for("auth:sess:user:1", 0)
+        default_registry.ttl_for("auth:sess:{s1}", 0)
 
 
 def test_longest_prefix_wins() -> None:

@@ -86,10 +86,15 @@ def test_the_django_panel(seen: dict[str, object]) -> None:
     assert [row[0] for row in pages["namespaces"]["tables"]["namespaces"]] == [
         "Namespace",
         "auth:sess",
+        "auth:sess:user",
         "call:room",
         "chat:ctx",
         "flags:config",
+        "rl:api_key",
+        "rl:custom",
         "rl:global",
+        "rl:header",
+        "rl:ip",
         "rl:user",
     ]
     if seen["url"] == "memory://":
@@ -143,3 +148,37 @@ def test_the_django_panel(seen: dict[str, object]) -> None:
         "alice logged 'u1' out everywhere (2 sessions)",
     ]
     assert str(seen["audit"][3]).startswith("alice reset the limit 2/60s (sliding_log) of 'rl:ip:")  # type: ignore[index]
+
+
+@pytest.mark.redis
+def test_with_redis_down_the_pages_answer_503_never_cached(tmp_path: Path) -> None:
+    config = tmp_path / "limits.toml"
+    config.write_text(LIMITS)
+    env = {
+        **os.environ,
+        "PANEL_CONFIG": str(config),
+        "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
+    }
+    done = subprocess.run(
+        [sys.executable, str(HERE / "admin_panel_down_child.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    reason = f"Redis is unavailable: Error 111 connecting to 127.0.0.1:{seen['port']}. Connection refused"
+    message = f"The storage is unavailable ({reason}): this page works again once it answers."
+    no_store = "max-age=0, no-cache, no-store, must-revalidate, private"
+    failed = {"status": 503, "cache": no_store, "error": [message], "password_shown": False}
+    shown = {"status": 200, "cache": no_store, "error": [], "password_shown": False}
+    assert seen["answers"] == {
+        "flags": failed,
+        "limits": shown,
+        "sessions": failed,
+        "namespaces": failed,
+        "health": shown,
+        "set": failed,
+        "logout": failed,
+    }

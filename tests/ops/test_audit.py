@@ -10,9 +10,12 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from bisman_ratelimit import InvalidArgument
-from bisman_ratelimit.ops import NamespaceGrouper, audit_hotkeys, sample_keyspace
+from bisman_ratelimit import InvalidArgument, Limiter
+from bisman_ratelimit.backends import RedisStorage
+from bisman_ratelimit.ops import HotKeyReport, NamespaceGrouper, audit_hotkeys, sample_keyspace
+from bisman_ratelimit.ops._grouping import show_key
 from bisman_ratelimit.ops._hotkeys import (
+    KeyTally,
     command_table,
     keys_of,
     parse_monitor_line,
@@ -20,6 +23,7 @@ from bisman_ratelimit.ops._hotkeys import (
     summarize_hotkeys,
 )
 from bisman_ratelimit.ops.cli import main
+from bisman_ratelimit.stores import ChatContext, Presence, SessionStore
 from bisman_ratelimit.testing import RedisServer
 
 
@@ -76,8 +80,10 @@ def test_monitor_lines_are_parsed_with_their_escapes() -> None:
     assert parse_monitor_line(line) == (
         0,
         "127.0.0.1:49900",
-        ["EVALSHA", "4ac3", "1", 'k"ey\n x', "\\xff\x00"],
+        # A byte that is no UTF-8 is kept as the key names it (show_key prints it \xff).
+        ["EVALSHA", "4ac3", "1", 'k"ey\n x', "\udcff\x00"],
     )
+    assert show_key(parse_monitor_line(line)[2][4]) == "\\xff\\x00"  # type: ignore[index]
     assert parse_monitor_line('1795640433.5 [3 lua] "incr" "a b"') == (3, "lua", ["incr", "a b"])
     assert parse_monitor_line("OK") is None
 
@@ -87,9 +93,33 @@ def test_keys_of_uses_the_servers_command_table(redis_client: redis.Redis) -> No
     assert keys_of(["GET", "a"], table) == (["a"], False)
     assert keys_of(["MSET", "a", "1", "b", "2"], table) == (["a", "b"], True)
     assert keys_of(["DEL", "a", "b", "c"], table) == (["a", "b", "c"], True)
-    assert keys_of(["EVALSHA", "sha", "2", "k1", "k2", "arg"], table) == (["k1", "k2"], True)
+    # A script's keys come from the commands it runs, on MONITOR lines of their own.
+    assert keys_of(["EVALSHA", "sha", "2", "k1", "k2", "arg"], table) == ([], False)
+    assert keys_of(["FCALL_RO", "f", "1", "k1"], table) == ([], False)
     assert keys_of(["PING"], table) == ([], False)
     assert keys_of(["NOSUCHCOMMAND", "x"], table) == ([], False)
+
+
+def test_a_scripts_key_operations_are_the_commands_it_runs(redis_client: redis.Redis) -> None:
+    seq, window = "chat:ctx:thread:{t1}:seq", "chat:ctx:thread:{t1}:w:0"
+    tally = KeyTally(command_table(redis_client.command()), db=0)
+    for line in (
+        f'1.1 [0 127.0.0.1:5000] "EVALSHA" "a1" "1" "{seq}" "1" "chat:ctx:thread:{{t1}}" "m"',
+        f'1.2 [0 lua] "GET" "{seq}"',
+        f'1.3 [0 lua] "LPUSH" "{window}" "m"',
+        f'1.4 [0 lua] "SET" "{seq}" "1" "PX" "120000"',
+        f'1.5 [0 127.0.0.1:5000] "EVALSHA" "b2" "1" "{seq}" "1" "chat:ctx:thread:{{t1}}" "5" "30"',
+        f'1.6 [0 lua] "GET" "{seq}"',
+        f'1.7 [0 lua] "LRANGE" "{window}" "0" "4"',
+        '1.8 [1 lua] "SET" "other-database" "1"',
+        '1.9 [1 127.0.0.1:5000] "GET" "other-database"',
+        "OK",
+    ):
+        tally.add(line)
+    assert tally.commands == 2
+    assert tally.ops == Counter({seq: 3, window: 2})
+    assert tally.reads == Counter({seq: 2, window: 1})
+    assert tally.writes == Counter({seq: 1, window: 1})
 
 
 def test_summary_flags_keys_above_the_threshold() -> None:
@@ -119,6 +149,20 @@ def test_suggestions_follow_the_access_pattern() -> None:
     assert suggest_split("call:room:1:participants", "call:room", 5, 5).startswith(
         "split the participant set"
     )
+    # A thread as ChatContext keeps it is already in windows: no advice to split it into them.
+    busy = (
+        "one busy thread, already in windows: cache its last messages in-process for a moment "
+        "and batch its appends with extend()"
+    )
+    for key, reads, writes in (
+        ("chat:ctx:thread:{987}:w:3", 10, 30),
+        ("chat:ctx:thread:{987}:seq", 40, 20),
+        ("chat:ctx:thread:{987}:seq", 400, 1),
+    ):
+        assert suggest_split(key, "chat:ctx", reads, writes) == busy
+    assert suggest_split("chat:ctx:thread:987", "chat:ctx", 30, 0) == (
+        "split the thread into windows: chat:ctx:thread:{<id>}:w:<n> (redis_keys.chat_thread_window)"
+    )
 
 
 # --- hot keys on a server -------------------------------------------------------------------------------
@@ -143,6 +187,66 @@ def test_hot_key_is_found_and_notify_setting_restored(
     assert report.cost is not None and report.cost.monitor_commands > 0
     assert report.notify_setting == notify
     assert setting(redis_client) == notify
+
+
+def test_the_stores_and_limiter_scripts_count_for_the_keys_they_touch(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    n = 20
+    limiter = Limiter(RedisStorage(redis.Redis.from_url(redis_url), budget=2.0))
+    chat, sessions, presence = ChatContext(redis_client), SessionStore(redis_client), Presence(redis_client)
+    session = sessions.create({"cart": 1}, user_id="alice")
+    presence.join("room1", "p1")
+    sampling = threading.Event()
+    finished: list[float] = []
+
+    def progress(done: float, total: float) -> None:
+        sampling.set()
+        # A moment after the traffic, for the last MONITOR lines to be read.
+        if finished and time.monotonic() > finished[0]:
+            raise KeyboardInterrupt
+
+    reports: list[HotKeyReport] = []
+    audit = threading.Thread(
+        target=lambda: reports.append(
+            audit_hotkeys(redis.Redis.from_url(redis_url), duration=30, baseline=0, top=10, progress=progress)
+        )
+    )
+    audit.start()
+    try:
+        assert sampling.wait(10)
+        for i in range(n):
+            limiter.hit("rl:ip:{10.0.0.1}:api:/login", "100000/hour")
+            limiter.peek("rl:ip:{10.0.0.1}:api:/login", "100000/hour")
+            sessions.load(session.id)
+            chat.append("t1", {"m": i})
+            chat.last("t1", 5)
+            presence.heartbeat("room1", "p1")
+    finally:
+        finished.append(time.monotonic() + 0.3)
+        audit.join()
+        limiter.close()
+    report = reports[0]
+    assert report.interrupted
+    seen = {h.key: (h.reads, h.writes) for h in report.top}
+    assert seen == {
+        # last(): LRANGE; append(): LPUSH, LTRIM and PEXPIRE.
+        "chat:ctx:thread:{t1}:w:0": (n, 3 * n),
+        # GET in both, SET in append().
+        "chat:ctx:thread:{t1}:seq": (2 * n, n),
+        # MGET in hit() and peek(), SET in hit().
+        "rl:ip:{10.0.0.1}:api:/login:s1h": (2 * n, n),
+        # HMGET and HGETALL, PEXPIRE to renew.
+        f"auth:sess:{{{session.id}}}": (2 * n, n),
+        # ZSCORE, EXISTS and ZCARD; ZREMRANGEBYSCORE, ZADD and PEXPIRE.
+        "call:room:room1:participants": (3 * n, 3 * n),
+    }
+    hot = {h.key: h.suggestion for h in report.hot}
+    busy = (
+        "one busy thread, already in windows: cache its last messages in-process for a moment "
+        "and batch its appends with extend()"
+    )
+    assert hot["chat:ctx:thread:{t1}:w:0"] == hot["chat:ctx:thread:{t1}:seq"] == busy
 
 
 def test_notify_setting_restored_when_the_monitor_connection_dies(
@@ -226,7 +330,7 @@ def populated(redis_client: redis.Redis) -> redis.Redis:
         pipe.set(f"chat:ctx:thread:{i}", "m" * 10, ex=120)
     pipe.set("chat:ctx:thread:big", "m" * 20_000, ex=120)
     for i in range(3):
-        pipe.set(f"auth:sess:user:{i}", "s")  # no TTL: breaks the policy
+        pipe.set(f"auth:sess:{{s{i}}}", "s")  # no TTL: breaks the policy
     pipe.set("flags:config:darkMode", "on")  # persistent: fine without a TTL
     pipe.set("legacy:thing", "x")
     pipe.execute()
@@ -247,7 +351,7 @@ def test_cardinality_counts_every_namespace(populated: redis.Redis) -> None:
         "legacy": (1, 1, 0),
     }
     assert sample.no_ttl_total == 3
-    assert sorted(sample.no_ttl_keys) == ["auth:sess:user:0", "auth:sess:user:1", "auth:sess:user:2"]
+    assert sorted(sample.no_ttl_keys) == ["auth:sess:{s0}", "auth:sess:{s1}", "auth:sess:{s2}"]
     assert sample.biggest[0][0] == "chat:ctx:thread:big"
     assert sample.biggest[0][1] > 20_000
     chat = sample.namespace("chat:ctx")
@@ -281,9 +385,9 @@ def test_cardinality_command(
     assert biggest[3].startswith("chat:ctx:thread:big")
     assert len([line for line in biggest if line.strip()]) == 2 + 3
 
-    populated.expire("auth:sess:user:0", 60)
-    populated.expire("auth:sess:user:1", 60)
-    populated.expire("auth:sess:user:2", 60)
+    populated.expire("auth:sess:{s0}", 60)
+    populated.expire("auth:sess:{s1}", 60)
+    populated.expire("auth:sess:{s2}", 60)
     assert main(["audit", "cardinality", "--url", redis_url]) == 0
     assert "POLICY VIOLATION" not in capsys.readouterr().out
 

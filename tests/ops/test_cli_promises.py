@@ -203,10 +203,10 @@ def test_failover_on_a_plain_redis_says_it_needs_a_sentinel(
 
 def test_inspect_takes_a_cluster_url(redis_cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
     with redis_cluster.client() as client:
-        client.set("auth:sess:user:3", "x", ex=100)
-    code, out, _ = run(capsys, "inspect", "auth:sess:user:3", "--url", redis_cluster.url)
+        client.set("auth:sess:{s3}", "x", ex=100)
+    code, out, _ = run(capsys, "inspect", "auth:sess:{s3}", "--url", redis_cluster.url)
     assert code == 0
-    assert out.startswith("key        auth:sess:user:3\ntype       string (embstr)\nttl        ")
+    assert out.startswith("key        auth:sess:{s3}\ntype       string (embstr)\nttl        ")
     assert out.endswith("namespace  auth:sess\npolicy     follows its namespace's TTL policy\n")
 
 
@@ -367,13 +367,13 @@ def test_inspect_and_cardinality_report_keys_above_their_namespace_ttl(
     # Keys as the limiter lays them out: the namespace first, the identity hash-tagged.
     redis_client.set("rl:user:{u14}:api:/calls", 1, ex=4508)
     redis_client.set("rl:user:{u15}:api:/calls", 1, ex=200)
-    redis_client.set("auth:sess:user:9", 1, ex=7200)
+    redis_client.set("auth:sess:{s9}", 1, ex=7200)
     assert policy_of(redis_client, "rl:user:{u14}:api:/calls") == (
         "TTL ABOVE POLICY: expires in 4508 s, longer than rl:user's TTL of 300 s: "
         "a rate limit's key lives as long as its window needs, and the window wins over the namespace TTL"
     )
     assert policy_of(redis_client, "rl:user:{u15}:api:/calls") == "follows its namespace's TTL policy"
-    assert policy_of(redis_client, "auth:sess:user:9") == (
+    assert policy_of(redis_client, "auth:sess:{s9}") == (
         "TTL ABOVE POLICY: expires in 7200 s, longer than auth:sess's TTL of 1800 s: "
         "its writer gave a TTL longer than the namespace's"
     )
@@ -388,8 +388,14 @@ def test_inspect_and_cardinality_report_keys_above_their_namespace_ttl(
     tail = out[out.index("TTL ABOVE POLICY") :].splitlines()
     assert tail[0] == "TTL ABOVE POLICY: 2 keys outlive their namespace's TTL, e.g.:"
     assert sorted(tail[1:3]) == [
-        "  auth:sess:user:9: 7200 s (namespace TTL 1800 s)",
+        "  auth:sess:{s9}: 7200 s (namespace TTL 1800 s)",
         "  rl:user:{u14}:api:/calls: 4508 s (namespace TTL 300 s)",
+    ]
+    # Why, worded for each namespace: the window wins only for rate limits.
+    assert tail[3:5] == [
+        "  auth:sess: its writer gave a TTL longer than the namespace's",
+        "  rl:user: a rate limit's key lives as long as its window needs, and the window wins over the "
+        "namespace TTL",
     ]
 
 

@@ -222,8 +222,8 @@ def test_inspect(redis_client: redis.Redis, redis_url: str, capsys: pytest.Captu
     assert lines["size"] == "3 elements"
     assert (lines["namespace"], lines["policy"]) == ("chat:ctx", "follows its namespace's TTL policy")
 
-    redis_client.hset("auth:sess:user:1", mapping={"uid": "1", "role": "admin"})
-    assert main(["inspect", "--url", redis_url, "auth:sess:user:1"]) == 0
+    redis_client.hset("auth:sess:{s1}", mapping={"uid": "1", "role": "admin"})
+    assert main(["inspect", "--url", redis_url, "auth:sess:{s1}"]) == 0
     lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
     assert (lines["ttl"], lines["size"]) == ("none (never expires)", "2 fields")
     assert lines["policy"] == (

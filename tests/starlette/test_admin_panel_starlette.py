@@ -17,10 +17,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from bisman_ratelimit import AsyncLimiter, InvalidArgument
+from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limiter
 from bisman_ratelimit.backends import MemoryStorage
-from bisman_ratelimit.ops import PanelEngine
+from bisman_ratelimit.ops import PAGES, PanelEngine
 from bisman_ratelimit.stores import Flag, FlagAdmin, Flags, MemoryBackend, SessionStore
+from bisman_ratelimit.testing import RedisServer
 from bisman_ratelimit.web import parse_config
 from bisman_ratelimit_starlette import RateLimitMiddleware
 from bisman_ratelimit_starlette.admin import AdminPanel
@@ -199,19 +200,28 @@ async def test_every_page_renders_a_known_state(site: Site) -> None:
     assert [row[:3] for row in namespaces] == [
         ["Namespace", "Purpose", "TTL policy"],
         ["auth:sess", "Session metadata; rolling renewal on access", "TTL 1800 s"],
+        [
+            "auth:sess:user",
+            "A user's index of sessions; lives for the sessions' absolute lifetime",
+            "TTL 43200 s",
+        ],
         ["call:room", "Live call participants; expire on inactivity", "TTL given by each write"],
         ["chat:ctx", "Recent chat messages slice", "TTL 120 s"],
         ["flags:config", "Feature flags; admin changes only", "persistent"],
+        ["rl:api_key", "Per-API-key route limits; TTL from the window", "TTL given by each write"],
+        ["rl:custom", "Route limits by a key function; TTL from the window", "TTL given by each write"],
         ["rl:global", "Global request counter; short-circuits overload", "TTL 60 s"],
+        ["rl:header", "Route limits by a request header; TTL from the window", "TTL given by each write"],
+        ["rl:ip", "Per-client-address route limits; TTL from the window", "TTL given by each write"],
         ["rl:user", "Per-user route limits", "TTL 300 s"],
     ]
     health = await site.admin("health")
     if site.url is None:
-        assert [row[3] for row in namespaces[1:]] == ["-"] * 6
+        assert [row[3] for row in namespaces[1:]] == ["-"] * 11
         assert "Server: memory (no Redis to check)." in health.text
     else:
-        # Three sessions and two user indexes; the flags hash and its history.
-        assert [row[3] for row in namespaces[1:]] == ["5", "0", "0", "2", "0", "0"]
+        # Three sessions, two users' indexes of them; the flags hash and its history.
+        assert [row[3] for row in namespaces[1:]] == ["3", "2", "0", "0", "2", "0", "0", "0", "0", "0", "0"]
         checks = tables(health.text)["checks"]
         assert [row[0] for row in checks] == [
             "Check",
@@ -357,3 +367,48 @@ async def test_the_panel_limits_its_own_requests(site: Site) -> None:
     codes = [(await site.admin("flags", "bob")).status_code for _ in range(41)]
     assert codes == [200] * 40 + [429]
     assert (await site.admin("flags", "alice")).status_code == 200
+
+
+@pytest.mark.redis
+async def test_with_redis_down_the_pages_answer_503_with_the_panels_headers() -> None:
+    password = "pw-not-to-show"
+    with RedisServer() as server:
+        with redis.Redis.from_url(server.url) as setup:
+            setup.config_set("requirepass", password)
+        url = f"redis://:{password}@127.0.0.1:{server.port}/0"
+        limiter = Limiter.from_url(url)
+        engine = PanelEngine.from_url(url, limiter=limiter)
+        assert engine.sessions is not None
+        panel = AdminPanel(engine=engine, authorize=authorize, secret="s" * 32)
+        transport = httpx.ASGITransport(Starlette(routes=[Mount(ROOT, panel)]), raise_app_exceptions=False)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                site = Site(client, engine.flags, engine.sessions, url, None)
+                token = csrf((await site.admin("flags")).text)
+                server.stop()
+                answers: dict[str, Any] = {page: await site.admin(page) for page in PAGES}
+                form = {"name": "a", "type": "str", "value": "b"}
+                answers["set"] = await site.post("flags/set", form, token=token)
+                answers["logout"] = await site.post("sessions/logout", {"user": "u1"}, token=token)
+        finally:
+            engine.close()
+            limiter.close()
+    assert {name: answer.status_code for name, answer in answers.items()} == {
+        "flags": 503,
+        "limits": 200,
+        "sessions": 503,
+        "namespaces": 503,
+        "health": 200,
+        "set": 503,
+        "logout": 503,
+    }
+    reason = f"Redis is unavailable: Error 111 connecting to 127.0.0.1:{server.port}. Connection refused"
+    message = f"The storage is unavailable ({reason}): this page works again once it answers."
+    for name, answer in answers.items():
+        assert answer.headers["cache-control"] == "no-store", name
+        assert answer.headers["content-security-policy"].startswith("default-src 'self'"), name
+        assert answer.headers["x-frame-options"] == "DENY", name
+        assert password not in answer.text, name
+        if answer.status_code == 503:
+            assert f'<p class="error">{message}</p>' in answer.text, name
+    assert "Server: unreachable." in answers["health"].text

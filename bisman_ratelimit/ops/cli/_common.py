@@ -15,12 +15,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 import redis.sentinel
 
 from bisman_ratelimit.backends import RedisConnection, masked_url, redis_from_url
+from bisman_ratelimit.backends._urls import without_parameters
 from bisman_ratelimit.core import InvalidArgument
 from bisman_ratelimit.web import STORAGE_URL_ENV, EnvironmentWarning, storage_url_from_env
 
@@ -89,19 +90,15 @@ def display_url(url: str) -> str:
 def _without_budget(url: str) -> str:
     # An app's URL may carry its hot-path budget (?timeout=50ms); operations
     # such as MONITOR or BGSAVE need far longer, so the command sets its own.
-    parts = urlsplit(url)
-    query = [
-        (name, value) for name, value in parse_qsl(parts.query, keep_blank_values=True) if name != "timeout"
-    ]
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    return without_parameters(url, "timeout")
 
 
 def password_hint(url: str) -> str:
     """Why the server refused us, and where the password goes in ``url``."""
-    scheme, _, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
     where = masked_url(url)
-    if at and ":" in userinfo:
+    scheme, _, rest = where.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if (at and ":" in userinfo) or re.search(r"[?&]password=", rest):
         return (
             f"the server at {where} refused the user name and password in the URL: "
             f"check them ({scheme}://USERNAME:PASSWORD@{host}, or {scheme}://:PASSWORD@{host} "

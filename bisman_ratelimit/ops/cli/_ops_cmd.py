@@ -40,7 +40,13 @@ from bisman_ratelimit.ops import (
     parse_size,
     sample_keyspace,
 )
-from bisman_ratelimit.ops._grouping import whole_seconds
+from bisman_ratelimit.ops._grouping import (
+    SHOWN_KEY_CHARS,
+    above_policy_reason,
+    read_key,
+    show_key,
+    whole_seconds,
+)
 from bisman_ratelimit.ops._hotkeys import MIN_COST_COMMANDS
 from bisman_ratelimit.ops.cli._common import (
     UsageError,
@@ -51,7 +57,7 @@ from bisman_ratelimit.ops.cli._common import (
     scheme_of,
     whole_number,
 )
-from bisman_ratelimit.stores import default_registry
+from bisman_ratelimit.stores import NamespaceRegistry, default_registry
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -119,6 +125,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(headers), line(["-" * width for width in widths]), *(line(row) for row in cells)])
+
+
+def _cell(name: str) -> str:
+    """A key or namespace name in a table or a list: one line, cut when very long."""
+    return show_key(name, limit=SHOWN_KEY_CHARS)
 
 
 def _bytes(size: float | None) -> str:
@@ -254,7 +265,9 @@ def register(subparsers: Any) -> None:
 
     inspect = subparsers.add_parser("inspect", help="type, TTL, memory and size of one key")
     add_url(inspect)
-    inspect.add_argument("key", metavar="KEY", help="the exact key name")
+    inspect.add_argument(
+        "key", metavar="KEY", help="the exact key name, or as the audits print it (\\xHH, \\n escapes)"
+    )
     inspect.set_defaults(func=_inspect)
 
     save = subparsers.add_parser("backup", help="BGSAVE and wait until the snapshot is written")
@@ -310,25 +323,29 @@ def render_hotkeys(report: HotKeyReport, where: str) -> str:
         lines.append(
             format_table(
                 ("key", "namespace", "ops", "share", "reads", "writes"),
-                [(h.key, h.namespace, h.ops, f"{h.share:.1%}", h.reads, h.writes) for h in report.hot],
+                [
+                    (_cell(h.key), _cell(h.namespace), h.ops, f"{h.share:.1%}", h.reads, h.writes)
+                    for h in report.hot
+                ],
             )
         )
         lines.append("")
-        lines.extend(f"  {h.key}: {h.suggestion}" for h in report.hot)
+        lines.extend(f"  {_cell(h.key)}: {h.suggestion}" for h in report.hot)
     else:
         lines.append(f"no key above {report.threshold:.0%} of key operations")
     if report.top:
         lines += ["", "Busiest keys", format_table(
             ("key", "namespace", "ops", "share"),
-            [(h.key, h.namespace, h.ops, f"{h.share:.1%}") for h in report.top],
+            [(_cell(h.key), _cell(h.namespace), h.ops, f"{h.share:.1%}") for h in report.top],
         )]  # fmt: skip
     if report.namespaces:
         lines += ["", "Operations per namespace", format_table(
-            ("namespace", "ops", "share"), [(ns, ops, f"{share:.1%}") for ns, ops, share in report.namespaces]
+            ("namespace", "ops", "share"),
+            [(_cell(ns), ops, f"{share:.1%}") for ns, ops, share in report.namespaces],
         )]  # fmt: skip
     if report.events:
         lines += ["", "Keyspace events per namespace", format_table(
-            ("namespace", "event", "count"), list(report.events)
+            ("namespace", "event", "count"), [(_cell(ns), _cell(event), n) for ns, event, n in report.events]
         )]  # fmt: skip
     cost = report.cost
     if cost is not None:
@@ -402,7 +419,9 @@ def _audit_cardinality(args: argparse.Namespace) -> int:
     return 1 if sample.no_ttl_total else 0
 
 
-def render_cardinality(sample: KeyspaceSample, where: str, *, top: int = 10) -> str:
+def render_cardinality(
+    sample: KeyspaceSample, where: str, *, top: int = 10, registry: NamespaceRegistry = default_registry
+) -> str:
     """The cardinality report as text."""
     if sample.stopped == "complete":
         head = f"{where}: scanned all {sample.scanned} keys"
@@ -415,7 +434,7 @@ def render_cardinality(sample: KeyspaceSample, where: str, *, top: int = 10) -> 
         head = f"{where}: scanned {sample.scanned} of {sample.total_keys} keys; figures scaled to the whole"
     rows = [
         (
-            s.namespace, s.keys_estimated, s.keys_scanned, _bytes(s.memory_estimated),
+            _cell(s.namespace), s.keys_estimated, s.keys_scanned, _bytes(s.memory_estimated),
             _bytes(s.memory_sampled / s.memory_samples) if s.memory_samples else "?",
             s.no_ttl if s.ephemeral else "-", s.above_policy if s.above_policy else "-",
             "yes" if s.ephemeral else "no",
@@ -434,21 +453,24 @@ def render_cardinality(sample: KeyspaceSample, where: str, *, top: int = 10) -> 
         lines += [
             "",
             f"POLICY VIOLATION: {sample.no_ttl_total} keys without a TTL in ephemeral namespaces, e.g.:",
-            *(f"  {key}" for key in sample.no_ttl_keys),
+            *(f"  {_cell(key)}" for key in sample.no_ttl_keys),
         ]
     if sample.above_policy_total:
         lines += [
             "",
             f"TTL ABOVE POLICY: {sample.above_policy_total} keys outlive their namespace's TTL, e.g.:",
             *(
-                f"  {key}: {whole_seconds(ttl)} s (namespace TTL {policy:g} s)"
+                f"  {_cell(key)}: {whole_seconds(ttl)} s (namespace TTL {policy:g} s)"
                 for key, ttl, policy in sample.above_policy_keys
             ),
-            "  a rate limit's key lives as long as its window needs: the window wins over the namespace TTL",
         ]
+        # Why, once per namespace of the keys listed: a rate limit's window, a session's lifetime...
+        found = (registry.find(key) for key, _, _ in sample.above_policy_keys)
+        namespaces = {namespace.prefix: namespace for namespace in found if namespace is not None}
+        lines += [f"  {prefix}: {above_policy_reason(namespaces[prefix])}" for prefix in sorted(namespaces)]
     if sample.biggest:
         lines += ["", "Biggest keys", format_table(
-            ("key", "memory"), [(key, _bytes(size)) for key, size in sample.biggest[:top]]
+            ("key", "memory"), [(_cell(key), _bytes(size)) for key, size in sample.biggest[:top]]
         )]  # fmt: skip
     return "\n".join(lines)
 
@@ -518,14 +540,19 @@ def _flush(args: argparse.Namespace) -> int:
 
 @_redis_command
 def _inspect(args: argparse.Namespace) -> int:
+    # The key as the reports print it (\xHH for a byte that is not UTF-8, \n...), or as raw bytes.
+    try:
+        key = read_key(args.key)
+    except InvalidArgument as exc:
+        raise UsageError(f"KEY: {exc}") from None
     with connection(args.url, command="inspect", cluster=True) as opened:
-        report = inspect_key(opened.client, args.key)
+        report = inspect_key(opened.client, key)
     if report is None:
-        print(f"bisman-ratelimit: no such key {args.key!r} on {display_url(args.url)}", file=sys.stderr)
+        print(f"bisman-ratelimit: no such key '{show_key(key)}' on {display_url(args.url)}", file=sys.stderr)
         return 1
     size = f"{report.size} {report.size_unit}" if report.size is not None else "?"
     rows = [
-        ("key", report.key),
+        ("key", show_key(report.key)),
         ("type", f"{report.type} ({report.encoding})"),
         ("ttl", "none (never expires)" if report.ttl is None else f"{report.ttl:g} s"),
         ("memory", f"{report.memory_bytes} bytes" if report.memory_bytes is not None else "?"),
@@ -581,7 +608,10 @@ def sentinel_service(url: str) -> str | None:
     """The master's name in a ``redis+sentinel://host:port/NAME[/db]`` URL, else ``None``."""
     if scheme_of(url) != "redis+sentinel":
         return None
-    path = [unquote(part) for part in urlsplit(url).path.split("/") if part]
+    try:
+        path = [unquote(part) for part in urlsplit(url).path.split("/") if part]
+    except ValueError as exc:
+        raise UsageError(f"--url: bad storage URL {display_url(url)!r}: it cannot be read ({exc})") from None
     return path[0] if path else None
 
 

@@ -95,6 +95,10 @@ def panel_view(page: str, *, write: bool = False) -> Callable[[View], Callable[[
                 return handler(request, get_engine())
             except InvalidArgument as exc:
                 return _page(request, page, "error.html", {"message": str(exc)}, 400)
+            except StorageError as exc:
+                # The panel's own error page, inside never_cache: not Django's bare 500.
+                message = PanelEngine.failure_message(exc)
+                return _page(request, page, "error.html", {"message": message}, 503)
 
         guarded: list[Callable[[HttpRequest], HttpResponse]] = []
 
