@@ -116,7 +116,7 @@ def _split(url: str, what: str = "storage") -> SplitResult:
     except ValueError as exc:
         problem = f"it cannot be read ({exc})"
         if "IPv6" in str(exc):
-            problem += ": an IPv6 address goes in brackets, e.g. redis://[::1]:6379/0"
+            problem += ": an IPv6 address goes in brackets, e.g. redis://[::1]:6380/0"
         raise InvalidArgument(f"bad {what} URL {masked_url(url)!r}: {problem}") from None
 
 

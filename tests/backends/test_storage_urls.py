@@ -224,9 +224,9 @@ def test_masked_url_hides_every_password(url: str, masked: str) -> None:
         ("unix:///run/redis.sock?prefx=a", "unknown query parameter 'prefx' (did you mean prefix?)"),
         ("redis+cluster://h:1?ssl=maybe", "ssl must be on or off, got 'maybe'"),
         (
-            "redis://:pw@[::1:6379/0",
-            "bad storage URL 'redis://:***@[::1:6379/0': it cannot be read (Invalid IPv6 URL): "
-            "an IPv6 address goes in brackets, e.g. redis://[::1]:6379/0",
+            "redis://:pw@[::1:6390/0",
+            "bad storage URL 'redis://:***@[::1:6390/0': it cannot be read (Invalid IPv6 URL): "
+            "an IPv6 address goes in brackets, e.g. redis://[::1]:6380/0",
         ),
     ],
 )

@@ -81,7 +81,7 @@ def test_a_password_with_an_at_sign_is_masked_whole(
     [
         (
             "redis://:s3cret@[::1:6390/0",
-            "it cannot be read (Invalid IPv6 URL): an IPv6 address goes in brackets, e.g. redis://[::1]:6379/0",
+            "it cannot be read (Invalid IPv6 URL): an IPv6 address goes in brackets, e.g. redis://[::1]:6380/0",
         ),
         ("redis+sentinel://:s3cret@[::1:6390/cache", "it cannot be read (Invalid IPv6 URL)"),
         (
