@@ -157,6 +157,7 @@ PACKAGES: dict[str, list[str]] = {
         "TrustedProxies",
         "Verdict",
         "adecide",
+        "covers",
         "decide",
         "enabled_from_env",
         "environ_key",

@@ -56,12 +56,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from bisman_ratelimit.backends._base import AsyncAdapter, AsyncStorage, Storage
 from bisman_ratelimit.backends._memory import MemoryStorage
 from bisman_ratelimit.core import InvalidArgument
+
+if TYPE_CHECKING:
+    from bisman_ratelimit.backends._loops import Connect
 
 # A factory takes the URL, whether an async backend is wanted, and options.
 BackendFactory = Callable[[str, bool, dict[str, Any]], "Storage | AsyncStorage"]
@@ -417,7 +420,7 @@ def _check_parameters(url: str, scheme: str, client_url: str, ours: tuple[str, .
         raise _bad(url, f"unknown query parameter {name!r}{hint}; accepted: {', '.join(known)}")
 
 
-def _storage(connection: RedisConnection, asyncio: bool, connect: Any = None) -> Any:
+def _storage(connection: RedisConnection, asyncio: bool, connect: Connect | None = None) -> Any:
     """The backend on ``connection``; ``connect`` makes an asyncio backend's clients for other event loops."""
     from bisman_ratelimit.backends._redis import AsyncRedisStorage, RedisStorage
 
@@ -465,7 +468,7 @@ def _is_blocking_pool(pool: object) -> bool:
 
 def _redis_storage(url: str, asyncio: bool, options: dict[str, Any]) -> Any:
     # The options as given: reading them takes them out.
-    connect = partial(_another_client, url, dict(options)) if asyncio else None
+    connect: Connect | None = partial(_another_client, url, dict(options)) if asyncio else None
     return _storage(redis_from_url(url, asyncio=asyncio, options=options), asyncio, connect)
 
 

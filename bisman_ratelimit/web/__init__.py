@@ -44,7 +44,7 @@ from bisman_ratelimit.web._plan import (
     Rule,
 )
 from bisman_ratelimit.web._problem import CONTENT_TYPE
-from bisman_ratelimit.web._routes import template_forms
+from bisman_ratelimit.web._routes import covers, template_forms
 from bisman_ratelimit.web._shadow_log import ShadowLog
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "TrustedProxies",
     "Verdict",
     "adecide",
+    "covers",
     "decide",
     "enabled_from_env",
     "environ_key",

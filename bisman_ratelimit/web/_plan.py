@@ -22,7 +22,7 @@ plan is the business of :mod:`bisman_ratelimit.web._evaluate`.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,7 +45,6 @@ from bisman_ratelimit.web._config import (
     shared_window,
 )
 from bisman_ratelimit.web._headers import policy_item, sf_string
-from bisman_ratelimit.web._routes import covers
 
 GLOBAL_KEY = "rl:global"
 HeaderStyle = Literal["draft", "legacy", "both", "none"]
@@ -379,12 +378,6 @@ class Planner:
                 self._plans.clear()  # unbounded only if routes are made up per request
             self._plans[cache_key] = found
         return found
-
-    @staticmethod
-    def covers(methods: Collection[str] | None, method: str) -> bool:
-        """Whether limits written in code for ``methods`` (None: every method) apply to a
-        ``method`` request: what is written for GET covers HEAD, as the limits file's entries do."""
-        return covers(methods, method)
 
     def by_user(self, declared: Iterable[Rule] = ()) -> tuple[str, ...]:
         """The names of the limits keyed or exempted by user, among the file's entries, the

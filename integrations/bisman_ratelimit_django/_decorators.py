@@ -29,7 +29,7 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
 
 from bisman_ratelimit.core import Algorithm, InvalidArgument, LimitLike
-from bisman_ratelimit.web import KeySource, LimitOptions, Planner, RoutePlan, Rule, Verdict
+from bisman_ratelimit.web import KeySource, LimitOptions, RoutePlan, Rule, Verdict, covers
 
 from ._guard import COVERED, Guard, Passed, RateLimitResult, Target, apply_passed, view_identity
 from ._runtime import Runtime, get_runtime
@@ -71,7 +71,7 @@ class Declaration:
 
     def applies_to(self, method: str) -> bool:
         """Whether this declaration counts a ``method`` request (what is written for GET counts HEAD)."""
-        return Planner.covers(self.methods, method)
+        return covers(self.methods, method)
 
     def rule_for(self, identity: str) -> Rule:
         """The rule for a view: counters named after the group, else after the view."""

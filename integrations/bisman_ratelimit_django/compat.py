@@ -56,7 +56,7 @@ from bisman_ratelimit.core import (
     escape,
     make_key,
 )
-from bisman_ratelimit.web import Planner, outage_reaction
+from bisman_ratelimit.web import covers, outage_reaction
 
 from ._runtime import Runtime, get_runtime
 
@@ -398,7 +398,7 @@ class _Rule:
 
     def applies_to(self, method: str | None) -> bool:
         # Unlike django-ratelimit, a GET rule counts HEAD requests: the view answers both alike.
-        return Planner.covers(self.methods, method or "")
+        return covers(self.methods, method or "")
 
 
 class _Item(NamedTuple):

@@ -17,7 +17,7 @@ from flask import Blueprint
 from flask.wrappers import Response
 
 from bisman_ratelimit.core import Algorithm, InvalidArgument, InvalidLimit, Limit, parse_limits
-from bisman_ratelimit.web import KeySource, Planner, Rule
+from bisman_ratelimit.web import KeySource, Rule, covers
 
 from .util import get_remote_address
 
@@ -115,7 +115,7 @@ class Declaration:
 
     def applies_to(self, method: str) -> bool:
         """Whether this declaration counts a ``method`` request (what is written for GET counts HEAD)."""
-        return Planner.covers(self.methods, method)
+        return covers(self.methods, method)
 
     def rule_for(self, endpoint: str, method: str, algorithm: Algorithm) -> Rule:
         """The rule of this declaration on ``endpoint`` and ``method`` (cached)."""

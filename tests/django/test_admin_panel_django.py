@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,24 +35,29 @@ key = "ip"
 def seen(backend: tuple[str, str | None], tmp_path: Path) -> dict[str, object]:
     # On Redis, a budget a loaded test machine always meets.
     url = "memory://" if backend[1] is None else backend[1] + "?timeout=2s"
+    result = run_child("admin_panel_child.py", tmp_path, PANEL_STORAGE_URL=url)
+    result["url"] = url
+    return result
+
+
+def run_child(script: str, tmp_path: Path, **env: str) -> dict[str, object]:
+    """What ``script`` (a child process with the panel's Django project and LIMITS) printed."""
     config = tmp_path / "limits.toml"
     config.write_text(LIMITS)
-    env = {
-        **os.environ,
-        "PANEL_STORAGE_URL": url,
-        "PANEL_CONFIG": str(config),
-        "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
-    }
     done = subprocess.run(
-        [sys.executable, str(HERE / "admin_panel_child.py")],
-        env=env,
+        [sys.executable, str(HERE / script)],
+        env={
+            **os.environ,
+            **env,
+            "PANEL_CONFIG": str(config),
+            "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
+        },
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, object] = json.loads(done.stdout)
-    result["url"] = url
     return result
 
 
@@ -152,22 +158,7 @@ def test_the_django_panel(seen: dict[str, object]) -> None:
 
 @pytest.mark.redis
 def test_with_redis_down_the_pages_answer_503_never_cached(tmp_path: Path) -> None:
-    config = tmp_path / "limits.toml"
-    config.write_text(LIMITS)
-    env = {
-        **os.environ,
-        "PANEL_CONFIG": str(config),
-        "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
-    }
-    done = subprocess.run(
-        [sys.executable, str(HERE / "admin_panel_down_child.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout)
+    seen: dict[str, Any] = run_child("admin_panel_down_child.py", tmp_path)
     reason = f"Redis is unavailable: Error 111 connecting to 127.0.0.1:{seen['port']}. Connection refused"
     message = f"The storage is unavailable ({reason}): this page works again once it answers."
     no_store = "max-age=0, no-cache, no-store, must-revalidate, private"

@@ -12,7 +12,7 @@ from support import ManualClock
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, InvalidLimit, Limiter, MultiDecision
 from bisman_ratelimit.backends import AsyncRedisStorage, MemoryStorage
-from bisman_ratelimit.web import ClientIP, Evaluation, LimitOptions, SingleCheck, parse_config
+from bisman_ratelimit.web import ClientIP, Evaluation, LimitOptions, SingleCheck, covers, parse_config
 from bisman_ratelimit.web._evaluate import Verdict, adecide, decide
 from bisman_ratelimit.web._plan import GLOBAL_KEY, Planner, RoutePlan, Rule
 from bisman_ratelimit.web._problem import QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY
@@ -237,13 +237,13 @@ def test_declared_rules_join_a_route_entry_and_replace_defaults(mem: Limiter) ->
 
 
 def test_limits_written_for_get_cover_head_requests() -> None:
-    assert Planner.covers(None, "HEAD") and Planner.covers(None, "DELETE")
-    assert Planner.covers(frozenset({"GET"}), "HEAD")
-    assert Planner.covers(frozenset({"GET"}), "GET")
-    assert Planner.covers(frozenset({"HEAD"}), "HEAD")
-    assert not Planner.covers(frozenset({"HEAD"}), "GET")
-    assert not Planner.covers(frozenset({"GET"}), "OPTIONS")
-    assert not Planner.covers(frozenset({"POST"}), "HEAD")
+    assert covers(None, "HEAD") and covers(None, "DELETE")
+    assert covers(frozenset({"GET"}), "HEAD")
+    assert covers(frozenset({"GET"}), "GET")
+    assert covers(frozenset({"HEAD"}), "HEAD")
+    assert not covers(frozenset({"HEAD"}), "GET")
+    assert not covers(frozenset({"GET"}), "OPTIONS")
+    assert not covers(frozenset({"POST"}), "HEAD")
 
 
 def test_a_head_request_gets_the_plan_of_the_get_entry() -> None:
