@@ -1,9 +1,12 @@
-"""Test helpers: a manual clock, and limiters over every backend, sync and async."""
+"""Test helpers: a manual clock, limiters over every backend, sync and async, and waiting for a server."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
+import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -113,3 +116,18 @@ def make_limiter(backend: str, mode: str, clock: Callable[[], float], url: str |
     if mode == "sync":
         return Limiter(RedisStorage(redis.Redis.from_url(url), clock=clock))
     return SyncFacade(AsyncLimiter(AsyncRedisStorage(redis.asyncio.Redis.from_url(url), clock=clock)))
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Wait until the server ``process`` started listens on ``port`` of 127.0.0.1; say why if it exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            err = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"the server exited with {process.returncode}: {err}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the server did not listen on port {port} within {timeout} s")

@@ -204,12 +204,14 @@ PACKAGES: dict[str, list[str]] = {
     ],
     "bisman_ratelimit.metrics": [
         "REASONS",
+        "AllWorkers",
         "AsyncInstrumentedStorage",
         "CacheMetrics",
         "InstrumentedRedis",
         "InstrumentedStorage",
         "RateLimitMetrics",
         "Reason",
+        "exposition",
         "instrument_storage",
     ],
     "bisman_ratelimit.ops": [

@@ -176,7 +176,8 @@ class RateLimitMetrics:
     - ``app_rate_limit_block_total{route, reason}``: requests refused, by the
       limit that tripped (see :data:`Reason`); ``reason="shadow"`` counts
       requests a shadow-mode limit would have refused, which were let through;
-    - ``app_breaker_state{breaker, state}``: 1 for the state each breaker is in, else 0;
+    - ``app_breaker_state{breaker, state}``: 1 for the state each breaker is in, else 0
+      (summed over the live workers in prometheus_client's multi-process mode);
     - ``app_breaker_transitions_total{breaker, state}``: changes into each state;
     - ``app_rate_limit_undecided_total{cause, reaction}``: requests the storage
       could not decide, by why (``busy``: no free connection in time,
@@ -212,9 +213,12 @@ class RateLimitMetrics:
             )
             self.breaker_state = Gauge(
                 "app_breaker_state",
-                "1 for the state each circuit breaker is in (closed, open, half_open), else 0.",
+                "1 for the state each circuit breaker is in (closed, open, half_open), else 0; "
+                "with several worker processes, how many of them have their breaker in that state.",
                 ("breaker", "state"),
                 registry=target,
+                # Each worker has its breakers; summed over the workers alive, in multi-process mode.
+                multiprocess_mode="livesum",
             )
             self.breaker_transitions = Counter(
                 "app_breaker_transitions",

@@ -336,7 +336,9 @@ class Guard:
         return self.refusal(request, verdict)
 
     def _record(self, route: str | None, verdict: Verdict) -> None:
-        self.metrics.record_decision(route=route, allowed=verdict.allowed, reason=verdict.reason)
+        # The root URL pattern's route is "": it matched, and is labeled "/".
+        label = "/" if route == "" else route
+        self.metrics.record_decision(route=label, allowed=verdict.allowed, reason=verdict.reason)
 
     def outage(self, request: HttpRequest, keys: Sequence[str], exc: StorageError) -> Counted | None:
         """What the outage policy says of a storage error: a verdict, or None to count the

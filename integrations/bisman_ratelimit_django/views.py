@@ -6,6 +6,8 @@
     urlpatterns = [path("metrics", metrics_view)]
 
 or, for a registry of your own, ``path("metrics", make_metrics_view(registry))``.
+Under several worker processes with ``PROMETHEUS_MULTIPROC_DIR`` set, it
+answers with the figures of every worker added up (docs/metrics.md).
 The view is exempt from rate limits (``exempt=False`` counts it like any
 view), so the scrape still answers while the global limit sheds load.
 Keep the URL off the public internet (a firewall, or a view wrapper that
@@ -18,9 +20,9 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from bisman_ratelimit import InvalidArgument
+from bisman_ratelimit.metrics import exposition
 
 from ._decorators import ratelimit_exempt
 
@@ -39,8 +41,8 @@ def make_metrics_view(
     def metrics(request: HttpRequest) -> HttpResponse:
         if request.method not in ("GET", "HEAD"):
             return HttpResponseNotAllowed(["GET", "HEAD"])
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return HttpResponse(encoder(target), content_type=content_type)
+        body, content_type = exposition(target, request.headers.get("Accept", ""))
+        return HttpResponse(body, content_type=content_type)
 
     return ratelimit_exempt(metrics) if exempt else metrics
 

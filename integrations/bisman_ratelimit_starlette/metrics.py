@@ -8,7 +8,9 @@
     routes = [Route("/metrics", MetricsEndpoint(registry=registry))]
 
 It answers ``GET`` and ``HEAD`` with the registry's exposition, in
-OpenMetrics when the scraper asks for it, else the Prometheus text format.
+OpenMetrics when the scraper asks for it, else the Prometheus text format;
+under several worker processes with ``PROMETHEUS_MULTIPROC_DIR`` set, the
+figures of every worker added up (docs/metrics.md).
 ``RateLimitMiddleware`` never limits it (``exempt=False`` to count it like
 any route), so the scrape still answers while the global limit sheds load.
 """
@@ -16,12 +18,12 @@ any route), so the scrape still answers while the global limit sheds load.
 from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from bisman_ratelimit import InvalidArgument
+from bisman_ratelimit.metrics import exposition
 
 from ._spec import MARKER, Marker
 
@@ -48,8 +50,7 @@ class MetricsEndpoint:
         if method not in ("GET", "HEAD"):
             response = Response("method not allowed\n", status_code=405, headers={"Allow": "GET, HEAD"})
         else:
-            encoder, content_type = choose_encoder(Headers(scope=scope).get("accept", ""))
             # Collectors such as RedisCollector do blocking I/O; a scrape every few seconds keeps it short.
-            body = encoder(self.registry)
+            body, content_type = exposition(self.registry, Headers(scope=scope).get("accept", ""))
             response = Response(b"" if method == "HEAD" else body, headers={"Content-Type": content_type})
         await response(scope, receive, send)

@@ -574,3 +574,11 @@ def test_metrics_count_decisions_by_route_and_reason(configure, limits_file) -> 
     assert sample("app_rate_limit_allowed_total") == 3
     assert sample("app_rate_limit_block_total", reason="client") == 1
     assert sample("app_rate_limit_block_total", reason="global") == 1
+
+    # The root pattern's route is "": a route of its own, not a request that matched nothing.
+    assert client.get("/", REMOTE_ADDR="192.0.2.3").status_code == 503
+    assert registry.get_sample_value("app_rate_limit_block_total", {"route": "/", "reason": "global"}) == 1
+    assert (
+        registry.get_sample_value("app_rate_limit_block_total", {"route": "<unmatched>", "reason": "global"})
+        is None
+    )

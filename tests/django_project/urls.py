@@ -12,6 +12,7 @@ api = [
 ]
 
 urlpatterns = [
+    path("", views.plain),
     path("plain/", views.plain),
     path("async/", views.plain_async),
     path("users/<int:id>/", views.plain),

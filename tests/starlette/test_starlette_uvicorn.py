@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from support import wait_for_port
 
 from bisman_ratelimit.testing import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_apps"
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            err = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"uvicorn exited with {process.returncode}: {err}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"uvicorn did not listen on port {port} within {timeout} s")
 
 
 @pytest.fixture(params=["starlette_app", "fastapi_app"])
