@@ -18,6 +18,7 @@ import pytest
 import redis
 import redis.asyncio.cluster
 import redis.cluster
+import redis.crc
 
 from bisman_ratelimit import AsyncLimiter, Limiter
 from bisman_ratelimit.backends import AsyncRedisStorage, RedisStorage
@@ -27,13 +28,23 @@ SLOTS = 16384
 
 
 class RedisClusterServers:
-    """``masters`` servers in cluster mode, slots split evenly, joined with ``CLUSTER MEET``."""
+    """``masters`` servers in cluster mode, slots split evenly, joined with ``CLUSTER MEET``;
+    ``replicas`` more servers replicate the masters in turn (a replica takes over a failed
+    master after ``node_timeout_ms``)."""
 
-    def __init__(self, masters: int = 3, kind: str = "any", extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        masters: int = 3,
+        kind: str = "any",
+        extra_args: tuple[str, ...] = (),
+        replicas: int = 0,
+        node_timeout_ms: int = 5000,
+    ) -> None:
         binary = find_server_binary(kind)
         if binary is None:
             raise RuntimeError("a Redis Cluster needs redis-server or valkey-server")
-        self.bus_ports = [free_port() for _ in range(masters)]
+        self.masters = masters
+        self.bus_ports = [free_port() for _ in range(masters + replicas)]
         self.servers = [
             RedisServer(
                 binary,
@@ -46,7 +57,7 @@ class RedisClusterServers:
                     "--cluster-port",
                     str(bus_port),
                     "--cluster-node-timeout",
-                    "5000",
+                    str(node_timeout_ms),
                     *extra_args,
                 ),
             )
@@ -67,9 +78,10 @@ class RedisClusterServers:
             server.start()
         clients = [redis.Redis(port=server.port) for server in self.servers]
         try:
-            share = SLOTS // len(clients)
-            for index, client in enumerate(clients):
-                last = SLOTS - 1 if index == len(clients) - 1 else (index + 1) * share - 1
+            masters = clients[: self.masters]
+            share = SLOTS // len(masters)
+            for index, client in enumerate(masters):
+                last = SLOTS - 1 if index == len(masters) - 1 else (index + 1) * share - 1
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", index * share, last)
             for server, bus_port in zip(self.servers[1:], self.bus_ports[1:], strict=True):
                 clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", server.port, bus_port)
@@ -77,6 +89,13 @@ class RedisClusterServers:
             while not all(self._ready(client) for client in clients):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the cluster on ports {[s.port for s in self.servers]} did not form")
+                time.sleep(0.05)
+            for index, replica in enumerate(clients[self.masters :]):
+                master_id = masters[index % len(masters)].execute_command("CLUSTER", "MYID")
+                replica.execute_command("CLUSTER", "REPLICATE", master_id)
+            while not all(self._replicating(client) for client in clients[self.masters :]):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the replicas on ports {[s.port for s in self.servers]} did not sync")
                 time.sleep(0.05)
         except BaseException:
             self.stop()
@@ -93,6 +112,23 @@ class RedisClusterServers:
         return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(
             len(self.servers)
         )
+
+    @staticmethod
+    def _replicating(client: redis.Redis) -> bool:
+        info = client.info("replication")
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+    def primary_of(self, key: str) -> RedisServer:
+        """The server that serves ``key``'s slot now, as a live node's ``CLUSTER SLOTS`` says."""
+        slot = redis.crc.key_slot(key.encode())
+        for server in self.servers:
+            if server.process is None or server.process.poll() is not None:
+                continue
+            with redis.Redis(port=server.port, socket_timeout=1) as client:
+                for first, last, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if first <= slot <= last:
+                        return next(s for s in self.servers if s.port == int(primary[1]))
+        raise RuntimeError(f"no live node of the cluster serves {key!r}")
 
     def flush(self) -> None:
         """Empty every primary, and forget its scripts."""

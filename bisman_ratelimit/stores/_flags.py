@@ -338,7 +338,7 @@ class AsyncFlagAdmin(_FlagAdminShell, AsyncStoreShell):
 
 
 class FlagCache:
-    """The snapshot a reader serves, and when to reload it; no I/O."""
+    """The snapshot a reader serves, and when to reload it or listen again; no I/O."""
 
     def __init__(self, *, max_age: float, retry_interval: float, clock: Callable[[], float]) -> None:
         self.max_age = positive_seconds("max_age", max_age)
@@ -347,6 +347,7 @@ class FlagCache:
         self.snapshot: dict[str, Flag] | None = None
         self.loaded_at = 0.0
         self.failed_at: float | None = None
+        self.deaf_since: float | None = None
 
     def invalidate(self) -> None:
         self.loaded_at = -float("inf")
@@ -374,6 +375,15 @@ class FlagCache:
             raise StorageUnavailable("feature flags cannot be read: Redis was unreachable moments ago")
         return self.snapshot
 
+    def may_listen(self) -> bool:
+        """Whether to try subscribing: not since a failed attempt less than ``retry_interval`` ago."""
+        return self.deaf_since is None or self.clock() - self.deaf_since >= self.retry_interval
+
+    def listening(self, subscribed: bool) -> None:
+        """A subscription was opened, or could not be: either way, a change may have been missed."""
+        self.deaf_since = None if subscribed else self.clock()
+        self.invalidate()
+
 
 def _lookup(snapshot: dict[str, Flag], name: str, default: Any) -> Any:
     flag = snapshot.get(_name(name))
@@ -393,12 +403,16 @@ def _enabled(snapshot: dict[str, Flag], name: str, default: bool) -> bool:
 # reader listens on one plain connection to the primary serving the
 # channel's slot. redis-py's ClusterPubSub would do it for the sync client,
 # but redis-py 5's asyncio cluster client has no pub/sub: one way for both.
+# The map of slots is read again from the cluster each time: a reader
+# listens again after its node failed, and the client's map may still name
+# that node (nothing else may have told it of the replica promoted since).
 
 
 def _sync_listener(client: SyncClient, channel: str) -> redis.Redis:
     if is_cluster_client(client):
         cluster = cast(redis.cluster.RedisCluster, client)
         with translate_errors():
+            cluster.nodes_manager.initialize()  # type: ignore[no-untyped-call, unused-ignore]
             node = cluster.get_node_from_key(channel)  # type: ignore[no-untyped-call, unused-ignore]
         return cast(redis.Redis, node.redis_connection)
     return cast(redis.Redis, client)
@@ -411,6 +425,7 @@ async def _async_listener(client: AsyncClient, channel: str) -> tuple[redis.asyn
     cluster = cast(redis.asyncio.cluster.RedisCluster, client)
     with translate_errors():
         await cluster.initialize()
+        await cluster.nodes_manager.initialize()
     node = cluster.get_node_from_key(channel)
     if node is None:
         raise StorageUnavailable(f"no Redis Cluster node serves the slot of {channel!r}")
@@ -567,17 +582,8 @@ class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
             if cache.backing_off():
                 return cache.stale()
             started = cache.clock()
+            self._watch()
             try:
-                if self._subscription is not None:
-                    try:
-                        if self._subscription.changed():
-                            cache.invalidate()
-                    except StorageUnavailable:
-                        # Only the listening connection may be lost: listen again right away.
-                        self._drop_subscription()
-                if self._subscription is None:
-                    self._subscription = self._subscribe()
-                    cache.invalidate()
                 if cache.needs_load():
                     cache.loaded(self._run(self.core.read_all()), started)
             except StorageUnavailable as exc:
@@ -585,6 +591,31 @@ class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
                 return cache.failed(exc)
             assert cache.snapshot is not None
             return cache.snapshot
+
+    def _watch(self) -> None:
+        """Invalidate the snapshot on a change message; listen (again) when not listening.
+
+        Failing to listen does not stop the reads: the flags are read from
+        storage at once and at least every ``retry_interval`` until listening again.
+        """
+        cache = self.cache
+        if self._subscription is not None:
+            try:
+                if self._subscription.changed():
+                    cache.invalidate()
+                return
+            except StorageUnavailable:
+                # Only the listening connection may be lost: listen again right away.
+                self._drop_subscription()
+        if cache.may_listen():
+            try:
+                self._subscription = self._subscribe()
+            except StorageUnavailable:
+                cache.listening(False)
+            else:
+                cache.listening(True)
+        elif cache.clock() - cache.loaded_at >= cache.retry_interval:
+            cache.invalidate()
 
     def _drop_subscription(self) -> None:
         if self._subscription is not None:
@@ -617,25 +648,37 @@ class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
 class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], AsyncStoreShell):
     """:class:`Flags` for asyncio (one event loop)."""
 
-    async def _changed(self) -> bool:
+    async def _subscribe(self) -> _AsyncRedisSubscription | _MemorySubscription:
+        runner = self._runner
+        if isinstance(runner, AsyncMemoryRunner):
+            return _MemorySubscription(runner.backend.subscribe(self.core.channel))
+        return await _AsyncRedisSubscription.open(runner.client, self.core.channel, self.subscribe_timeout)
+
+    async def _watch(self) -> None:
+        """:meth:`Flags._watch`."""
+        cache = self.cache
         subscription = self._subscription
         if subscription is not None:
             try:
                 if isinstance(subscription, _MemorySubscription):
-                    return subscription.changed()
-                return await subscription.changed()
+                    changed = subscription.changed()
+                else:
+                    changed = await subscription.changed()
+                if changed:
+                    cache.invalidate()
+                return
             except StorageUnavailable:
                 # Only the listening connection may be lost: listen again right away.
                 await self._drop_subscription()
-        if self._subscription is None:
-            runner = self._runner
-            if isinstance(runner, AsyncMemoryRunner):
-                self._subscription = _MemorySubscription(runner.backend.subscribe(self.core.channel))
+        if cache.may_listen():
+            try:
+                self._subscription = await self._subscribe()
+            except StorageUnavailable:
+                cache.listening(False)
             else:
-                self._subscription = await _AsyncRedisSubscription.open(
-                    runner.client, self.core.channel, self.subscribe_timeout
-                )
-        return True
+                cache.listening(True)
+        elif cache.clock() - cache.loaded_at >= cache.retry_interval:
+            cache.invalidate()
 
     async def _snapshot(self) -> dict[str, Flag]:
         async with self._refreshing:
@@ -643,9 +686,8 @@ class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], Asy
             if cache.backing_off():
                 return cache.stale()
             started = cache.clock()
+            await self._watch()
             try:
-                if await self._changed():
-                    cache.invalidate()
                 if cache.needs_load():
                     cache.loaded(await self._run(self.core.read_all()), started)
             except StorageUnavailable as exc:

@@ -293,3 +293,52 @@ async def test_concurrent_first_reads_open_one_subscription(redis_client: redis.
         await reader.aclose()
         await client.aclose()
     assert redis_client.pubsub_numsub("flags:config") == [(b"flags:config", 0)]
+
+
+@pytest.mark.redis
+async def test_readers_follow_a_failover_of_the_cluster_node_of_the_flags() -> None:
+    from cluster_fixtures import RedisClusterServers
+
+    cluster = RedisClusterServers(replicas=3, node_timeout_ms=1000).start()
+    try:
+        url = cluster.url + "?timeout=500ms"
+        admin = FlagAdmin(url)
+        admin.set("v", 0, "json")
+        options = {"max_age": 2.0, "retry_interval": 0.2}
+        readers = Flags(url, **options), AsyncFlags(url, **options)
+        assert readers[0].get("v") == 0 and await readers[1].get("v") == 0
+
+        failed = cluster.primary_of("flags:config")
+        failed.kill()
+        # The replica takes over: the slot is served again, from another node.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if cluster.primary_of("flags:config") is not failed and admin.set("v", 1, "json"):
+                    break
+            except (redis.RedisError, StorageUnavailable, RuntimeError):
+                pass
+            assert time.monotonic() < deadline, "no replica took over the slot of flags:config"
+            time.sleep(0.05)
+        changed = time.monotonic()
+
+        # Seen within max_age, by a reader that knew only the failed node for the channel.
+        seen: dict[str, float] = {}
+        while len(seen) < 2 and time.monotonic() - changed < 6:
+            values = []
+            for name, reader in zip(("sync", "async"), readers, strict=True):
+                try:
+                    value = reader.get("v") if name == "sync" else await reader.get("v")
+                except StorageUnavailable:
+                    value = None
+                values.append(value)
+                if value == 1 and name not in seen:
+                    seen[name] = time.monotonic() - changed
+            await asyncio.sleep(0.02)
+        assert set(seen) == {"sync", "async"}, f"still serving the old value 6 s later: {values}"
+        assert max(seen.values()) < 2.0 + 0.5
+        readers[0].close()
+        await readers[1].aclose()
+        admin.close()
+    finally:
+        cluster.stop()
