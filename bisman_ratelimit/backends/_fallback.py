@@ -31,8 +31,9 @@ in the primary's blocked-keys cache stays denied until its
 so it refills at the limit's own pace afterwards.
 
 A primary that answers but refuses writes (``READONLY``: demoted to a
-replica) can still say no: while it does, a hit is first peeked there,
-and only one that it would allow goes to the local counters.
+replica; ``NOREPLICAS``: cut off from its replicas) can still say no: while
+it does, a hit is first peeked there, and only one that it would allow goes
+to the local counters.
 
 Local counters never reach Redis: when the breaker closes, decisions come
 from Redis's own counters, which the outage did not touch, and the local

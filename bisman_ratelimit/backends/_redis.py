@@ -127,6 +127,8 @@ def storage_error(exc: BaseException) -> StorageError:
         return StorageUnavailable(f"Redis Cluster is unavailable: {exc}")
     if isinstance(exc, redis.ReadOnlyError):
         return StorageReadOnly(f"Redis is read-only (a replica): {exc}")
+    if refuses_writes(exc):
+        return StorageReadOnly(f"Redis refuses writes (fewer replicas than min-replicas-to-write): {exc}")
     if isinstance(exc, redis.ResponseError):
         return StorageResponseError(f"Redis answered with an error: {exc}")
     return StorageError(f"Redis call failed: {exc}")
@@ -149,6 +151,15 @@ _translate = translate_errors()
 _running_loop = asyncio.get_running_loop
 
 
+def refuses_writes(exc: BaseException) -> bool:
+    """Whether the server answered but would not write: a replica (``READONLY``), or a primary
+    with fewer replicas than its ``min-replicas-to-write`` (``NOREPLICAS``: after a failover, the
+    old primary, whose replica has been promoted)."""
+    return isinstance(exc, redis.ReadOnlyError) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith("NOREPLICAS")
+    )
+
+
 def _is_busy(exc: BaseException) -> bool:
     return isinstance(exc, redis.ResponseError) and str(exc).startswith("BUSY")
 
@@ -166,9 +177,10 @@ def retry_delay(exc: BaseException, attempt: int, elapsed: float, budget: float)
         # script, or moving the slot of a check's keys between Cluster
         # nodes, some moved and some not): poll it.
         delay = min(0.002 * 2**attempt, 0.02)
-    elif isinstance(exc, (redis.ReadOnlyError, redis.ConnectionError)):
-        # A reset or a demoted primary: a fresh connection usually works at
-        # once. More than two tries in a row means the server is gone.
+    elif isinstance(exc, redis.ConnectionError) or refuses_writes(exc):
+        # A reset, or a primary demoted or cut off from its replicas: a fresh
+        # connection usually works at once (Sentinel's reaches the new primary).
+        # More than two tries in a row means the server is gone.
         if attempt >= 2:
             return None
         delay = 0.0 if attempt == 0 else 0.002
@@ -399,7 +411,7 @@ class RedisStorage(_RedisBase):
                 return call(*args)
             except _FAULTS as exc:
                 delay = self._delay(exc, attempt, started)
-                if isinstance(exc, redis.ReadOnlyError):
+                if refuses_writes(exc):
                     self._drop_idle_connections()
             if delay:
                 time.sleep(delay)
@@ -428,7 +440,7 @@ class RedisStorage(_RedisBase):
             pass
         except _FAULTS as exc:
             delay = self._delay(exc, 0, started)
-            if isinstance(exc, redis.ReadOnlyError):
+            if refuses_writes(exc):
                 self._drop_idle_connections()
             if delay:
                 time.sleep(delay)
@@ -599,7 +611,7 @@ class AsyncRedisStorage(_RedisBase):
                 return await call(*args)
             except _FAULTS as exc:
                 delay = self._delay(exc, attempt, started)
-                if isinstance(exc, redis.ReadOnlyError):
+                if refuses_writes(exc):
                     await self._drop_idle_connections(await self._wires.here())
             if delay:
                 await asyncio.sleep(delay)
@@ -631,7 +643,7 @@ class AsyncRedisStorage(_RedisBase):
             pass
         except _FAULTS as exc:
             delay = self._delay(exc, 0, started)
-            if isinstance(exc, redis.ReadOnlyError):
+            if refuses_writes(exc):
                 await self._drop_idle_connections(wire)
             if delay:
                 await asyncio.sleep(delay)

@@ -12,7 +12,7 @@ Every exception derives from :class:`BismanRateLimitError`::
         ├── StorageUnavailable                it cannot be reached or timed out
         │   └── StorageBusy                   no connection to it came free in time
         └── StorageResponseError              it answered with an error
-            └── StorageReadOnly               it answers but refuses writes (a replica)
+            └── StorageReadOnly               it answers but refuses writes (a replica, or NOREPLICAS)
 
 Backend exceptions are translated in one place per backend and chained with
 ``raise ... from exc``, so the original error stays on ``__cause__``.
@@ -78,4 +78,5 @@ class StorageResponseError(StorageError):
 
 
 class StorageReadOnly(StorageResponseError):
-    """The backend answers but refuses writes: a Redis demoted to a replica (``READONLY``)."""
+    """The backend answers but refuses writes: a Redis demoted to a replica (``READONLY``), or a
+    primary with fewer replicas than its ``min-replicas-to-write`` (``NOREPLICAS``)."""

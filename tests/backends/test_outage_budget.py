@@ -133,3 +133,39 @@ async def test_a_read_only_server_still_refuses_under_many_tasks(
     assert sum(multi.allowed for multi in [*first, *answers[:100]]) == 200
     assert sum(multi.allowed for multi in answers[100:]) == 0
     await limiter.aclose()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_primary_without_its_replicas_still_refuses_a_client_over_its_limit(
+    server: RedisServer, clock: ManualClock, mode: str
+) -> None:
+    """NOREPLICAS (min-replicas-to-write, as the old primary answers once its replica is promoted)
+    is a primary refusing writes, as READONLY is: the fallback takes the writes, the primary still
+    says no to a client over its limit, and the error names the cause."""
+    guard = CircuitBreaker(failure_threshold=1, min_calls=1, open_for=60.0, clock=clock)
+    opened: list[str] = []
+    guard.add_listener(lambda change: opened.append(change.reason))
+    url = f"{server.url}?fallback=memory&blocked_cache=off"
+    sync = mode == "sync"
+    limiter = Limiter.from_url(url, breaker=guard) if sync else AsyncLimiter.from_url(url, breaker=guard)
+
+    def hit_many(entries: list[tuple[str, str, str]]) -> bool:
+        if sync:
+            return limiter.hit_many(entries).allowed  # type: ignore[union-attr]
+        return asyncio.run(limiter.hit_many(entries)).allowed  # type: ignore[arg-type]
+
+    abuser = [("ip:abuser", "5/minute", "sliding_window"), GLOBAL]
+    assert [hit_many(abuser) for _ in range(6)] == [True] * 5 + [False]
+    with redis.Redis(port=server.port) as admin:
+        admin.config_set("min-replicas-to-write", 1)
+        with pytest.raises(redis.ResponseError, match="^NOREPLICAS"):
+            admin.set("x", 1)
+    newcomers = [hit_many([(f"ip:{n}", "5/minute", "sliding_window"), GLOBAL]) for n in range(20)]
+    refused = [hit_many(abuser) for _ in range(20)]
+    assert guard.state == "open"
+    assert newcomers == [True] * 20
+    assert refused == [False] * 20
+    assert len(opened) == 1
+    assert "Redis refuses writes (fewer replicas than min-replicas-to-write): NOREPLICAS" in opened[0]
+    if sync:
+        limiter.close()  # type: ignore[union-attr]
