@@ -33,8 +33,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, cast, get_args
@@ -560,6 +562,26 @@ class _FlagsShell(ShellBase, Generic[Sub]):
         # Flags's threads take the first, AsyncFlags's tasks (one event loop) the second.
         self._lock = threading.Lock()
         self._refreshing = asyncio.Lock()
+        _readers.add(self)
+
+    def _after_fork(self) -> None:
+        # The parent's subscription is its socket: a child reading it too would take some of
+        # the parent's (and its siblings') change messages. The child listens on its own.
+        self._subscription = None
+        self._lock = threading.Lock()
+        self._refreshing = asyncio.Lock()
+        self.cache.deaf_since = None
+
+
+_readers: weakref.WeakSet[_FlagsShell[Any]] = weakref.WeakSet()
+
+
+def _forget_subscriptions_after_fork() -> None:
+    for reader in list(_readers):
+        reader._after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_subscriptions_after_fork)
 
 
 class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import time
+from typing import Any
 
 import redis
+
+from bisman_ratelimit.stores import FlagAdmin, Flags
 
 # An app process: serves the flag from its cache and reports when it changes.
 READER = r"""
@@ -84,3 +88,38 @@ def test_cli_change_reaches_two_processes(redis_url: str) -> None:
         assert reads > 0
     # Hundreds of reads in each process cost one snapshot reload each, plus the CLI's two calls.
     assert loads <= 4
+
+
+def _read_until_changed(flags: Flags, ready: Any, results: Any) -> None:
+    flags.get("checkout", "unset")
+    ready.release()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if flags.get("checkout", "unset") == "v2":
+            results.put(time.time())
+            return
+        time.sleep(0.002)
+    results.put(None)
+
+
+def test_a_change_reaches_every_process_forked_after_a_read(redis_url: str) -> None:
+    """As under ``gunicorn --preload``: a reader used in the parent, then workers forked from it."""
+    flags = Flags(redis_url)
+    assert flags.get("checkout", "unset") == "unset"
+    context = multiprocessing.get_context("fork")
+    ready, results = context.Semaphore(0), context.Queue()
+    children = [context.Process(target=_read_until_changed, args=(flags, ready, results)) for _ in range(4)]
+    for child in children:
+        child.start()
+    for _ in children:
+        assert ready.acquire(timeout=10)
+    FlagAdmin(redis_url).set("checkout", "v2", "str")
+    changed = time.time()
+    seen = [results.get(timeout=10) for _ in children]
+    for child in children:
+        child.join(10)
+    assert None not in seen, f"{seen.count(None)} of 4 workers never saw the change"
+    assert max(seen) - changed < 1.0
+    # The parent listens as before.
+    assert flags.get("checkout", "unset") == "v2"
+    flags.close()
