@@ -264,7 +264,11 @@ class PanelEngine:
                 )
             # The same keys and the same cache: a reset here is seen by the app's next request.
             twin = RedisStorage(
-                client, prefix=storage.prefix, blocked_cache=storage.blocked or False, budget=PANEL_TIMEOUT
+                client,
+                prefix=storage.prefix,
+                # (An empty cache is falsy: it has a length.)
+                blocked_cache=False if storage.blocked is None else storage.blocked,
+                budget=PANEL_TIMEOUT,
             )
             return twin, fallback
         raise InvalidArgument(f"the admin panel cannot read the counters of {storage!r}")

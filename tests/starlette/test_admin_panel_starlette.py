@@ -412,3 +412,34 @@ async def test_with_redis_down_the_pages_answer_503_with_the_panels_headers() ->
         if answer.status_code == 503:
             assert f'<p class="error">{message}</p>' in answer.text, name
     assert "Server: unreachable." in answers["health"].text
+
+
+async def test_a_reset_reaches_a_client_held_by_the_apps_blocked_keys_cache(
+    backend: tuple[str, str | None],
+) -> None:
+    """One limit per request: a refusal is cached in the app, and the panel's reset clears it there."""
+    _, url = backend
+    config = parse_config({"routes": CONFIG["routes"]}, "limits.toml")
+    limiter = AsyncLimiter(MemoryStorage()) if url is None else AsyncLimiter.from_url(url + "?timeout=2s")
+    memory = MemoryBackend()
+    client = None if url is None else redis.Redis.from_url(url)
+    # Built before the first request, as apps do: the cache is empty then.
+    engine = PanelEngine(
+        flags=FlagAdmin(memory), limiter=limiter, sessions=SessionStore(memory), config=config, redis=client
+    )
+    panel = AdminPanel(engine=engine, authorize=authorize, secret="s" * 32, rate="40/minute")
+    app = Starlette(
+        routes=[Route("/api/items", items), Mount(ROOT, panel)], middleware=[_middleware(limiter, config)]
+    )
+    transport = httpx.ASGITransport(app, client=("198.51.100.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as test_client:
+        site = Site(test_client, engine.flags, engine.sessions, url, memory)  # type: ignore[arg-type]
+        assert [(await test_client.get("/api/items")).status_code for _ in range(3)] == [200, 200, 429]
+        page = (await site.admin("limits")).text
+        token = re.search(r'name="client" value="([^"]+)"', page)
+        assert token is not None
+        done = await site.post("limits/reset", {"client": html.unescape(token.group(1)), "confirm": "yes"})
+        assert done.status_code == 303
+        assert [(await test_client.get("/api/items")).status_code for _ in range(3)] == [200, 200, 429]
+    await limiter.aclose()
+    engine.close()
