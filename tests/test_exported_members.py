@@ -117,6 +117,7 @@ PACKAGES: dict[str, list[str]] = {
         "Storage",
         "async_command",
         "backend_schemes",
+        "caches_in",
         "is_async_client",
         "is_cluster_client",
         "is_sync_client",

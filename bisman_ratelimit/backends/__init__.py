@@ -12,7 +12,7 @@ from bisman_ratelimit.backends._base import (
     Spec,
     Storage,
 )
-from bisman_ratelimit.backends._blocked import BlockedKeys
+from bisman_ratelimit.backends._blocked import BlockedKeys, caches_in
 from bisman_ratelimit.backends._bounded import BoundedMap
 from bisman_ratelimit.backends._fallback import AsyncFallbackStorage, FallbackStorage
 from bisman_ratelimit.backends._memory import MemoryStorage
@@ -70,6 +70,7 @@ __all__ = [
     "Storage",
     "async_command",
     "backend_schemes",
+    "caches_in",
     "is_async_client",
     "is_cluster_client",
     "is_sync_client",

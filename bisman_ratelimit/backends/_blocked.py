@@ -11,7 +11,10 @@ is denied too, but for longer than the cache could say.
 What it cannot see: other processes. A reset of the key elsewhere takes
 effect here once the cached denial runs out (at most ``retry_after``
 later), and hits allowed elsewhere meanwhile are not in the cached
-``remaining``. Within this process, a reset or an allowed hit of another
+``remaining``. Neither are hits given back elsewhere, which is why the keys
+of limits whose hits are held until the response says whether they count
+(``deduct_when``) can be made :meth:`BlockedKeys.provisional`: their denials
+are never remembered. Within this process, a reset or an allowed hit of another
 cost drops the entry (:meth:`BlockedKeys.forget`). A refund drops it too,
 and a denial that Redis gave before a refund of its key completed is not
 remembered (:meth:`BlockedKeys.refunded`): it may rest on the hits given
@@ -52,6 +55,8 @@ class BlockedKeys:
         self._refunded: dict[tuple[str, Spec], int] = {}
         # Answers given from memory, for metrics.
         self.answered = 0
+        # Endings of keys whose denials are not remembered (see provisional).
+        self._provisional: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -124,6 +129,8 @@ class BlockedKeys:
         """
         if decision.allowed or decision.retry_after <= 0:
             return
+        if self._provisional and decision.key.endswith(self._provisional):
+            return
         if refunds_seen is not None and self._refunded.get((decision.key, spec), -1) >= refunds_seen:
             return
         now = self._now() if asked_at is None else asked_at
@@ -134,6 +141,19 @@ class BlockedKeys:
             if (decision.key, spec) not in entries and len(entries) >= self.max_keys:
                 self._make_room(now)
             entries[(decision.key, spec)] = entry
+
+    def provisional(self, ending: str) -> None:
+        """Never remember a denial of a key ending in ``ending``.
+
+        For limits whose hits another process may give back (``deduct_when``):
+        a denial may rest on hits about to return, and only Redis knows when.
+        """
+        if ending in self._provisional:
+            return
+        with self._lock:
+            self._provisional = (*self._provisional, ending)
+            for entry in [entry for entry in self._entries if entry[0].endswith(ending)]:
+                del self._entries[entry]
 
     def record(
         self,
@@ -176,3 +196,22 @@ class BlockedKeys:
             # dicts keep insertion order: the first entries are the oldest.
             for old in list(entries)[: self.max_keys // 8]:
                 del entries[old]
+
+
+def caches_in(storage: object) -> list[BlockedKeys]:
+    """The blocked-keys caches that ``storage`` answers from, through the storages it wraps
+    (a fallback's primary, an instrumented or adapted storage, the backends of a router)."""
+    found: list[BlockedKeys] = []
+    seen: set[int] = set()
+    pending = [storage]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        blocked = getattr(current, "blocked", None)
+        if isinstance(blocked, BlockedKeys) and all(blocked is not cache for cache in found):
+            found.append(blocked)
+        pending.extend(getattr(current, name, None) for name in ("primary", "inner", "sync"))
+        pending.extend(getattr(current, "backends", ()))
+    return found

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
 from bisman_ratelimit._limiter import AsyncLimiter, Limiter
+from bisman_ratelimit.backends import caches_in
 from bisman_ratelimit.core import (
     Algorithm,
     Decision,
@@ -418,6 +419,11 @@ class Evaluation:
         """Whether some limit waits for the response status (``deduct_when``)."""
         return any(rule.deduct_when for rule, _, _ in self._active)
 
+    @property
+    def provisional(self) -> list[str]:
+        """The key endings of the limits whose hits a response may give back (``deduct_when``)."""
+        return [rule.key_suffix for rule, _, _ in self._active if rule.deduct_when]
+
     def next_op(self) -> Op | None:
         self._pending = self._ops.pop(0) if self._ops else None
         return self._pending
@@ -549,8 +555,18 @@ async def _aexecute(limiter: AsyncLimiter, op: Op) -> MultiDecision:
     return await limiter.refund_many(op[1], op[3])
 
 
+def _not_cached(limiter: Limiter | AsyncLimiter, evaluation: Evaluation) -> None:
+    # A process refusing from its blocked-keys cache would not see the hits another one gives
+    # back when its response does not count: these denials are left to Redis.
+    for cache in caches_in(limiter.storage):
+        for ending in evaluation.provisional:
+            cache.provisional(ending)
+
+
 def decide(limiter: Limiter, evaluation: Evaluation) -> Verdict:
     """Carry out an evaluation's operations on a synchronous limiter."""
+    if evaluation.deducts:
+        _not_cached(limiter, evaluation)
     op = evaluation.next_op()
     while op is not None:
         evaluation.feed(_execute(limiter, op))
@@ -560,6 +576,8 @@ def decide(limiter: Limiter, evaluation: Evaluation) -> Verdict:
 
 async def adecide(limiter: AsyncLimiter, evaluation: Evaluation) -> Verdict:
     """Carry out an evaluation's operations on an asynchronous limiter."""
+    if evaluation.deducts:
+        _not_cached(limiter, evaluation)
     op = evaluation.next_op()
     while op is not None:
         evaluation.feed(await _aexecute(limiter, op))

@@ -66,6 +66,39 @@ def test_the_denial_is_dated_from_when_redis_was_asked(clock: ManualClock) -> No
     assert cache.lookup("k", SPEC, 1) == denial(retry_us=29_995_000, reset_us=39_995_000)
 
 
+def test_provisional_keys_are_never_remembered(clock: ManualClock) -> None:
+    cache = BlockedKeys(clock=clock)
+    cache.remember(SPEC, 1, denial("rl:ip:{a}:api:/login"))  # type: ignore[arg-type]
+    cache.remember(SPEC, 1, denial("rl:ip:{a}:api:/other"))  # type: ignore[arg-type]
+    cache.provisional(":api:/login")
+    # The denial already held is dropped, and later ones are not kept; other keys are as before.
+    assert cache.lookup("rl:ip:{a}:api:/login", SPEC, 1) is None
+    cache.remember(SPEC, 1, denial("rl:ip:{b}:api:/login"))  # type: ignore[arg-type]
+    assert cache.lookup("rl:ip:{b}:api:/login", SPEC, 1) is None
+    assert cache.lookup("rl:ip:{a}:api:/other", SPEC, 1) == denial("rl:ip:{a}:api:/other")
+    assert len(cache) == 1
+
+
+async def test_caches_in_finds_the_cache_through_the_wrappers(redis_url: str) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from bisman_ratelimit import AsyncLimiter
+    from bisman_ratelimit.backends import caches_in, routed_storage
+    from bisman_ratelimit.metrics import CacheMetrics, instrument_storage
+
+    plain = Limiter.from_url(redis_url)
+    wrapped = Limiter.from_url(redis_url + "?fallback=memory")
+    instrumented = instrument_storage(wrapped.storage, metrics=CacheMetrics(registry=CollectorRegistry()))
+    routed = routed_storage({"auth": redis_url}, default=redis_url + "?blocked_cache=off")
+    asynchronous = AsyncLimiter.from_url(redis_url + "?fallback=memory")
+    assert caches_in(plain.storage) == [plain.storage.blocked]  # type: ignore[attr-defined]
+    assert caches_in(instrumented) == [wrapped.storage.primary.blocked]  # type: ignore[attr-defined]
+    assert len(caches_in(routed)) == 1
+    assert caches_in(asynchronous.storage) == [asynchronous.storage.primary.blocked]  # type: ignore[attr-defined]
+    assert caches_in(Limiter.from_url(redis_url + "?blocked_cache=off").storage) == []
+    await asynchronous.aclose()
+
+
 def test_forget_and_clear(clock: ManualClock) -> None:
     cache = BlockedKeys(clock=clock)
     cache.remember(SPEC, 1, denial("a"))  # type: ignore[arg-type]

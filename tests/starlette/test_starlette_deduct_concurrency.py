@@ -198,3 +198,34 @@ async def test_refunds_lift_the_denials_they_caused(
     assert Counter(statuses) == {200: 5, 429: 1}
     assert await logins(app, ["nope"] * 5, gate=1) == [401] * 5
     assert await logins(app, ["nope"], gate=1) == [429]
+
+
+@pytest.mark.parametrize("framework", list(APPS))
+async def test_units_given_back_by_one_process_reach_another(framework: str, redis_url: str) -> None:
+    """Two app processes on one Redis, each with its blocked-keys cache: the one that refused while
+    the other's logins held every unit lets the next login in once those units are given back."""
+    limiters = [AsyncLimiter.from_url(redis_url + "?timeout=2s") for _ in range(2)]
+    first, second = (APPS[framework](limiter) for limiter in limiters)
+    # Opened below, by hand.
+    holding = GATES["current"] = Gate(first, ATTEMPTS)
+    client = ("198.51.100.7", 50000)
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(holding, client=client), base_url="http://a") as a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(second, client=client), base_url="http://b") as b,
+    ):
+        login_a = [
+            asyncio.create_task(a.post("/auth/login", params={"password": "correct horse"})) for _ in range(5)
+        ]
+        while holding.settled < 5:
+            await asyncio.sleep(0.001)
+        # Every unit is held by a login in the first process.
+        assert (await b.post("/auth/login", params={"password": "correct horse"})).status_code == 429
+        holding.open.set()
+        assert [(await task).status_code for task in login_a] == [200] * 5
+        # Given back: the second process lets the next ones in, as Redis does.
+        GATES["current"] = Gate(second, 0)
+        GATES["current"].open.set()
+        statuses = [(await b.post("/auth/login", params={"password": "nope"})).status_code for _ in range(6)]
+        assert statuses == [401] * 5 + [429]
+    for limiter in limiters:
+        await limiter.aclose()
