@@ -49,6 +49,9 @@ CONFIG = Path(__file__).with_name("ratelimits.toml")
 STORAGE = storage_url_from_env("memory://")
 # A demo key: set a long random one of your own in any real deployment.
 SECRET_KEY = os.environ.get("EXAMPLE_SECRET_KEY", "example-only-insecure-key-never-deploy-this-one")
+# Signs the admin panel's forms: the same in every worker process (a form that one
+# worker signed is refused by another that signs with a key of its own).
+ADMIN_SECRET = os.environ.get("EXAMPLE_ADMIN_SECRET", SECRET_KEY + ":admin-panel")
 
 demo_pages.configure_logging()
 
@@ -128,7 +131,9 @@ app = Starlette(
         # The operators' pages, for staff signed in through /login (alice).
         Mount(
             "/admin/ratelimit",
-            AdminPanel(engine=panel_engine, authorize=demo_pages.staff_only, limiter=limiter),
+            AdminPanel(
+                engine=panel_engine, authorize=demo_pages.staff_only, limiter=limiter, secret=ADMIN_SECRET
+            ),
         ),
     ],
     middleware=[

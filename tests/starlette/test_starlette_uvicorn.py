@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -31,12 +32,12 @@ def patient_server(request: pytest.FixtureRequest, redis_url: str) -> Iterator[s
     yield from serve(request.param, redis_url + "?timeout=5s")
 
 
-def serve(app: str, storage_url: str) -> Iterator[str]:
+def serve(app: str, storage_url: str, *flags: str) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "BISMAN_RATELIMIT_STORAGE_URL": storage_url}
     command = [
         sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), f"{app}:app",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *flags,
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -85,6 +86,31 @@ def test_example_app_over_a_socket_on_redis(server: str) -> None:
         for _ in range(3):
             health = client.get("/health")
             assert health.status_code == 200 and "ratelimit" not in health.headers
+
+
+@pytest.mark.parametrize("app", ["starlette_app", "fastapi_app"])
+def test_the_admin_panels_forms_work_across_worker_processes(app: str, redis_url: str) -> None:
+    """A form loaded from one worker is posted to whichever worker takes the next connection."""
+    started = serve(app, redis_url, "--workers", "2")
+    base = next(started)
+    try:
+        staff = {"authorization": "Bearer alice", "connection": "close"}
+        statuses = []
+        for n in range(12):
+            page = httpx.get(f"{base}/admin/ratelimit/flags", headers=staff, timeout=10)
+            token = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', page.text)
+            assert page.status_code == 200 and token is not None
+            posted = httpx.post(
+                f"{base}/admin/ratelimit/flags/set",
+                data={"csrf_token": token.group(1), "name": f"flag{n}", "type": "bool", "value": "true"},
+                headers=staff,
+                cookies=page.cookies,
+                timeout=10,
+            )
+            statuses.append(posted.status_code)
+        assert statuses == [303] * 12
+    finally:
+        started.close()
 
 
 async def test_concurrent_failed_logins_over_sockets_get_exactly_the_limit(patient_server: str) -> None:
