@@ -163,6 +163,7 @@ PACKAGES: dict[str, list[str]] = {
         "enabled_from_env",
         "environ_key",
         "load_config",
+        "note_memory_default",
         "outage_reaction",
         "parse_config",
         "parse_switch",

@@ -17,6 +17,7 @@ from bisman_ratelimit.web._environment import (
     STORAGE_URL_ENV,
     EnvironmentWarning,
     enabled_from_env,
+    note_memory_default,
     parse_switch,
     storage_url_from_env,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "enabled_from_env",
     "environ_key",
     "load_config",
+    "note_memory_default",
     "outage_reaction",
     "parse_config",
     "parse_switch",

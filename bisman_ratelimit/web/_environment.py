@@ -8,6 +8,7 @@ names the variable to use.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Mapping
@@ -35,6 +36,28 @@ _NEAR_MISSES = {
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+
+
+_memory_noted = False
+
+
+def note_memory_default(logger: logging.Logger) -> None:
+    """Say once per process, at WARNING, that no storage is configured and what that means.
+
+    For the plugins, when they count in this process's memory because
+    nothing named a storage: under a server with several worker processes
+    each counts on its own, which multiplies every limit.
+    """
+    global _memory_noted
+    if _memory_noted:
+        return
+    _memory_noted = True
+    logger.warning(
+        "no rate-limit storage is configured: limits are counted in this process's memory, so each "
+        "worker process counts on its own (under 4 workers a client gets up to 4 times its limit); "
+        "set %s=redis://host:6379/0 to count them together",
+        STORAGE_URL_ENV,
+    )
 
 
 class EnvironmentWarning(UserWarning):

@@ -54,6 +54,8 @@ class RateLimitSettings:
     """The validated ``BISMAN_RATELIMIT`` setting."""
 
     storage_url: str = "memory://"
+    # Whether STORAGE_URL, LIMITER or BISMAN_RATELIMIT_STORAGE_URL named the storage (else: memory).
+    storage_configured: bool = False
     # False: no checks, no headers, no storage traffic. ENABLED, else BISMAN_RATELIMIT_ENABLED, else on.
     enabled: bool = True
     config: str | None = None
@@ -279,9 +281,11 @@ def read_settings(raw: object) -> tuple[RateLimitSettings, list[SettingProblem]]
         values["enabled"] = enabled_from_env(values.get("enabled"))
     except BismanRateLimitError as exc:
         problems.append(SettingProblem("ENABLED", str(exc)))
+    values["storage_configured"] = "STORAGE_URL" in raw or "LIMITER" in raw
     if "STORAGE_URL" not in raw and "LIMITER" not in raw:
         from_env = storage_url_from_env()
         if from_env is not None:
+            values["storage_configured"] = True
             try:
                 values["storage_url"] = _storage_url(from_env)
             except BismanRateLimitError as exc:

@@ -32,6 +32,7 @@ from bisman_ratelimit.web import (
     adecide,
     decide,
     load_config,
+    note_memory_default,
     template_forms,
 )
 
@@ -82,6 +83,8 @@ class Runtime:
             self.async_limiter = settings.async_limiter
         else:
             url = settings.storage_url
+            if not settings.storage_configured:
+                note_memory_default(logging.getLogger("bisman_ratelimit.django"))
             if url.split("://", 1)[0].lower() == "memory":
                 # A memory:// URL builds a MemoryStorage, which sync and async code can share.
                 storage = cast(MemoryStorage, storage_from_url(url))

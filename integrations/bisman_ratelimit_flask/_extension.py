@@ -61,6 +61,7 @@ from bisman_ratelimit.web import (
     decide,
     enabled_from_env,
     load_config,
+    note_memory_default,
     outage_reaction,
     parse_switch,
     storage_url_from_env,
@@ -635,7 +636,10 @@ class Limiter:
         app.extensions.setdefault("limiter", set()).add(self)
 
     def _build_engine(self, config: Mapping[str, Any]) -> Engine:
-        url = self._storage_uri or config.get("RATELIMIT_STORAGE_URI") or storage_url_from_env("memory://")
+        url = self._storage_uri or config.get("RATELIMIT_STORAGE_URI") or storage_url_from_env()
+        if url is None:
+            note_memory_default(logger)
+            url = "memory://"
         if not isinstance(url, str) or "://" not in url:
             raise ConfigurationError(
                 "RATELIMIT_STORAGE_URI: expected a URL such as 'memory://' or "

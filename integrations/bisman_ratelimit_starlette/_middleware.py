@@ -50,6 +50,7 @@ from bisman_ratelimit.web import (
     adecide,
     enabled_from_env,
     load_config,
+    note_memory_default,
     outage_reaction,
 )
 
@@ -131,6 +132,7 @@ class RateLimitMiddleware:
         self.app = app
         if limiter is None:
             limiter = AsyncLimiter()
+            note_memory_default(logger)
         elif not isinstance(limiter, AsyncLimiter):
             raise InvalidArgument(
                 f"RateLimitMiddleware needs an AsyncLimiter (a sync client would block the event loop), "
