@@ -22,6 +22,11 @@ verify). ``cycle_key()`` (called by ``login()``) moves the data to a new id
 the session gets Django's 400, not a new empty session), and a session holding ``_auth_user_id`` joins that
 user's index, so :func:`logout_everywhere` ends all of a user's sessions.
 
+A save writes only the keys the request set, deleted or popped (one
+atomic script), so two concurrent requests changing different keys keep
+both; a session marked ``modified`` by hand (after changing a value in
+place), cleared, cycled or new is written whole.
+
 Values must be JSON-serialisable, as with Django's default serializer.
 When the store cannot be reached, loads and saves raise
 :class:`~bisman_ratelimit.core._errors.StorageUnavailable` (never an empty
@@ -185,14 +190,86 @@ async def aclose_connections() -> None:
 setting_changed.connect(_reset, dispatch_uid="bisman_ratelimit_django.sessions")
 
 
+_NOT_GIVEN = object()
+
+
 class SessionStore(SessionBase):
     """Django's session interface on the bisman-ratelimit session store."""
 
     def __init__(self, session_key: str | None = None) -> None:
+        # The keys this request changed, to write alone; None: write the whole session.
+        self._changed: set[str] | None = set()
         super().__init__(session_key)
         self.unavailable: StorageUnavailable | None = None
         #: The key named a session a concurrent login rotated away: saving would start another.
         self.rotated_away = False
+
+    # Which keys changed. Django's own methods say only ``modified = True``: each one
+    # that changes named keys is done here, and any other ``modified = True`` (a value
+    # changed in place, clear(), a cycle) means the whole session.
+
+    @property
+    def modified(self) -> bool:
+        return self._modified
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._modified = value
+        if value:
+            self._changed = None
+
+    def _changed_key(self, key: str) -> None:
+        if self._changed is not None:
+            self._changed.add(key)
+        self._modified = True
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._session[key] = value  # type: ignore[attr-defined]
+        self._changed_key(key)
+
+    async def aset(self, key: str, value: Any) -> None:
+        (await self._aget_session())[key] = value  # type: ignore[attr-defined]
+        self._changed_key(key)
+
+    def __delitem__(self, key: str) -> None:
+        del self._session[key]  # type: ignore[attr-defined]
+        self._changed_key(key)
+
+    def pop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
+        return self._pop(self._session, key, default)  # type: ignore[attr-defined]
+
+    async def apop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
+        return self._pop(await self._aget_session(), key, default)  # type: ignore[attr-defined]
+
+    def _pop(self, data: dict[str, Any], key: str, default: Any) -> Any:
+        if key in data:
+            self._changed_key(key)
+        return data.pop(key) if default is _NOT_GIVEN else data.pop(key, default)
+
+    def setdefault(self, key: str, value: Any) -> Any:  # type: ignore[override]
+        return self._setdefault(self._session, key, value)  # type: ignore[attr-defined]
+
+    async def asetdefault(self, key: str, value: Any) -> Any:
+        return self._setdefault(await self._aget_session(), key, value)  # type: ignore[attr-defined]
+
+    def _setdefault(self, data: dict[str, Any], key: str, value: Any) -> Any:
+        if key in data:
+            return data[key]
+        data[key] = value
+        self._changed_key(key)
+        return value
+
+    def update(self, dict_: Any) -> None:  # type: ignore[override]
+        self._update(self._session, dict_)  # type: ignore[attr-defined]
+
+    async def aupdate(self, dict_: Any) -> None:
+        self._update(await self._aget_session(), dict_)  # type: ignore[attr-defined]
+
+    def _update(self, data: dict[str, Any], dict_: Any) -> None:
+        changes = dict(dict_)
+        data.update(changes)
+        for key in changes:
+            self._changed_key(key)
 
     # Each operation is one flow, run by a sync or an async method.
 
@@ -239,11 +316,20 @@ class SessionStore(SessionBase):
             # Already expired: there is nothing to keep.
             yield from core.delete(sid)
             return
+        changed = self._changed
         if must_create:
             if (yield from core.create_with_id(sid, data, user_id=user, idle_ttl=age)) is None:
                 raise CreateError
-        elif not (yield from core.update(sid, values=data, mode="replace", user_id=user, idle_ttl=age)):
-            raise UpdateError
+        elif changed is None:
+            if not (yield from core.update(sid, values=data, mode="replace", user_id=user, idle_ttl=age)):
+                raise UpdateError
+        else:
+            written = {key: data[key] for key in changed if key in data}
+            removed = [key for key in changed if key not in data]
+            if not (yield from core.update(sid, values=written, remove=removed, user_id=user, idle_ttl=age)):
+                raise UpdateError
+        # Written: what changes next is counted afresh.
+        self._changed = set()
 
     def _delete_flow(self, session_key: str | None) -> Flow[None]:
         if session_key is None:

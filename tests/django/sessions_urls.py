@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
@@ -15,6 +16,18 @@ def show(request: HttpRequest) -> JsonResponse:
 def put(request: HttpRequest) -> JsonResponse:
     request.session.update(json.loads(request.body))
     return JsonResponse(dict(request.session.items()))
+
+
+# Set by a test: each request waits there once it has loaded its session, so that all have
+# loaded before any saves.
+BARRIER: list[threading.Barrier] = []
+
+
+def put_together(request: HttpRequest) -> JsonResponse:
+    request.session.get("anything")
+    BARRIER[0].wait(timeout=10)
+    request.session.update(json.loads(request.body))
+    return JsonResponse({"ok": True})
 
 
 def login(request: HttpRequest) -> JsonResponse:
@@ -47,6 +60,7 @@ async def alogin(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("show", show),
     path("put", put),
+    path("put-together", put_together),
     path("login", login),
     path("logout", logout),
     path("ashow", ashow),

@@ -403,6 +403,53 @@ def test_requests_login_and_log_out_everywhere() -> None:
     assert laptop.get("/show").json() == {} and phone.get("/show").json() == {}
 
 
+def test_concurrent_requests_changing_different_keys_keep_every_change() -> None:
+    import threading
+
+    import sessions_urls
+
+    first = Client()
+    first.post("/put", data=json.dumps({"base": 0}), content_type="application/json")
+    cookie = first.cookies["sessionid"].value
+    sessions_urls.BARRIER[:] = [threading.Barrier(8)]
+
+    def change(n: int) -> None:
+        client = Client()
+        client.cookies["sessionid"] = cookie
+        response = client.post(
+            "/put-together", data=json.dumps({f"k{n}": n}), content_type="application/json"
+        )
+        assert response.status_code == 200
+
+    try:
+        threads = [threading.Thread(target=change, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+    finally:
+        sessions_urls.BARRIER.clear()
+    # All eight loaded the session before any saved: each wrote its key alone.
+    assert first.get("/show").json() == {"base": 0, **{f"k{n}": n for n in range(8)}}
+
+
+def test_a_value_changed_in_place_and_marked_modified_is_written(session: SessionStore) -> None:
+    session["cart"] = [1]
+    session["gone"] = True
+    session.save()
+    again = SessionStore(session.session_key)
+    again["cart"].append(2)
+    again.modified = True
+    del again["gone"]
+    again.save()
+    assert SessionStore(session.session_key).load() == {"cart": [1, 2]}
+    third = SessionStore(session.session_key)
+    third.pop("cart")
+    third.setdefault("new", "x")
+    third.save()
+    assert SessionStore(session.session_key).load() == {"new": "x"}
+
+
 @needs_async_session_api
 async def test_async_requests_and_log_out_everywhere(closing: None) -> None:
     client = AsyncClient()
