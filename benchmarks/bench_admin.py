@@ -1,13 +1,15 @@
 """The admin panel's page load time with 100,000 keys in Redis, and how soon a flag change made
 in the panel shows in a second process.
 
-    python benchmarks/bench_admin.py redis://127.0.0.1:6379/15
+    python benchmarks/bench_admin.py                      # on a private server it starts
+    python benchmarks/bench_admin.py --url redis://host:port/15
 
-The database given is flushed first.
+A database given with ``--url`` is flushed first: give one that holds nothing of value.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import subprocess
@@ -23,6 +25,7 @@ from starlette.routing import Mount
 from bisman_ratelimit import AsyncLimiter, Limiter
 from bisman_ratelimit.ops import PAGES, PanelEngine
 from bisman_ratelimit.stores import SessionStore
+from bisman_ratelimit.testing import RedisServer
 from bisman_ratelimit_starlette.admin import AdminPanel
 
 KEYS = 100_000
@@ -112,7 +115,19 @@ def propagation(url: str, rounds: int = 10) -> list[float]:
 
 
 def main() -> None:
-    url = sys.argv[1]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", help="a Redis database to flush and fill (default: a private server)")
+    args = parser.parse_args()
+    if args.url is not None:
+        measure(args.url)
+        return
+    with RedisServer() as server:
+        measure(server.url)
+
+
+def measure(url: str) -> None:
     print(f"keys in Redis: {fill(url)}")
     for page, ms in asyncio.run(page_times(url)).items():
         print(f"{page:<11} median {ms:7.1f} ms")

@@ -331,7 +331,7 @@ async def flags_view(request: Request) -> Response:
     )
     body = f"""<ul id="flags">{items or "<li>no flag set</li>"}</ul>
 <p>Flags change only through the operators' tools: the <a href="/admin/ratelimit/flags">admin panel</a>, or
-<code>bisman-ratelimit flags set darkMode true --url redis://…</code> on Redis;
+<code>bisman-ratelimit flags set darkMode true --type bool --url redis://…</code> on Redis;
 every process hears of it.</p>"""
     return await page(request, "Feature flags", body)
 

@@ -9,8 +9,9 @@ or on Redis::
     BISMAN_RATELIMIT_STORAGE_URL=redis://127.0.0.1:6379/0 flask --app example_apps/flask_app.py run
 
 Then ``curl -i localhost:8000/fast`` shows the ``RateLimit-Policy`` and
-``RateLimit`` fields; the third request within a minute gets a 429 with a
-problem+json body and ``Retry-After``.
+``RateLimit`` fields; past the defaults (2 a minute, 1 a second, both
+sliding windows: a second request a second later may still be refused) a
+request gets a 429 with a problem+json body and ``Retry-After``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -518,5 +517,11 @@ def write_report(run: dict[str, Any], out: Path, *, plots: bool = True) -> Path:
 
 
 if __name__ == "__main__":
-    results = Path(sys.argv[1])
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Redraw the load test's report from its saved results.")
+    parser.add_argument(
+        "results", type=Path, help="a results.json written by run.py (e.g. docs/loadtest/results.json)"
+    )
+    results = parser.parse_args().results
     print(write_report(json.loads(results.read_text()), results.parent))

@@ -1,7 +1,7 @@
 """The load test: real servers, wrk over loopback, one private Redis, every contender in one run.
 
-    python benchmarks/loadtest/run.py                 # every contender, about 10 min, writes docs/loadtest/
-    python benchmarks/loadtest/run.py --quick         # ours on Redis only, one second per phase
+    python benchmarks/loadtest/run.py                 # every contender, about 19 min, writes docs/loadtest/
+    python benchmarks/loadtest/run.py --quick         # ours on Redis only, one second per phase, to build/
     python benchmarks/loadtest/run.py --contenders starlette-ours-redis,starlette-slowapi --out /tmp/lt
 
 Each contender is an app of ``apps/`` served the way it is in production
@@ -568,7 +568,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--contenders", help="comma-separated names (default: all; --quick: starlette-ours-redis)"
     )
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "docs" / "loadtest", help="where results and report go"
+        "--out",
+        type=Path,
+        help="where results and report go (default docs/loadtest/; --quick: build/loadtest-quick/, "
+        "so that a quick run never replaces the published report)",
     )
     parser.add_argument("--workers", type=int, help="server workers (default 2; --quick: 1)")
     parser.add_argument("--ticks", type=int, help="seconds per phase (default 6; --quick: 1)")
@@ -601,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ticks = args.ticks or (1 if args.quick else 6)
     figures_wanted = args.figures if args.figures is not None else not args.quick
     phases = _phases(args.connections)
-    out: Path = args.out
+    out: Path = args.out or (ROOT / "build" / "loadtest-quick" if args.quick else ROOT / "docs" / "loadtest")
     out.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="loadtest-logs-"))
     progress(f"server logs in {logs}")
