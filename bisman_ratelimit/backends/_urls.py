@@ -341,6 +341,39 @@ class RedisConnection:
         """The time budget of one call, in seconds."""
         return self.settings.budget
 
+    def warm(self, connections: int | None = None) -> None:
+        """Open ``connections`` of the client's pool now (default: a bounded pool's size, at most 64).
+
+        They wait, idle in the pool, for the first commands: a burst of
+        them then opens none under the budget's connect timeout. Each is
+        opened as a rate limiter's ``warm()`` opens its own, with up to 1 s
+        to connect. A client whose commands a rate limiter would send through
+        ``execute_command`` (a Cluster client, RESP3...) opens none.
+        """
+        from bisman_ratelimit.backends._redis import _warm_count
+        from bisman_ratelimit.backends._wire import lender_for
+
+        lender = lender_for(self.client)
+        if lender is None:
+            return
+        try:
+            lender.warm(_warm_count(lender.pool, connections))
+        finally:
+            lender.close()  # the connections are the pool's: the client's commands take them from there
+
+    async def awarm(self, connections: int | None = None) -> None:
+        """:meth:`warm` for an asyncio client, in the event loop the client belongs to."""
+        from bisman_ratelimit.backends._redis import _warm_count
+        from bisman_ratelimit.backends._wire import async_lender_for
+
+        lender = async_lender_for(self.client)
+        if lender is None:
+            return
+        try:
+            await lender.warm(_warm_count(lender.pool, connections))
+        finally:
+            await lender.aclose()
+
 
 def redis_from_url(
     url: str,

@@ -22,7 +22,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import redis
@@ -44,6 +44,7 @@ from bisman_ratelimit.backends import (
     sync_command,
     translate_errors,
 )
+from bisman_ratelimit.backends._wire import AsyncLender, async_lender_for
 from bisman_ratelimit.core import InvalidArgument, StorageUnavailable, adrive, drive
 
 T = TypeVar("T")
@@ -88,17 +89,30 @@ class RedisRunner:
     """Runs calls on a ``redis.Redis`` or ``RedisCluster`` client.
 
     ``closing`` are clients closed with it (the sentinels', for a client
-    built from a ``redis+sentinel://`` URL).
+    built from a ``redis+sentinel://`` URL). ``connection`` is where a
+    client built from a URL came from: only its pool is warmed.
     """
 
-    def __init__(self, client: SyncClient, *, closing: tuple[Any, ...] = ()) -> None:
+    def __init__(
+        self,
+        client: SyncClient,
+        *,
+        closing: tuple[Any, ...] = (),
+        connection: RedisConnection | None = None,
+    ) -> None:
         self.client = client
         self._command = sync_command(client)
         self._closing = closing
+        self._connection = connection
 
     def run(self, call: Call) -> Any:
         with translate_errors():
             return call.op.script.run(self._command, self.client.script_load, call.keys, ("", *call.args))
+
+    def warm(self, connections: int | None) -> None:
+        if self._connection is not None:
+            with translate_errors():
+                self._connection.warm(connections)
 
     def close(self) -> None:
         self.client.close()
@@ -145,12 +159,30 @@ class AsyncRedisRunner:
 
 @dataclass
 class _LoopClient:
-    """The client of one event loop, and the generator that closes it when that loop shuts down."""
+    """The client of one event loop, and the generator that closes it when that loop shuts down.
+
+    As a rate limit's storage does, calls on a plain client go through the
+    lender of its pool (see :mod:`bisman_ratelimit.backends._wire`): those
+    that come in one turn of the loop are written together on one
+    connection, so a burst of requests needs a few connections, not one
+    each, and a reply is awaited for the budget of Redis's time, not of
+    the time the loop spent on other requests.
+    """
 
     connection: RedisConnection
     closer: AsyncGenerator[None, None] | None = None
+    lender: AsyncLender | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lender = async_lender_for(self.connection.client)
+
+    @property
+    def command(self) -> Callable[..., Any]:
+        return async_command(self.connection.client) if self.lender is None else self.lender.call
 
     async def aclose(self) -> None:
+        if self.lender is not None:
+            await self.lender.aclose()
         await self.connection.client.aclose()
         for other in self.connection.closing:
             await other.aclose()
@@ -203,6 +235,15 @@ class AsyncUrlRunner:
         with translate_errors():
             return await call.op.script.arun(command, client.script_load, call.keys, ("", *call.args))
 
+    async def warm(self, connections: int | None) -> None:
+        """Open connections of the running loop's client now (see :meth:`RedisConnection.warm`)."""
+        loop = asyncio.get_running_loop()
+        await self._client_of(loop)
+        entry = self._clients.get(loop)
+        if entry is not None:
+            with translate_errors():
+                await entry.connection.awarm(connections)
+
     async def _client_of(
         self, loop: asyncio.AbstractEventLoop
     ) -> tuple[asyncio.AbstractEventLoop, AsyncClient, Callable[..., Any]]:
@@ -220,7 +261,7 @@ class AsyncUrlRunner:
             entry.closer = self._close_at_shutdown(loop, entry)
             await entry.closer.__anext__()
         client = cast(AsyncClient, entry.connection.client)
-        last = (loop, client, async_command(client))
+        last = (loop, client, entry.command)
         self._last = last
         return last
 
@@ -417,7 +458,7 @@ def sync_runner(backend: object, store: type[ShellBase] | None = None) -> SyncRu
     if isinstance(backend, str):
         if _scheme(backend) != "memory":
             connection = _connect(backend, asyncio=False, store=store)
-            return RedisRunner(connection.client, closing=connection.closing)
+            return RedisRunner(connection.client, closing=connection.closing, connection=connection)
         backend = _memory(backend)
     if isinstance(backend, MemoryBackend):
         return backend
@@ -519,6 +560,17 @@ class StoreShell(ShellBase):
         """Run an operation built by the store's ``core`` (for integrations composing them)."""
         return drive(flow, self._runner.run)
 
+    def warm(self, connections: int | None = None) -> None:
+        """Open ``connections`` to Redis now (default: the pool's size, at most 64), if built from a URL.
+
+        Each gets up to 1 s to connect, as a rate limiter's ``warm()`` gives
+        its own: a crowd of first calls then opens none under the budget's
+        connect timeout. Raises ``StorageUnavailable`` if Redis cannot be
+        reached.
+        """
+        if isinstance(self._runner, RedisRunner):
+            self._runner.warm(connections)
+
     def close(self) -> None:
         """Close the Redis client if this store built it from a URL."""
         if self._owns_client:
@@ -550,6 +602,11 @@ class AsyncStoreShell(ShellBase):
     async def run(self, flow: Flow[T]) -> T:
         """Run an operation built by the store's ``core`` (for integrations composing them)."""
         return await adrive(flow, self._runner.run)
+
+    async def warm(self, connections: int | None = None) -> None:
+        """Open ``connections`` of the running loop's client now, as :meth:`StoreShell.warm` does."""
+        if isinstance(self._runner, AsyncUrlRunner):
+            await self._runner.warm(connections)
 
     async def aclose(self) -> None:
         """Close the Redis client if this store built it from a URL (that of the running loop)."""

@@ -28,10 +28,16 @@ cookie replayed after ``max_age`` seconds names no session, whatever the
 browser was told. ``max_age=None`` makes a browser-session cookie; the
 store's absolute lifetime still ends the session on the server.
 ``Vary: Cookie`` is sent only when the app used the session.
+
+The store's connections are opened at startup (or by the first requests,
+which wait for it), as ``RateLimitMiddleware`` opens the limiter's: a
+burst of first requests would each open one under the budget's connect
+timeout, and be answered 503 by a healthy Redis.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -195,11 +201,18 @@ class SessionMiddleware:
             # The cookie need not outlive the longest a session can live.
             self._set_flags = f"; Max-Age={min(max_age, int(self.store.core.absolute_lifetime))}{flags}"
         self._clear_flags = f"; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT{flags}"
+        # Connections to the store, opened at startup (or by the first requests, which wait for it).
+        self._warming: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
+            if scope["type"] == "lifespan":
+                receive = self._warm_on_startup(receive)
             await self.app(scope, receive, send)
             return
+        warming = self._warming
+        if warming is None or not warming.done():
+            await self._warm()
 
         cookie = HTTPConnection(scope).cookies.get(self.session_cookie)
         session_id = None if cookie is None else self._session_id(cookie)
@@ -255,6 +268,30 @@ class SessionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+    def _warm_on_startup(self, receive: Receive) -> Receive:
+        async def receive_after_warming() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._warm()
+            return message
+
+        return receive_after_warming
+
+    async def _warm(self) -> None:
+        """Open the store's connections once; the requests that come meanwhile wait for that."""
+        warming = self._warming
+        if warming is None:
+            warming = self._warming = asyncio.ensure_future(self._open_connections())
+        elif warming.get_loop() is not asyncio.get_running_loop():
+            return  # another event loop's client is warming (each loop has a client of its own)
+        await asyncio.shield(warming)
+
+    async def _open_connections(self) -> None:
+        try:
+            await self.store.warm()
+        except StorageError as exc:
+            logger.warning("could not open connections to the session store in advance: %s", exc)
 
     def _cookie(self, session_id: str) -> str:
         return self.signer.sign(f"{session_id}.{int(time.time())}")
