@@ -386,6 +386,11 @@ class FlagCache:
         self.deaf_since = None if subscribed else self.clock()
         self.invalidate()
 
+    def not_listening(self) -> None:
+        """No subscription, and too soon to try again: reload at least every ``retry_interval``."""
+        if self.clock() - self.loaded_at >= self.retry_interval:
+            self.invalidate()
+
 
 def _lookup(snapshot: dict[str, Flag], name: str, default: Any) -> Any:
     flag = snapshot.get(_name(name))
@@ -629,15 +634,15 @@ class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
             except StorageUnavailable:
                 # Only the listening connection may be lost: listen again right away.
                 self._drop_subscription()
-        if cache.may_listen():
-            try:
-                self._subscription = self._subscribe()
-            except StorageUnavailable:
-                cache.listening(False)
-            else:
-                cache.listening(True)
-        elif cache.clock() - cache.loaded_at >= cache.retry_interval:
-            cache.invalidate()
+        if not cache.may_listen():
+            cache.not_listening()
+            return
+        try:
+            self._subscription = self._subscribe()
+        except StorageUnavailable:
+            cache.listening(False)
+        else:
+            cache.listening(True)
 
     def _drop_subscription(self) -> None:
         if self._subscription is not None:
@@ -692,15 +697,15 @@ class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], Asy
             except StorageUnavailable:
                 # Only the listening connection may be lost: listen again right away.
                 await self._drop_subscription()
-        if cache.may_listen():
-            try:
-                self._subscription = await self._subscribe()
-            except StorageUnavailable:
-                cache.listening(False)
-            else:
-                cache.listening(True)
-        elif cache.clock() - cache.loaded_at >= cache.retry_interval:
-            cache.invalidate()
+        if not cache.may_listen():
+            cache.not_listening()
+            return
+        try:
+            self._subscription = await self._subscribe()
+        except StorageUnavailable:
+            cache.listening(False)
+        else:
+            cache.listening(True)
 
     async def _snapshot(self) -> dict[str, Flag]:
         async with self._refreshing:
