@@ -188,16 +188,6 @@ class _LoopClient:
             await other.aclose()
 
 
-def _reset(exc: StorageUnavailable) -> bool:
-    """Whether the connection was closed under the call (not a timeout, nor a server still loading)."""
-    cause = exc.__cause__
-    return (
-        isinstance(cause, redis.ConnectionError)
-        and not isinstance(cause, redis.BusyLoadingError)
-        and not isinstance(cause, redis.TimeoutError)
-    )
-
-
 class AsyncUrlRunner:
     """Runs calls on one ``redis.asyncio`` client per event loop, each built from the URL.
 
@@ -242,14 +232,6 @@ class AsyncUrlRunner:
         if last is None or last[0] is not loop:
             last = await self._client_of(loop)
         _, client, command = last
-        try:
-            with translate_errors():
-                return await call.op.script.arun(command, client.script_load, call.keys, ("", *call.args))
-        except StorageUnavailable as exc:
-            if not _reset(exc):
-                raise
-        # A connection reset (a restart, CLIENT KILL, an idle timeout): once more, on a fresh
-        # connection, as the rate limits do (the stale idle ones are dropped with the one that failed).
         with translate_errors():
             return await call.op.script.arun(command, client.script_load, call.keys, ("", *call.args))
 
