@@ -22,10 +22,10 @@ verify). ``cycle_key()`` (called by ``login()``) moves the data to a new id
 the session gets Django's 400, not a new empty session), and a session holding ``_auth_user_id`` joins that
 user's index, so :func:`logout_everywhere` ends all of a user's sessions.
 
-A save writes only the keys the request set, deleted or popped (one
-atomic script), so two concurrent requests changing different keys keep
-both; a session marked ``modified`` by hand (after changing a value in
-place), cleared, cycled or new is written whole.
+A save writes only the keys whose value differs from what the request
+loaded (changed in place too) and removes the keys gone, in one atomic
+script, so two concurrent requests changing different keys keep both; a
+new session is written whole.
 
 Values must be JSON-serialisable, as with Django's default serializer.
 When the store cannot be reached, loads and saves raise
@@ -38,6 +38,7 @@ I/O-free flow.
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,86 +191,22 @@ async def aclose_connections() -> None:
 setting_changed.connect(_reset, dispatch_uid="bisman_ratelimit_django.sessions")
 
 
-_NOT_GIVEN = object()
+def _encoded(data: dict[str, Any]) -> dict[str, str]:
+    """Each value as JSON, to tell what a request changed (in place too) from what it loaded."""
+    return {key: json.dumps(value, sort_keys=True, default=repr) for key, value in data.items()}
 
 
 class SessionStore(SessionBase):
     """Django's session interface on the bisman-ratelimit session store."""
 
     def __init__(self, session_key: str | None = None) -> None:
-        # The keys this request changed, to write alone; None: write the whole session.
-        self._changed: set[str] | None = set()
         super().__init__(session_key)
         self.unavailable: StorageUnavailable | None = None
         #: The key named a session a concurrent login rotated away: saving would start another.
         self.rotated_away = False
-
-    # Which keys changed. Django's own methods say only ``modified = True``: each one
-    # that changes named keys is done here, and any other ``modified = True`` (a value
-    # changed in place, clear(), a cycle) means the whole session.
-
-    @property
-    def modified(self) -> bool:
-        return self._modified
-
-    @modified.setter
-    def modified(self, value: bool) -> None:
-        self._modified = value
-        if value:
-            self._changed = None
-
-    def _changed_key(self, key: str) -> None:
-        if self._changed is not None:
-            self._changed.add(key)
-        self._modified = True
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._session[key] = value  # type: ignore[attr-defined]
-        self._changed_key(key)
-
-    async def aset(self, key: str, value: Any) -> None:
-        (await self._aget_session())[key] = value  # type: ignore[attr-defined]
-        self._changed_key(key)
-
-    def __delitem__(self, key: str) -> None:
-        del self._session[key]  # type: ignore[attr-defined]
-        self._changed_key(key)
-
-    def pop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
-        return self._pop(self._session, key, default)  # type: ignore[attr-defined]
-
-    async def apop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
-        return self._pop(await self._aget_session(), key, default)  # type: ignore[attr-defined]
-
-    def _pop(self, data: dict[str, Any], key: str, default: Any) -> Any:
-        if key in data:
-            self._changed_key(key)
-        return data.pop(key) if default is _NOT_GIVEN else data.pop(key, default)
-
-    def setdefault(self, key: str, value: Any) -> Any:  # type: ignore[override]
-        return self._setdefault(self._session, key, value)  # type: ignore[attr-defined]
-
-    async def asetdefault(self, key: str, value: Any) -> Any:
-        return self._setdefault(await self._aget_session(), key, value)  # type: ignore[attr-defined]
-
-    def _setdefault(self, data: dict[str, Any], key: str, value: Any) -> Any:
-        if key in data:
-            return data[key]
-        data[key] = value
-        self._changed_key(key)
-        return value
-
-    def update(self, dict_: Any) -> None:  # type: ignore[override]
-        self._update(self._session, dict_)  # type: ignore[attr-defined]
-
-    async def aupdate(self, dict_: Any) -> None:
-        self._update(await self._aget_session(), dict_)  # type: ignore[attr-defined]
-
-    def _update(self, data: dict[str, Any], dict_: Any) -> None:
-        changes = dict(dict_)
-        data.update(changes)
-        for key in changes:
-            self._changed_key(key)
+        # Each key's value as loaded (or last saved), encoded: a save writes the keys whose
+        # value differs, and removes the keys gone. None: nothing loaded, write the whole session.
+        self._stored: dict[str, str] | None = None
 
     # Each operation is one flow, run by a sync or an async method.
 
@@ -291,8 +228,11 @@ class SessionStore(SessionBase):
         self.rotated_away = session == "rotated"
         if not isinstance(session, _Session):
             self._session_key = None
+            self._stored = None
             return {}
-        return dict(session.data)
+        data = dict(session.data)
+        self._stored = _encoded(data)
+        return data
 
     def _exists_flow(self, session_key: str | None) -> Flow[bool]:
         sid = self._sid(session_key)
@@ -316,20 +256,21 @@ class SessionStore(SessionBase):
             # Already expired: there is nothing to keep.
             yield from core.delete(sid)
             return
-        changed = self._changed
+        stored = self._stored
         if must_create:
             if (yield from core.create_with_id(sid, data, user_id=user, idle_ttl=age)) is None:
                 raise CreateError
-        elif changed is None:
+        elif stored is None:
             if not (yield from core.update(sid, values=data, mode="replace", user_id=user, idle_ttl=age)):
                 raise UpdateError
         else:
-            written = {key: data[key] for key in changed if key in data}
-            removed = [key for key in changed if key not in data]
+            now = _encoded(data)
+            written = {key: data[key] for key, value in now.items() if stored.get(key) != value}
+            removed = [key for key in stored if key not in now]
             if not (yield from core.update(sid, values=written, remove=removed, user_id=user, idle_ttl=age)):
                 raise UpdateError
-        # Written: what changes next is counted afresh.
-        self._changed = set()
+        # Saved: the next save writes what changes from here.
+        self._stored = _encoded(data)
 
     def _delete_flow(self, session_key: str | None) -> Flow[None]:
         if session_key is None:

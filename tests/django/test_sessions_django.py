@@ -433,21 +433,40 @@ def test_concurrent_requests_changing_different_keys_keep_every_change() -> None
     assert first.get("/show").json() == {"base": 0, **{f"k{n}": n for n in range(8)}}
 
 
-def test_a_value_changed_in_place_and_marked_modified_is_written(session: SessionStore) -> None:
+def test_a_save_writes_what_differs_from_what_was_loaded(session: SessionStore) -> None:
     session["cart"] = [1]
     session["gone"] = True
+    session["kept"] = "as is"
     session.save()
     again = SessionStore(session.session_key)
-    again["cart"].append(2)
-    again.modified = True
+    again["cart"].append(2)  # in place: stored, as a whole-session save would
+    again["n"] = 2
     del again["gone"]
     again.save()
-    assert SessionStore(session.session_key).load() == {"cart": [1, 2]}
+    assert SessionStore(session.session_key).load() == {"cart": [1, 2], "n": 2, "kept": "as is"}
     third = SessionStore(session.session_key)
     third.pop("cart")
     third.setdefault("new", "x")
     third.save()
-    assert SessionStore(session.session_key).load() == {"new": "x"}
+    assert SessionStore(session.session_key).load() == {"n": 2, "kept": "as is", "new": "x"}
+    fourth = SessionStore(session.session_key)
+    fourth.clear()
+    fourth["only"] = 1
+    fourth.save()
+    assert SessionStore(session.session_key).load() == {"only": 1}
+
+
+@needs_async_session_api
+async def test_an_async_save_writes_what_differs_from_what_was_loaded(closing: None) -> None:
+    session = SessionStore()
+    await session.aset_test_cookie()
+    await session.aset("a", 1)
+    await session.asave()
+    again = SessionStore(session.session_key)
+    await again.adelete_test_cookie()  # Django deletes it from the dict directly
+    await again.aset("b", 2)
+    await again.asave()
+    assert await SessionStore(session.session_key).aload() == {"a": 1, "b": 2}
 
 
 @needs_async_session_api
