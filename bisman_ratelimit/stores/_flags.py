@@ -47,7 +47,7 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from bisman_ratelimit.backends import is_cluster_client, translate_errors
-from bisman_ratelimit.core import InvalidArgument, StorageUnavailable, TTLPolicyError
+from bisman_ratelimit.core import InvalidArgument, StorageResponseError, StorageUnavailable, TTLPolicyError
 from bisman_ratelimit.stores._backend import (
     AsyncClient,
     AsyncMemoryRunner,
@@ -567,7 +567,23 @@ class _FlagsShell(ShellBase, Generic[Sub]):
         # Flags's threads take the first, AsyncFlags's tasks (one event loop) the second.
         self._lock = threading.Lock()
         self._refreshing = asyncio.Lock()
+        self._told_refused = False
         _readers.add(self)
+
+    def _refused(self, exc: StorageResponseError) -> None:
+        """Redis refused the subscription (an ACL user without the channel): read the flags every
+        ``retry_interval`` instead, and say so once."""
+        if not self._told_refused:
+            self._told_refused = True
+            _log.warning(
+                "feature flags: Redis refused the subscription to %r (%s); reading the flags every "
+                "%g s instead of on each change (grant the channel: ACL SETUSER <user> &%s)",
+                self.core.channel,
+                exc,
+                self.cache.retry_interval,
+                self.core.channel,
+            )
+        self.cache.listening(False)
 
     def _after_fork(self) -> None:
         # The parent's subscription is its socket: a child reading it too would take some of
@@ -641,6 +657,8 @@ class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
             self._subscription = self._subscribe()
         except StorageUnavailable:
             cache.listening(False)
+        except StorageResponseError as exc:
+            self._refused(exc)
         else:
             cache.listening(True)
 
@@ -704,6 +722,8 @@ class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], Asy
             self._subscription = await self._subscribe()
         except StorageUnavailable:
             cache.listening(False)
+        except StorageResponseError as exc:
+            self._refused(exc)
         else:
             cache.listening(True)
 

@@ -342,3 +342,40 @@ async def test_readers_follow_a_failover_of_the_cluster_node_of_the_flags() -> N
         admin.close()
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_reader_refused_the_channel_reads_every_retry_interval(
+    redis_url: str, redis_client: redis.Redis, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL user without the channel cannot subscribe: the flags still read, refreshed every
+    retry_interval, and the log says why once."""
+    redis_client.execute_command("ACL", "SETUSER", "flagreader", "on", ">pw", "~*", "+@all", "resetchannels")
+    try:
+        admin = FlagAdmin(redis_client)
+        admin.set("beta", True)
+        clock = ManualClock()
+        url = redis_url.replace("redis://", "redis://flagreader:pw@", 1)
+        sync = mode == "sync"
+        reader: Flags | AsyncFlags = (Flags if sync else AsyncFlags)(url, retry_interval=1.0, clock=clock)
+
+        async def get() -> object:
+            value = reader.get("beta")
+            return value if sync else await value  # type: ignore[misc]
+
+        caplog.set_level(logging.WARNING, "bisman_ratelimit.flags")
+        assert await get() is True
+        admin.set("beta", False)
+        assert await get() is True  # no message heard: the snapshot stands
+        clock.advance(1.0)
+        assert await get() is False  # read again after retry_interval
+        assert await get() is False
+        refusals = [r.getMessage() for r in caplog.records if "refused the subscription" in r.getMessage()]
+        assert len(refusals) == 1
+        assert "grant the channel: ACL SETUSER <user> &flags:config" in refusals[0]
+        if sync:
+            reader.close()  # type: ignore[union-attr]
+        else:
+            await reader.aclose()  # type: ignore[union-attr]
+    finally:
+        redis_client.execute_command("ACL", "DELUSER", "flagreader")
