@@ -5,6 +5,7 @@ from __future__ import annotations
 import html.parser
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,17 @@ class Site:
             headers={"X-User": who},
             follow_redirects=False,
         )
+
+
+def soon(read: Any, expected: Any) -> Any:
+    """What ``read()`` gives once it gives ``expected``, or after 2 s: a change message reaches
+    another reader's connection moments after the write returns."""
+    deadline = time.monotonic() + 2
+    value = read()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.005)
+        value = read()
+    return value
 
 
 def authorize(request: Request) -> str | None:
@@ -243,17 +255,17 @@ async def test_flag_writes_are_audited_and_reach_another_reader(
     created = await site.post("flags/set", {"name": "darkMode", "type": "bool", "value": "true"})
     assert created.status_code == 303
     assert created.headers["location"] == f"{ROOT}/flags?note=set%20darkMode"
-    assert reader.get("darkMode") is True
+    assert soon(lambda: reader.get("darkMode"), True) is True
     assert (
         await site.post("flags/set", {"name": "darkMode", "type": "bool", "value": "false"}, who="bob")
     ).status_code == 303
-    assert reader.get("darkMode") is False
+    assert soon(lambda: reader.get("darkMode"), False) is False
     assert (
         await site.post("flags/set", {"name": "limits", "type": "json", "value": '{"max": 3}'})
     ).status_code == 303
     assert (await site.post("flags/delete", {"name": "darkMode"}, who="bob")).status_code == 303
-    assert reader.get("darkMode") is None
-    assert reader.all() == {"limits": Flag("limits", "json", {"max": 3})}
+    expected = {"limits": Flag("limits", "json", {"max": 3})}
+    assert soon(reader.all, expected) == expected
     bad = await site.post("flags/set", {"name": "x", "type": "bool", "value": "maybe"})
     assert bad.status_code == 400
     assert "bad bool flag value &#39;maybe&#39;: use true/false, on/off, yes/no or 1/0" in bad.text
