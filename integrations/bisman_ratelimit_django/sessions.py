@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
-from bisman_ratelimit.core import BismanRateLimitError, StorageUnavailable
+from bisman_ratelimit.core import BismanRateLimitError, StorageError, StorageUnavailable
 from bisman_ratelimit.stores import (
     AsyncSessionStore,
     Flow,
@@ -73,6 +74,8 @@ __all__ = [
     "logout_everywhere",
 ]
 
+_log = logging.getLogger("bisman_ratelimit.django")
+
 SETTING = "BISMAN_SESSIONS"
 # django.contrib.auth keeps the logged-in user's id under this session key.
 AUTH_USER_ID = "_auth_user_id"
@@ -92,8 +95,9 @@ class _Engine:
 
     def store(self) -> _Store:
         if self.sync_store is None:
+            # Built from the URL itself, the store owns its client, and can open its connections.
             self.sync_store = _Store(
-                self.memory or backend_from_url(self.url, use_async=False, store=_Store),
+                self.memory or self.url,
                 absolute_lifetime=self.absolute_lifetime,
                 prefix=self.prefix,
             )
@@ -393,6 +397,20 @@ async def alogout_everywhere(user_id: object) -> list[str]:
     return await _get_engine().async_store().delete_user_sessions(str(user_id))
 
 
+# Connections a synchronous stack opens when the middleware is loaded, as the rate-limit
+# middleware opens its own: a threaded server's first requests then find them open.
+_WARM_CONNECTIONS = 8
+
+
+def _warm_store() -> None:
+    if getattr(settings, "SESSION_ENGINE", None) != __name__:
+        return
+    try:
+        _get_engine().store().warm(_WARM_CONNECTIONS)
+    except StorageError as exc:
+        _log.warning("could not open connections to the session store in advance: %s", exc)
+
+
 class SessionStoreUnavailableMiddleware:
     """Answers ``503`` when the session store could not be reached during the request.
 
@@ -408,6 +426,8 @@ class SessionStoreUnavailableMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+        else:
+            _warm_store()
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

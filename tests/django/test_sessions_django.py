@@ -639,3 +639,39 @@ def test_a_session_deleted_before_the_response_interrupts_it() -> None:
         SessionInterrupted, match="The request's session was deleted before the request completed"
     ):
         middleware(RequestFactory().get("/foo/"))
+
+
+def test_a_synchronous_stack_opens_the_stores_connections_when_loaded(redis_url: str) -> None:
+    from django.core.handlers.wsgi import WSGIHandler
+
+    url = f"{redis_url}?client_name=django-session-warm"
+    with override_settings(**SESSION_SETTINGS, BISMAN_SESSIONS={"URL": url}):
+        try:
+            WSGIHandler()  # loads the middleware, as a WSGI server does when it starts
+            with redis.Redis.from_url(redis_url) as admin:
+                named = [c for c in admin.client_list() if c["name"] == "django-session-warm"]
+            assert len(named) == 8
+        finally:
+            sessions.close_connections()
+
+
+def test_a_store_out_of_reach_when_loaded_is_said_once_and_requests_get_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from bisman_ratelimit.testing import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with override_settings(**SESSION_SETTINGS, BISMAN_SESSIONS={"URL": url}):
+        try:
+            caplog.set_level(logging.WARNING, "bisman_ratelimit.django")
+            WSGIHandler()
+            warnings = [r.getMessage() for r in caplog.records]
+            assert len(warnings) == 1
+            assert warnings[0].startswith("could not open connections to the session store in advance: ")
+            client = Client(raise_request_exception=False)
+            put = client.post("/put", data=json.dumps({"a": 1}), content_type="application/json")
+            assert put.status_code == 503
+        finally:
+            sessions.close_connections()
