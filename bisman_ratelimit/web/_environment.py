@@ -55,7 +55,7 @@ def note_memory_default(logger: logging.Logger) -> None:
     logger.warning(
         "no rate-limit storage is configured: limits are counted in this process's memory, so each "
         "worker process counts on its own (under 4 workers a client gets up to 4 times its limit); "
-        "set %s=redis://host:6379/0 to count them together",
+        "set %s to a Redis URL (redis://host:port/0) to count them together",
         STORAGE_URL_ENV,
     )
 

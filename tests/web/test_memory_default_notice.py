@@ -23,7 +23,7 @@ from bisman_ratelimit_starlette import RateLimitMiddleware
 NOTICE = (
     "no rate-limit storage is configured: limits are counted in this process's memory, so each worker "
     "process counts on its own (under 4 workers a client gets up to 4 times its limit); "
-    f"set {STORAGE_URL_ENV}=redis://host:6379/0 to count them together"
+    f"set {STORAGE_URL_ENV} to a Redis URL (redis://host:port/0) to count them together"
 )
 
 
