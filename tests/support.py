@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -131,3 +132,32 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"the server did not listen on port {port} within {timeout} s")
+
+
+@contextlib.contextmanager
+def served(command: list[str], port: int, env: dict[str, str]) -> Iterator[str]:
+    """Start the server ``command`` (listening on ``port``), give its base URL, stop it after."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+
+def soon(read: Callable[[], object], expected: object, within: float = 2.0) -> object:
+    """What ``read()`` gives once it gives ``expected``, or after ``within`` seconds: for what
+    reaches another connection moments after the call that caused it returned."""
+    deadline = time.monotonic() + within
+    value = read()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.005)
+        value = read()
+    return value

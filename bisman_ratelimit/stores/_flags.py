@@ -570,10 +570,12 @@ class _FlagsShell(ShellBase, Generic[Sub]):
         self._told_refused = False
         _readers.add(self)
 
-    def _refused(self, exc: StorageResponseError) -> None:
-        """Redis refused the subscription (an ACL user without the channel): read the flags every
-        ``retry_interval`` instead, and say so once."""
-        if not self._told_refused:
+    def _deaf(self, exc: StorageUnavailable | StorageResponseError) -> None:
+        """The subscription could not be opened: read the flags every ``retry_interval`` until it can.
+
+        Redis refusing it (an ACL user without the channel) will not pass: say so once.
+        """
+        if isinstance(exc, StorageResponseError) and not self._told_refused:
             self._told_refused = True
             _log.warning(
                 "feature flags: Redis refused the subscription to %r (%s); reading the flags every "
@@ -655,10 +657,8 @@ class Flags(_FlagsShell[_RedisSubscription | _MemorySubscription], StoreShell):
             return
         try:
             self._subscription = self._subscribe()
-        except StorageUnavailable:
-            cache.listening(False)
-        except StorageResponseError as exc:
-            self._refused(exc)
+        except (StorageUnavailable, StorageResponseError) as exc:
+            self._deaf(exc)
         else:
             cache.listening(True)
 
@@ -720,10 +720,8 @@ class AsyncFlags(_FlagsShell[_AsyncRedisSubscription | _MemorySubscription], Asy
             return
         try:
             self._subscription = await self._subscribe()
-        except StorageUnavailable:
-            cache.listening(False)
-        except StorageResponseError as exc:
-            self._refused(exc)
+        except (StorageUnavailable, StorageResponseError) as exc:
+            self._deaf(exc)
         else:
             cache.listening(True)
 

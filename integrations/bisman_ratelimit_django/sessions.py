@@ -261,6 +261,7 @@ class SessionStore(SessionBase):
             yield from core.delete(sid)
             return
         stored = self._stored
+        now = _encoded(data)
         if must_create:
             if (yield from core.create_with_id(sid, data, user_id=user, idle_ttl=age)) is None:
                 raise CreateError
@@ -268,13 +269,12 @@ class SessionStore(SessionBase):
             if not (yield from core.update(sid, values=data, mode="replace", user_id=user, idle_ttl=age)):
                 raise UpdateError
         else:
-            now = _encoded(data)
             written = {key: data[key] for key, value in now.items() if stored.get(key) != value}
             removed = [key for key in stored if key not in now]
             if not (yield from core.update(sid, values=written, remove=removed, user_id=user, idle_ttl=age)):
                 raise UpdateError
         # Saved: the next save writes what changes from here.
-        self._stored = _encoded(data)
+        self._stored = now
 
     def _delete_flow(self, session_key: str | None) -> Flow[None]:
         if session_key is None:

@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import sys
-import time
 from typing import Any
 
 import django
@@ -20,6 +19,7 @@ django.setup()
 from django.contrib.auth.models import Permission, User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
+from support import soon  # noqa: E402
 
 from bisman_ratelimit.stores import Flags  # noqa: E402
 from bisman_ratelimit_django.admin_panel._views import get_engine  # noqa: E402
@@ -107,15 +107,6 @@ def main() -> None:
     seen["pages"] = pages
     seen["secret_shown"] = "secret-cart-content" in client.get("/admin/ratelimit/sessions").content.decode()
     seen["index_lists_panel"] = "Rate limits and flags" in client.get("/admin/").content.decode()
-
-    def soon(read: Any, expected: Any) -> Any:
-        """What ``read()`` gives once it gives ``expected``, or after 2 s."""
-        deadline = time.monotonic() + 2
-        value = read()
-        while value != expected and time.monotonic() < deadline:
-            time.sleep(0.005)
-            value = read()
-        return value
 
     url = os.environ["PANEL_STORAGE_URL"]
     reader = Flags(engine.flags.backend if url.startswith("memory") else url)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import wait_for_port
+from support import served
 
 from bisman_ratelimit.testing import free_port
 
@@ -54,16 +53,8 @@ def workers(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> I
     env = {**os.environ, "WORKERS_STORAGE": redis_url, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
     address = str(port) if request.param == "uvicorn" else f"127.0.0.1:{port}"
     command = [sys.executable, "-m", *SERVERS[request.param], address]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}", folder
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
+    with served(command, port, env) as base:
+        yield base, folder
 
 
 def get(url: str) -> httpx.Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html.parser
 import logging
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
+from support import soon
 
 from bisman_ratelimit import AsyncLimiter, InvalidArgument, Limiter
 from bisman_ratelimit.backends import MemoryStorage
@@ -106,17 +106,6 @@ class Site:
             headers={"X-User": who},
             follow_redirects=False,
         )
-
-
-def soon(read: Any, expected: Any) -> Any:
-    """What ``read()`` gives once it gives ``expected``, or after 2 s: a change message reaches
-    another reader's connection moments after the write returns."""
-    deadline = time.monotonic() + 2
-    value = read()
-    while value != expected and time.monotonic() < deadline:
-        time.sleep(0.005)
-        value = read()
-    return value
 
 
 def authorize(request: Request) -> str | None:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from test_starlette_uvicorn import wait_for_port
+from support import served
 
 from bisman_ratelimit.testing import free_port
 
@@ -31,15 +30,8 @@ def running(app: str) -> Iterator[str]:
         sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), f"{app}:app",
         "--host", "127.0.0.1", "--port", str(port), "--no-proxy-headers", "--log-level", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_for_port(port, process)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
-        if process.stderr:
-            process.stderr.close()
+    with served(command, port, env) as base:
+        yield base.removeprefix("http://")
 
 
 def found(pattern: str, page: httpx.Response) -> list[str]:

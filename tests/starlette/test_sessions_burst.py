@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from support import wait_for_port
+from support import served
 
 from bisman_ratelimit.stores import AsyncSessionStore
 from bisman_ratelimit.testing import free_port
@@ -82,20 +81,9 @@ def server(redis_url: str) -> Iterator[str]:
         sys.executable, "-m", "uvicorn", "--factory", "test_sessions_burst:session_app",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        # uvicorn listens once the lifespan startup (which opens the store's connections) is over.
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
+    # uvicorn listens once the lifespan startup (which opens the store's connections) is over.
+    with served(command, port, env) as base:
+        yield base
 
 
 async def test_a_burst_of_session_requests_on_a_healthy_redis_gets_no_503(

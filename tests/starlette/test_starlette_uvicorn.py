@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import wait_for_port
+from support import served, wait_for_port
 
 from bisman_ratelimit.testing import free_port
 
@@ -39,19 +39,8 @@ def serve(app: str, storage_url: str, *flags: str) -> Iterator[str]:
         sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), f"{app}:app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *flags,
     ]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
+    with served(command, port, env) as base:
+        yield base
 
 
 def test_example_app_over_a_socket_on_redis(server: str) -> None:
